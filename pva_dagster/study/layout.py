@@ -1,0 +1,96 @@
+"""Every path the study reads or writes, built in one place.
+
+File names are the seed study's, so its notebooks still find them; nothing else in the package joins paths
+under ``data/`` by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLIT_NAMES: tuple[str, ...] = ("sae", "hyperparams", "validation")
+LABELS: tuple[str, ...] = ("correct", "incorrect")
+
+
+def temperature_tag(temperature: float) -> str:
+    """``0.3 -> "0.3"``: one spelling of a temperature in every path and partition key."""
+    return f"{float(temperature):.1f}"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    # Phase 0 / 0.1
+    @property
+    def phase0_dir(self) -> Path:
+        return self.root / "phase0"
+
+    @property
+    def difficulty_file(self) -> Path:
+        return self.phase0_dir / "difficulty_mapping.parquet"
+
+    @property
+    def phase0_1_dir(self) -> Path:
+        return self.root / "phase0_1"
+
+    def split_file(self, split: str) -> Path:
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
+        return self.phase0_1_dir / f"{split}_mbpp.parquet"
+
+    @property
+    def split_metadata_file(self) -> Path:
+        return self.phase0_1_dir / "split_metadata.json"
+
+    # Models and SAEs made offline for the embedded profile
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def sae_dir(self, layer: int) -> Path:
+        return self.root / "saes" / f"layer_{layer}"
+
+    # Phase 1.0: temperature 0, every problem
+    @property
+    def phase1_0_dir(self) -> Path:
+        return self.root / "phase1_0"
+
+    def phase1_0_dataset(self, partition: str) -> Path:
+        return self.phase1_0_dir / f"dataset_{partition}.parquet"
+
+    def phase1_0_activation(self, label: str, task_id: int, layer: int) -> Path:
+        return self.phase1_0_dir / "activations" / _label(label) / f"{task_id}_layer_{layer}.npz"
+
+    # Phase 1.2: validation split at several temperatures, several samples
+    @property
+    def phase1_2_dir(self) -> Path:
+        return self.root / "phase1_2"
+
+    def phase1_2_dataset(self, temperature: float, partition: str) -> Path:
+        return self.phase1_2_dir / f"dataset_temp_{temperature_tag(temperature)}_{partition}.parquet"
+
+    def phase1_2_activation(
+        self, temperature: float, label: str, task_id: int, sample: int, layer: int
+    ) -> Path:
+        folder = self.phase1_2_dir / "activations" / f"temp_{temperature_tag(temperature)}" / _label(label)
+        return folder / f"{task_id}_sample{sample}_layer_{layer}.npz"
+
+    @staticmethod
+    def metadata_for(dataset: Path) -> Path:
+        """``dataset_X.parquet -> dataset_X_metadata.json``."""
+        return dataset.with_name(dataset.stem + "_metadata.json")
+
+    # Phase 2 / 3
+    def phase2_dir(self, split: str) -> Path:
+        return self.root / "phase2" / split
+
+    def phase3_dir(self) -> Path:
+        return self.root / "phase3"
+
+
+def _label(label: str) -> str:
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+    return label

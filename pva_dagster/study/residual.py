@@ -1,0 +1,88 @@
+"""Reading and writing the residual stream of a Hugging Face decoder with forward hooks.
+
+Hook point: the **output of decoder block L**, i.e. TransformerLens ``blocks.{L}.hook_resid_post``, which is
+what a GemmaScope ``layer_{L}`` SAE was trained on. (The seed study hooked the block's *input*, one layer off.)
+Every Llama-family and Gemma-2 model in transformers keeps its blocks at ``model.model.layers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a causal LM (``model.model.layers``); raises if the model has none."""
+    base = getattr(model, "model", None)
+    blocks = getattr(base, "layers", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise TypeError(f"{type(model).__name__} has no decoder blocks at model.model.layers")
+    return blocks
+
+
+def hook_name(layer: int) -> str:
+    """The TransformerLens name of the hook point read here, as SAELens configs record it."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def validate_layers(model: nn.Module, layers: Sequence[int]) -> list[int]:
+    """Return ``layers`` sorted and de-duplicated; raise naming any layer the model does not have."""
+    n_layers = len(decoder_blocks(model))
+    bad = [layer for layer in layers if not 0 <= int(layer) < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist: the model has {n_layers} blocks (0..{n_layers - 1})")
+    if not layers:
+        raise ValueError("at least one layer is required")
+    return sorted({int(layer) for layer in layers})
+
+
+def _hidden(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    # Decoder blocks return a tensor in transformers 5 and a tuple (hidden, ...) in older releases.
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def record_block_outputs(
+    model: nn.Module, layers: Sequence[int]
+) -> Iterator[dict[int, list[torch.Tensor]]]:
+    """Record the output of each listed block on every forward call, detached, in call order.
+
+    Yields ``{layer: [tensor[batch, seq, d_model] per forward call]}``. During ``generate`` the first call is
+    the prompt prefill; later calls are one new token each.
+    """
+    blocks = decoder_blocks(model)
+    recorded: dict[int, list[torch.Tensor]] = {layer: [] for layer in validate_layers(model, layers)}
+
+    def make_hook(layer: int):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+            recorded[layer].append(_hidden(output).detach())
+
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in recorded]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def add_to_block_output(model: nn.Module, layer: int, vector: torch.Tensor) -> Iterator[None]:
+    """Add ``vector[d_model]`` to the output of block ``layer`` at every position while the context is open."""
+    (layer,) = validate_layers(model, [layer])
+    block = decoder_blocks(model)[layer]
+
+    def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]):
+        hidden = _hidden(output)
+        steered = hidden + vector.to(device=hidden.device, dtype=hidden.dtype)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
