@@ -1,0 +1,350 @@
+"""Run model-generated code (hostile input) against MBPP asserts in a separate, limited, killable process.
+
+Each run is a fresh ``python -I`` in its own session and process group, in a fresh temporary directory, with
+stdin closed, stdout/stderr written to unnamed files and read back only up to a cap, and rlimits on CPU time,
+address space, file size and processes. A trusted runner (``_RUNNER``) executes setup code, solution and each
+assert, and reports the outcome on a private pipe prefixed by a random per-run nonce: a run has passed only if
+the launched process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)``
+before the asserts is a failure).
+
+Fork containment (``fork_containment()``): RLIMIT_NPROC counts per user and the kernel exempts root, so when a
+writable cgroup ``pids`` controller exists each run also gets its own cgroup with ``pids.max`` and every process
+left in it is killed afterwards (this catches children that ``setsid`` away). Without one, leftovers are only
+caught by killing the process group. The nonce is hidden from the solution's namespace but lives in the same
+interpreter: it defends against early exits and crashes, not against code written to forge the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import BinaryIO
+
+_MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
+_MAX_REPORT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    wall_time_s: float = 10.0
+    cpu_time_s: int = 10
+    memory_mb: int = 1024
+    max_processes: int = 64  # processes + threads, the runner included
+    output_bytes: int = 64_000  # per stream kept in the result
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not value > 0:
+                raise ValueError(f"SandboxLimits.{field.name} must be positive, got {value!r}")
+
+
+class Outcome(str, Enum):
+    PASSED = "passed"
+    FAILED_ASSERTION = "failed_assertion"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    RESOURCE_KILLED = "resource_killed"
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    outcome: Outcome
+    error_type: str | None
+    message: str
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+
+@dataclass(frozen=True)
+class SandboxJob:
+    solution: str
+    test_list: tuple[str, ...]
+    setup_code: str = ""
+
+
+class SandboxFailure(RuntimeError):
+    """The sandbox itself could not run a solution (not a verdict on the solution)."""
+
+
+# Trusted code that runs first in the child: joins the cgroup, sets rlimits, then runs the untrusted parts.
+_RUNNER = r"""
+import errno, json, os, resource, site, sys
+
+def _main():
+    with open(sys.argv[1], encoding="utf-8") as fh:
+        job = json.load(fh)
+    os.unlink(sys.argv[1])
+    fd, nonce, pid = job["report_fd"], job["nonce"], os.getpid()
+
+    def report(status, exc=None, stage="", detail=""):
+        fields = {"pid": pid, "status": status}
+        if exc is not None:
+            fields["error_type"] = type(exc).__name__
+            fields["message"] = (stage + ": " + (detail or str(exc) or repr(exc)))[:2000]
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        os.write(fd, (nonce + " " + json.dumps(fields) + "\n").encode())
+        os._exit(0)  # atexit hooks and stray threads of the solution do not get to run
+
+    if job["cgroup"]:
+        with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as fh:
+            fh.write(str(pid))
+    for name, value in job["rlimits"]:
+        resource.setrlimit(getattr(resource, name), tuple(value))
+    sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
+    site.setquit()  # exit() and quit(), which generated code does call
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    parts = [("setup", job["setup"]), ("solution", job["solution"])]
+    parts += [("test %d" % i, test) for i, test in enumerate(job["tests"])]
+    for stage, source in parts:
+        try:
+            exec(compile(source, "<" + stage + ">", "exec"), namespace)
+        except BaseException as exc:
+            tb = exc.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            raised_by_test = tb.tb_frame.f_code.co_filename == "<" + stage + ">" and stage.startswith("test")
+            if isinstance(exc, AssertionError) and raised_by_test:
+                report("assertion", exc, stage, str(exc) or source.strip())
+            if isinstance(exc, SystemExit):
+                report("error", exc, stage, "exit(%r) called before the asserts finished" % (exc.code,))
+            exhausted = isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.EAGAIN)
+            report("resource" if isinstance(exc, MemoryError) or exhausted else "error", exc, stage)
+    report("passed")
+
+_main()
+"""
+
+_STATUS_OUTCOME = {
+    "passed": Outcome.PASSED,
+    "assertion": Outcome.FAILED_ASSERTION,
+    "error": Outcome.ERROR,
+    "resource": Outcome.RESOURCE_KILLED,
+}
+
+
+@cache
+def _pids_cgroup_root() -> Path | None:
+    """A cgroup directory (v1 ``pids`` hierarchy or v2 with ``pids`` delegated) this process may create in."""
+    if os.geteuid() != 0:
+        return None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point, (fs_type, _source, options) = line.split()[4], line.split(" - ")[1].split()[:3]
+        root = Path(mount_point)
+        v1 = fs_type == "cgroup" and "pids" in options.split(",")
+        v2 = fs_type == "cgroup2" and "pids" in _read(root / "cgroup.subtree_control").split()
+        if (v1 or v2) and os.access(root, os.W_OK):
+            return root
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def fork_containment() -> str:
+    """How forks are limited and leftovers killed here: ``cgroup-pids``, ``rlimit-nproc`` or ``process-group``."""
+    if _pids_cgroup_root() is not None:
+        return "cgroup-pids"
+    return "rlimit-nproc" if os.geteuid() != 0 else "process-group"
+
+
+def _make_cgroup(nonce: str, limits: SandboxLimits) -> Path | None:
+    root = _pids_cgroup_root()
+    if root is None:
+        return None
+    cgroup = root / f"pva-sandbox-{os.getpid()}-{nonce[:16]}"
+    cgroup.mkdir()
+    (cgroup / "pids.max").write_text(str(limits.max_processes))
+    return cgroup
+
+
+def _kill_cgroup(cgroup: Path) -> None:
+    """SIGKILL everything in ``cgroup`` until it is empty, then remove it."""
+    for _ in range(1000):
+        pids = [int(pid) for pid in _read(cgroup / "cgroup.procs").split()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+    for _ in range(200):  # rmdir is refused while dying tasks are still being torn down
+        try:
+            cgroup.rmdir()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise SandboxFailure(f"sandbox cgroup {cgroup} could not be emptied and removed")
+
+
+def _rlimits(limits: SandboxLimits) -> list[tuple[str, tuple[int, int]]]:
+    memory = limits.memory_mb * 1024 * 1024
+    return [
+        ("RLIMIT_CPU", (limits.cpu_time_s, limits.cpu_time_s + 1)),  # soft: SIGXCPU, hard: SIGKILL
+        ("RLIMIT_AS", (memory, memory)),
+        ("RLIMIT_FSIZE", (_MAX_FILE_BYTES, _MAX_FILE_BYTES)),
+        ("RLIMIT_NPROC", (limits.max_processes, limits.max_processes)),  # per user; root is exempt
+        ("RLIMIT_CORE", (0, 0)),
+    ]
+
+
+def _read_capped(handle: BinaryIO, cap: int) -> str:
+    handle.seek(0)
+    data = handle.read(cap + 1)
+    text = data[:cap].decode("utf-8", errors="replace")
+    return text + "\n[output truncated]" if len(data) > cap else text
+
+
+def _read_report(fd: int, nonce: str, pid: int) -> dict[str, str] | None:
+    os.set_blocking(fd, False)
+    chunks, size = [], 0
+    while size < _MAX_REPORT_BYTES:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    for line in b"".join(chunks).decode("utf-8", errors="replace").splitlines():
+        head, _, body = line.partition(" ")
+        if head == nonce:
+            fields = json.loads(body)
+            if fields.get("pid") == pid:  # a forked child's report does not count
+                return fields
+    return None
+
+
+def _verdict(
+    report: dict[str, str] | None, returncode: int, timed_out: bool, limits: SandboxLimits
+) -> tuple[Outcome, str | None, str]:
+    if timed_out:
+        return Outcome.TIMEOUT, None, f"wall-time limit of {limits.wall_time_s} s exceeded"
+    if report is not None:
+        return _STATUS_OUTCOME[report["status"]], report.get("error_type"), report.get("message", "")
+    if returncode == -signal.SIGXCPU:
+        return Outcome.TIMEOUT, None, f"CPU-time limit of {limits.cpu_time_s} s exceeded"
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return Outcome.RESOURCE_KILLED, name, f"killed by {name} before reporting a result"
+    return Outcome.ERROR, "EarlyExit", f"exited with code {returncode} before the asserts finished"
+
+
+def run_solution(
+    solution: str,
+    test_list: Sequence[str],
+    setup_code: str = "",
+    limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, so sharing the default is safe
+) -> SandboxResult:
+    """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter."""
+    if isinstance(test_list, str):
+        raise TypeError("test_list must be a sequence of assert statements, not one string")
+    nonce = secrets.token_hex(16)
+    workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
+    report_r, report_w = os.pipe()
+    cgroup = None
+    try:
+        cgroup = _make_cgroup(nonce, limits)
+        job = {
+            "report_fd": report_w, "nonce": nonce, "cgroup": str(cgroup) if cgroup else "",
+            "rlimits": _rlimits(limits), "site_packages": site.getsitepackages(), "setup": setup_code, "solution": solution, "tests": list(test_list),
+        }  # fmt: skip
+        (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        env = {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(workdir / "job.json")],
+                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                pass_fds=(report_w,), start_new_session=True,
+            )  # fmt: skip
+            os.close(report_w)
+            report_w = -1
+            timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
+            duration = time.monotonic() - start
+            # The leader is not reaped yet, so its pid still names the group: no recycled-pid mistakes.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if cgroup is not None:
+                _kill_cgroup(cgroup)
+                cgroup = None
+            returncode = proc.wait()
+            report = _read_report(report_r, nonce, proc.pid)
+            outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
+            return SandboxResult(
+                outcome, error_type, message,
+                _read_capped(out, limits.output_bytes), _read_capped(err, limits.output_bytes), duration,
+            )  # fmt: skip
+    finally:
+        for fd in (report_r, report_w):
+            if fd >= 0:
+                os.close(fd)
+        if cgroup is not None:
+            _kill_cgroup(cgroup)
+        shutil.rmtree(workdir, onerror=_make_removable)
+
+
+def _wait_exited(pid: int, timeout_s: float) -> bool:
+    """Block until ``pid`` exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+def _make_removable(_function: object, path: str, _exc: object) -> None:
+    """rmtree hook: the solution may have left read-only folders; open them up and retry once."""
+    os.chmod(os.path.dirname(path), 0o700)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def run_many(
+    jobs: Sequence[SandboxJob],
+    limits: SandboxLimits = SandboxLimits(),  # noqa: B008
+    max_workers: int | None = None,
+) -> list[SandboxResult]:
+    """Run every job (in parallel, one thread driving each child process); results in input order."""
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"max_workers must be positive, got {max_workers}")
+    workers = max_workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+        return list(pool.map(lambda job: run_solution(job.solution, job.test_list, job.setup_code, limits), jobs))
