@@ -265,7 +265,7 @@ def run_solution(
     solution: str,
     test_list: Sequence[str],
     setup_code: str = "",
-    limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, so sharing the default is safe
+    limits: SandboxLimits = SandboxLimits(),  # frozen, so one shared default is safe
 ) -> SandboxResult:
     """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter."""
     if isinstance(test_list, str):
@@ -339,7 +339,7 @@ def _make_removable(_function: object, path: str, _exc: object) -> None:
 
 def run_many(
     jobs: Sequence[SandboxJob],
-    limits: SandboxLimits = SandboxLimits(),  # noqa: B008
+    limits: SandboxLimits = SandboxLimits(),
     max_workers: int | None = None,
 ) -> list[SandboxResult]:
     """Run every job (in parallel, one thread driving each child process); results in input order."""
@@ -347,4 +347,6 @@ def run_many(
         raise ValueError(f"max_workers must be positive, got {max_workers}")
     workers = max_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(pool.map(lambda job: run_solution(job.solution, job.test_list, job.setup_code, limits), jobs))
+        return list(
+            pool.map(lambda job: run_solution(job.solution, job.test_list, job.setup_code, limits), jobs)
+        )
