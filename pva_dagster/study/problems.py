@@ -1,0 +1,238 @@
+"""MBPP-format problems: one validated record type, the loaders that produce it, and its table form.
+
+Every source (the embedded set, a local JSONL/Parquet file, the Hugging Face hub) goes through
+``validate_records``, so a bad record fails here, naming the source, the task and the field, instead of
+surfacing later as a puzzling sandbox failure or a silently smaller split.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_FIELDS: tuple[str, ...] = ("task_id", "text", "code", "test_list")
+# MBPP always carries these two, but other MBPP-shaped sets (and hand-made ones) often leave them out;
+# their absence means "none", which is also what MBPP writes for nearly every problem.
+OPTIONAL_FIELDS: tuple[str, ...] = ("test_setup_code", "challenge_test_list")
+FRAME_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "text",
+    "code",
+    "test_setup_code",
+    "test_list",
+    "challenge_test_list",
+)
+HF_MBPP_ID = "google-research-datasets/mbpp"
+
+
+@dataclass(frozen=True)
+class Problem:
+    task_id: int
+    text: str
+    code: str
+    test_list: tuple[str, ...]
+    test_setup_code: str = ""
+    challenge_test_list: tuple[str, ...] = ()
+
+
+class ProblemDataError(ValueError):
+    """A problem record is malformed; the message names the source, the task and the field."""
+
+
+def _parses(source: str) -> str | None:
+    """The syntax error message for ``source``, or None when it parses."""
+    try:
+        ast.parse(source)
+    except SyntaxError as exc:
+        return f"{exc.msg} (line {exc.lineno})"
+    return None
+
+
+def _string_list(value: Any, field: str, where: str, *, allow_empty: bool) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ProblemDataError(f"{where}: field {field!r} must be a list of str, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise ProblemDataError(f"{where}: field {field!r} is empty")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ProblemDataError(
+                f"{where}: field {field!r} item {index} must be str, got {type(item).__name__}"
+            )
+        error = _parses(item)
+        if error:
+            raise ProblemDataError(f"{where}: field {field!r} item {index} does not parse: {error}")
+    return tuple(value)
+
+
+def _one_problem(record: Any, index: int, source: str) -> Problem:
+    if not isinstance(record, Mapping):
+        raise ProblemDataError(f"{source}: record #{index} is a {type(record).__name__}, not a mapping")
+    if "task_id" not in record:
+        raise ProblemDataError(f"{source}: record #{index}: missing field 'task_id'")
+    task_id = record["task_id"]
+    # numpy integers come from Parquet and pandas; bool is an int subclass but never a task id.
+    if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
+        raise ProblemDataError(
+            f"{source}: record #{index}: field 'task_id' must be an int, got {task_id!r}"
+        )
+    where = f"{source}: task {int(task_id)}"
+    missing = [field for field in REQUIRED_FIELDS if field not in record]
+    if missing:
+        raise ProblemDataError(f"{where}: missing field(s) {missing}")
+    for field in ("text", "code", "test_setup_code"):
+        value = record.get(field, "")
+        if not isinstance(value, str):
+            raise ProblemDataError(f"{where}: field {field!r} must be str, got {type(value).__name__}")
+    if not record["text"].strip():
+        raise ProblemDataError(f"{where}: field 'text' is empty")
+    for field in ("code", "test_setup_code"):
+        error = _parses(record.get(field, ""))
+        if error:
+            raise ProblemDataError(f"{where}: field {field!r} does not parse: {error}")
+    return Problem(
+        task_id=int(task_id),
+        text=record["text"],
+        code=record["code"],
+        test_list=_string_list(record["test_list"], "test_list", where, allow_empty=False),
+        test_setup_code=record.get("test_setup_code", ""),
+        challenge_test_list=_string_list(
+            record.get("challenge_test_list", []), "challenge_test_list", where, allow_empty=True
+        ),
+    )
+
+
+def validate_records(records: Iterable[Mapping[str, Any]], source: str) -> list[Problem]:
+    """Check every record and return the problems sorted by task_id; raise ProblemDataError on the first bad one."""
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    for index, record in enumerate(records):
+        problem = _one_problem(record, index, source)
+        if problem.task_id in seen:
+            raise ProblemDataError(f"{source}: task {problem.task_id}: duplicate field 'task_id'")
+        seen.add(problem.task_id)
+        problems.append(problem)
+    if not problems:
+        raise ProblemDataError(f"{source}: no problems")
+    return sorted(problems, key=lambda problem: problem.task_id)
+
+
+def load_jsonl(path: str | Path) -> list[Problem]:
+    """One JSON object a line (the MBPP release format)."""
+    path = Path(path)
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ProblemDataError(f"{path}: line {line_number} is not JSON: {exc}") from exc
+    return validate_records(records, source=str(path))
+
+
+def load_parquet(path: str | Path) -> list[Problem]:
+    """A Parquet table in the ``problems_to_frame`` layout."""
+    return frame_to_problems(pd.read_parquet(path), source=str(path))
+
+
+def load_huggingface(dataset_id: str = HF_MBPP_ID, config: str = "full") -> list[Problem]:
+    """Every split of a hub data set concatenated (MBPP "full": 974 problems). Needs the hub or its cache."""
+    import datasets  # only this loader needs it, and it is slow to import
+
+    splits = datasets.load_dataset(dataset_id, config)
+    records = [record for name in sorted(splits) for record in splits[name].to_list()]
+    return validate_records(records, source=f"huggingface:{dataset_id}/{config}")
+
+
+def load_embedded() -> list[Problem]:
+    """The small hand-written set that ships with the package (see ``embedded_problems``)."""
+    from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+
+    return validate_records(EMBEDDED_PROBLEMS, source="embedded")
+
+
+def load_local(path: str | Path) -> list[Problem]:
+    """A local file, read as JSONL or Parquet by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return load_jsonl(path)
+    if suffix == ".parquet":
+        return load_parquet(path)
+    raise ValueError(f"cannot tell the format of {str(path)!r}: expected a .jsonl or .parquet file")
+
+
+def _embedded_source(path: str | None = None) -> list[Problem]:
+    if path is not None:
+        raise ValueError(f"problem source 'embedded' takes no path, got {path!r}")
+    return load_embedded()
+
+
+def _local_source(path: str | None = None) -> list[Problem]:
+    if path is None:
+        raise ValueError("problem source 'local' needs a path to a .jsonl or .parquet file")
+    return load_local(path)
+
+
+def _huggingface_source(
+    path: str | None = None, dataset_id: str = HF_MBPP_ID, config: str = "full"
+) -> list[Problem]:
+    if path is not None:
+        raise ValueError(f"problem source 'huggingface' takes dataset_id/config, not a path ({path!r})")
+    return load_huggingface(dataset_id=dataset_id, config=config)
+
+
+PROBLEM_SOURCES: dict[str, Callable[..., list[Problem]]] = {
+    "embedded": _embedded_source,
+    "local": _local_source,
+    "huggingface": _huggingface_source,
+}
+
+
+def load_problems(source: str, path: str | None = None, **options: Any) -> list[Problem]:
+    """Load problems from the source registered under ``source``; options go to that loader."""
+    if source not in PROBLEM_SOURCES:
+        raise ValueError(f"unknown problem source {source!r}; known sources: {sorted(PROBLEM_SOURCES)}")
+    return PROBLEM_SOURCES[source](path=path, **options)
+
+
+def problems_to_frame(problems: Sequence[Problem]) -> pd.DataFrame:
+    """One row a problem; test lists as Python lists of str so Parquet stores them as list<string>."""
+    rows = [
+        {
+            "task_id": problem.task_id,
+            "text": problem.text,
+            "code": problem.code,
+            "test_setup_code": problem.test_setup_code,
+            "test_list": list(problem.test_list),
+            "challenge_test_list": list(problem.challenge_test_list),
+        }
+        for problem in problems
+    ]
+    return pd.DataFrame(rows, columns=list(FRAME_COLUMNS)).astype({"task_id": "int64"})
+
+
+def _as_list(value: Any) -> Any:
+    # pyarrow hands list columns back as numpy object arrays; anything else is left for validation to judge.
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def frame_to_problems(frame: pd.DataFrame, source: str = "DataFrame") -> list[Problem]:
+    """Inverse of ``problems_to_frame``, also for a frame read back from Parquet."""
+    missing = [column for column in REQUIRED_FIELDS if column not in frame.columns]
+    if missing:
+        raise ProblemDataError(f"{source}: missing column(s) {missing}")
+    records = []
+    for row in frame.to_dict(orient="records"):
+        for field in ("test_list", "challenge_test_list"):
+            if field in row:
+                row[field] = _as_list(row[field])
+        records.append(row)
+    return validate_records(records, source=source)
