@@ -11,6 +11,12 @@ from pathlib import Path
 
 SPLIT_NAMES: tuple[str, ...] = ("sae", "hyperparams", "validation")
 LABELS: tuple[str, ...] = ("correct", "incorrect")
+# Folder of each table-valued asset's Parquet file (the seed study's phase folders).
+TABLE_FOLDERS = {
+    "mbpp_problems": "phase0",
+    "difficulty_mapping": "phase0",
+    "problem_splits": "phase0_1",
+}
 
 
 def temperature_tag(temperature: float) -> str:
@@ -27,9 +33,13 @@ class DataLayout:
     def phase0_dir(self) -> Path:
         return self.root / "phase0"
 
-    @property
-    def difficulty_file(self) -> Path:
-        return self.phase0_dir / "difficulty_mapping.parquet"
+    def table_file(self, name: str) -> Path:
+        """The Parquet file of a table-valued asset, e.g. ``phase0/difficulty_mapping.parquet``."""
+        try:
+            folder = TABLE_FOLDERS[name]
+        except KeyError:
+            raise ValueError(f"no file is laid out for table {name!r}; known: {sorted(TABLE_FOLDERS)}") from None
+        return self.root / folder / f"{name}.parquet"
 
     @property
     def phase0_1_dir(self) -> Path:

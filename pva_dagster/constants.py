@@ -1,0 +1,19 @@
+"""Names shared by the Dagster layer: asset groups, run tags, environment settings."""
+
+from __future__ import annotations
+
+# Asset groups, one per stage of the study, as they appear in the web UI.
+GROUP_PROBLEMS = "phase0_problems"
+GROUP_MODELS = "models"
+GROUP_GENERATION = "phase1_generation"
+GROUP_SEPARATION = "phase2_separation"
+GROUP_VALIDATION = "phase3_validation"
+
+# A run tagged gpu=<index> runs on that device of the pool; dagster.yaml limits each value to one run.
+GPU_TAG = "gpu"
+
+# One setting picks the run profile (see pva_dagster/profiles.py).
+PROFILE_ENV = "PVA_PROFILE"
+DEFAULT_PROFILE = "embedded"
+# Where outputs go; the default is <project root>/data.
+DATA_DIR_ENV = "PVA_DATA_DIR"

@@ -1,0 +1,21 @@
+"""The Dagster Definitions of pva-dagster, found by ``dagster dev`` / ``dagster asset materialize`` through
+``[tool.dagster]`` in pyproject.toml. ``PVA_PROFILE`` picks the resources (see profiles.py)."""
+
+from __future__ import annotations
+
+from pva_dagster.study.runtime import apply_offline_defaults
+
+apply_offline_defaults()
+
+import dagster as dg  # noqa: E402
+
+from pva_dagster.assets import models, phase0, phase0_1, phase1, phase2, phase3  # noqa: E402
+from pva_dagster.jobs import JOBS  # noqa: E402
+from pva_dagster.profiles import ACTIVE  # noqa: E402
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([phase0, phase0_1, models, phase1, phase2, phase3]),
+    asset_checks=dg.load_asset_checks_from_modules([phase0_1]),
+    jobs=JOBS,
+    resources=ACTIVE.resources,
+)

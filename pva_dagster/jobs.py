@@ -1,0 +1,23 @@
+"""Jobs: the pipeline in the order one machine runs it (one partitions definition per job)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pva_dagster.constants import GROUP_MODELS, GROUP_PROBLEMS
+
+prepare_job = dg.define_asset_job(
+    "prepare", selection=dg.AssetSelection.groups(GROUP_PROBLEMS, GROUP_MODELS),
+    description="Phase 0 and 0.1, and the model and SAE weights.",
+)
+phase1_0_job = dg.define_asset_job("phase1_0", selection=["phase1_0_solutions"])
+phase1_2_job = dg.define_asset_job("phase1_2", selection=["phase1_2_solutions"])
+
+analysis_job = dg.define_asset_job(
+    "analysis", selection=dg.AssetSelection.assets("phase2").downstream(),
+    description="Phase 2 and everything downstream (the same assets as --select 'phase2*').",
+)
+
+JOBS = [prepare_job, phase1_0_job, phase1_2_job, analysis_job]
+# The order in which `pva-study` runs them on one machine.
+JOB_ORDER = ["prepare", "phase1_0", "phase1_2", "analysis"]

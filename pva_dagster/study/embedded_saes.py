@@ -1,0 +1,58 @@
+"""Train the embedded profile's SAEs: SAELens TopK SAEs on the embedded model's residual stream over the
+Python standard library's own source (a real code corpus present on every machine)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pva_dagster.study.corpus import collect_residuals, stdlib_code_corpus
+from pva_dagster.study.sae import reconstruction_report, save_sae, train_topk_sae
+
+
+@dataclass(frozen=True)
+class SAETrainingPlan:
+    d_sae: int = 2048
+    k: int = 32
+    training_tokens: int = 200_000
+    batch_size: int = 1024
+    lr: float = 4e-4
+    corpus_files: int = 200
+    context_len: int = 128
+    seed: int = 42
+
+
+def train_embedded_saes(
+    model: Any,
+    tokenizer: Any,
+    layers: Sequence[int],
+    out_dir: Callable[[int], Path],
+    plan: SAETrainingPlan,
+    log: Callable[[str], None] = print,
+) -> dict[int, dict[str, float]]:
+    """Train one SAE per layer that has none yet; return each layer's reconstruction report."""
+    todo = [layer for layer in layers if not out_dir(layer).exists()]
+    if not todo:
+        return {}
+    started = time.perf_counter()
+    texts = stdlib_code_corpus(max_files=plan.corpus_files, seed=plan.seed)
+    residuals = collect_residuals(
+        model, tokenizer, texts, todo, context_len=plan.context_len, max_tokens=plan.training_tokens,
+        batch_size=16,
+    )
+    log(f"collected {len(next(iter(residuals.values())))} residual tokens for layers {todo} "
+        f"in {time.perf_counter() - started:.0f} s")
+    reports = {}
+    for layer in todo:
+        started = time.perf_counter()
+        sae, report = train_topk_sae(
+            residuals[layer], layer=layer, d_sae=plan.d_sae, k=plan.k, training_tokens=plan.training_tokens,
+            batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
+        )
+        save_sae(sae, out_dir(layer))
+        reports[layer] = {**reconstruction_report(sae, residuals[layer]), "seconds": time.perf_counter() - started}
+        log(f"layer {layer}: SAE trained, FVU {reports[layer]['fvu']:.3f}, L0 {reports[layer]['l0']:.1f}")
+    return reports

@@ -1,0 +1,161 @@
+"""Generate a solution per (task, sample), label it in the sandbox, and store its prompt activations.
+
+This is the body of Phases 1.0 and 1.2 (and of each steering unit in Phase 3, without activations): the two
+phases differ only in the tasks, the temperature, the number of samples and where files go.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pva_dagster.study import storage
+from pva_dagster.study.generation import Generation, GenerationSettings, generate
+from pva_dagster.study.prompts import extract_code
+from pva_dagster.study.records import RecordTable
+from pva_dagster.study.sandbox import SandboxJob, SandboxLimits, run_many
+
+RECORD_KEY = ("task_id", "sample")
+# activation_path(label, task_id, sample, layer) -> file of that residual
+ActivationPath = Callable[[str, int, int, int], Path]
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: int
+    prompt: str
+    test_list: tuple[str, ...]
+    setup_code: str = ""
+
+
+def sample_seed(seed: int, temperature: float, task_id: int) -> int:
+    """A task's sampling seed: fixed by (study seed, temperature, task) so a resumed run redraws the same."""
+    return (seed * 1_000_003 + round(temperature * 1000) * 10_007 + task_id) % (2**31 - 1)
+
+
+def label_of(passed: bool) -> str:
+    return "correct" if passed else "incorrect"
+
+
+def label_generations(
+    tasks: Sequence[Task], generations: Sequence[Generation], limits: SandboxLimits, max_workers: int | None
+) -> list[dict[str, Any]]:
+    """Run each generation's code against its task's asserts; one record per generation."""
+    codes = [extract_code(g.completion) for g in generations]
+    jobs = [
+        SandboxJob(solution=code, test_list=tasks[g.prompt_index].test_list, setup_code=tasks[g.prompt_index].setup_code)
+        for g, code in zip(generations, codes)
+    ]
+    results = run_many(jobs, limits=limits, max_workers=max_workers)
+    records = []
+    for generation, code, result in zip(generations, codes, results):
+        task = tasks[generation.prompt_index]
+        records.append(
+            {
+                "task_id": task.task_id,
+                "sample": generation.sample,
+                "prompt": task.prompt,
+                "completion": generation.completion,
+                "generated_code": code,
+                "passed": result.passed,
+                "label": label_of(result.passed),
+                "outcome": result.outcome.value,
+                "error_type": result.error_type,
+                "error_message": result.message,
+                "n_prompt_tokens": generation.n_prompt_tokens,
+                "n_new_tokens": generation.n_new_tokens,
+                "generation_seconds": generation.seconds,
+                "sandbox_seconds": result.duration_s,
+            }
+        )
+    return records
+
+
+def save_activations(
+    record: dict[str, Any], residuals: np.ndarray, layers: Sequence[int], activation_path: ActivationPath
+) -> list[str]:
+    """Write one NPZ per layer (residual[d_model]) under the record's label; drop a stale other-label copy."""
+    paths = []
+    other = "incorrect" if record["label"] == "correct" else "correct"
+    for row, layer in enumerate(layers):
+        path = activation_path(record["label"], record["task_id"], record["sample"], layer)
+        storage.write_npz(path, residual=residuals[row].astype(np.float32), layer=np.int64(layer))
+        activation_path(other, record["task_id"], record["sample"], layer).unlink(missing_ok=True)
+        paths.append(str(path))
+    return paths
+
+
+def run_solutions(
+    tasks: Sequence[Task],
+    *,
+    model: Any,
+    tokenizer: Any,
+    settings: GenerationSettings,
+    stop_token_ids: Sequence[int],
+    layers: Sequence[int] | None,
+    dataset_path: Path,
+    activation_path: ActivationPath | None,
+    limits: SandboxLimits,
+    seed: int,
+    extra_columns: dict[str, Any] | None = None,
+    max_workers: int | None = None,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Resumably generate ``settings.num_samples`` solutions per task, label them, persist after each batch.
+
+    Tasks whose samples are all in ``dataset_path`` already are skipped, so a re-run after a crash ends with
+    exactly one record per (task, sample).
+    """
+    table = RecordTable(dataset_path, RECORD_KEY)
+    samples = range(settings.num_samples)
+    todo = [t for t in tasks if not all((t.task_id, s) in table for s in samples)]
+    log(f"{len(tasks) - len(todo)} of {len(tasks)} tasks already done in {dataset_path.name}; {len(todo)} to go")
+    if not todo:
+        return table.frame()
+    layers = list(layers or [])
+    seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in todo]
+    started, done, tokens = time.perf_counter(), 0, 0
+    for batch in generate(
+        model, tokenizer, [t.prompt for t in todo], layers, settings, stop_token_ids, seeds=seeds
+    ):
+        records = label_generations(todo, batch, limits, max_workers)
+        for record, generation in zip(records, batch):
+            record.update(extra_columns or {})
+            record["layers"] = layers
+            record["activation_files"] = (
+                save_activations(record, generation.residuals, layers, activation_path) if activation_path else []
+            )
+        table.add(records)
+        table.flush()
+        done += len({g.prompt_index for g in batch})
+        tokens += sum(g.n_new_tokens for g in batch)
+        elapsed = time.perf_counter() - started
+        passed = sum(r["passed"] for r in records)
+        log(
+            f"task {done}/{len(todo)}: batch of {len(batch)} labelled ({passed} correct), "
+            f"{tokens / elapsed:.1f} new tokens/s, {len(table)} records saved"
+        )
+    return table.frame()
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    """Counts and pass rate of a Phase 1 record table, for metadata and the ``*_metadata.json`` files."""
+    if frame.empty:
+        return {"records": 0, "tasks": 0, "correct": 0, "incorrect": 0, "pass_rate": float("nan")}
+    outcomes = frame.outcome.value_counts().to_dict()
+    return {
+        "records": int(len(frame)),
+        "tasks": int(frame.task_id.nunique()),
+        "correct": int(frame.passed.sum()),
+        "incorrect": int((~frame.passed).sum()),
+        "pass_rate": float(frame.passed.mean()),
+        "outcomes": {str(k): int(v) for k, v in outcomes.items()},
+        "new_tokens": int(frame.n_new_tokens.sum()),
+        "generation_seconds": float(frame.generation_seconds.sum()),
+    }

@@ -1,0 +1,53 @@
+"""Atomic writes and the resumable record table."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pva_dagster.study import storage
+from pva_dagster.study.records import RecordTable
+
+
+def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "table.parquet"
+    storage.write_parquet(target, pd.DataFrame({"a": [1, 2]}))
+    with pytest.raises(RuntimeError):
+        with storage.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("crash mid-write")
+    assert pd.read_parquet(target).a.tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]  # no temp file left behind
+
+
+def test_npz_round_trip_keeps_exact_name_and_values(tmp_path):
+    target = tmp_path / "deep" / "7_layer_3.npz"
+    values = np.random.default_rng(0).normal(size=16).astype(np.float32)
+    storage.write_npz(target, residual=values)
+    assert os.listdir(target.parent) == ["7_layer_3.npz"]
+    with np.load(target) as npz:
+        np.testing.assert_array_equal(npz["residual"], values)
+
+
+def test_record_table_resumes_and_never_duplicates(tmp_path):
+    path = tmp_path / "dataset.parquet"
+    table = RecordTable(path, ["task_id", "sample"])
+    assert table.add([{"task_id": 1, "sample": 0, "x": "a"}, {"task_id": 2, "sample": 0, "x": "b"}]) == 2
+    table.flush()
+    resumed = RecordTable(path, ["task_id", "sample"])
+    assert (1, 0) in resumed and (3, 0) not in resumed
+    assert resumed.add([{"task_id": 2, "sample": 0, "x": "again"}, {"task_id": 3, "sample": 0, "x": "c"}]) == 1
+    resumed.flush()
+    frame = pd.read_parquet(path)
+    assert frame.task_id.tolist() == [1, 2, 3]
+    assert frame.x.tolist() == ["a", "b", "c"]
+
+
+def test_record_table_refuses_a_file_without_its_key(tmp_path):
+    path = tmp_path / "other.parquet"
+    pd.DataFrame({"task": [1]}).to_parquet(path)
+    with pytest.raises(ValueError, match="lacks the key columns"):
+        RecordTable(path, ["task_id", "sample"])
