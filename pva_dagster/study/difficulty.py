@@ -7,6 +7,7 @@ splits and reported beside every result.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pandas as pd
@@ -31,7 +32,9 @@ def cyclomatic_complexity(code: str) -> int:
     than its hardest piece. Closures are counted as blocks of their own because radon does not fold their
     branches into the enclosing function. Raises SyntaxError for code that does not parse.
     """
-    blocks = add_inner_blocks(cc_visit(code))
+    with warnings.catch_warnings():  # invalid escapes such as "\d" in the data's strings
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        blocks = add_inner_blocks(cc_visit(code))
     return max((block.complexity for block in blocks), default=1)
 
 

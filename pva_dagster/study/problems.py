@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,10 @@ class ProblemDataError(ValueError):
 def _parses(source: str) -> str | None:
     """The syntax error message for ``source``, or None when it parses."""
     try:
-        ast.parse(source)
+        # Data code such as MBPP's uses "\d" in plain strings; the warnings are about the data, not us.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+            ast.parse(source)
     except SyntaxError as exc:
         return f"{exc.msg} (line {exc.lineno})"
     return None
@@ -143,11 +147,16 @@ def load_parquet(path: str | Path) -> list[Problem]:
     return frame_to_problems(pd.read_parquet(path), source=str(path))
 
 
-def load_huggingface(dataset_id: str = HF_MBPP_ID, config: str = "full") -> list[Problem]:
-    """Every split of a hub data set concatenated (MBPP "full": 974 problems). Needs the hub or its cache."""
+def load_huggingface(
+    dataset_id: str = HF_MBPP_ID, config: str = "full", cache_dir: str | None = None
+) -> list[Problem]:
+    """Every split of a hub data set concatenated (MBPP "full": 974 problems). Needs the hub or its cache.
+
+    ``dataset_id`` may also be a local folder in the hub layout (a README declaring the config's files).
+    """
     import datasets  # only this loader needs it, and it is slow to import
 
-    splits = datasets.load_dataset(dataset_id, config)
+    splits = datasets.load_dataset(dataset_id, config, cache_dir=cache_dir)
     records = [record for name in sorted(splits) for record in splits[name].to_list()]
     return validate_records(records, source=f"huggingface:{dataset_id}/{config}")
 
@@ -182,11 +191,11 @@ def _local_source(path: str | None = None) -> list[Problem]:
 
 
 def _huggingface_source(
-    path: str | None = None, dataset_id: str = HF_MBPP_ID, config: str = "full"
+    path: str | None = None, dataset_id: str = HF_MBPP_ID, config: str = "full", cache_dir: str | None = None
 ) -> list[Problem]:
     if path is not None:
         raise ValueError(f"problem source 'huggingface' takes dataset_id/config, not a path ({path!r})")
-    return load_huggingface(dataset_id=dataset_id, config=config)
+    return load_huggingface(dataset_id=dataset_id, config=config, cache_dir=cache_dir)
 
 
 PROBLEM_SOURCES: dict[str, Callable[..., list[Problem]]] = {

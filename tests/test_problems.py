@@ -1,0 +1,249 @@
+"""Problems: validation errors, loaders and registry, Parquet round trip, and the embedded problem set."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pva_dagster.study.difficulty import cyclomatic_complexity
+from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+from pva_dagster.study.problems import (
+    PROBLEM_SOURCES,
+    Problem,
+    ProblemDataError,
+    frame_to_problems,
+    load_embedded,
+    load_huggingface,
+    load_problems,
+    problems_to_frame,
+    validate_records,
+)
+from pva_dagster.study.storage import write_parquet
+
+MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
+needs_mbpp = pytest.mark.skipif(not MBPP.exists(), reason=f"real MBPP not found at {MBPP}")
+
+
+def _record(task_id: object = 7, **overrides: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "task_id": task_id,
+        "text": "Write a function triple(n) that returns 3 * n.",
+        "code": "def triple(n):\n    return 3 * n\n",
+        "test_list": ["assert triple(1) == 3", "assert triple(0) == 0", "assert triple(-2) == -6"],
+        "test_setup_code": "",
+        "challenge_test_list": [],
+    }
+    record.update(overrides)
+    return record
+
+
+def _failing_tasks(problems: list[Problem]) -> dict[int, str]:
+    """Run setup + reference code + asserts of each problem in a fresh namespace of a real subprocess."""
+    script = (
+        "import json, sys\n"
+        "failures = {}\n"
+        "for p in json.load(sys.stdin):\n"
+        "    ns = {}\n"
+        "    try:\n"
+        "        exec(p['test_setup_code'], ns)\n"
+        "        exec(p['code'], ns)\n"
+        "        for test in p['test_list']:\n"
+        "            exec(test, ns)\n"
+        "    except BaseException as exc:\n"
+        "        failures[p['task_id']] = repr(exc)\n"
+        "print(json.dumps(failures))\n"
+    )
+    payload = json.dumps(
+        [
+            {"task_id": p.task_id, "test_setup_code": p.test_setup_code, "code": p.code, "test_list": p.test_list}
+            for p in problems
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=payload, capture_output=True, text=True, timeout=60, check=True
+    )
+    return {int(task_id): error for task_id, error in json.loads(done.stdout).items()}
+
+
+def _function_name(code: str) -> str:
+    names = [node.name for node in ast.parse(code).body if isinstance(node, ast.FunctionDef)]
+    assert len(names) == 1, f"expected one top-level function, found {names}"
+    return names[0]
+
+
+# ---- validation --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({k: v for k, v in _record().items() if k != "code"}, "code"),
+        (_record(code="def triple(n)\n    return 3 * n\n"), "code"),
+        (_record(test_list="assert triple(1) == 3"), "test_list"),
+        (_record(test_list=[]), "test_list"),
+        (_record(test_list=["assert triple(1) == 3", 42]), "test_list"),
+        (_record(test_list=["assert triple(1 == 3"]), "test_list"),
+        (_record(text=None), "text"),
+        (_record(test_setup_code="import (("), "test_setup_code"),
+        (_record(challenge_test_list=None), "challenge_test_list"),
+    ],
+)
+def test_bad_field_names_source_task_and_field(record: dict[str, object], field: str) -> None:
+    with pytest.raises(ProblemDataError) as caught:
+        validate_records([_record(task_id=1), record], source="my_file.jsonl")
+    message = str(caught.value)
+    assert "my_file.jsonl" in message
+    assert "task 7" in message
+    assert repr(field) in message
+
+
+@pytest.mark.parametrize("task_id", ["7", 7.0, True, None])
+def test_non_int_task_id_is_rejected(task_id: object) -> None:
+    with pytest.raises(ProblemDataError, match=r"src: record #0: field 'task_id' must be an int"):
+        validate_records([_record(task_id=task_id)], source="src")
+
+
+def test_missing_task_id_and_duplicates_are_named() -> None:
+    no_id = {k: v for k, v in _record().items() if k != "task_id"}
+    with pytest.raises(ProblemDataError, match=r"src: record #1: missing field 'task_id'"):
+        validate_records([_record(task_id=1), no_id], source="src")
+    with pytest.raises(ProblemDataError, match=r"src: task 7: duplicate field 'task_id'"):
+        validate_records([_record(), _record(task_id=3), _record()], source="src")
+
+
+def test_valid_records_come_back_sorted_as_problems() -> None:
+    sparse = {k: v for k, v in _record(task_id=2).items() if k not in ("test_setup_code", "challenge_test_list")}
+    problems = validate_records([_record(task_id=np.int64(9)), sparse, _record(task_id=4)], source="src")
+    assert [p.task_id for p in problems] == [2, 4, 9]
+    assert all(type(p.task_id) is int for p in problems)
+    assert problems[0].test_setup_code == "" and problems[0].challenge_test_list == ()
+    assert problems[1].test_list == tuple(_record()["test_list"])  # type: ignore[arg-type]
+
+
+# ---- loaders and registry ----------------------------------------------------------------------------
+
+
+def test_registry_names_and_errors(tmp_path: Path) -> None:
+    assert set(PROBLEM_SOURCES) == {"embedded", "local", "huggingface"}
+    with pytest.raises(ValueError, match=r"unknown problem source 'mbpp'.*'embedded', 'huggingface', 'local'"):
+        load_problems("mbpp")
+    with pytest.raises(ValueError, match="'local' needs a path"):
+        load_problems("local")
+    with pytest.raises(ValueError, match="takes no path"):
+        load_problems("embedded", path=str(tmp_path / "x.jsonl"))
+    with pytest.raises(ValueError, match=r"\.jsonl or \.parquet"):
+        load_problems("local", path=str(tmp_path / "problems.csv"))
+
+
+def test_jsonl_with_bad_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "problems.jsonl"
+    path.write_text(json.dumps(_record(task_id=1)) + "\n\n" + "{not json\n", encoding="utf-8")
+    with pytest.raises(ProblemDataError, match=r"problems\.jsonl: line 3 is not JSON"):
+        load_problems("local", path=str(path))
+
+
+def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
+    records = [
+        _record(task_id=3),
+        _record(task_id=1, test_setup_code="import math", challenge_test_list=["assert triple(10) == 30"]),
+    ]
+    jsonl = tmp_path / "problems.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    problems = load_problems("local", path=str(jsonl))
+    assert problems == validate_records(records, source="direct")
+
+    parquet = write_parquet(tmp_path / "problems.parquet", problems_to_frame(problems))
+    raw = pd.read_parquet(parquet)
+    assert isinstance(raw["test_list"].iloc[0], np.ndarray)  # what the conversion back has to undo
+    assert load_problems("local", path=str(parquet)) == problems
+
+
+def test_frame_without_required_column_is_named() -> None:
+    frame = problems_to_frame(load_embedded()[:3]).drop(columns=["code"])
+    with pytest.raises(ProblemDataError, match=r"frame: missing column\(s\) \['code'\]"):
+        frame_to_problems(frame, source="frame")
+
+
+def test_huggingface_loader_concatenates_all_splits(tmp_path: Path) -> None:
+    # A local folder in the hub layout goes through the same datasets.load_dataset path as the hub.
+    records = [_record(task_id=i) for i in range(1, 7)]
+    folder = tmp_path / "mbpp_like"
+    (folder / "full").mkdir(parents=True)
+    parts = {"train": records[:3], "test": records[3:5], "prompt": records[5:]}
+    for split, part in parts.items():
+        (folder / "full" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    files = "".join(f"  - split: {split}\n    path: full/{split}.jsonl\n" for split in parts)
+    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: full\n  data_files:\n{files}---\n")
+    problems = load_huggingface(str(folder), "full", cache_dir=str(tmp_path / "cache"))
+    assert problems == validate_records(records, source="direct")
+
+
+@needs_mbpp
+def test_real_mbpp_loads_and_round_trips_through_parquet(tmp_path: Path) -> None:
+    problems = load_problems("local", path=str(MBPP))
+    assert [p.task_id for p in problems] == list(range(1, 975))
+    assert sum(bool(p.challenge_test_list) for p in problems) > 0
+    assert sum(bool(p.test_setup_code) for p in problems) > 0
+    parquet = write_parquet(tmp_path / "mbpp.parquet", problems_to_frame(problems))
+    assert load_problems("local", path=str(parquet)) == problems
+
+
+# ---- the embedded set --------------------------------------------------------------------------------
+
+
+def test_embedded_set_shape() -> None:
+    problems = load_problems("embedded")
+    assert len(problems) >= 70
+    assert [p.task_id for p in problems] == list(range(1, len(problems) + 1))
+    for problem in problems:
+        name = _function_name(problem.code)
+        assert problem.text.startswith("Write a function"), problem.task_id
+        assert len(problem.test_list) == 3, problem.task_id
+        for test in problem.test_list:
+            calls = {
+                node.func.id
+                for node in ast.walk(ast.parse(test))
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            }
+            assert test.startswith("assert ") and name in calls, (problem.task_id, test)
+        assert problem.test_setup_code == "" and problem.challenge_test_list == ()
+
+
+def test_embedded_references_pass_their_asserts_and_a_broken_one_fails() -> None:
+    problems = load_embedded()
+    broken = Problem(
+        task_id=999, text="x", code=problems[0].code.replace("a + b", "a - b"), test_list=problems[0].test_list
+    )
+    failures = _failing_tasks([*problems, broken])
+    assert set(failures) == {999}, failures
+    assert "AssertionError" in failures[999]
+
+
+def test_embedded_difficulty_mix() -> None:
+    problems = load_embedded()
+    complexity = {p.task_id: cyclomatic_complexity(p.code) for p in problems}
+    counts = pd.Series(complexity).clip(upper=5).value_counts()
+    assert min(complexity.values()) == 1 and max(complexity.values()) >= 7
+    assert all(counts.get(level, 0) >= 8 for level in (1, 2, 3, 4, 5)), counts.to_dict()
+    # The embedded model needs easy wins: one-liners whose text states the function it must write.
+    easy = [
+        p for p in problems if complexity[p.task_id] == 1 and f"{_function_name(p.code)}(" in p.text
+    ]
+    assert 0.35 <= len(easy) / len(problems) <= 0.55, len(easy)
+
+
+@needs_mbpp
+def test_embedded_problems_are_not_copied_from_mbpp() -> None:
+    mbpp = load_problems("local", path=str(MBPP))
+    mbpp_texts = {p.text.strip().lower() for p in mbpp}
+    mbpp_code = {"".join(p.code.split()) for p in mbpp}
+    for record in EMBEDDED_PROBLEMS:
+        assert record["text"].strip().lower() not in mbpp_texts, record["task_id"]
+        assert "".join(record["code"].split()) not in mbpp_code, record["task_id"]
