@@ -1,0 +1,107 @@
+"""The two small commands on real files and on this machine's real torch."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from pva_dagster.cli import check_gpu, clean_data
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    (data / "phase0").mkdir(parents=True)
+    (data / "phase0" / "difficulty_mapping.parquet").write_bytes(b"x" * 2048)
+    (data / "phase1_0" / "activations").mkdir(parents=True)
+    (data / "phase1_0" / "dataset_0.parquet").write_bytes(b"y" * 4096)
+    (data / "notes.txt").write_text("keep me?")
+    return data
+
+
+@pytest.fixture()
+def outside(tmp_path: Path) -> Path:
+    folder = tmp_path / "precious"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("do not delete")
+    return folder
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_dry_run_lists_sizes_and_deletes_nothing(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _entries(data_dir)
+    assert clean_data.main(["--data-dir", str(data_dir), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "   4.0 KiB  phase1_0/\n" in out
+        and "   2.0 KiB  phase0/\n" in out
+        and "       8 B  notes.txt\n" in out
+    )
+    assert "would delete 3 entries (6.0 KiB)" in out
+    assert _entries(data_dir) == before
+
+
+def test_force_deletes_only_the_named_phase(data_dir: Path) -> None:
+    assert clean_data.main(["--data-dir", str(data_dir), "--force", "phase1_0"]) == 0
+    assert _entries(data_dir) == ["notes.txt", "phase0", "phase0/difficulty_mapping.parquet"]
+
+
+def test_force_without_phases_empties_the_data_dir_but_keeps_it(data_dir: Path, outside: Path) -> None:
+    (data_dir / "phase1_0" / "activations" / "escape").symlink_to(
+        outside
+    )  # nested link: removed, not followed
+    assert clean_data.main(["--data-dir", str(data_dir), "--force"]) == 0
+    assert data_dir.is_dir() and _entries(data_dir) == []
+    assert (outside / "thesis.tex").read_text() == "do not delete"
+
+
+def test_symlink_pointing_outside_is_refused(
+    data_dir: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (data_dir / "phase2").symlink_to(outside)
+    before = _entries(data_dir)
+    assert clean_data.main(["--data-dir", str(data_dir), "--force", "phase2"]) == 2
+    assert clean_data.main(["--data-dir", str(data_dir), "--force"]) == 2
+    assert "resolves to" in capsys.readouterr().err
+    assert _entries(data_dir) == before
+    assert (outside / "thesis.tex").read_text() == "do not delete"
+
+
+@pytest.mark.parametrize("target", ["../precious", "..", ".", "phase0/../.."])
+def test_targets_escaping_the_data_dir_are_refused(data_dir: Path, outside: Path, target: str) -> None:
+    before = _entries(data_dir.parent)
+    assert clean_data.main(["--data-dir", str(data_dir), "--force", target]) == 2
+    assert _entries(data_dir.parent) == before
+
+
+def test_data_dir_containing_the_project_is_refused(tmp_path: Path) -> None:
+    assert clean_data.main(["--data-dir", str(clean_data.PROJECT_ROOT), "--force"]) == 2
+    assert clean_data.main(["--data-dir", str(tmp_path / "missing"), "--force"]) == 2
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n\n", False), ("\n", False), ("", False), ("y\n", True)])
+def test_prompt_only_yes_deletes(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, answer: str, deleted: bool
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    code = clean_data.main(["--data-dir", str(data_dir), "phase0"])
+    assert code == (0 if deleted else 1)
+    assert (data_dir / "phase0").exists() is not deleted
+    assert (data_dir / "phase1_0" / "dataset_0.parquet").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU report")
+def test_check_gpu_without_gpu_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_gpu.main([]) == 0
+    assert "No CUDA GPU available" in capsys.readouterr().out
+    assert check_gpu.main(["--require-gpu"]) == 1
+
+
+def test_mlp_forward_runs_on_cpu() -> None:
+    assert check_gpu.mlp_forward(torch.device("cpu")) > 0
