@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 REQUIRED_COLUMNS = ("task_id", "sample", "temperature", "passed", "label", "layers", "activation_files")
 
@@ -35,14 +36,10 @@ def check_datasets(conn: duckdb.DuckDBPyConnection, files: Sequence[str | Path])
             raise ValueError(f"Phase 1 dataset {file} lacks the columns {missing}; is it a Phase 1 dataset?")
 
 
-def nonempty(conn: duckdb.DuckDBPyConnection, files: Sequence[str | Path]) -> list[str]:
+def nonempty(files: Sequence[str | Path]) -> list[str]:
     """The files that hold at least one record (a task range with no task of a split writes an empty file)."""
     check_exists(files)
-    return [
-        str(f)
-        for f in files
-        if conn.execute(f"SELECT count(*) FROM read_parquet({_sql_list([f])})").fetchone()[0] > 0
-    ]
+    return [str(f) for f in files if pq.ParquetFile(f).metadata.num_rows > 0]
 
 
 def check_exists(files: Sequence[str | Path]) -> None:
@@ -60,7 +57,7 @@ def activation_index(
     layers: Sequence[int],
 ) -> pd.DataFrame:
     """One row per (task_id, sample, temperature, layer) of the given tasks: passed, label and NPZ file."""
-    files = nonempty(conn, files)
+    files = nonempty(files)
     check_datasets(conn, files)
     conn.register("wanted_tasks", pd.DataFrame({"task_id": list(task_ids)}))
     conn.register("wanted_layers", pd.DataFrame({"layer": list(layers)}))

@@ -1,0 +1,65 @@
+"""DuckDB finds Phase 1 activations; broken or missing files are named."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pva_dagster.study import storage
+from pva_dagster.study.activation_index import activation_index, load_residuals
+from pva_dagster.study.layout import DataLayout
+
+
+def _phase1_file(layout: DataLayout, key: str, task_ids: list[int], layers: list[int]) -> None:
+    rows = []
+    for task_id in task_ids:
+        passed = task_id % 2 == 0
+        label = "correct" if passed else "incorrect"
+        files = []
+        for layer in layers:
+            path = layout.phase1_0_activation(label, task_id, layer)
+            storage.write_npz(path, residual=np.full(4, task_id * 10 + layer, dtype=np.float32))
+            files.append(str(path))
+        rows.append({"task_id": task_id, "sample": 0, "temperature": 0.0, "passed": passed, "label": label,
+                     "layers": layers, "activation_files": files})
+    storage.write_parquet(layout.phase1_0_dataset(key), pd.DataFrame(rows))
+
+
+def test_index_selects_tasks_and_layers_and_files_load(tmp_path):
+    layout = DataLayout(tmp_path)
+    _phase1_file(layout, "0000-0004", [1, 2, 3, 4], [0, 3])
+    _phase1_file(layout, "0005-0009", [5, 6], [0, 3])
+    storage.write_parquet(layout.phase1_0_dataset("0010-0014"), pd.DataFrame())  # a range with no tasks
+    files = [layout.phase1_0_dataset(k) for k in ("0000-0004", "0005-0009", "0010-0014")]
+    with duckdb.connect() as conn:
+        index = activation_index(conn, files, task_ids=[2, 3, 6], layers=[3])
+    assert index.task_id.tolist() == [2, 3, 6]
+    assert index.passed.tolist() == [True, False, True]
+    residuals = load_residuals(index.file.tolist())
+    assert residuals.shape == (3, 4)
+    assert residuals[:, 0].tolist() == [23.0, 33.0, 63.0]
+
+
+def test_missing_dataset_and_wrong_columns_are_named(tmp_path):
+    layout = DataLayout(tmp_path)
+    with duckdb.connect() as conn:
+        with pytest.raises(FileNotFoundError, match="dataset_0000-0004"):
+            activation_index(conn, [layout.phase1_0_dataset("0000-0004")], [1], [0])
+        wrong = tmp_path / "wrong.parquet"
+        pd.DataFrame({"task_id": [1], "sample": [0]}).to_parquet(wrong)
+        with pytest.raises(ValueError, match="wrong.parquet lacks the columns"):
+            activation_index(conn, [wrong], [1], [0])
+
+
+def test_truncated_or_missing_npz_is_named(tmp_path):
+    layout = DataLayout(tmp_path)
+    _phase1_file(layout, "0000-0004", [1, 2], [0])
+    good, broken = layout.phase1_0_activation("correct", 2, 0), layout.phase1_0_activation("incorrect", 1, 0)
+    broken.write_bytes(broken.read_bytes()[:20])
+    with pytest.raises(ValueError, match="1_layer_0.npz"):
+        load_residuals([str(good), str(broken)])
+    broken.unlink()
+    with pytest.raises(FileNotFoundError, match="1_layer_0.npz"):
+        load_residuals([str(broken)])
