@@ -105,3 +105,29 @@ def test_check_gpu_without_gpu_says_so(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_mlp_forward_runs_on_cpu() -> None:
     assert check_gpu.mlp_forward(torch.device("cpu")) > 0
+
+
+def _tiny_causal_lm(folder: Path) -> Path:
+    """A seeded two-layer Llama with a word-level tokenizer, saved like any local Hugging Face model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<unk>", "def", "add", "(", "a", ",", "b", ")", ":", "return"]
+    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path of --model")
+def test_check_gpu_runs_a_local_causal_lm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = _tiny_causal_lm(tmp_path / "tiny-lm")
+    assert check_gpu.main(["--model", str(model_dir)]) == 0
+    assert "cpu: tiny-lm: logits (1, 8, 10), next token" in capsys.readouterr().out
+    assert check_gpu.main(["--model", str(tmp_path / "absent")]) == 2
