@@ -32,7 +32,7 @@ def validate_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"split ratio {name!r} must be a positive number, got {ratio!r}")
     total = sum(ratios.values())
     if not math.isclose(total, 1.0, abs_tol=1e-9):
-        raise ValueError(f"split ratios must sum to 1, got {total} from {dict(ratios)}")
+        raise ValueError(f"split ratios must sum to 1, got {total:.6g} from {dict(ratios)}")
     return {name: float(ratios[name]) for name in SPLIT_NAMES}
 
 
