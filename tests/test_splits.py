@@ -148,6 +148,7 @@ def test_checks_catch_broken_splits(embedded_difficulty: pd.DataFrame) -> None:
     assert not passed and "1 missing (e.g. [1])" in text and "1 unexpected (e.g. [999])" in text
     passed, text = check_stratum_ratios(splits.assign(split="sae"), SPLIT_RATIOS)
     assert not passed and "exceeds tolerance 1" in text
+    assert check_stratum_ratios(splits.iloc[:0], SPLIT_RATIOS) == (False, "no problems in any split")
 
 
 def test_combine_split_frames_round_trip(embedded_difficulty: pd.DataFrame) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,23 +167,23 @@ def check_stratum_ratios(
 ) -> tuple[bool, str]:
     """Every stratum's count in every split is within ``tolerance`` problems of ``stratum size * ratio``."""
     ratios = validate_ratios(ratios)
+    if splits.empty:
+        return False, "no problems in any split"
     table = pd.crosstab(strata(splits["cyclomatic_complexity"], stratum_cap), splits["split"])
     table = table.reindex(columns=list(SPLIT_NAMES), fill_value=0)
-    worst = (0.0, None, None)
-    for stratum, row in table.iterrows():
-        size = int(row.sum())
-        for name in SPLIT_NAMES:
-            deviation = abs(int(row[name]) - size * ratios[name])
-            if deviation > worst[0]:
-                worst = (deviation, stratum, name)
-    deviation, stratum, name = worst
-    where = f" (stratum {stratum}, split {name!r})" if name is not None else ""
+    deviations = {
+        (int(stratum), name): abs(int(row[name]) - int(row.sum()) * ratios[name])
+        for stratum, row in table.iterrows()
+        for name in SPLIT_NAMES
+    }
+    (stratum, name), deviation = max(deviations.items(), key=lambda item: item[1])
+    where = f" (stratum {stratum}, split {name!r})"
     passed = deviation <= tolerance + 1e-9
     verdict = "within" if passed else "exceeds"
     return passed, f"largest deviation {deviation:.2f} problems{where} {verdict} tolerance {tolerance}"
 
 
-def split_summary(splits: pd.DataFrame) -> dict[str, object]:
+def split_summary(splits: pd.DataFrame) -> dict[str, Any]:
     """Sizes, fractions and difficulty of each split for ``split_metadata.json`` (the caller adds seed/ratios)."""
     grouped = splits.groupby("split")["cyclomatic_complexity"]
     total = len(splits)
