@@ -7,11 +7,14 @@ assert, and reports the outcome on a private pipe prefixed by a random per-run n
 the launched process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)``
 before the asserts is a failure).
 
-Fork containment (``fork_containment()``): RLIMIT_NPROC counts per user and the kernel exempts root, so when a
-writable cgroup ``pids`` controller exists each run also gets its own cgroup with ``pids.max`` and every process
-left in it is killed afterwards (this catches children that ``setsid`` away). Without one, leftovers are only
-caught by killing the process group. The nonce is hidden from the solution's namespace but lives in the same
-interpreter: it defends against early exits and crashes, not against code written to forge the report.
+Fork containment (``fork_containment()``): RLIMIT_NPROC counts per user and the kernel exempts root, so
+when a writable cgroup ``pids`` controller exists each run also gets its own cgroup with ``pids.max``, and
+every process left in it is killed afterwards (this catches children that ``setsid`` away). Without one,
+leftovers are only caught by killing the process group. The python is started with ``-S`` and given the
+parent's site-packages directly (a third of the start-up time); ``exit()``/``quit()`` are restored.
+
+The nonce is hidden from the solution's namespace but lives in the same interpreter: it defends against
+early exits and crashes, not against code written to forge the report. The network is not isolated.
 """
 
 from __future__ import annotations
@@ -170,7 +173,7 @@ def _read(path: Path) -> str:
 
 
 def fork_containment() -> str:
-    """How forks are limited and leftovers killed here: ``cgroup-pids``, ``rlimit-nproc`` or ``process-group``."""
+    """How forks are limited and leftovers killed: ``cgroup-pids``, ``rlimit-nproc`` or ``process-group``."""
     if _pids_cgroup_root() is not None:
         return "cgroup-pids"
     return "rlimit-nproc" if os.geteuid() != 0 else "process-group"
@@ -278,7 +281,8 @@ def run_solution(
         cgroup = _make_cgroup(nonce, limits)
         job = {
             "report_fd": report_w, "nonce": nonce, "cgroup": str(cgroup) if cgroup else "",
-            "rlimits": _rlimits(limits), "site_packages": site.getsitepackages(), "setup": setup_code, "solution": solution, "tests": list(test_list),
+            "rlimits": _rlimits(limits), "site_packages": site.getsitepackages(),
+            "setup": setup_code, "solution": solution, "tests": list(test_list),
         }  # fmt: skip
         (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
         env = {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
@@ -289,25 +293,19 @@ def run_solution(
                 cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 pass_fds=(report_w,), start_new_session=True,
             )  # fmt: skip
-            os.close(report_w)
-            report_w = -1
-            timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
-            duration = time.monotonic() - start
-            # The leader is not reaped yet, so its pid still names the group: no recycled-pid mistakes.
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if cgroup is not None:
-                _kill_cgroup(cgroup)
+                os.close(report_w)
+                report_w = -1
+                timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
+                duration = time.monotonic() - start
+            finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
+                _kill_leftovers(proc.pid, cgroup)
                 cgroup = None
-            returncode = proc.wait()
+                returncode = proc.wait()
             report = _read_report(report_r, nonce, proc.pid)
             outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
-            return SandboxResult(
-                outcome, error_type, message,
-                _read_capped(out, limits.output_bytes), _read_capped(err, limits.output_bytes), duration,
-            )  # fmt: skip
+            stdout, stderr = _read_capped(out, limits.output_bytes), _read_capped(err, limits.output_bytes)
+            return SandboxResult(outcome, error_type, message, stdout, stderr, duration)
     finally:
         for fd in (report_r, report_w):
             if fd >= 0:
@@ -315,6 +313,17 @@ def run_solution(
         if cgroup is not None:
             _kill_cgroup(cgroup)
         shutil.rmtree(workdir, onerror=_make_removable)
+
+
+def _kill_leftovers(leader: int, cgroup: Path | None) -> None:
+    """SIGKILL the process group, then the cgroup. The leader is not reaped yet, so its pid still names
+    the group and cannot have been recycled."""
+    try:
+        os.killpg(leader, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if cgroup is not None:
+        _kill_cgroup(cgroup)
 
 
 def _wait_exited(pid: int, timeout_s: float) -> bool:
