@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pva_dagster.study import sandbox
 from pva_dagster.study.sandbox import (
     Outcome,
+    SandboxFailure,
     SandboxJob,
     SandboxLimits,
     fork_containment,
@@ -130,7 +132,14 @@ def test_reading_stdin_sees_end_of_file() -> None:
     assert (prompt.outcome, prompt.error_type) == (Outcome.ERROR, "EOFError")
 
 
-def test_child_left_running_in_the_process_group_is_killed() -> None:
+@pytest.mark.parametrize("cgroup", [True, False], ids=["with-cgroup", "process-group-only"])
+def test_child_left_running_in_the_process_group_is_killed(
+    cgroup: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cgroup and fork_containment() != "cgroup-pids":
+        pytest.skip("no writable pids cgroup here")
+    if not cgroup:  # the path taken where no cgroup can be made: the process-group kill alone must do it
+        monkeypatch.setattr(sandbox, "_pids_cgroup_root", lambda: None)
     solution = (
         "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(pid)\n"
     )
@@ -160,6 +169,14 @@ def test_fork_bomb_is_contained() -> None:
     leader = int(result.stdout.split()[0])
     assert _is_dead(leader)
     assert _alive_in_group(leader) == []
+
+
+def test_a_sandbox_that_cannot_start_raises_instead_of_judging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox, "_make_cgroup", lambda nonce, limits: tmp_path / "no-such-cgroup")
+    with pytest.raises(SandboxFailure, match="could not start.*no-such-cgroup"):
+        run_solution(ADD_ONE, ["assert add_one(1) == 2"])
 
 
 def test_limits_are_validated_by_name() -> None:

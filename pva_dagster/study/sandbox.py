@@ -113,13 +113,20 @@ def _main():
         os.write(fd, (nonce + " " + json.dumps(fields) + "\n").encode())
         os._exit(0)  # atexit hooks and stray threads of the solution do not get to run
 
-    if job["cgroup"]:
-        with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as fh:
-            fh.write(str(pid))
-    for name, value in job["rlimits"]:
-        resource.setrlimit(getattr(resource, name), tuple(value))
-    sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
-    site.setquit()  # exit() and quit(), which generated code does call
+    try:  # a failure here is the sandbox's, not the solution's
+        if job["cgroup"]:
+            with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as fh:
+                fh.write(str(pid))
+        for name, (soft, hard) in job["rlimits"]:
+            which = getattr(resource, name)
+            ceiling = resource.getrlimit(which)[1]  # without privilege a limit can only go down
+            if ceiling != resource.RLIM_INFINITY:
+                soft, hard = min(soft, ceiling), min(hard, ceiling)
+            resource.setrlimit(which, (soft, hard))
+        sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
+        site.setquit()  # exit() and quit(), which generated code does call
+    except BaseException as exc:
+        report("sandbox", exc, "sandbox set-up")
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     parts = [("setup", job["setup"]), ("solution", job["solution"])]
     parts += [("test %d" % i, test) for i, test in enumerate(job["tests"])]
@@ -205,18 +212,36 @@ def _kill_cgroup(cgroup: Path) -> None:
         try:
             cgroup.rmdir()
             return
+        except FileNotFoundError:
+            return
         except OSError:
             time.sleep(0.01)
     raise SandboxFailure(f"sandbox cgroup {cgroup} could not be emptied and removed")
 
 
+def _tasks_of_user(uid: int) -> int:
+    """Processes and threads this uid runs now: what RLIMIT_NPROC counts against."""
+    count = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:  # exited while we looked
+            continue
+        if int(fields["Uid"].split()[0]) == uid:
+            count += int(fields["Threads"])
+    return count
+
+
 def _rlimits(limits: SandboxLimits) -> list[tuple[str, tuple[int, int]]]:
     memory = limits.memory_mb * 1024 * 1024
+    # RLIMIT_NPROC counts every task of the user, not of this run: without root (which it exempts) allow what
+    # the user already runs plus max_processes, so a busy desktop session does not make threads fail.
+    nproc = limits.max_processes if os.geteuid() == 0 else _tasks_of_user(os.getuid()) + limits.max_processes
     return [
         ("RLIMIT_CPU", (limits.cpu_time_s, limits.cpu_time_s + 1)),  # soft: SIGXCPU, hard: SIGKILL
         ("RLIMIT_AS", (memory, memory)),
         ("RLIMIT_FSIZE", (_MAX_FILE_BYTES, _MAX_FILE_BYTES)),
-        ("RLIMIT_NPROC", (limits.max_processes, limits.max_processes)),  # per user; root is exempt
+        ("RLIMIT_NPROC", (nproc, nproc)),
         ("RLIMIT_CORE", (0, 0)),
     ]
 
@@ -303,6 +328,8 @@ def run_solution(
                 cgroup = None
                 returncode = proc.wait()
             report = _read_report(report_r, nonce, proc.pid)
+            if report is not None and report["status"] == "sandbox":
+                raise SandboxFailure(f"the sandbox could not start: {report['message']}")
             outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
             stdout, stderr = _read_capped(out, limits.output_bytes), _read_capped(err, limits.output_bytes)
             return SandboxResult(outcome, error_type, message, stdout, stderr, duration)
@@ -316,14 +343,37 @@ def run_solution(
 
 
 def _kill_leftovers(leader: int, cgroup: Path | None) -> None:
-    """SIGKILL the process group, then the cgroup. The leader is not reaped yet, so its pid still names
-    the group and cannot have been recycled."""
-    try:
-        os.killpg(leader, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL everything the run started and return once it is dead (zombies at most).
+
+    The cgroup holds every descendant; without one, the process group is killed until no live member is
+    left. The leader is not reaped yet, so its pid still names the group and cannot have been recycled.
+    """
     if cgroup is not None:
         _kill_cgroup(cgroup)
+        return
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            os.killpg(leader, signal.SIGKILL)  # again each round: a fork may have raced the last one
+        except ProcessLookupError:
+            return
+        if not _live_members(leader):  # SIGKILL is asynchronous: wait until they are zombies or gone
+            return
+        if time.monotonic() > deadline:
+            raise SandboxFailure(f"process group {leader} survived SIGKILL for 5 s")
+        time.sleep(0.002)
+
+
+def _live_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # exited while we looked
+            continue
+        if int(group) == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _wait_exited(pid: int, timeout_s: float) -> bool:
