@@ -42,8 +42,8 @@ def model_forward(model_dir: Path, device: torch.device) -> str:
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = (
-        AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype, device_map=device, local_files_only=True
     )
     inputs = tokenizer("def add(a, b):\n    return", return_tensors="pt").to(device)
     with torch.inference_mode():
