@@ -1,0 +1,127 @@
+"""Phase 3 statistics of one latent: AUROC, an F1-optimal threshold, and the classification it gives.
+
+A latent is ``"correct"``- or ``"incorrect"``-preferring (Phase 2: it fires more on correct, or on incorrect,
+solutions). Its *positive class* is the class matching its direction, so higher activation always means
+"predict positive": correct = 1 for a correct-preferring latent, incorrect = 1 for an incorrect-preferring one.
+One comparison operator (``activation > threshold``) is therefore used for both directions and both splits.
+
+Every metric is scikit-learn's; this module only turns (activation, correct, direction) into (score, label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+DIRECTIONS: tuple[str, ...] = ("correct", "incorrect")
+OPERATOR = ">"  # predict the positive class when activation > threshold
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float  # chosen on the hyperparams split, applied unchanged elsewhere
+    operator: str  # always ">" (see module docstring)
+    f1: float  # F1 it reached on the split it was chosen on
+
+
+def _scores_and_labels(
+    activation: np.ndarray, correct: np.ndarray, direction: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(activation[n] float64, positive[n] bool)`` for a direction."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose from {DIRECTIONS}")
+    scores = np.asarray(activation, dtype=np.float64)
+    correct = np.asarray(correct)
+    if scores.ndim != 1 or correct.ndim != 1 or len(scores) != len(correct):
+        raise ValueError(
+            f"activation and correct must be 1-D of one length, got shapes {scores.shape} and {correct.shape}"
+        )
+    if len(scores) == 0:
+        raise ValueError("no samples: activation and correct are empty")
+    if correct.dtype != bool and not np.isin(correct, (0, 1)).all():
+        raise ValueError(f"correct must be boolean (or 0/1), got values {np.unique(correct)[:5]}")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"activation has {int((~np.isfinite(scores)).sum())} non-finite values")
+    correct = correct.astype(bool)
+    return scores, correct if direction == "correct" else ~correct
+
+
+def _require_both_classes(positive: np.ndarray, direction: str) -> None:
+    if positive.all() or not positive.any():
+        present = "correct" if positive.all() == (direction == "correct") else "incorrect"
+        missing = "incorrect" if present == "correct" else "correct"
+        raise ValueError(f"no {missing} samples ({len(positive)} samples, all {present}): need both classes")
+
+
+def auroc(activation: np.ndarray, correct: np.ndarray, direction: str) -> float:
+    """Area under the ROC curve of ``activation[n]`` for the direction's positive class (0.5 = chance)."""
+    scores, positive = _scores_and_labels(activation, correct, direction)
+    _require_both_classes(positive, direction)
+    return float(roc_auc_score(positive, scores))
+
+
+def threshold_grid(scores: np.ndarray, grid_size: int) -> np.ndarray:
+    """``grid_size`` evenly spaced thresholds over [min, max], plus one step below the minimum.
+
+    The extra value makes "everything positive" a candidate (``>`` never fires at the minimum itself).
+    """
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be >= 2, got {grid_size}")
+    low, high = float(scores.min()), float(scores.max())
+    step = (high - low) / (grid_size - 1) if high > low else 1.0
+    return np.concatenate([[low - step], np.linspace(low, high, grid_size)])
+
+
+def choose_threshold(
+    activation: np.ndarray, correct: np.ndarray, direction: str, grid_size: int = 101
+) -> Threshold:
+    """The threshold (``activation > value``) maximising F1 of the positive class; ties go to the lowest."""
+    scores, positive = _scores_and_labels(activation, correct, direction)
+    grid = threshold_grid(scores, grid_size)
+    f1 = np.array([f1_score(positive, scores > value, zero_division=0) for value in grid])
+    best = int(np.argmax(f1))  # first maximum = lowest threshold, as the grid is ascending
+    return Threshold(value=float(grid[best]), operator=OPERATOR, f1=float(f1[best]))
+
+
+def classification_metrics(
+    activation: np.ndarray, correct: np.ndarray, direction: str, threshold: Threshold
+) -> dict[str, float]:
+    """F1, precision, recall, accuracy of ``threshold`` applied unchanged; n and n_positive (true class)."""
+    if threshold.operator != OPERATOR:
+        raise ValueError(f"unsupported threshold operator {threshold.operator!r}; only {OPERATOR!r} is used")
+    scores, positive = _scores_and_labels(activation, correct, direction)
+    predicted = scores > threshold.value
+    return {
+        "f1": float(f1_score(positive, predicted, zero_division=0)),
+        "precision": float(precision_score(positive, predicted, zero_division=0)),
+        "recall": float(recall_score(positive, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(positive, predicted)),
+        "n": len(positive),
+        "n_positive": int(positive.sum()),
+    }
+
+
+def roc_points(activation: np.ndarray, correct: np.ndarray, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(fpr, tpr)`` of the ROC curve, for plots."""
+    scores, positive = _scores_and_labels(activation, correct, direction)
+    _require_both_classes(positive, direction)
+    fpr, tpr, _ = roc_curve(positive, scores)
+    return fpr, tpr
+
+
+def pr_points(activation: np.ndarray, correct: np.ndarray, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(recall, precision)`` of the precision-recall curve, for plots."""
+    scores, positive = _scores_and_labels(activation, correct, direction)
+    _require_both_classes(positive, direction)
+    precision, recall, _ = precision_recall_curve(positive, scores)
+    return recall, precision
