@@ -60,7 +60,7 @@ def histogram_by_group(
             label = f"{name} (n={len(values)}" + (
                 f", {dropped[name]} non-finite dropped)" if dropped[name] else ")"
             )
-            ax.hist(values, bins=edges, alpha=0.5, label=label)
+            ax.hist(values, bins=edges.tolist(), alpha=0.5, label=label)
         ax.legend(fontsize="small")
     else:
         _no_data(ax, "no finite values")
