@@ -1,0 +1,223 @@
+"""Batched generation that records the residual stream at the last prompt token.
+
+Greedy batches are left-padded, so the last prompt token sits at position -1 of every row during the prefill
+(the first forward call of ``generate``), which is where the activations are read. Sampling runs one prompt a
+time with all its samples in one batch, seeded per prompt by the caller, so a resumed run redraws exactly the
+same samples whatever was generated before or beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from pva_dagster.study.prompts import function_end_reached
+from pva_dagster.study.residual import record_block_outputs, validate_layers
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 800
+    max_prompt_tokens: int = 2048  # longer prompts keep their last tokens (the asserts and "# Solution:")
+    batch_size: int = 8  # prompts per generate call when greedy; sampling runs one prompt a call
+    temperature: float = 0.0  # 0 = greedy
+    num_samples: int = 1  # samples per prompt (sampling only)
+    seed: int = 0  # recorded with the outputs; per-prompt sampling seeds come from the caller
+    stop_at_function_end: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "max_prompt_tokens", "batch_size", "num_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GenerationSettings.{name} must be an integer >= 1, got {value!r}")
+        if self.temperature < 0:
+            raise ValueError(f"GenerationSettings.temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.num_samples != 1:
+            raise ValueError(
+                f"GenerationSettings.num_samples={self.num_samples} needs temperature > 0: greedy gives one sample"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Generation:
+    prompt_index: int
+    sample: int
+    completion: str  # decoded new tokens, special tokens dropped; may end with the line that stopped it
+    n_prompt_tokens: int  # after truncation
+    n_new_tokens: int  # tokens of the completion, the stop / pad tokens after it not counted
+    prompt_truncated: bool
+    seconds: float  # wall time of the batch, shared among its rows
+    residuals: np.ndarray  # [n_layers, d_model] float32: last prompt token, output of each layer's block
+
+
+class FunctionEndStop(StoppingCriteria):
+    """Stops each row once its completion holds a complete function and has moved on to something else."""
+
+    def __init__(self, tokenizer: Any, prompt_length: int):
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([function_end_reached(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
+def _keep_prefill_last_token(recorded: dict[int, list[torch.Tensor]]) -> None:
+    for calls in recorded.values():
+        if calls and calls[0].dim() == 3:
+            calls[0] = calls[0][:, -1, :]  # [batch, seq, d] -> [batch, d]
+        del calls[1:]
+
+
+class KeepPrefillLastToken(StoppingCriteria):
+    """Never stops; after every step trims the recorded block outputs to the prefill's last position.
+
+    ``record_block_outputs`` keeps every forward call whole; without this, 800 decode steps of Gemma-2-2B at
+    batch 8 would hold ~1.5 GB of residuals that are never read, and the prefill its whole [batch, seq, d].
+    """
+
+    def __init__(self, recorded: dict[int, list[torch.Tensor]]):
+        self.recorded = recorded
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        _keep_prefill_last_token(self.recorded)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _encode(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int, device: Any) -> tuple[Any, list[bool]]:
+    """Left-padded batch keeping each prompt's last ``max_prompt_tokens`` tokens; which prompts were cut."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    encoded = tokenizer(
+        list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens
+    ).to(device)
+    return encoded, [n > max_prompt_tokens for n in lengths]
+
+
+def _completion_length(new_tokens: list[int], stop_ids: set[int]) -> int:
+    return next((i for i, token in enumerate(new_tokens) if token in stop_ids), len(new_tokens))
+
+
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    layers: list[int],
+    settings: GenerationSettings,
+    stop_token_ids: Sequence[int],
+    first_index: int,
+) -> list[Generation]:
+    started = time.perf_counter()
+    encoded, truncated = _encode(tokenizer, prompts, settings.max_prompt_tokens, model.device)
+    prompt_length = encoded["input_ids"].shape[1]
+    sampling = settings.temperature > 0
+    repeats = settings.num_samples if sampling else 1
+    recorder = record_block_outputs(model, layers) if layers else nullcontext({})  # steering records none
+    with torch.no_grad(), recorder as recorded:
+        criteria: list[StoppingCriteria] = [KeepPrefillLastToken(recorded)]
+        if settings.stop_at_function_end:
+            criteria.append(FunctionEndStop(tokenizer, prompt_length))
+        output = model.generate(
+            **encoded,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=sampling,
+            # Pure temperature sampling: no top-k / top-p from the model's generation_config.
+            temperature=settings.temperature if sampling else None,
+            top_k=0 if sampling else None,
+            top_p=1.0 if sampling else None,
+            num_return_sequences=repeats,
+            eos_token_id=list(stop_token_ids),
+            pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList(criteria),
+        )
+        _keep_prefill_last_token(recorded)  # in case generate returned before calling the criteria
+        residuals = (
+            torch.stack([recorded[layer][0] for layer in layers], dim=1).float().cpu().numpy()
+            if layers
+            else np.zeros((output.shape[0], 0, model.config.hidden_size), dtype=np.float32)
+        )
+    seconds = time.perf_counter() - started
+    stops = {*stop_token_ids, tokenizer.pad_token_id}
+    n_prompt = encoded["attention_mask"].sum(dim=1).tolist()
+    generations = []
+    for row, new in enumerate(output[:, prompt_length:].tolist()):
+        n_new = _completion_length(new, stops)
+        prompt_row = row // repeats
+        generations.append(
+            Generation(
+                prompt_index=first_index + prompt_row,
+                sample=row % repeats,
+                completion=tokenizer.decode(new[:n_new], skip_special_tokens=True),
+                n_prompt_tokens=int(n_prompt[prompt_row]),
+                n_new_tokens=n_new,
+                prompt_truncated=truncated[prompt_row],
+                seconds=seconds,
+                residuals=residuals[row],
+            )
+        )
+    return generations
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    layers: Sequence[int],
+    settings: GenerationSettings,
+    stop_token_ids: Sequence[int],
+    seeds: Sequence[int] | None = None,
+) -> Iterator[list[Generation]]:
+    """Yield generations batch by batch, so the caller can label, save and log after each one.
+
+    Greedy: ``batch_size`` prompts a batch. Sampling (temperature > 0): one prompt a batch with its
+    ``num_samples`` samples, after ``torch.manual_seed(seeds[i])``; ``seeds`` (one per prompt) is then required.
+    ``layers`` may be empty (no residuals recorded: rows of shape [0, d_model]).
+    """
+    layers = validate_layers(model, layers) if len(layers) else []
+    if not stop_token_ids:
+        raise ValueError("stop_token_ids is empty: generation would only ever stop at max_new_tokens")
+    if settings.temperature > 0:
+        if seeds is None or len(seeds) != len(prompts):
+            got = "none" if seeds is None else len(seeds)
+            raise ValueError(f"sampling needs one seed per prompt: {len(prompts)} prompts, seeds {got}")
+        for index, prompt in enumerate(prompts):
+            torch.manual_seed(int(seeds[index]))
+            yield _generate_batch(model, tokenizer, [prompt], layers, settings, stop_token_ids, index)
+        return
+    for start in range(0, len(prompts), settings.batch_size):
+        batch = prompts[start : start + settings.batch_size]
+        yield _generate_batch(model, tokenizer, batch, layers, settings, stop_token_ids, start)
+
+
+def prompt_residuals(
+    model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 8,
+    max_prompt_tokens: int = 2048,
+) -> np.ndarray:
+    """[n_prompts, n_layers, d_model] float32 block outputs at each prompt's last token, without generating.
+
+    Runs the base model (``model.model``) so no vocabulary logits are computed. Position ids are counted from
+    the attention mask, as ``generate`` does, so left padding does not shift the rotary positions.
+    """
+    layers = validate_layers(model, layers)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        encoded, _ = _encode(tokenizer, prompts[start : start + batch_size], max_prompt_tokens, model.device)
+        mask = encoded["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        with torch.no_grad(), record_block_outputs(model, layers) as recorded:
+            model.model(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False)
+        out.append(torch.stack([recorded[layer][0][:, -1, :] for layer in layers], dim=1).float().cpu().numpy())
+    d_model = model.config.hidden_size
+    return np.concatenate(out) if out else np.zeros((0, len(layers), d_model), dtype=np.float32)

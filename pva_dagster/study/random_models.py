@@ -1,0 +1,58 @@
+"""Random-weight models of the real study's architecture (Gemma 2), built offline in seconds.
+
+Tests use a tiny one to run the Gemma-2 code path that google/gemma-2-2b takes; the generation benchmark uses
+the full Gemma-2-2B shape on a GPU (same compute as the real model, no download).
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, Gemma2Config, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+TINY_GEMMA2 = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=16, max_position_embeddings=1024, sliding_window=256,
+)
+# google/gemma-2-2b's shape (its config.json), vocabulary aside.
+GEMMA2_2B = dict(
+    hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+    head_dim=256, max_position_embeddings=8192, sliding_window=4096, query_pre_attn_scalar=256,
+)
+
+
+def train_code_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on a few standard-library source files (offline, seconds)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(str(p) for p in stdlib.glob("*.py"))[:n_files]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train(files, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+
+
+def build_random_gemma2(out_dir: Path, shape: dict[str, Any] = TINY_GEMMA2, seed: int = 0) -> Path:
+    """Save a seeded random-weight Gemma 2 model and its tokenizer where ``from_pretrained`` loads them."""
+    tokenizer = train_code_tokenizer()
+    config = Gemma2Config(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, **shape,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
