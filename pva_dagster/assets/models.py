@@ -1,6 +1,5 @@
 """The model that writes the code and the SAEs that read its residual stream, made loadable offline."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

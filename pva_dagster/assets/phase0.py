@@ -1,6 +1,5 @@
 """Phase 0: the MBPP-format problems and the difficulty (cyclomatic complexity) of each."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

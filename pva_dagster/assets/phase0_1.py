@@ -1,6 +1,5 @@
 """Phase 0.1: split the problems 50 % sae / 10 % hyperparams / 40 % validation, stratified by difficulty."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

@@ -1,7 +1,6 @@
 """Phase 1.0 (temperature 0, every problem) and Phase 1.2 (validation split, sampled): solutions, pass@1
 labels from the sandbox, and the residual stream at the last prompt token, one task range per partition."""
 
-from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from pva_dagster.assets.models import language_model_weights
-from pva_dagster.constants import GROUP_GENERATION
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_GENERATION
 from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM, TaskRange
 from pva_dagster.profiles import ACTIVE
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, Sandbox, StudyDesign
@@ -112,6 +111,7 @@ def _generate_and_label(
     partitions_def=PHASE1_0_PARTITIONS,
     deps=[language_model_weights],
     backfill_policy=dg.BackfillPolicy.multi_run(1),
+    op_tags=GPU_STEP_TAGS,
 )
 def phase1_0_solutions(
     context: dg.AssetExecutionContext,
@@ -146,6 +146,7 @@ def phase1_0_solutions(
     partitions_def=PHASE1_2_PARTITIONS,
     deps=[language_model_weights],
     backfill_policy=dg.BackfillPolicy.multi_run(1),
+    op_tags=GPU_STEP_TAGS,
 )
 def phase1_2_solutions(
     context: dg.AssetExecutionContext,

@@ -3,7 +3,6 @@
 The asset key is ``phase2`` so that ``dagster asset materialize --select 'phase2*'`` re-runs it and Phase 3.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

@@ -1,7 +1,6 @@
 """Phase 3: do the best latents predict correctness on held-out problems (AUROC, F1), and does steering
 along them change the code the model writes, against random latents of the same layer?"""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
@@ -10,7 +9,7 @@ from pydantic import Field
 
 from pva_dagster.assets.phase1 import phase1_0_solutions
 from pva_dagster.assets.phase2 import phase2
-from pva_dagster.constants import GROUP_VALIDATION
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, Sandbox, StudyDesign
 from pva_dagster.study import storage
 from pva_dagster.study.activation_index import activation_index
@@ -94,7 +93,7 @@ class SteeringConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=GROUP_VALIDATION, deps=[phase2, phase1_0_solutions])
+@dg.asset(group_name=GROUP_VALIDATION, deps=[phase2, phase1_0_solutions], op_tags=GPU_STEP_TAGS)
 def phase3_steering(
     context: dg.AssetExecutionContext,
     config: SteeringConfig,

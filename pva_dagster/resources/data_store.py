@@ -1,6 +1,5 @@
 """Where the study's files live: one root, one layout."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

@@ -1,6 +1,5 @@
 """The study's design knobs that differ between the embedded and the study profile."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field, model_validator

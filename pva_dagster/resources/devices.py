@@ -5,7 +5,6 @@ claim is an exclusive ``flock`` on ``<lock_dir>/<device>.lock`` held for the who
 machine never share a device even when Dagster starts more runs than there are GPUs (the extra ones wait).
 """
 
-from __future__ import annotations
 
 import fcntl
 import os

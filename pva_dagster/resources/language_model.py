@@ -1,6 +1,5 @@
 """The language model that writes the solutions: the embedded SmolLM2 or any Hugging Face causal LM."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Any

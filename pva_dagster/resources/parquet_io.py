@@ -1,6 +1,5 @@
 """Table-valued assets are stored as Parquet where the data layout says, written atomically."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
@@ -10,7 +9,7 @@ from pva_dagster.study import storage
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    store: dg.ResourceDependency[DataStore]
+    store: DataStore
 
     def _path(self, context: dg.OutputContext | dg.InputContext):
         return self.store.layout.table_file(context.asset_key.path[-1])

@@ -1,6 +1,5 @@
 """Where the MBPP-format problems come from: the embedded set, a local file, or the Hugging Face hub."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

@@ -1,6 +1,5 @@
 """Where the SAEs come from: GemmaScope through SAELens, a local SAELens folder, or trained offline."""
 
-from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path

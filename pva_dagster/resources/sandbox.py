@@ -1,6 +1,5 @@
 """Limits for running model-generated code (hostile input) in the sandbox."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

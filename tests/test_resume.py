@@ -1,0 +1,66 @@
+"""A Phase 1 run killed part-way (SIGKILL, no clean-up) resumes: one record per task, NPZ files complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pva_dagster.resources import LanguageModel
+from pva_dagster.study.layout import DataLayout
+from tests.helpers import FIRST_RANGE, materialize, small_resources, write_problems
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_PHASE1 = """
+import sys
+from pva_dagster.resources import LanguageModel
+from tests.helpers import FIRST_RANGE, materialize, small_resources
+tmp, problems, model = sys.argv[1:4]
+from pathlib import Path
+resources = small_resources(Path(tmp), Path(problems), language_model=LanguageModel(
+    source="pretrained", name_or_path=model, max_new_tokens=24, batch_size=2, stop_at_function_end=False))
+materialize(resources, ["mbpp_problems"])
+materialize(resources, ["phase1_0_solutions"], partition=FIRST_RANGE)
+"""
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, tiny_gemma2_dir):
+    problems = write_problems(tmp_path / "problems.jsonl", list(range(1, 25)))
+    dataset = DataLayout(tmp_path / "data").phase1_0_dataset(FIRST_RANGE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_PHASE1, str(tmp_path), str(problems), str(tiny_gemma2_dir)],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        if dataset.exists() and len(pd.read_parquet(dataset)) >= 2:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be killed; make it longer"
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    saved_before = len(pd.read_parquet(dataset))
+    assert 2 <= saved_before < 24
+
+    resources = small_resources(
+        tmp_path, problems,
+        language_model=LanguageModel(source="pretrained", name_or_path=str(tiny_gemma2_dir), max_new_tokens=24,
+                                     batch_size=2, stop_at_function_end=False),
+    )
+    assert materialize(resources, ["phase1_0_solutions"], partition=FIRST_RANGE).success
+    records = pd.read_parquet(dataset)
+    assert sorted(records.task_id) == list(range(1, 25))
+    assert not records.duplicated(["task_id", "sample"]).any()
+    for row in records.itertuples():
+        assert len(row.activation_files) == 4  # every layer of the tiny Gemma 2
+        for file in row.activation_files:
+            with np.load(file) as npz:
+                assert npz["residual"].shape == (64,)
+    npz_files = list((tmp_path / "data/phase1_0/activations").rglob("*.npz"))
+    assert len(npz_files) == 24 * 4, "no stale or duplicate activation files"
