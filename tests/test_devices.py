@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
@@ -12,23 +11,25 @@ from pva_dagster.resources.devices import DevicePool
 
 
 def test_two_claims_never_share_a_device(tmp_path):
+    # flock locks belong to an open file description, so two pools in two threads contend like two runs do.
     pool = DevicePool(devices=["cpu"], lock_dir=str(tmp_path), poll_seconds=0.1)
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from pva_dagster.resources.devices import DevicePool\n"
-         f"pool = DevicePool(devices=['cpu'], lock_dir={str(tmp_path)!r})\n"
-         "with pool.claim({}, lambda m: None):\n"
-         "    print('claimed', flush=True); time.sleep(2)\n"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout.readline().strip() == "claimed"
+    claimed, release = threading.Event(), threading.Event()
+
+    def first_run():
+        with pool.claim({}, lambda m: None):
+            claimed.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=first_run)
+    holder.start()
+    assert claimed.wait(10)
+    threading.Timer(1.0, release.set).start()
     started, messages = time.perf_counter(), []
     with pool.claim({}, messages.append) as device:
         waited = time.perf_counter() - started
-    holder.wait()
+    holder.join()
     assert device == "cpu"
-    assert waited > 1.0, "the second claim must wait for the first run to let go"
+    assert waited > 0.9, "the second claim must wait for the first run to let go"
     assert any("busy" in m for m in messages)
 
 
