@@ -97,7 +97,7 @@ def train_topk_sae(
         lr=lr,
         lr_end=lr / 10,
         lr_scheduler_name="cosineannealing",
-        lr_warm_up_steps=max(1, steps // 20),
+        lr_warm_up_steps=steps // 20,  # none for a run too short to warm up (the cosine needs >= 1 step)
         device="cpu",
         # A latent silent for a tenth of the run counts as dead and joins TopK's auxiliary loss; SAELens's
         # default of 1000 steps is longer than a run of a few hundred steps, which would disable that loss.
