@@ -1,4 +1,4 @@
-"""Model loading and batched generation with residual capture, on real models."""
+"""Batched generation with residual capture, on the embedded SmolLM2 and a tiny random Gemma 2."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pva_dagster.study.generation import GenerationSettings, generate
-from pva_dagster.study.models import load_causal_lm, model_fingerprint, stop_token_ids
+from pva_dagster.study.generation import GenerationSettings, generate, prompt_residuals
+from pva_dagster.study.models import load_causal_lm, stop_token_ids
 from pva_dagster.study.prompts import build_prompt, extract_code
 from pva_dagster.study.residual import decoder_blocks
 
@@ -17,7 +17,15 @@ PROMPTS = [
     build_prompt("Write a function is_even(n) that returns True when n is even.", ["assert is_even(4)"]),
     build_prompt("Write a python function to reverse a string.", ["assert reverse('ab') == 'ba'"]),
     build_prompt("Write a function cube(n).", ["assert cube(2) == 8"]),
+    build_prompt(
+        "Write a function to find the maximum of a list of numbers without using the built-in max.",
+        ["assert find_max([1, 5, 3]) == 5", "assert find_max([-1, -2]) == -1"],
+    ),
 ]
+
+
+def run_all(*args, **kwargs):
+    return [g for batch in generate(*args, **kwargs) for g in batch]
 
 
 @pytest.fixture(scope="module")
@@ -26,63 +34,108 @@ def smollm(embedded_model_dir):
     return load_causal_lm(str(embedded_model_dir))
 
 
-def test_embedded_model_loads_offline_and_writes_python(smollm):
+@pytest.fixture(scope="module")
+def gemma(tiny_gemma2_dir):
+    return load_causal_lm(str(tiny_gemma2_dir))
+
+
+def test_embedded_model_writes_the_function_and_stops_after_it(smollm):
     model, tokenizer = smollm
-    assert model_fingerprint(model)["n_layers"] == 30 and model_fingerprint(model)["d_model"] == 576
-    assert stop_token_ids(model, tokenizer) == [0, 2]  # <|endoftext|> and <|im_end|>
-    settings = GenerationSettings(max_new_tokens=40, batch_size=1)
-    (generation,) = next(generate(model, tokenizer, PROMPTS[:1], [5], settings, stop_token_ids(model, tokenizer)))
-    assert "def add_numbers" in extract_code(generation.completion)
-    assert generation.residuals.shape == (1, 576)
+    settings = GenerationSettings(max_new_tokens=64, batch_size=1)
+    (generation,) = run_all(model, tokenizer, PROMPTS[:1], [5, 29], settings, stop_token_ids(model, tokenizer))
+    assert "def add_numbers(a, b):" in extract_code(generation.completion)
+    assert generation.residuals.shape == (2, 576) and generation.residuals.dtype == np.float32
+    assert generation.n_prompt_tokens == len(tokenizer(PROMPTS[0])["input_ids"])
+    assert not generation.prompt_truncated
+    assert 0 < generation.n_new_tokens < 64, generation.completion
 
 
 def test_batched_greedy_equals_one_at_a_time(smollm):
     model, tokenizer = smollm
     stops, layers = stop_token_ids(model, tokenizer), [2, 17]
-    one = [g for b in generate(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=24, batch_size=1), stops) for g in b]
-    batched = [g for b in generate(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=24, batch_size=5), stops) for g in b]
+    one = run_all(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=16, batch_size=1), stops)
+    batched = run_all(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=16, batch_size=4), stops)
+    assert [g.prompt_index for g in batched] == list(range(len(PROMPTS)))
     assert [g.completion for g in batched] == [g.completion for g in one]
+    assert [g.n_new_tokens for g in batched] == [g.n_new_tokens for g in one]
     for a, b in zip(one, batched):
-        np.testing.assert_allclose(a.residuals, b.residuals, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
+    # The activation-only pass (base model, no logits) reads the same vectors.
+    direct = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=3)
+    np.testing.assert_allclose(direct, np.stack([g.residuals for g in one]), rtol=1e-4, atol=1e-4)
 
 
-def test_residual_is_the_output_of_the_decoder_block(tiny_gemma2_dir):
+def test_residual_is_the_output_of_the_decoder_block(gemma):
     """blocks.L.hook_resid_post == hidden_states[L + 1] of a plain forward (what a GemmaScope layer_L SAE reads)."""
-    model, tokenizer = load_causal_lm(str(tiny_gemma2_dir))
+    model, tokenizer = gemma
     assert type(model).__name__ == "Gemma2ForCausalLM"
-    prompt = PROMPTS[0]
-    (generation,) = next(
-        generate(model, tokenizer, [prompt], [0, 2], GenerationSettings(max_new_tokens=3), stop_token_ids(model, tokenizer))
+    (generation,) = run_all(
+        model, tokenizer, PROMPTS[:1], [0, 2], GenerationSettings(max_new_tokens=3), stop_token_ids(model, tokenizer)
     )
     with torch.no_grad():
-        hidden = model(**tokenizer([prompt], return_tensors="pt"), output_hidden_states=True).hidden_states
+        hidden = model(**tokenizer(PROMPTS[:1], return_tensors="pt"), output_hidden_states=True).hidden_states
     expected = np.stack([hidden[1][0, -1].numpy(), hidden[3][0, -1].numpy()])
     np.testing.assert_allclose(generation.residuals, expected, rtol=1e-5, atol=1e-5)
     assert generation.residuals.shape == (2, model.config.hidden_size)
 
 
-def test_sampling_is_reproducible_by_seed(tiny_gemma2_dir):
-    model, tokenizer = load_causal_lm(str(tiny_gemma2_dir))
-    settings = GenerationSettings(max_new_tokens=12, temperature=1.2, num_samples=3, stop_at_function_end=False)
+def test_left_padding_does_not_move_gemma2_residuals(gemma):
+    model, tokenizer = gemma
+    layers = list(range(len(decoder_blocks(model))))
+    alone = np.concatenate([prompt_residuals(model, tokenizer, [p], layers) for p in PROMPTS])
+    padded = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=len(PROMPTS))
+    assert padded.shape == (len(PROMPTS), 4, 64)
+    np.testing.assert_allclose(padded, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_is_reproducible_by_seed_whatever_else_runs(gemma):
+    model, tokenizer = gemma
+    settings = GenerationSettings(max_new_tokens=8, temperature=1.2, num_samples=3, stop_at_function_end=False)
     stops = stop_token_ids(model, tokenizer)
 
-    def run(seed):
-        return [g.completion for b in generate(model, tokenizer, PROMPTS[:2], [1], settings, stops, seeds=[seed, seed + 1]) for g in b]
+    def run(prompts, seeds):
+        return [g.completion for g in run_all(model, tokenizer, prompts, [1], settings, stops, seeds=seeds)]
 
-    first, again, other = run(7), run(7), run(8)
+    first, again, other = run(PROMPTS[:2], [7, 8]), run(PROMPTS[:2], [7, 8]), run(PROMPTS[:2], [9, 8])
     assert len(first) == 6 and first == again
-    assert first != other
+    assert first[:3] != other[:3] and first[3:] == other[3:]
     assert len(set(first[:3])) > 1, "three samples of one prompt should differ"
+    assert run(PROMPTS[1:2], [8]) == first[3:]  # a resumed run that skips prompt 0 redraws prompt 1's samples
 
 
-def test_bad_inputs_are_named(tiny_gemma2_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no_such_model"):
-        load_causal_lm(str(tmp_path / "no_such_model"))
-    model, tokenizer = load_causal_lm(str(tiny_gemma2_dir))
+def test_long_prompts_keep_their_last_tokens(gemma):
+    model, tokenizer = gemma
+    settings = GenerationSettings(max_new_tokens=2, max_prompt_tokens=8, batch_size=2)
+    short, long = run_all(model, tokenizer, ["def", PROMPTS[5]], [2], settings, stop_token_ids(model, tokenizer))
+    assert (short.prompt_truncated, long.prompt_truncated) == (False, True)
+    assert long.n_prompt_tokens == 8
+    tail = torch.tensor([tokenizer(PROMPTS[5])["input_ids"][-8:]])
+    with torch.no_grad():
+        hidden = model(input_ids=tail, output_hidden_states=True).hidden_states
+    # hidden_states[L + 1] is block L's output (the last entry is after the final norm, so L < n_layers - 1)
+    np.testing.assert_allclose(long.residuals, hidden[3][:, -1].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_without_layers_no_residuals_are_kept(gemma):
+    model, tokenizer = gemma
+    (generation,) = run_all(model, tokenizer, PROMPTS[:1], [], GenerationSettings(max_new_tokens=2), [1])
+    assert generation.residuals.shape == (0, 64)
+
+
+def test_bad_inputs_are_named(gemma):
+    model, tokenizer = gemma
     n_layers = len(decoder_blocks(model))
     with pytest.raises(ValueError, match=rf"\[{n_layers}\] do not exist"):
-        next(generate(model, tokenizer, PROMPTS[:1], [n_layers], GenerationSettings(max_new_tokens=2), [0]))
+        run_all(model, tokenizer, PROMPTS[:1], [n_layers], GenerationSettings(max_new_tokens=2), [1])
+    with pytest.raises(ValueError, match=r"\[-1\] do not exist"):
+        prompt_residuals(model, tokenizer, PROMPTS[:1], [-1])
     with pytest.raises(ValueError, match="batch_size"):
         GenerationSettings(batch_size=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        GenerationSettings(num_samples=2)
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationSettings(temperature=-1.0)
     with pytest.raises(ValueError, match="one seed per prompt"):
-        next(generate(model, tokenizer, PROMPTS[:2], [0], GenerationSettings(temperature=0.5), [0]))
+        run_all(model, tokenizer, PROMPTS[:2], [0], GenerationSettings(temperature=0.5), [1], seeds=[1])
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        run_all(model, tokenizer, PROMPTS[:1], [0], GenerationSettings(), [])
