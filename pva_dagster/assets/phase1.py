@@ -110,7 +110,6 @@ def _generate_and_label(
     group_name=GROUP_GENERATION,
     partitions_def=PHASE1_0_PARTITIONS,
     deps=[language_model_weights],
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
     op_tags=GPU_STEP_TAGS,
 )
 def phase1_0_solutions(
@@ -145,7 +144,6 @@ def phase1_0_solutions(
     group_name=GROUP_GENERATION,
     partitions_def=PHASE1_2_PARTITIONS,
     deps=[language_model_weights],
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
     op_tags=GPU_STEP_TAGS,
 )
 def phase1_2_solutions(
