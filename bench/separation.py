@@ -50,6 +50,18 @@ def loop_scores(latents: np.ndarray, correct: np.ndarray, layer: int, n_latents:
     return pd.DataFrame(rows)
 
 
+def timed_scores(latents: np.ndarray, correct: np.ndarray, layer: int) -> tuple[pd.DataFrame, float, int]:
+    """``separation_scores`` with its wall time and tracemalloc's peak of what it allocated."""
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        scores = separation_scores(latents, correct, layer)
+        seconds = time.perf_counter() - start
+        return scores, seconds, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000)
@@ -69,19 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         f"density {args.density}, {os.cpu_count()} cores"
     )
 
-    vectorised_s, peak_bytes, first_layer = 0.0, 0, None
-    for layer in range(args.layers):
-        latents = synthetic_latents(rng, args.samples, args.latents, args.density)
-        tracemalloc.start()
-        start = time.perf_counter()
-        scores = separation_scores(latents, correct, layer)
-        vectorised_s += time.perf_counter() - start
-        peak_bytes = max(peak_bytes, tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-        if layer == 0:
-            first_layer, first_scores = latents, scores
-        else:
-            del latents
+    first_layer = synthetic_latents(rng, args.samples, args.latents, args.density)
+    first_scores, vectorised_s, peak_bytes = timed_scores(first_layer, correct, 0)
+    for layer in range(1, args.layers):
+        _, seconds, peak = timed_scores(synthetic_latents(rng, args.samples, args.latents, args.density), correct, layer)
+        vectorised_s, peak_bytes = vectorised_s + seconds, max(peak_bytes, peak)
 
     start = time.perf_counter()
     looped = loop_scores(first_layer, correct, 0, args.loop_latents)
