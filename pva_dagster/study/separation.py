@@ -45,14 +45,13 @@ def _class_stats(latents: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
     block_rows = min(_block_rows(d_sae), len(rows))
     is_active = np.empty((block_rows, d_sae), dtype=np.bool_)
     deviation = np.empty((block_rows, d_sae), dtype=np.float64)
-    ones = np.ones(block_rows, dtype=np.float64)
     for start in range(0, len(rows), block_rows):
         block = latents[rows[start : start + block_rows]]
         m = len(block)
         active += np.greater(block, 0, out=is_active[:m]).sum(axis=0)
         np.copyto(deviation[:m], block)  # a plain cast; subtracting while casting is several times slower
         deviation[:m] -= shift
-        total += ones[:m] @ deviation[:m]
+        total += deviation[:m].sum(axis=0)  # numpy, not BLAS: no thread pool to oversubscribe
         squares += np.einsum("ij,ij->j", deviation[:m], deviation[:m])
     n = len(rows)
     mean = shift + total / n
