@@ -187,9 +187,10 @@ def test_ranking_input_errors(study):
         rank_latents(scores, {2: np.zeros(D_SAE), 5: np.zeros(3)})
 
 
-def test_best_latents_names_an_empty_direction():
+def test_best_latents_leaves_out_a_direction_with_no_latent():
     correct = np.array([True, True, False, False])
     x = np.array([[1.0], [1.0], [0.0], [0.0]], dtype=np.float32)
-    ranked = rank_latents(separation_scores(x, correct, 0), {0: np.zeros(1)})
-    with pytest.raises(ValueError, match="'incorrect'"):
-        best_latents(ranked)
+    best = best_latents(rank_latents(separation_scores(x, correct, 0), {0: np.zeros(1)}))
+    assert list(best) == ["correct"]
+    assert best["correct"]["latent"] == 0 and best["correct"]["score"] == 1.0
+    assert type(best["correct"]["latent"]) is int  # plain Python values, ready for JSON

@@ -190,12 +190,17 @@ def rank_latents(
 
 
 def best_latents(ranked: pd.DataFrame) -> dict[str, dict[str, object]]:
-    """The rank-1 row of each direction as a plain dict; raises naming a direction with no latent left."""
+    """The rank-1 row of each direction as a plain dict.
+
+    A direction with no latent left (none scored above 0, or the general-text filter dropped them all) has no
+    entry: that is a finding to report, not an error, and the other direction is still worth steering.
+    """
     best = {}
     for direction in DIRECTIONS:
         rows = ranked[(ranked.direction == direction) & (ranked["rank"] == 1)]
-        if rows.empty:
-            raise ValueError(f"no {direction!r} latent survived the ranking (no positive score or all filtered)")
-        best[direction] = {key: value.item() if hasattr(value, "item") else value
-                           for key, value in rows.iloc[0].to_dict().items()}
+        if not rows.empty:
+            best[direction] = {
+                key: value.item() if isinstance(value, np.generic) else value
+                for key, value in rows.iloc[0].to_dict().items()
+            }
     return best
