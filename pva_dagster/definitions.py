@@ -7,11 +7,11 @@ from pva_dagster.study.runtime import apply_offline_defaults
 
 apply_offline_defaults()
 
-import dagster as dg  # noqa: E402
+import dagster as dg
 
-from pva_dagster.assets import models, phase0, phase0_1, phase1, phase2, phase3  # noqa: E402
-from pva_dagster.jobs import JOBS  # noqa: E402
-from pva_dagster.profiles import ACTIVE  # noqa: E402
+from pva_dagster.assets import models, phase0, phase0_1, phase1, phase2, phase3
+from pva_dagster.jobs import JOBS
+from pva_dagster.profiles import ACTIVE
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([phase0, phase0_1, models, phase1, phase2, phase3]),

@@ -14,7 +14,7 @@ from pva_dagster.study.task_ranges import TaskRange, task_ranges
 
 TASK_RANGE_DIM = "task_range"
 TEMPERATURE_DIM = "temperature"
-__all__ = ["TaskRange", "task_ranges", "task_range_partitions", "temperature_by_task_range"]
+__all__ = ["TaskRange", "task_range_partitions", "task_ranges", "temperature_by_task_range"]
 
 
 def task_range_partitions(max_task_id: int, range_size: int) -> dg.StaticPartitionsDefinition:

@@ -35,9 +35,8 @@ def test_two_claims_never_share_a_device(tmp_path):
 
 def test_gpu_tag_picks_the_device_and_a_bad_tag_is_named(tmp_path):
     pool = DevicePool(devices=["cpu", "cpu"], lock_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="gpu='7'"):
-        with pool.claim({"gpu": "7"}, lambda m: None):
-            pass
+    with pytest.raises(ValueError, match="gpu='7'"), pool.claim({"gpu": "7"}, lambda m: None):
+        pass
 
 
 def test_configured_gpu_that_is_absent_is_an_error_not_a_cpu_fallback(tmp_path):
@@ -46,9 +45,8 @@ def test_configured_gpu_that_is_absent_is_an_error_not_a_cpu_fallback(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     pool = DevicePool(devices=["cuda:0"], lock_dir=str(tmp_path))
-    with pytest.raises(RuntimeError, match="cuda:0"):
-        with pool.claim({}, lambda m: None):
-            pass
+    with pytest.raises(RuntimeError, match="cuda:0"), pool.claim({}, lambda m: None):
+        pass
 
 
 def test_unknown_device_kind_is_rejected():

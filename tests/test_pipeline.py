@@ -52,7 +52,7 @@ def test_phase0_files_and_splits(pipeline):
 
 
 def test_phase1_labels_and_activations(pipeline):
-    layout, resources, _ = pipeline
+    layout, _, _ = pipeline
     records = pd.read_parquet(layout.phase1_0_dataset(FIRST_RANGE))
     assert sorted(records.task_id) == list(range(1, 25))
     assert set(records.label) == {"correct", "incorrect"}, "both labels must occur on the embedded problems"

@@ -15,10 +15,9 @@ from pva_dagster.study.records import RecordTable
 def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "table.parquet"
     storage.write_parquet(target, pd.DataFrame({"a": [1, 2]}))
-    with pytest.raises(RuntimeError):
-        with storage.atomic_path(target) as tmp:
-            tmp.write_bytes(b"half a file")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), storage.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("crash mid-write")
     assert pd.read_parquet(target).a.tolist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]  # no temp file left behind
 

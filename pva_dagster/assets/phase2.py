@@ -13,6 +13,7 @@ from pva_dagster.assets.models import sae_weights
 from pva_dagster.assets.phase1 import phase1_0_solutions, phase1_2_solutions
 from pva_dagster.constants import GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
+from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
 from pva_dagster.study.activation_index import activation_index
 from pva_dagster.study.corpus import CORPORA, collect_residuals
@@ -43,17 +44,14 @@ class Phase2Config(dg.Config):
     @field_validator("splits")
     @classmethod
     def _known_splits(cls, splits: list[str]) -> list[str]:
-        bad = [s for s in splits if s not in PHASE2_SPLITS]
-        if bad or not splits:
-            raise ValueError(f"unknown splits {bad}; choose from {PHASE2_SPLITS}")
-        return splits
+        if not splits:
+            raise ValueError(f"choose at least one split of {PHASE2_SPLITS}")
+        return [one_of("split", split, PHASE2_SPLITS) for split in splits]
 
     @field_validator("general_corpus")
     @classmethod
     def _known_corpus(cls, corpus: str) -> str:
-        if corpus not in CORPORA:
-            raise ValueError(f"unknown corpus {corpus!r}; choose from {sorted(CORPORA)}")
-        return corpus
+        return one_of("corpus", corpus, CORPORA)
 
 
 @dg.asset(

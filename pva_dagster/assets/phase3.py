@@ -15,12 +15,17 @@ from pva_dagster.study import storage
 from pva_dagster.study.activation_index import activation_index
 from pva_dagster.study.classification import selected_latents, validate_latents
 from pva_dagster.study.latent_samples import latent_column, latent_samples
+from pva_dagster.study.models import stop_token_ids
 from pva_dagster.study.phase1_files import phase1_dataset_files, read_phase1_records
 from pva_dagster.study.plots import line_sweep, markdown_table, roc_pr_curves
 from pva_dagster.study.report import render_report
-from pva_dagster.study.steering_plan import build_units, mean_norm_at_layer, steering_baseline, tasks_from_records
+from pva_dagster.study.steering_plan import (
+    build_units,
+    mean_norm_at_layer,
+    steering_baseline,
+    tasks_from_records,
+)
 from pva_dagster.study.steering_sweep import compare_with_control, run_unit, sweep_series, unit_effect
-from pva_dagster.study.models import stop_token_ids
 from pva_dagster.study.validation import pr_points, roc_points
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
+from pva_dagster.resources.choices import one_of
 from pva_dagster.study.generation import GenerationSettings
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.models import convert_gguf_to_safetensors, load_causal_lm, locate_embedded_gguf
+from pva_dagster.study.models import DTYPES, convert_gguf_to_safetensors, load_causal_lm, locate_embedded_gguf
 from pva_dagster.study.prompts import DEFAULT_TEMPLATE
 
 EMBEDDED_MODEL_DIR = "smollm2-135m-instruct"
@@ -40,16 +41,12 @@ class LanguageModel(dg.ConfigurableResource):
     @field_validator("source")
     @classmethod
     def _known_source(cls, source: str) -> str:
-        if source not in MODEL_SOURCES:
-            raise ValueError(f"unknown model source {source!r}; expected one of {MODEL_SOURCES}")
-        return source
+        return one_of("model source", source, MODEL_SOURCES)
 
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, dtype: str) -> str:
-        if dtype not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"unknown dtype {dtype!r}; expected float32, float16 or bfloat16")
-        return dtype
+        return one_of("dtype", dtype, DTYPES)
 
     def weights(self, layout: DataLayout) -> str:
         """What ``from_pretrained`` loads: the converted embedded folder, or name_or_path."""

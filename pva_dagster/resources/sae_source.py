@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
+from pva_dagster.resources.choices import one_of
 from pva_dagster.study.embedded_saes import SAETrainingPlan, train_embedded_saes
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
@@ -32,9 +33,7 @@ class SAESource(dg.ConfigurableResource):
     @field_validator("source")
     @classmethod
     def _known_source(cls, source: str) -> str:
-        if source not in SAE_SOURCES:
-            raise ValueError(f"unknown SAE source {source!r}; expected one of {SAE_SOURCES}")
-        return source
+        return one_of("SAE source", source, SAE_SOURCES)
 
     def _folder(self, layout: DataLayout, layer: int) -> Path:
         return layout.sae_dir(layer) if self.source == "embedded" else Path(self.local_dir.format(layer=layer))

@@ -48,11 +48,13 @@ def train_embedded_saes(
     reports = {}
     for layer in todo:
         started = time.perf_counter()
-        sae, report = train_topk_sae(
+        sae, training = train_topk_sae(
             residuals[layer], layer=layer, d_sae=plan.d_sae, k=plan.k, training_tokens=plan.training_tokens,
             batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
         )
         save_sae(sae, out_dir(layer))
-        reports[layer] = {**reconstruction_report(sae, residuals[layer]), "seconds": time.perf_counter() - started}
+        reports[layer] = {
+            **training, **reconstruction_report(sae, residuals[layer]), "seconds": time.perf_counter() - started
+        }
         log(f"layer {layer}: SAE trained, FVU {reports[layer]['fvu']:.3f}, L0 {reports[layer]['l0']:.1f}")
     return reports

@@ -150,7 +150,7 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         return {"records": 0, "tasks": 0, "correct": 0, "incorrect": 0, "pass_rate": float("nan")}
     outcomes = frame.outcome.value_counts().to_dict()
     return {
-        "records": int(len(frame)),
+        "records": len(frame),
         "tasks": int(frame.task_id.nunique()),
         "correct": int(frame.passed.sum()),
         "incorrect": int((~frame.passed).sum()),

@@ -80,7 +80,7 @@ def unit_effect(unit: SteeringUnit, steered_records: pd.DataFrame, baseline: pd.
         "layer": unit.layer, "latent": unit.latent, **rates, "effect_rate": rates[EFFECT_RATE[unit.direction]],
         "mean_similarity": float(np.mean(similarity)) if similarity else float("nan"),
         "identical_completions": int((merged.completion_before == merged.completion_after).sum()),
-        "n_tasks": int(len(merged)),
+        "n_tasks": len(merged),
     }
 
 

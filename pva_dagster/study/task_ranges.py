@@ -18,7 +18,7 @@ class TaskRange:
         return self.first <= task_id <= self.last
 
     @classmethod
-    def parse(cls, key: str) -> "TaskRange":
+    def parse(cls, key: str) -> TaskRange:
         try:
             first, last = (int(part) for part in key.split("-"))
         except ValueError as error:
