@@ -43,7 +43,9 @@ def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[st
         "io_manager": ParquetIOManager(store=data_store),
         "problem_source": ProblemSource(source="local", path=str(problems)),
         "language_model": LanguageModel(source="embedded", max_new_tokens=64, batch_size=8),
-        "sae_source": SAESource(source="embedded", d_sae=256, k=16, training_tokens=6000, corpus_files=8),
+        "sae_source": SAESource(
+            source="embedded", d_sae=256, k=16, corpus_tokens=3000, training_tokens=6000, corpus_files=8
+        ),
         "study_design": StudyDesign(
             max_task_id=24, task_range_size=25, sae_layers=[3, 9], temperatures=[0.3], samples_per_temperature=2,
             steering_coefficients=[0.0, 1.0], steering_controls=1, steering_max_tasks=3,

@@ -27,7 +27,8 @@ class SAESource(dg.ConfigurableResource):
     local_dir: str = Field(default="", description="Folder template with {layer} (source='local').")
     d_sae: int = Field(default=2048, description="Latents of each embedded SAE.")
     k: int = Field(default=32, description="Active latents per token (TopK) of each embedded SAE.")
-    training_tokens: int = Field(default=200_000, description="Residual tokens each embedded SAE trains on.")
+    corpus_tokens: int = Field(default=40_000, description="Corpus tokens whose residuals the embedded SAEs learn.")
+    training_tokens: int = Field(default=120_000, description="Training samples per SAE (epochs over the corpus).")
     corpus_files: int = Field(default=200, description="Standard-library files the training corpus draws from.")
 
     @field_validator("source")
@@ -46,7 +47,8 @@ class SAESource(dg.ConfigurableResource):
         if self.source != "embedded":
             return {}
         plan = SAETrainingPlan(
-            d_sae=self.d_sae, k=self.k, training_tokens=self.training_tokens, corpus_files=self.corpus_files,
+            d_sae=self.d_sae, k=self.k, corpus_tokens=self.corpus_tokens, training_tokens=self.training_tokens,
+            corpus_files=self.corpus_files,
             seed=seed,
         )
         return train_embedded_saes(model, tokenizer, layers, lambda layer: layout.sae_dir(layer), plan, log)

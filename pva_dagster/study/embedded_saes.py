@@ -17,7 +17,8 @@ from pva_dagster.study.sae import reconstruction_report, save_sae, train_topk_sa
 class SAETrainingPlan:
     d_sae: int = 2048
     k: int = 32
-    training_tokens: int = 200_000
+    corpus_tokens: int = 40_000  # residuals collected once (the slow part: one forward pass per token)
+    training_tokens: int = 120_000  # SAE training samples, cycling over the collected residuals
     batch_size: int = 1024
     lr: float = 4e-4
     corpus_files: int = 200
@@ -40,7 +41,7 @@ def train_embedded_saes(
     started = time.perf_counter()
     texts = stdlib_code_corpus(max_files=plan.corpus_files, seed=plan.seed)
     residuals = collect_residuals(
-        model, tokenizer, texts, todo, context_len=plan.context_len, max_tokens=plan.training_tokens,
+        model, tokenizer, texts, todo, context_len=plan.context_len, max_tokens=plan.corpus_tokens,
         batch_size=16,
     )
     log(f"collected {len(next(iter(residuals.values())))} residual tokens for layers {todo} "
