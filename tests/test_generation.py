@@ -12,8 +12,13 @@ from pva_dagster.study.prompts import build_prompt, extract_code
 from pva_dagster.study.residual import decoder_blocks
 
 PROMPTS = [
-    build_prompt("Write a function add_numbers(a, b) that returns the sum of a and b.", ["assert add_numbers(1, 2) == 3"]),
-    build_prompt("Write a function square(n) that returns n multiplied by itself.", ["assert square(3) == 9"]),
+    build_prompt(
+        "Write a function add_numbers(a, b) that returns the sum of a and b.",
+        ["assert add_numbers(1, 2) == 3"],
+    ),
+    build_prompt(
+        "Write a function square(n) that returns n multiplied by itself.", ["assert square(3) == 9"]
+    ),
     build_prompt("Write a function is_even(n) that returns True when n is even.", ["assert is_even(4)"]),
     build_prompt("Write a python function to reverse a string.", ["assert reverse('ab') == 'ba'"]),
     build_prompt("Write a function cube(n).", ["assert cube(2) == 8"]),
@@ -42,7 +47,9 @@ def gemma(tiny_gemma2_dir):
 def test_embedded_model_writes_the_function_and_stops_after_it(smollm):
     model, tokenizer = smollm
     settings = GenerationSettings(max_new_tokens=64, batch_size=1)
-    (generation,) = run_all(model, tokenizer, PROMPTS[:1], [5, 29], settings, stop_token_ids(model, tokenizer))
+    (generation,) = run_all(
+        model, tokenizer, PROMPTS[:1], [5, 29], settings, stop_token_ids(model, tokenizer)
+    )
     assert "def add_numbers(a, b):" in extract_code(generation.completion)
     assert generation.residuals.shape == (2, 576) and generation.residuals.dtype == np.float32
     assert generation.n_prompt_tokens == len(tokenizer(PROMPTS[0])["input_ids"])
@@ -53,8 +60,12 @@ def test_embedded_model_writes_the_function_and_stops_after_it(smollm):
 def test_batched_greedy_equals_one_at_a_time(smollm):
     model, tokenizer = smollm
     stops, layers = stop_token_ids(model, tokenizer), [2, 17]
-    one = run_all(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=16, batch_size=1), stops)
-    batched = run_all(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=16, batch_size=4), stops)
+    one = run_all(
+        model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=16, batch_size=1), stops
+    )
+    batched = run_all(
+        model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=16, batch_size=4), stops
+    )
     assert [g.prompt_index for g in batched] == list(range(len(PROMPTS)))
     assert [g.completion for g in batched] == [g.completion for g in one]
     assert [g.n_new_tokens for g in batched] == [g.n_new_tokens for g in one]
@@ -66,11 +77,16 @@ def test_batched_greedy_equals_one_at_a_time(smollm):
 
 
 def test_residual_is_the_output_of_the_decoder_block(gemma):
-    """blocks.L.hook_resid_post == hidden_states[L + 1] of a plain forward (what a GemmaScope layer_L SAE reads)."""
+    """blocks.L.hook_resid_post == hidden_states[L + 1] of a plain forward (what GemmaScope layer_L reads)."""
     model, tokenizer = gemma
     assert type(model).__name__ == "Gemma2ForCausalLM"
     (generation,) = run_all(
-        model, tokenizer, PROMPTS[:1], [0, 2], GenerationSettings(max_new_tokens=3), stop_token_ids(model, tokenizer)
+        model,
+        tokenizer,
+        PROMPTS[:1],
+        [0, 2],
+        GenerationSettings(max_new_tokens=3),
+        stop_token_ids(model, tokenizer),
     )
     with torch.no_grad():
         hidden = model(**tokenizer(PROMPTS[:1], return_tensors="pt"), output_hidden_states=True).hidden_states
@@ -90,7 +106,9 @@ def test_left_padding_does_not_move_gemma2_residuals(gemma):
 
 def test_sampling_is_reproducible_by_seed_whatever_else_runs(gemma):
     model, tokenizer = gemma
-    settings = GenerationSettings(max_new_tokens=8, temperature=1.2, num_samples=3, stop_at_function_end=False)
+    settings = GenerationSettings(
+        max_new_tokens=8, temperature=1.2, num_samples=3, stop_at_function_end=False
+    )
     stops = stop_token_ids(model, tokenizer)
 
     def run(prompts, seeds):
@@ -106,7 +124,9 @@ def test_sampling_is_reproducible_by_seed_whatever_else_runs(gemma):
 def test_long_prompts_keep_their_last_tokens(gemma):
     model, tokenizer = gemma
     settings = GenerationSettings(max_new_tokens=2, max_prompt_tokens=8, batch_size=2)
-    short, long = run_all(model, tokenizer, ["def", PROMPTS[5]], [2], settings, stop_token_ids(model, tokenizer))
+    short, long = run_all(
+        model, tokenizer, ["def", PROMPTS[5]], [2], settings, stop_token_ids(model, tokenizer)
+    )
     assert (short.prompt_truncated, long.prompt_truncated) == (False, True)
     assert long.n_prompt_tokens == 8
     tail = torch.tensor([tokenizer(PROMPTS[5])["input_ids"][-8:]])

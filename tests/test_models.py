@@ -19,7 +19,9 @@ from pva_dagster.study.models import (
     stop_token_ids,
 )
 
-PROMPT = "Write a function add_numbers(a, b) that returns the sum of a and b.\n\nassert add_numbers(1, 2) == 3"
+PROMPT = (
+    "Write a function add_numbers(a, b) that returns the sum of a and b.\n\nassert add_numbers(1, 2) == 3"
+)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +47,9 @@ def test_converted_embedded_model_matches_the_gguf_load(embedded_model_dir):
     torch.set_num_threads(2)
     gguf = locate_embedded_gguf()
     reference_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
     model, tokenizer = load_causal_lm(str(embedded_model_dir))
     ids = tokenizer(PROMPT, return_tensors="pt")
     assert ids["input_ids"].tolist() == reference_tokenizer(PROMPT, return_tensors="pt")["input_ids"].tolist()
@@ -58,11 +62,17 @@ def test_converted_embedded_model_matches_the_gguf_load(embedded_model_dir):
 def test_embedded_model_stops_on_both_end_tokens(embedded_model_dir):
     generation_config = json.loads((embedded_model_dir / "generation_config.json").read_text())
     model, tokenizer = load_causal_lm(str(embedded_model_dir))
-    assert tokenizer.convert_ids_to_tokens(sorted(generation_config["eos_token_id"])) == ["<|endoftext|>", "<|im_end|>"]
+    assert tokenizer.convert_ids_to_tokens(sorted(generation_config["eos_token_id"])) == [
+        "<|endoftext|>",
+        "<|im_end|>",
+    ]
     assert stop_token_ids(model, tokenizer) == [0, 2]
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     assert model_fingerprint(model) == {
-        "architecture": "llama", "n_layers": 30, "d_model": 576, "vocab": 49152,
+        "architecture": "llama",
+        "n_layers": 30,
+        "d_model": 576,
+        "vocab": 49152,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     assert not model.training

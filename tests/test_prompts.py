@@ -29,8 +29,15 @@ def test_unknown_placeholder_is_named():
 
 @pytest.mark.parametrize(
     "follow_up",
-    ["print(f(2))\n", "assert f(1) == 1\n", "This function returns x.\n", "if __name__ == '__main__':\n",
-     "```\n", "\n\n\n", "def f(x):\n"],
+    [
+        "print(f(2))\n",
+        "assert f(1) == 1\n",
+        "This function returns x.\n",
+        "if __name__ == '__main__':\n",
+        "```\n",
+        "\n\n\n",
+        "def f(x):\n",
+    ],
     ids=["print", "assert", "prose", "main-guard", "closing-fence", "three-blank-lines", "redefinition"],
 )
 def test_stop_rule_fires_after_a_complete_function(follow_up):
@@ -56,7 +63,10 @@ def test_stop_rule_lets_the_solution_go_on(text):
 
 def test_truncate_keeps_what_precedes_the_stop_line():
     assert truncate_at_function_end(FUNCTION + "\nprint(f(2))\nprint(3)") == FUNCTION + "\n"
-    assert truncate_at_function_end(FUNCTION + "\n\ndef g(y):\n    pass\n") == FUNCTION + "\n\ndef g(y):\n    pass\n"
+    assert (
+        truncate_at_function_end(FUNCTION + "\n\ndef g(y):\n    pass\n")
+        == FUNCTION + "\n\ndef g(y):\n    pass\n"
+    )
     assert truncate_at_function_end("def f(x): return x\ndef f(x): return 2\n") == "def f(x): return x\n"
 
 
@@ -75,8 +85,9 @@ def test_truncate_keeps_what_precedes_the_stop_line():
             "# Solution:\nimport math\nLIMIT = {\n    'a': 1}\n" + FUNCTION,
         ),
         (FUNCTION + "\n" + FUNCTION + "\n" + FUNCTION, FUNCTION),  # a repetition loop
+        (FUNCTION + "\n# Example usage:\nprint(f(1))\n", FUNCTION),
     ],
-    ids=["print", "chat-fence", "open-fence", "helper-first", "repeated-prompt", "loop"],
+    ids=["print", "chat-fence", "open-fence", "helper-first", "repeated-prompt", "loop", "trailing-comment"],
 )
 def test_extract_code_keeps_runnable_solution(completion, kept):
     code = extract_code(completion)

@@ -41,7 +41,8 @@ class GenerationSettings:
             raise ValueError(f"GenerationSettings.temperature must be >= 0, got {self.temperature}")
         if self.temperature == 0 and self.num_samples != 1:
             raise ValueError(
-                f"GenerationSettings.num_samples={self.num_samples} needs temperature > 0: greedy gives one sample"
+                f"GenerationSettings.num_samples={self.num_samples} needs temperature > 0 "
+                "(greedy gives one sample)"
             )
 
     def describe(self) -> dict[str, Any]:
@@ -66,9 +67,13 @@ class FunctionEndStop(StoppingCriteria):
     def __init__(self, tokenizer: Any, prompt_length: int):
         self.tokenizer, self.prompt_length = tokenizer, prompt_length
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        return torch.tensor([function_end_reached(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+        return torch.tensor(
+            [function_end_reached(t) for t in texts], dtype=torch.bool, device=input_ids.device
+        )
 
 
 def _keep_prefill_last_token(recorded: dict[int, list[torch.Tensor]]) -> None:
@@ -88,12 +93,16 @@ class KeepPrefillLastToken(StoppingCriteria):
     def __init__(self, recorded: dict[int, list[torch.Tensor]]):
         self.recorded = recorded
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
         _keep_prefill_last_token(self.recorded)
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def _encode(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int, device: Any) -> tuple[Any, list[bool]]:
+def _encode(
+    tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int, device: Any
+) -> tuple[Any, list[bool]]:
     """Left-padded batch keeping each prompt's last ``max_prompt_tokens`` tokens; which prompts were cut."""
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
@@ -180,7 +189,7 @@ def generate(
     """Yield generations batch by batch, so the caller can label, save and log after each one.
 
     Greedy: ``batch_size`` prompts a batch. Sampling (temperature > 0): one prompt a batch with its
-    ``num_samples`` samples, after ``torch.manual_seed(seeds[i])``; ``seeds`` (one per prompt) is then required.
+    ``num_samples`` samples, after ``torch.manual_seed(seeds[i])``; ``seeds`` (one per prompt) is required.
     ``layers`` may be empty (no residuals recorded: rows of shape [0, d_model]).
     """
     layers = validate_layers(model, layers) if len(layers) else []
@@ -200,7 +209,11 @@ def generate(
 
 
 def prompt_residuals(
-    model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 8,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int = 8,
     max_prompt_tokens: int = 2048,
 ) -> np.ndarray:
     """[n_prompts, n_layers, d_model] float32 block outputs at each prompt's last token, without generating.
@@ -217,7 +230,11 @@ def prompt_residuals(
         mask = encoded["attention_mask"]
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
         with torch.no_grad(), record_block_outputs(model, layers) as recorded:
-            model.model(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False)
-        out.append(torch.stack([recorded[layer][0][:, -1, :] for layer in layers], dim=1).float().cpu().numpy())
+            model.model(
+                input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False
+            )
+        out.append(
+            torch.stack([recorded[layer][0][:, -1, :] for layer in layers], dim=1).float().cpu().numpy()
+        )
     d_model = model.config.hidden_size
     return np.concatenate(out) if out else np.zeros((0, len(layers), d_model), dtype=np.float32)

