@@ -19,8 +19,10 @@ class SAETrainingPlan:
     k: int = 32
     corpus_tokens: int = 40_000  # residuals collected once (the slow part: one forward pass per token)
     training_tokens: int = 120_000  # SAE training samples, cycling over the collected residuals
-    batch_size: int = 1024
-    lr: float = 4e-4
+    # Measured on SmolLM2 layers 6-24 (2048 latents, k 32): batch 1024 / lr 4e-4 barely trains in a short run
+    # (held-out FVU ~0.95); batch 256 / lr 3e-3 over three passes of 32k tokens reaches 0.13-0.34.
+    batch_size: int = 256
+    lr: float = 3e-3
     corpus_files: int = 200
     context_len: int = 128
     seed: int = 42
