@@ -35,7 +35,6 @@ def run_all(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def smollm(embedded_model_dir):
-    torch.set_num_threads(2)
     return load_causal_lm(str(embedded_model_dir))
 
 

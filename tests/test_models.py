@@ -24,6 +24,11 @@ PROMPT = (
 )
 
 
+@pytest.fixture(scope="module")
+def gguf_tensors():
+    return gguf.GGUFReader(locate_embedded_gguf()).tensors  # memory-mapped; parsed once
+
+
 @pytest.mark.parametrize(
     ("gguf_name", "hf_name"),
     [
@@ -32,10 +37,11 @@ PROMPT = (
         ("blk.29.attn_norm.weight", "model.layers.29.input_layernorm.weight"),  # F32
     ],
 )
-def test_converted_weights_equal_the_dequantised_gguf_tensors(embedded_model_dir, gguf_name, hf_name):
+def test_converted_weights_equal_the_dequantised_gguf_tensors(
+    embedded_model_dir, gguf_tensors, gguf_name, hf_name
+):
     """Checked against the gguf library's own de-quantisation, independently of transformers' GGUF loader."""
-    reader = gguf.GGUFReader(locate_embedded_gguf())
-    (tensor,) = [t for t in reader.tensors if t.name == gguf_name]
+    (tensor,) = [t for t in gguf_tensors if t.name == gguf_name]
     expected = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
     with safe_open(embedded_model_dir / "model.safetensors", framework="np") as weights:
         np.testing.assert_array_equal(weights.get_tensor(hf_name), expected)
@@ -44,7 +50,6 @@ def test_converted_weights_equal_the_dequantised_gguf_tensors(embedded_model_dir
 @pytest.mark.slow
 def test_converted_embedded_model_matches_the_gguf_load(embedded_model_dir):
     """Same logits as transformers' own GGUF load (~20 s more: the GGUF is de-quantised once again)."""
-    torch.set_num_threads(2)
     gguf = locate_embedded_gguf()
     reference_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     reference = AutoModelForCausalLM.from_pretrained(
