@@ -103,21 +103,23 @@ def test_left_padding_does_not_move_gemma2_residuals(gemma):
     np.testing.assert_allclose(padded, alone, rtol=1e-4, atol=1e-5)
 
 
-def test_sampling_is_reproducible_by_seed_whatever_else_runs(gemma):
+def test_sampling_is_reproducible_by_seed_and_on_resume(gemma):
     model, tokenizer = gemma
+    # batch_size 6 with 3 samples: two prompts a batch
     settings = GenerationSettings(
-        max_new_tokens=8, temperature=1.2, num_samples=3, stop_at_function_end=False
+        max_new_tokens=8, temperature=1.2, num_samples=3, batch_size=6, stop_at_function_end=False
     )
     stops = stop_token_ids(model, tokenizer)
 
     def run(prompts, seeds):
         return [g.completion for g in run_all(model, tokenizer, prompts, [1], settings, stops, seeds=seeds)]
 
-    first, again, other = run(PROMPTS[:2], [7, 8]), run(PROMPTS[:2], [7, 8]), run(PROMPTS[:2], [9, 8])
-    assert len(first) == 6 and first == again
-    assert first[:3] != other[:3] and first[3:] == other[3:]
+    first, again = run(PROMPTS[:4], [7, 8, 9, 10]), run(PROMPTS[:4], [7, 8, 9, 10])
+    other = run(PROMPTS[:4], [70, 8, 9, 10])
+    assert len(first) == 12 and first == again
+    assert first[:6] != other[:6] and first[6:] == other[6:], "a seed changes its own batch only"
     assert len(set(first[:3])) > 1, "three samples of one prompt should differ"
-    assert run(PROMPTS[1:2], [8]) == first[3:]  # a resumed run that skips prompt 0 redraws prompt 1's samples
+    assert run(PROMPTS[2:4], [9, 10]) == first[6:]  # a run resumed after the first batch redraws the rest
 
 
 def test_long_prompts_keep_their_last_tokens(gemma):

@@ -29,8 +29,8 @@ class LanguageModel(dg.ConfigurableResource):
     max_prompt_tokens: int = Field(default=2048, description="Prompts are cut to their last N tokens.")
     batch_size: int = Field(
         default=8,
-        description="Prompts per generate call (left padding). Records are persisted after every batch, so "
-        "batch_size x samples stays <= 50 to keep the at-most-50-records-lost promise.",
+        description="Rows per generate call (left padding): prompts when greedy, prompts x samples when "
+        "sampling. Records are persisted after every batch, so at most 50 are ever at risk.",
         ge=1,
         le=50,
     )

@@ -1,9 +1,9 @@
 """Batched generation that records the residual stream at the last prompt token.
 
 Greedy batches are left-padded, so the last prompt token sits at position -1 of every row during the prefill
-(the first forward call of ``generate``), which is where the activations are read. Sampling runs one prompt a
-time with all its samples in one batch, seeded per prompt by the caller, so a resumed run redraws exactly the
-same samples whatever was generated before or beside it.
+(the first forward call of ``generate``), which is where the activations are read. Sampling puts
+``batch_size // num_samples`` prompts with all their samples in one batch, seeded from its first prompt, so a
+run that re-forms the same batches (Phase 1 resumes whole batches) redraws exactly the same samples.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pva_dagster.study.residual import record_block_outputs, validate_layers
 class GenerationSettings:
     max_new_tokens: int = 800
     max_prompt_tokens: int = 2048  # longer prompts keep their last tokens (the asserts and "# Solution:")
-    batch_size: int = 8  # prompts per generate call when greedy; sampling runs one prompt a call
+    batch_size: int = 8  # rows per generate call: prompts when greedy, prompts x samples when sampling
     temperature: float = 0.0  # 0 = greedy
     num_samples: int = 1  # samples per prompt (sampling only)
     seed: int = 0  # recorded with the outputs; per-prompt sampling seeds come from the caller
@@ -188,23 +188,24 @@ def generate(
 ) -> Iterator[list[Generation]]:
     """Yield generations batch by batch, so the caller can label, save and log after each one.
 
-    Greedy: ``batch_size`` prompts a batch. Sampling (temperature > 0): one prompt a batch with its
-    ``num_samples`` samples, after ``torch.manual_seed(seeds[i])``; ``seeds`` (one per prompt) is required.
-    ``layers`` may be empty (no residuals recorded: rows of shape [0, d_model]).
+    Greedy: ``batch_size`` prompts a batch. Sampling (temperature > 0): ``batch_size // num_samples`` prompts
+    a batch (at least one), each with its ``num_samples`` samples, after ``torch.manual_seed`` with the seed of
+    the batch's first prompt (``seeds``, one per prompt, is required). A batch's samples therefore depend on
+    which prompts share it; Phase 1 persists whole batches and re-forms the rest in the same order, so a
+    resumed run redraws exactly the same samples. ``layers`` may be empty (rows of shape [0, d_model]).
     """
     layers = validate_layers(model, layers) if len(layers) else []
     if not stop_token_ids:
         raise ValueError("stop_token_ids is empty: generation would only ever stop at max_new_tokens")
-    if settings.temperature > 0:
-        if seeds is None or len(seeds) != len(prompts):
-            got = "none" if seeds is None else len(seeds)
-            raise ValueError(f"sampling needs one seed per prompt: {len(prompts)} prompts, seeds {got}")
-        for index, prompt in enumerate(prompts):
-            torch.manual_seed(int(seeds[index]))
-            yield _generate_batch(model, tokenizer, [prompt], layers, settings, stop_token_ids, index)
-        return
-    for start in range(0, len(prompts), settings.batch_size):
-        batch = prompts[start : start + settings.batch_size]
+    sampling = settings.temperature > 0
+    if sampling and (seeds is None or len(seeds) != len(prompts)):
+        got = "none" if seeds is None else len(seeds)
+        raise ValueError(f"sampling needs one seed per prompt: {len(prompts)} prompts, seeds {got}")
+    per_batch = max(1, settings.batch_size // settings.num_samples) if sampling else settings.batch_size
+    for start in range(0, len(prompts), per_batch):
+        if sampling:
+            torch.manual_seed(int(seeds[start]))
+        batch = prompts[start : start + per_batch]
         yield _generate_batch(model, tokenizer, batch, layers, settings, stop_token_ids, start)
 
 
