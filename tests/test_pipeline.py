@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
@@ -29,7 +30,9 @@ def pipeline(tmp_path_factory, embedded_model_dir):
             ["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights"],
         ),
         "phase1_0": materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE),
-        "phase1_2": materialize(resources, "phase1_2_solutions", partition=f"0.3|{FIRST_RANGE}"),
+        "phase1_2": materialize(
+            resources, "phase1_2_solutions", partition=dg.MultiPartitionKey({"temperature": "0.3", "task_range": FIRST_RANGE})
+        ),
     }
     results["analysis"] = materialize(
         resources, "phase2*", run_config={"ops": {"phase2": {"config": {"general_tokens": 2000}}}}
