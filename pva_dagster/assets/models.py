@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 from transformers import AutoConfig
 
+from pva_dagster.assets.loading import model_on_device
 from pva_dagster.constants import GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.study.plots import markdown_table
@@ -40,8 +41,7 @@ def sae_weights(
 ) -> dg.MaterializeResult:
     """One SAE per analysed layer, loadable through SAELens (trained here for the embedded profile)."""
     layout = data_store.layout
-    with device_pool.claim(context.run.tags, context.log.info) as device:
-        model, tokenizer = language_model.load(layout, device)
+    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         reports = sae_source.prepare(
             model, tokenizer, study_design.sae_layers, layout, study_design.seed, context.log.info
         )

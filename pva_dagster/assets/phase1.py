@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.models import language_model_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_GENERATION
 from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM, TaskRange
@@ -54,8 +55,7 @@ def _generate_and_label(
 ) -> dg.MaterializeResult:
     """Shared body of both Phase 1 assets: claim a device, load the model, run, report."""
     layout = data_store.layout
-    with device_pool.claim(context.run.tags, context.log.info) as device:
-        model, tokenizer = language_model.load(layout, device)
+    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         layers = validate_layers(model, study_design.layers or range(len(decoder_blocks(model))))
         tasks = _tasks(problems, task_range, language_model, tokenizer)
         context.log.info(

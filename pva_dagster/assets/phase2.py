@@ -9,6 +9,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
+from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.models import sae_weights
 from pva_dagster.assets.phase1 import phase1_0_solutions, phase1_2_solutions
 from pva_dagster.constants import GROUP_SEPARATION
@@ -72,9 +73,8 @@ def phase2(
     """Separation scores of every latent (per layer, split, temperature) and the top latents per direction."""
     layout, layers = data_store.layout, study_design.sae_layers
     metadata: dict[str, object] = {}
-    with device_pool.claim(context.run.tags, context.log.info) as device:
+    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
-        model, tokenizer = language_model.load(layout, device)
         texts = CORPORA[config.general_corpus]()
         general = collect_residuals(
             model, tokenizer, texts, layers, context_len=128, max_tokens=config.general_tokens, batch_size=16

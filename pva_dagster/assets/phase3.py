@@ -7,6 +7,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.phase1 import phase1_0_solutions
 from pva_dagster.assets.phase2 import phase2
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
@@ -126,8 +127,7 @@ def phase3_steering(
     coefficients = config.coefficients or study_design.steering_coefficients
     out = layout.phase3_dir() / "steering"
     effects = []
-    with device_pool.claim(context.run.tags, context.log.info) as device:
-        model, tokenizer = language_model.load(layout, device)
+    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         saes = {layer: sae_source.load(layer, layout, device) for layer, _ in best.values()}
         validation_records = records[records.task_id.isin(validation_ids)]
         norms = {layer: mean_norm_at_layer(validation_records, layer) for layer in saes}
