@@ -17,7 +17,7 @@ from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESourc
 from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
 from pva_dagster.study.activation_index import activation_index
-from pva_dagster.study.corpus import CORPORA, collect_residuals
+from pva_dagster.study.corpus import CORPORA, collect_residuals, corpus_texts
 from pva_dagster.study.latent_scores import counts_by_group, pooled, score_split
 from pva_dagster.study.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import histogram_by_group, markdown_table
@@ -75,7 +75,7 @@ def phase2(
     metadata: dict[str, object] = {}
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
-        texts = CORPORA[config.general_corpus]()
+        texts = corpus_texts(config.general_corpus)
         general = collect_residuals(
             model, tokenizer, texts, layers, context_len=128, max_tokens=config.general_tokens, batch_size=16
         )

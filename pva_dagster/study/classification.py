@@ -6,8 +6,6 @@ per temperature and per difficulty bucket.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
@@ -69,7 +67,3 @@ def selected_latents(top: pd.DataFrame, per_direction: int) -> pd.DataFrame:
             ["direction", "rank", "layer", "latent"]
         ].reset_index(drop=True)
     )
-
-
-def best_per_direction(table: pd.DataFrame) -> Sequence[dict]:
-    return table.sort_values(["direction", "rank"]).groupby("direction").head(1).to_dict("records")

@@ -1,0 +1,42 @@
+"""Phase 3 classification: thresholds come from the hyperparams split only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pva_dagster.study.classification import selected_latents, validate_latents
+
+
+def _samples(rng: np.random.Generator, task_ids: range, shift: float) -> pd.DataFrame:
+    passed = rng.random(len(task_ids)) < 0.5
+    return pd.DataFrame({
+        "task_id": list(task_ids), "sample": 0, "temperature": 0.0, "passed": passed,
+        # latent 7 of layer 3 fires more on correct code; shift moves the whole split
+        "L3_7": np.where(passed, 2.0, 0.5) + rng.normal(0, 0.4, len(task_ids)) + shift,
+    })
+
+
+def test_threshold_comes_from_hyperparams_only_and_validation_changes_only_metrics():
+    rng = np.random.default_rng(0)
+    hyper, validation = _samples(rng, range(1, 41), 0.0), _samples(rng, range(41, 121), 0.0)
+    difficulty = pd.DataFrame({"task_id": range(1, 121), "cyclomatic_complexity": rng.integers(1, 6, 120)})
+    selected = pd.DataFrame({"direction": ["correct"], "rank": [1], "layer": [3], "latent": [7]})
+    overall, grouped = validate_latents(selected, hyper, validation, difficulty)
+    perturbed = validation.assign(L3_7=validation.L3_7 + 5.0)  # every validation activation moves up
+    overall_p, _ = validate_latents(selected, hyper, perturbed, difficulty)
+    assert overall.threshold[0] == overall_p.threshold[0]
+    assert overall.auroc[0] == overall_p.auroc[0]  # a shift keeps the ranking
+    assert overall_p.recall[0] == 1.0 and overall_p.precision[0] < overall.precision[0]
+    assert overall.auroc[0] > 0.8
+    assert set(grouped.group_kind) == {"temperature", "difficulty"}
+    assert set(grouped[grouped.group_kind == "difficulty"].group) <= {"easy", "medium", "hard"}
+
+
+def test_selected_latents_takes_the_best_of_each_direction():
+    top = pd.DataFrame({
+        "direction": ["correct", "correct", "incorrect", "incorrect"], "rank": [2, 1, 1, 2],
+        "layer": [3, 6, 9, 12], "latent": [1, 2, 3, 4],
+    })
+    chosen = selected_latents(top, per_direction=1)
+    assert chosen[["direction", "layer", "latent"]].values.tolist() == [["correct", 6, 2], ["incorrect", 9, 3]]
