@@ -50,6 +50,12 @@ def score_split(
         latents = encode_rows(rows, sae_for_layer(layer))
         correct = rows.passed.to_numpy(dtype=bool)
         for group, mask in temperature_groups(rows).items():
+            if group != POOLED and correct[mask].all() != correct[mask].any():
+                # A single temperature may yield one class only (e.g. nothing correct at 1.2): it has no
+                # scores, and says so; the pooled group (what the ranking reads) must have both classes.
+                log(f"layer {layer}, temperature {group}: only {'correct' if correct[mask].all() else 'incorrect'} "
+                    f"samples ({int(mask.sum())}), no separation scores for this temperature")
+                continue
             frames.append(separation_scores(latents[mask], correct[mask], layer).assign(group=group))
         log(f"layer {layer}: {len(rows)} samples ({correct.sum()} correct) x {latents.shape[1]} latents scored")
     return pd.concat(frames, ignore_index=True)
