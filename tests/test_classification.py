@@ -40,3 +40,26 @@ def test_selected_latents_takes_the_best_of_each_direction():
     })
     chosen = selected_latents(top, per_direction=1)
     assert chosen[["direction", "layer", "latent"]].values.tolist() == [["correct", 6, 2], ["incorrect", 9, 3]]
+
+
+def test_a_temperature_with_one_class_gets_no_scores_but_the_pooled_group_does(tmp_path):
+    import torch
+
+    from pva_dagster.study import storage
+    from pva_dagster.study.latent_scores import POOLED, score_split
+    from pva_dagster.study.sae import train_topk_sae
+
+    rng = np.random.default_rng(1)
+    sae, _ = train_topk_sae(torch.tensor(rng.normal(size=(64, 8)), dtype=torch.float32), layer=0, d_sae=16, k=4,
+                            training_tokens=64, batch_size=16, lr=1e-3, seed=0)
+    rows = []
+    for i, (temperature, passed) in enumerate([(0.0, True), (0.0, False)] * 4 + [(1.2, False)] * 4):
+        path = tmp_path / f"{i}.npz"
+        storage.write_npz(path, residual=rng.normal(size=8).astype(np.float32))
+        rows.append({"task_id": i, "sample": 0, "temperature": temperature, "passed": passed, "layer": 0,
+                     "file": str(path)})
+    messages: list[str] = []
+    scores = score_split(pd.DataFrame(rows), [0], lambda layer: sae, messages.append)
+    assert set(scores.group) == {"0.0", POOLED}
+    assert any("temperature 1.2: only incorrect samples (4)" in m for m in messages)
+    assert not any("temperature 0.0: only" in m for m in messages)

@@ -50,7 +50,7 @@ def score_split(
         latents = encode_rows(rows, sae_for_layer(layer))
         correct = rows.passed.to_numpy(dtype=bool)
         for group, mask in temperature_groups(rows).items():
-            if group != POOLED and correct[mask].all() != correct[mask].any():
+            if group != POOLED and correct[mask].all() == correct[mask].any():
                 # A single temperature may yield one class only (e.g. nothing correct at 1.2): it has no
                 # scores, and says so; the pooled group (what the ranking reads) must have both classes.
                 log(f"layer {layer}, temperature {group}: only {'correct' if correct[mask].all() else 'incorrect'} "
