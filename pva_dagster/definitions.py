@@ -9,12 +9,12 @@ apply_offline_defaults()
 
 import dagster as dg
 
-from pva_dagster.assets import models, phase0, phase0_1, phase1, phase2, phase3
+from pva_dagster.assets import models, phase0, phase0_1, phase1, phase2, phase3, phase3_steering
 from pva_dagster.jobs import JOBS
 from pva_dagster.profiles import ACTIVE
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([phase0, phase0_1, models, phase1, phase2, phase3]),
+    assets=dg.load_assets_from_modules([phase0, phase0_1, models, phase1, phase2, phase3, phase3_steering]),
     asset_checks=dg.load_asset_checks_from_modules([phase0_1]),
     jobs=JOBS,
     resources=ACTIVE.resources,

@@ -72,7 +72,7 @@ def embedded_profile() -> Profile:
                 sae_layers=[6, 12, 18, 24],
                 samples_per_temperature=2,
                 # Positive multiples of the mean residual norm push along the latent's own direction.
-                steering_coefficients=[0.0, 0.5, 1.0],
+                steering_coefficients=[0.5, 1.0],
                 steering_controls=1,
                 steering_max_tasks=8,
             ),

@@ -48,7 +48,7 @@ def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[st
         ),
         "study_design": StudyDesign(
             max_task_id=24, task_range_size=25, sae_layers=[3, 9], temperatures=[0.3], samples_per_temperature=2,
-            steering_coefficients=[0.0, 1.0], steering_controls=1, steering_max_tasks=3,
+            steering_coefficients=[0.5, 1.0], steering_controls=1, steering_max_tasks=3,
         ),
         "device_pool": DevicePool(devices=["cpu"], lock_dir=str(tmp_path / "locks"), poll_seconds=0.2),
     }

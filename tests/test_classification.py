@@ -22,9 +22,9 @@ def test_threshold_comes_from_hyperparams_only_and_validation_changes_only_metri
     hyper, validation = _samples(rng, range(1, 41), 0.0), _samples(rng, range(41, 121), 0.0)
     difficulty = pd.DataFrame({"task_id": range(1, 121), "cyclomatic_complexity": rng.integers(1, 6, 120)})
     selected = pd.DataFrame({"direction": ["correct"], "rank": [1], "layer": [3], "latent": [7]})
-    overall, grouped = validate_latents(selected, hyper, validation, difficulty)
+    overall, grouped = validate_latents(selected, hyper, validation, difficulty, seed=0)
     perturbed = validation.assign(L3_7=validation.L3_7 + 5.0)  # every validation activation moves up
-    overall_p, _ = validate_latents(selected, hyper, perturbed, difficulty)
+    overall_p, _ = validate_latents(selected, hyper, perturbed, difficulty, seed=0)
     assert overall.threshold[0] == overall_p.threshold[0]
     assert overall.auroc[0] == overall_p.auroc[0]  # a shift keeps the ranking
     assert overall_p.recall[0] == 1.0 and overall_p.precision[0] < overall.precision[0]
@@ -63,3 +63,19 @@ def test_a_temperature_with_one_class_gets_no_scores_but_the_pooled_group_does(t
     assert set(scores.group) == {"0.0", POOLED}
     assert any("temperature 1.2: only incorrect samples (4)" in m for m in messages)
     assert not any("temperature 0.0: only" in m for m in messages)
+
+
+def test_validation_metrics_carry_intervals_a_permutation_p_and_threshold_flags():
+    rng = np.random.default_rng(4)
+    hyper, validation = _samples(rng, range(1, 9), 0.0), _samples(rng, range(9, 89), 0.0)
+    difficulty = pd.DataFrame({"task_id": range(1, 89), "cyclomatic_complexity": 1})
+    selected = pd.DataFrame({"direction": ["correct"], "rank": [1], "layer": [3], "latent": [7]})
+    overall, _ = validate_latents(selected, hyper, validation, difficulty, seed=0)
+    row = overall.iloc[0]
+    assert row.auroc_ci_low < row.auroc < row.auroc_ci_high and row.f1_ci_low <= row.f1 <= row.f1_ci_high
+    assert row.auroc_p_permutation < 0.001  # a latent built to separate
+    assert row.threshold_samples == 8 and row.threshold_few_samples
+    assert overall.equals(validate_latents(selected, hyper, validation, difficulty, seed=0)[0])
+    # A latent that is 0 everywhere on the hyperparams split can only call everything positive: flagged.
+    flat = validate_latents(selected, hyper.assign(L3_7=0.0), validation, difficulty, seed=0)[0].iloc[0]
+    assert flat.threshold_one_class and flat.predicts_one_class and flat.recall == 1.0

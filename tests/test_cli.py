@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from pva_dagster.cli import check_gpu, clean_data
+from pva_dagster.cli import check_gpu, clean_data, compare_runs
 
 
 @pytest.fixture()
@@ -131,3 +132,25 @@ def test_check_gpu_runs_a_local_causal_lm(tmp_path: Path, capsys: pytest.Capture
     assert check_gpu.main(["--model", str(model_dir)]) == 0
     assert "cpu: tiny-lm: logits (1, 8, 10), next token" in capsys.readouterr().out
     assert check_gpu.main(["--model", str(tmp_path / "absent")]) == 2
+
+
+def test_compare_runs_finds_a_changed_value_and_ignores_timings(tmp_path: Path, capsys) -> None:
+    for run in ("a", "b"):
+        folder = tmp_path / run / "phase3" / "steering"
+        folder.mkdir(parents=True)
+        pd.DataFrame({"task_id": [1, 2], "passed": [True, False], "generation_seconds": [0.1, 0.2]}).to_parquet(
+            folder / "unit.parquet"
+        )
+        (tmp_path / run / "phase3" / "report.md").write_text("# report\n")
+    pd.DataFrame({"task_id": [1, 2], "passed": [True, False], "generation_seconds": [9.0, 9.0]}).to_parquet(
+        tmp_path / "b" / "phase3" / "steering" / "unit.parquet"
+    )
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "2 files compared: identical" in capsys.readouterr().out
+    pd.DataFrame({"task_id": [1, 2], "passed": [True, True], "generation_seconds": [0.1, 0.2]}).to_parquet(
+        tmp_path / "b" / "phase3" / "steering" / "unit.parquet"
+    )
+    (tmp_path / "b" / "phase3" / "extra.json").write_text("{}")
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    out = capsys.readouterr().out
+    assert "differs: phase3/steering/unit.parquet" in out and "only in" in out and "extra.json" in out

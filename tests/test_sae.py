@@ -7,14 +7,25 @@ passes and SAE training run on one torch thread: on this shared 2-core machine t
 
 from __future__ import annotations
 
+import ast
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pva_dagster.study.corpus import CORPORA, collect_residuals, general_text_corpus, stdlib_code_corpus
+from pva_dagster.study.corpus import (
+    CORPORA,
+    collect_residuals,
+    corpus_fingerprint,
+    fortunes_corpus,
+    package_version,
+    sample_position_residuals,
+    stdlib_code_corpus,
+)
 from pva_dagster.study.models import load_causal_lm
 from pva_dagster.study.residual import hook_name, record_block_outputs
 from pva_dagster.study.sae import (
@@ -80,12 +91,47 @@ def test_stdlib_corpus_is_real_code_and_seeded():
         compile(text, "<stdlib>", "exec")  # every text is valid Python source
 
 
-def test_corpus_registry_and_general_text():
-    prose = general_text_corpus()
-    assert len(prose) > 50 and all(text.strip() for text in prose)
-    assert CORPORA["python_docs"]() == prose
-    with pytest.raises(KeyError):
-        CORPORA["no_such_corpus"]
+def _is_python(text: str) -> bool:
+    try:
+        ast.parse(text)
+    except SyntaxError:
+        return False
+    return True
+
+
+def test_general_text_is_english_prose_not_python():
+    prose = fortunes_corpus()
+    assert len(prose) >= 1000 and all(text.strip() for text in prose)
+    assert CORPORA["fortunes"]() == prose and "python_docs" not in CORPORA
+    # Prose rarely parses as Python (a bare word or a short phrase can); code would almost always.
+    assert sum(map(_is_python, prose)) / len(prose) < 0.2
+    assert package_version("fortunes")  # recorded in the asset's metadata
+    assert corpus_fingerprint(prose) == corpus_fingerprint(list(prose))
+    assert corpus_fingerprint(prose) != corpus_fingerprint(prose[1:])
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
+        fortunes_corpus(Path("/nonexistent/fortunes"))
+
+
+def test_one_random_position_per_document_is_that_prefixs_own_forward(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    texts = fortunes_corpus()[:40]
+    with one_thread():
+        got = sample_position_residuals(model, tokenizer, texts, [LAYER], 6, context_len=32, batch_size=4, seed=5)
+        again = sample_position_residuals(model, tokenizer, texts, [LAYER], 6, context_len=32, batch_size=3, seed=5)
+        # Redraw the same documents and positions, and run each prefix alone.
+        rng = random.Random(5)
+        expected = []
+        for text in rng.sample(texts, 6):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:31]
+            prefix = [tokenizer.bos_token_id, *ids[: rng.randrange(len(ids)) + 1]]
+            with torch.no_grad(), record_block_outputs(model, [LAYER]) as recorded:
+                model.model(input_ids=torch.tensor([prefix]))
+            expected.append(recorded[LAYER][0][0, -1])
+    assert got[LAYER].shape == (6, 576)
+    torch.testing.assert_close(got[LAYER], torch.stack(expected), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[LAYER], again[LAYER], rtol=1e-4, atol=1e-4)  # batching does not matter
+    with pytest.raises(ValueError, match="n_documents"):
+        sample_position_residuals(model, tokenizer, texts, [LAYER], 41, context_len=32, batch_size=4, seed=5)
 
 
 def test_collected_rows_are_the_unpadded_forward_without_bos(model_and_tokenizer):

@@ -155,6 +155,17 @@ def test_general_text_filter_drops_a_latent_that_fires_everywhere(study):
     assert best_latents(ranked)["incorrect"]["latent"] == INCORRECT_LATENT
 
 
+def test_general_text_filter_is_strict_at_the_threshold(study):
+    layers, correct = study
+    general = quiet_general_freq(layers)
+    general[5][CORRECT_LATENT] = 0.02  # active on exactly 2 %: the study keeps only latents below (<) that
+    ranked = rank_latents(all_scores(layers, correct), general, top_n=10, max_general_freq=0.02, keep=5)
+    assert not ((ranked.layer == 5) & (ranked.latent == CORRECT_LATENT)).any()
+    general[5][CORRECT_LATENT] = 0.0199
+    ranked = rank_latents(all_scores(layers, correct), general, top_n=10, max_general_freq=0.02, keep=5)
+    assert ((ranked.layer == 5) & (ranked.latent == CORRECT_LATENT)).any()
+
+
 def test_general_frequency_counts_active_fraction():
     x = np.array([[0.0, 1.0, 0.0], [0.5, 2.0, 0.0], [0.0, 3.0, -1.0], [0.0, 0.0, 0.0]], dtype=np.float32)
     np.testing.assert_array_equal(general_frequency(x), [0.25, 0.75, 0.0])

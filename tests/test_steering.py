@@ -1,27 +1,23 @@
-"""Steering: the vector and its hook on a real (tiny, random-weight) Llama, coefficient modes, statistics."""
+"""Steering: the vector and its hook on a real (tiny, random-weight) Llama, coefficient modes, controls."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from scipy.stats import beta
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from pva_dagster.study.residual import add_to_block_output, decoder_blocks
 from pva_dagster.study.steering import (
     COEFFICIENT_MODES,
-    DEFAULT_RELATIVE_GRID,
-    binomial_vs_control,
     code_similarity,
+    control_latents,
     mean_residual_norm,
-    random_control_latents,
+    python_tokens,
     resolve_coefficients,
     steered,
     steering_vector,
-    transition_rates,
 )
 
 PROMPT = torch.tensor([[1, 5, 9, 13, 17, 21]])
@@ -103,7 +99,6 @@ def test_coefficient_modes_and_residual_norm():
     )
     assert resolve_coefficients("absolute", [29.0, 287.0], mean_norm) == [29.0, 287.0]
     assert set(COEFFICIENT_MODES) == {"relative", "absolute"}
-    assert DEFAULT_RELATIVE_GRID.tolist() == pytest.approx([-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1])
     with pytest.raises(ValueError, match=r"'percent'.*\['absolute', 'relative'\]"):
         resolve_coefficients("percent", [1.0], mean_norm)
     with pytest.raises(ValueError, match="mean residual norm"):
@@ -112,64 +107,30 @@ def test_coefficient_modes_and_residual_norm():
         mean_residual_norm(np.zeros(4))
 
 
-def test_transition_rates_on_a_hand_built_example():
-    before = np.array([False, False, False, False, True, True, True, True, True])
-    after = np.array([True, False, True, False, True, True, True, False, True])
-    rates = transition_rates(before, after)
-    assert rates["n_incorrect"] == 4 and rates["n_correct"] == 5
-    assert rates["n_corrected"] == 2 and rates["n_corrupted"] == 1
-    assert rates["correction_rate"] == pytest.approx(2 / 4)
-    assert rates["corruption_rate"] == pytest.approx(1 / 5)
-    assert rates["preservation_rate"] == pytest.approx(4 / 5)
-    only_incorrect = transition_rates(np.array([False, False]), np.array([True, False]))
-    assert only_incorrect["correction_rate"] == 0.5
-    assert math.isnan(only_incorrect["corruption_rate"]) and math.isnan(only_incorrect["preservation_rate"])
-    with pytest.raises(ValueError, match="3 problems but after_correct has 2"):
-        transition_rates(np.array([True, False, True]), np.array([True, False]))
-
-
-def test_code_similarity():
+def test_code_similarity_compares_python_tokens():
     code = "def f(x):\n    return x + 1\n"
     assert code_similarity(code, code) == 1.0
+    # Layout and comments are not code: the same tokens compare equal, where characters would not.
+    assert code_similarity(code, "def f(x):\n  # add one\n  return x+1\n") == 1.0
+    # A renamed variable is one token per use, however long the new name is.
+    renamed = code.replace("x", "a_much_longer_name")
+    assert code_similarity(code, renamed) == pytest.approx(2 * 8 / 20)  # 10 tokens each, 8 shared
+    assert python_tokens("def f(x):\n    return (x +") == ["def", "f", "(", "x", ")", ":", "return", "(", "x", "+"]
     assert code_similarity("abc", "xyz") == 0.0
-    assert 0.5 < code_similarity(code, code.replace("+ 1", "+ 2")) < 1.0
 
 
-def test_random_controls_are_seeded_sorted_and_exclude_the_target():
-    controls = random_control_latents(1000, exclude=[7], n=5, seed=3)
-    assert controls == random_control_latents(1000, exclude=[7], n=5, seed=3)
-    assert controls != random_control_latents(1000, exclude=[7], n=5, seed=4)
-    assert controls == sorted(controls) and len(set(controls)) == 5
-    assert 7 not in controls and all(0 <= c < 1000 for c in controls)
-    assert random_control_latents(4, exclude=[0, 2], n=2, seed=0) == [1, 3]
-    with pytest.raises(ValueError, match="cannot draw 3"):
-        random_control_latents(4, exclude=[0, 2], n=3, seed=0)
-    with pytest.raises(ValueError, match=r"\[9\] are outside 0..3"):
-        random_control_latents(4, exclude=[9], n=1, seed=0)
+def _layer_scores(s_correct: list[float], layer: int = 4) -> pd.DataFrame:
+    return pd.DataFrame({"layer": layer, "latent": range(len(s_correct)), "s_correct": s_correct})
 
 
-def _upper_tail(k: int, n: int, p: float) -> float:
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
-
-
-@pytest.mark.parametrize(("successes", "trials", "control_rate"), [(7, 20, 0.1), (0, 12, 0.3), (12, 12, 0.5)])
-def test_binomial_test_matches_the_tail_and_clopper_pearson(successes, trials, control_rate):
-    result = binomial_vs_control(successes, trials, control_rate)
-    assert result["p_value"] == pytest.approx(_upper_tail(successes, trials, control_rate), rel=1e-9)
-    assert result["rate"] == successes / trials
-    # Clopper-Pearson from its beta-quantile definition; the bound is 0 / 1 at the extremes.
-    low = beta.ppf(0.025, successes, trials - successes + 1) if successes else 0.0
-    high = beta.ppf(0.975, successes + 1, trials - successes) if successes < trials else 1.0
-    assert (result["ci_low"], result["ci_high"]) == pytest.approx((low, high), rel=1e-6)
-
-
-def test_binomial_test_at_degenerate_control_rates_and_errors():
-    assert binomial_vs_control(1, 10, 0.0)["p_value"] == 0.0
-    assert binomial_vs_control(0, 10, 0.0)["p_value"] == 1.0
-    assert binomial_vs_control(3, 10, 1.0)["p_value"] == 1.0
-    with pytest.raises(ValueError, match="trials"):
-        binomial_vs_control(0, 0, 0.5)
-    with pytest.raises(ValueError, match="successes"):
-        binomial_vs_control(11, 10, 0.5)
-    with pytest.raises(ValueError, match="control_rate"):
-        binomial_vs_control(1, 10, float("nan"))
+def test_control_latents_do_not_discriminate_and_are_seeded():
+    scores = _layer_scores([0.0, 0.3, -0.01, 0.04, -0.4, 0.05, 0.2, 0.0, 0.02, -0.06])
+    controls = control_latents(scores, exclude=[7], n=3, seed=3)
+    assert controls == control_latents(scores, exclude=[7], n=3, seed=3)
+    assert controls == sorted(controls) and len(set(controls)) == 3
+    assert set(controls) <= {0, 2, 3, 5, 8}  # |s| <= 0.05 and not the excluded 7
+    assert {tuple(control_latents(scores, [7], 3, seed)) for seed in range(20)} != {tuple(controls)}
+    with pytest.raises(ValueError, match="cannot draw 6 control latents: layer 4 has 5"):
+        control_latents(scores, exclude=[7], n=6, seed=0)
+    with pytest.raises(ValueError, match="one layer"):
+        control_latents(pd.concat([scores, _layer_scores([0.0], layer=5)]), exclude=[], n=1, seed=0)

@@ -52,32 +52,34 @@ def test_auroc_names_the_missing_class_and_unknown_directions():
         auroc(np.array([0.1, np.nan, 0.3]), np.array([True, False, True]), "correct")
 
 
-def test_threshold_separates_separable_data_and_ties_go_to_the_lowest():
+def test_threshold_separates_separable_data_and_ties_go_to_the_highest():
     activation = np.array([0.0, 1.0, 2.0, 7.0, 8.0, 10.0])
     correct = np.array([False, False, False, True, True, True])
     threshold = choose_threshold(activation, correct, "correct")
     assert threshold.operator == ">"
-    assert threshold.f1 == 1.0
-    # Every grid value in [2, 7) separates perfectly; the lowest of them is the observed value 2.
-    assert threshold.value == 2.0
+    assert threshold.f1 == 1.0 and not threshold.one_class and threshold.n == 6
+    # Only the midpoint between 2 and 7 separates perfectly.
+    assert threshold.value == 4.5
     # The same data for an incorrect-preferring latent: incorrect samples have *low* activation, so no
-    # "activation > t" rule isolates them; the best is to call everything positive (the below-minimum value).
+    # "activation > t" rule isolates them; the best is to call everything positive, and that is flagged.
     reverse = choose_threshold(activation, correct, "incorrect")
-    assert reverse.value < activation.min()
+    assert reverse.value < activation.min() and reverse.one_class
     assert reverse.f1 == pytest.approx(2 * 3 / (2 * 3 + 3))  # precision 1/2, recall 1
 
 
-def test_everything_positive_is_a_candidate():
-    activation = np.array([0.0, 1.0, 2.0, 3.0])
-    correct = np.array([True, True, True, False])
+def test_ties_go_to_the_threshold_that_separates_not_to_everything_positive():
+    # Mostly-zero activations, as SAE latents have. "Everything positive" gives F1 = 2*2/(2*2+2) = 2/3, and
+    # "> 2.5" (one true positive, no false one, one missed) gives 2*1/(2*1+0+1) = 2/3 as well: a tie.
+    activation = np.array([5.0, 0.0, 0.0, 0.0])
+    correct = np.array([True, True, False, False])
     threshold = choose_threshold(activation, correct, "correct")
-    assert threshold.value < 0.0
-    assert threshold.f1 == pytest.approx(2 * 3 / (2 * 3 + 1))  # tp 3, fp 1, fn 0
+    assert threshold.f1 == pytest.approx(2 / 3)
+    assert threshold.value == 2.5 and not threshold.one_class
 
 
 def test_metrics_apply_the_threshold_unchanged_on_another_split():
     tune_activation, tune_correct = _noisy(seed=1)
-    threshold = choose_threshold(tune_activation, tune_correct, "incorrect", grid_size=51)
+    threshold = choose_threshold(tune_activation, tune_correct, "incorrect")
     activation, correct = _noisy(seed=2)
     metrics = classification_metrics(activation, correct, "incorrect", threshold)
     predicted, positive = activation > threshold.value, ~correct

@@ -17,7 +17,14 @@ from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESourc
 from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
 from pva_dagster.study.activation_index import activation_index
-from pva_dagster.study.corpus import CORPORA, collect_residuals, corpus_texts
+from pva_dagster.study.corpus import (
+    CORPORA,
+    CORPUS_PACKAGES,
+    corpus_fingerprint,
+    corpus_texts,
+    package_version,
+    sample_position_residuals,
+)
 from pva_dagster.study.latent_scores import counts_by_group, pooled, score_split
 from pva_dagster.study.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import histogram_by_group, markdown_table
@@ -36,9 +43,13 @@ class Phase2Config(dg.Config):
         default=None,
         description="Score this Phase 1.0 dataset file instead of the materialized partitions (as --input did).",
     )
-    general_corpus: str = Field(default="python_docs", description=f"General-text corpus, one of {sorted(CORPORA)}.")
-    general_tokens: int = Field(default=20_000, description="Tokens of general text the frequency filter reads.")
-    max_general_freq: float = Field(default=0.02, description="Drop latents active on more of general text.")
+    general_corpus: str = Field(default="fortunes", description=f"General-text corpus, one of {sorted(CORPORA)}.")
+    general_documents: int = Field(
+        default=2000, ge=1, description="General-text documents the filter reads, one random token position each."
+    )
+    max_general_freq: float = Field(
+        default=0.02, description="Keep only latents active on fewer (<) of the general-text positions."
+    )
     top_n: int = Field(default=100, description="Candidates per direction before the general-text filter.")
     keep: int = Field(default=20, description="Latents kept per direction after the filter.")
 
@@ -76,10 +87,17 @@ def phase2(
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
         texts = corpus_texts(config.general_corpus)
-        general = collect_residuals(
-            model, tokenizer, texts, layers, context_len=128, max_tokens=config.general_tokens, batch_size=16
+        general = sample_position_residuals(
+            model, tokenizer, texts, layers, config.general_documents, context_len=128, batch_size=16,
+            seed=study_design.seed,
         )
         general_freq = {layer: general_frequency(encode(saes[layer], general[layer].numpy(), 256)) for layer in layers}
+        package = CORPUS_PACKAGES[config.general_corpus]
+        metadata["general-text corpus"] = {
+            "name": config.general_corpus, "package version": package_version(package) if package else "python stdlib",
+            "sha256": corpus_fingerprint(texts), "documents available": len(texts),
+            "documents read": config.general_documents, "seed": study_design.seed,
+        }
         del model
         for split in config.splits:
             files = phase1_dataset_files(
@@ -91,8 +109,9 @@ def phase2(
                 index = activation_index(conn, files, task_ids, layers)
             context.log.info(f"split {split}: {len(index) // len(layers)} samples from {len(files)} dataset files")
             scores = score_split(index, layers, saes.__getitem__, context.log.info)
+            pooled_scores = pooled(scores)
             ranked = rank_latents(
-                pooled(scores), general_freq, top_n=config.top_n, max_general_freq=config.max_general_freq,
+                pooled_scores, general_freq, top_n=config.top_n, max_general_freq=config.max_general_freq,
                 keep=config.keep,
             )
             out = layout.phase2_dir(split)
@@ -106,12 +125,13 @@ def phase2(
                     "best": best_latents(ranked),
                     "top": ranked.to_dict("records"),
                     "config": config.model_dump(),
+                    "general_corpus": metadata["general-text corpus"],
                 },
             )
             metadata[f"{split} top latents"] = dg.MetadataValue.md(markdown_table(ranked.head(10)))
             metadata[f"{split} separation by layer"] = dg.MetadataValue.md(
                 histogram_by_group(
-                    {f"layer {layer}": pooled(scores).s_correct[pooled(scores).layer == layer].to_numpy() for layer in layers},
+                    {f"layer {layer}": pooled_scores.s_correct[pooled_scores.layer == layer].to_numpy() for layer in layers},
                     title=f"s_correct = f_correct - f_incorrect ({split} split)",
                     xlabel="s_correct",
                 )

@@ -23,12 +23,15 @@ class StudyDesign(dg.ConfigurableResource):
     samples_per_temperature: int = Field(default=5, description="Phase 1.2 samples per task and temperature.")
 
     steering_coefficients: list[float] = Field(
-        default=[-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0],
-        description="Phase 3 steering sweep (relative mode: multiples of the mean residual norm at the layer).",
+        default=[-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0],
+        description="Phase 3 steering sweep on the hyperparams split (relative mode: multiples of the mean "
+        "residual norm at the layer); nonzero, as every problem group also gets an unsteered baseline.",
     )
-    steering_controls: int = Field(default=3, description="Random control latents per steered latent.")
+    steering_controls: int = Field(
+        default=3, description="Control latents per steered latent (same layer, |s_correct| near 0)."
+    )
     steering_max_tasks: int | None = Field(
-        default=None, description="Problems steered per direction at most (seeded sample; None = all)."
+        default=None, description="Problems steered per label and split at most (seeded sample; None = all)."
     )
 
     @model_validator(mode="after")
@@ -40,6 +43,10 @@ class StudyDesign(dg.ConfigurableResource):
         bad = [t for t in self.temperatures if t <= 0]
         if bad:
             raise ValueError(f"Phase 1.2 temperatures must be > 0 (Phase 1.0 is the greedy run), got {bad}")
+        if not self.steering_coefficients or 0.0 in self.steering_coefficients:
+            raise ValueError(
+                f"steering_coefficients must be nonzero (0 is the baseline every run has), got {self.steering_coefficients}"
+            )
         if self.layers is not None:
             missing = sorted(set(self.sae_layers) - set(self.layers))
             if missing:

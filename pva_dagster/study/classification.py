@@ -12,14 +12,38 @@ import pandas as pd
 from pva_dagster.study.difficulty import difficulty_bucket
 from pva_dagster.study.latent_samples import latent_column
 from pva_dagster.study.layout import temperature_tag
-from pva_dagster.study.validation import auroc, choose_threshold, classification_metrics
+from pva_dagster.study.statistics import auroc_permutation_p, bootstrap_intervals
+from pva_dagster.study.validation import (
+    Threshold,
+    auroc,
+    choose_threshold,
+    classification_metrics,
+    positive_class,
+)
+
+# A threshold chosen on fewer samples than this is flagged in the tables and the report.
+MIN_THRESHOLD_SAMPLES = 20
 
 
-def _metrics(values: np.ndarray, correct: np.ndarray, direction: str, threshold) -> dict[str, float]:
+def _metrics(values: np.ndarray, correct: np.ndarray, direction: str, threshold: Threshold) -> dict[str, float]:
     both_classes = 0 < correct.sum() < len(correct)
     return {
         "auroc": auroc(values, correct, direction) if both_classes else float("nan"),
         **classification_metrics(values, correct, direction, threshold),
+    }
+
+
+def _uncertainty(values: np.ndarray, correct: np.ndarray, direction: str, threshold: Threshold, seed: int) -> dict:
+    """Bootstrap intervals of AUROC and F1, AUROC's permutation p-value, and flags on the threshold."""
+    positive = positive_class(correct, direction)
+    predicted = values > threshold.value
+    return {
+        **bootstrap_intervals(values, positive, threshold.value, seed),
+        "auroc_p_permutation": auroc_permutation_p(values, positive, seed),
+        "threshold_samples": threshold.n,
+        "threshold_few_samples": threshold.n < MIN_THRESHOLD_SAMPLES,
+        "threshold_one_class": threshold.one_class,
+        "predicts_one_class": bool(predicted.all() or not predicted.any()),
     }
 
 
@@ -28,11 +52,13 @@ def validate_latents(
     hyperparams: pd.DataFrame,
     validation: pd.DataFrame,
     difficulty: pd.DataFrame,
+    seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For each selected latent (direction, layer, latent): the overall table and a per-group table.
 
     ``hyperparams`` / ``validation`` come from :func:`latent_samples`; overall metrics use the validation
-    split's temperature-0 samples; groups are each temperature and each difficulty bucket (temperature 0).
+    split's temperature-0 samples, with seeded bootstrap intervals and a permutation p-value; groups are each
+    temperature and each difficulty bucket (temperature 0).
     """
     buckets = difficulty.set_index("task_id").cyclomatic_complexity.map(difficulty_bucket)
     greedy = validation[validation.temperature == 0.0]
@@ -46,7 +72,8 @@ def validate_latents(
         values, correct = greedy[column].to_numpy(), greedy.passed.to_numpy(bool)
         overall.append(
             {**key, "threshold": threshold.value, "operator": threshold.operator, "hyperparams_f1": threshold.f1,
-             **_metrics(values, correct, row.direction, threshold)}
+             **_metrics(values, correct, row.direction, threshold),
+             **_uncertainty(values, correct, row.direction, threshold, seed)}
         )
         groups: list[tuple[str, str, pd.DataFrame]] = [
             ("temperature", temperature_tag(t), part) for t, part in validation.groupby("temperature")

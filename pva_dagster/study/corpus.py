@@ -2,12 +2,15 @@
 
 Two uses: the embedded profile trains its SAEs on residuals over Python source (the standard library's own
 ``.py`` files, present on every machine), and Phase 2 measures how often each latent fires on general English
-prose to drop latents that fire on everything.
+prose (one random token position per document, as the original study sampled pile-10k) to drop latents that
+fire on everything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import subprocess
 import sysconfig
 import tokenize
 from collections.abc import Callable, Iterator, Sequence
@@ -52,22 +55,56 @@ def stdlib_code_corpus(max_files: int, seed: int) -> list[str]:
     return texts
 
 
-def general_text_corpus() -> list[str]:
-    """English prose: the Python reference manual's topic pages (``pydoc_data.topics``), one text per topic.
+# The Debian package ``fortunes`` (installed by ``make install``): thousands of short English texts by many
+# authors, in many registers. The files about computing (and ASCII art) are left out, so that a latent that
+# fires on talk of code is not dropped as "general".
+FORTUNES_PACKAGE = "fortunes"
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+_FORTUNES_SKIPPED = frozenset({"art", "ascii-art", "computers", "debian", "linux", "linuxcookie", "perl", "translate-me"})
 
-    Why this one: it ships inside every CPython, so it is available offline without a data set download, and it
-    is mostly running English prose with little code, which is what a "fires on general text" filter needs. It is
-    about programming, so a latent that fires on any talk of code is also (rightly) counted as unspecific.
-    """
-    from pydoc_data.topics import topics
 
-    return [topics[name] for name in sorted(topics) if topics[name].strip()]
+def fortunes_corpus(folder: Path = FORTUNES_DIR) -> list[str]:
+    """Every text of the ``fortunes`` package's English files (``%``-separated), in file and then text order."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} does not exist: the general-text corpus is the Debian package {FORTUNES_PACKAGE!r}; "
+            f"`make install` installs it as root, otherwise run `apt-get install {FORTUNES_PACKAGE}`"
+        )
+    texts = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix or path.name in _FORTUNES_SKIPPED or not path.is_file():
+            continue  # .dat indexes, .u8 links, and the skipped topics
+        body = path.read_text(encoding="utf-8", errors="replace")
+        texts += [text.strip() for text in body.split("\n%\n") if text.strip()]
+    return texts
+
+
+def package_version(package: str) -> str:
+    """The installed Debian version of ``package`` (recorded beside the corpus' hash)."""
+    try:
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True, check=True
+        )
+    except (FileNotFoundError, subprocess.CalledProcessError) as error:
+        raise RuntimeError(f"cannot read the installed version of the Debian package {package!r}: {error}") from error
+    return done.stdout.strip()
+
+
+def corpus_fingerprint(texts: Sequence[str]) -> str:
+    """sha256 over the texts (each length-prefixed, so boundaries count), to record which corpus was read."""
+    digest = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
 
 
 CORPORA: dict[str, Callable[[], list[str]]] = {
-    "python_docs": general_text_corpus,
+    "fortunes": fortunes_corpus,
     "stdlib_code": lambda: stdlib_code_corpus(DEFAULT_CODE_FILES, DEFAULT_SEED),
 }
+# The Debian package each corpus comes from, for its version in the metadata (None: shipped with Python).
+CORPUS_PACKAGES: dict[str, str | None] = {"fortunes": FORTUNES_PACKAGE, "stdlib_code": None}
 
 
 def corpus_texts(name: str) -> list[str]:
@@ -96,6 +133,32 @@ def _batches(chunks: Iterator[list[int]], batch_size: int) -> Iterator[list[list
         yield batch
 
 
+def _bos_and_pad(tokenizer: Any) -> tuple[int, int]:
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+    if bos is None or pad is None:
+        raise ValueError(f"the tokenizer needs a BOS and a pad token (bos={bos}, pad={pad})")
+    return bos, pad
+
+
+def _forward_with_bos(
+    model: Any, batch: Sequence[list[int]], layers: Sequence[int], bos: int, pad: int
+) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor]:
+    """Run the base model (no vocabulary logits) on BOS + each row, right-padded; the block outputs and mask.
+
+    Right padding keeps every row's positions at 0..len-1, so a row's residuals do not depend on the others'.
+    """
+    device = next(model.parameters()).device
+    width = 1 + max(len(chunk) for chunk in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, chunk in enumerate(batch):
+        ids[row, : 1 + len(chunk)] = torch.tensor([bos, *chunk])
+        mask[row, : 1 + len(chunk)] = 1
+    with record_block_outputs(model, layers) as recorded:
+        model.model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    return recorded, mask
+
+
 @torch.no_grad()
 def collect_residuals(
     model: Any,
@@ -118,25 +181,15 @@ def collect_residuals(
             f"need context_len >= 2, max_tokens >= 1, batch_size >= 1; got {context_len}, {max_tokens}, {batch_size}"
         )
     layers = validate_layers(model, layers)
-    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
-    if bos is None or pad is None:
-        raise ValueError(f"the tokenizer needs a BOS and a pad token (bos={bos}, pad={pad})")
-    device = next(model.parameters()).device
+    bos, pad = _bos_and_pad(tokenizer)
     d_model = int(model.config.hidden_size)
     # Filled in place: concatenating per-batch pieces would hold every layer's residuals twice at the end.
     out = {layer: torch.empty(max_tokens, d_model, dtype=torch.float32) for layer in layers}
     filled = 0
     for batch in _batches(_chunks(tokenizer, texts, context_len - 1), batch_size):
-        width = 1 + max(len(chunk) for chunk in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, chunk in enumerate(batch):  # right padding: positions stay 0..len-1 for every row
-            ids[row, : 1 + len(chunk)] = torch.tensor([bos, *chunk])
-            mask[row, : 1 + len(chunk)] = 1
+        recorded, mask = _forward_with_bos(model, batch, layers, bos, pad)
         keep = mask.bool()
         keep[:, 0] = False
-        with record_block_outputs(model, layers) as recorded:
-            model.model(input_ids=ids.to(device), attention_mask=mask.to(device))
         take = min(int(keep.sum()), max_tokens - filled)
         for layer in layers:
             hidden = recorded[layer][0].to("cpu", torch.float32)[keep]
@@ -148,3 +201,45 @@ def collect_residuals(
         raise ValueError("the texts produced no tokens")
     # A slice would keep the whole max_tokens buffer alive; copy only when the texts ran out first.
     return {layer: tensor if filled == max_tokens else tensor[:filled].clone() for layer, tensor in out.items()}
+
+
+@torch.no_grad()
+def sample_position_residuals(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    n_documents: int,
+    context_len: int,
+    batch_size: int,
+    seed: int,
+) -> dict[int, torch.Tensor]:
+    """Block outputs ``{layer: float32 CPU tensor[n_documents, d_model]}`` at one random token per document.
+
+    ``n_documents`` texts are drawn with ``seed``; in each, one position among its first ``context_len - 1``
+    tokens is drawn with the same generator (after a BOS token, never the BOS itself), as the original study
+    read one random position of each pile-10k document. The model sees the text only up to that position: a
+    causal model's residual there does not depend on what follows.
+    """
+    if not 1 <= n_documents <= len(texts) or context_len < 2 or batch_size < 1:
+        raise ValueError(
+            f"need 1 <= n_documents <= {len(texts)} texts, context_len >= 2, batch_size >= 1; "
+            f"got {n_documents}, {context_len}, {batch_size}"
+        )
+    layers = validate_layers(model, layers)
+    bos, pad = _bos_and_pad(tokenizer)
+    rng = random.Random(seed)
+    prefixes = []
+    for text in rng.sample(list(texts), n_documents):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: context_len - 1]
+        if not ids:
+            raise ValueError(f"a general-text document produced no tokens: {text[:60]!r}")
+        prefixes.append(ids[: rng.randrange(len(ids)) + 1])
+    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for batch in _batches(iter(prefixes), batch_size):
+        recorded, mask = _forward_with_bos(model, batch, layers, bos, pad)
+        last = mask.sum(dim=1) - 1  # each row's sampled position (its last real token)
+        rows = torch.arange(len(batch))
+        for layer in layers:
+            out[layer].append(recorded[layer][0].to("cpu", torch.float32)[rows, last])
+    return {layer: torch.cat(parts) for layer, parts in out.items()}

@@ -16,6 +16,7 @@ TABLE_FOLDERS = {
     "mbpp_problems": "phase0",
     "difficulty_mapping": "phase0",
     "problem_splits": "phase0_1",
+    "phase3_steering_coefficients": "phase3",
 }
 
 

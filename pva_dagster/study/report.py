@@ -1,12 +1,85 @@
-"""The study's findings as one markdown page, from the Phase 2 and Phase 3 output files."""
+"""The study's findings as one markdown page, from the Phase 2 and Phase 3 output files.
+
+Confirmatory numbers (validation split, touched once) come first, each rate with its 95 % interval and each
+claim with its named test; exploratory tables (the hyperparams sweep, per-unit details) are labelled as such.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from pva_dagster.study import storage
+from pva_dagster.study.classification import MIN_THRESHOLD_SAMPLES
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.plots import markdown_table
+from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
+from pva_dagster.study.steering_results import COEFFICIENT_RULE
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _classification_section(overall: pd.DataFrame) -> list[str]:
+    best = overall.groupby("direction").head(1)
+    table = pd.DataFrame({
+        "direction": best.direction, "layer": best.layer, "latent": best.latent,
+        "AUROC [95% bootstrap]": [_interval(*r) for r in zip(best.auroc, best.auroc_ci_low, best.auroc_ci_high)],
+        "AUROC p (permutation)": best.auroc_p_permutation,
+        "F1 [95% bootstrap]": [_interval(*r) for r in zip(best.f1, best.f1_ci_low, best.f1_ci_high)],
+        "threshold": best.threshold, "threshold samples": best.threshold_samples,
+        "threshold predicts one class": best.threshold_one_class, "predicts one class (validation)": best.predicts_one_class,
+    })
+    notes = []
+    if overall.threshold_few_samples.any():
+        notes.append(f"Thresholds rest on fewer than {MIN_THRESHOLD_SAMPLES} hyperparams samples: F1 is fragile.")
+    one_class = int(overall.predicts_one_class.sum())
+    if one_class:
+        notes.append(
+            f"{one_class} of {len(overall)} validated latents' thresholds predict one class only on the validation "
+            "split: their F1 is the base rate, not the latent's."
+        )
+    return [
+        "## Phase 3: classification on the validation split (confirmatory)",
+        ("Best latent per direction, temperature 0; thresholds chosen on the hyperparams split (F1-optimal, ties "
+        "to the highest). Intervals: percentile bootstrap over problems; p: label-permutation test of AUROC > 0.5."),
+        markdown_table(table), *notes,
+    ]
+
+
+def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame | None, noise: pd.DataFrame | None) -> list[str]:
+    table = pd.DataFrame({
+        "experiment": tests.experiment, "latent": [f"L{r.layer}/{r.latent}" for r in tests.itertuples()],
+        "coefficient": tests.coefficient, "problems": tests.n,
+        "rate [95% CP]": [_interval(*r) for r in zip(tests.rate, tests.ci_low, tests.ci_high)],
+        "control rate [95% CP]": [
+            _interval(*r) for r in zip(tests.control_rate, tests.control_ci_low, tests.control_ci_high)
+        ],
+        "discordant (target, control)": [f"{a}, {b}" for a, b in zip(tests.discordant_target, tests.discordant_control)],
+        "p paired": tests.p_paired, "p Holm": tests.p_holm, "p Fisher": tests.p_fisher,
+    })
+    significant = tests[tests.p_holm < 0.05].experiment.tolist()
+    verdict = (
+        f"Significant at 0.05 after Holm: {', '.join(significant)}." if significant
+        else "No experiment is significant at 0.05 after Holm's correction."
+    )
+    section = [
+        "## Phase 3: steering on the validation split (confirmatory)",
+        f"Coefficient rule: {COEFFICIENT_RULE}.",
+        (f"Tests: {PAIRED_TEST} (p paired; with several controls the largest p); Holm over this table; "
+        f"beside it {FISHER_TEST}. Rates: 95 % Clopper-Pearson."),
+        markdown_table(table), verdict,
+    ]
+    if chosen is not None:
+        section += ["Chosen coefficients (from the hyperparams sweep):", markdown_table(chosen.drop(columns="rule"))]
+    if noise is not None:
+        section += [("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label "
+                    "against Phase 1.0:"), markdown_table(noise)]
+    return section
+
+
+def _read(path) -> pd.DataFrame | None:
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def render_report(layout: DataLayout) -> str:
@@ -17,15 +90,24 @@ def render_report(layout: DataLayout) -> str:
         if top_file.exists():
             top = storage.read_json(top_file)
             sections.append(f"## Phase 2: top latents on the {split} split")
-            sections.append(f"Samples per group: {top['counts']}")
+            sections.append(f"Samples per group: {top['counts']}. General-text filter: {top.get('general_corpus')}.")
             sections.append(markdown_table(pd.DataFrame(top["top"]).head(10)))
-    tables = [
-        ("Phase 3: classification on the validation split (thresholds from hyperparams)", "classification.parquet"),
-        ("Phase 3: by temperature and difficulty", "classification_by_group.parquet"),
-        ("Phase 3: steering, target vs random control (one-sided binomial)", "steering_tests.parquet"),
-        ("Phase 3: steering effects per unit", "steering_effects.parquet"),
+    overall = _read(phase3 / "classification.parquet")
+    if overall is not None:
+        sections += _classification_section(overall)
+    tests = _read(phase3 / "steering_tests.parquet")
+    if tests is not None:
+        sections += _steering_section(
+            tests, _read(layout.table_file("phase3_steering_coefficients")), _read(phase3 / "steering_noise.parquet")
+        )
+    exploratory = [
+        ("Exploratory: all validated latents", "classification.parquet"),
+        ("Exploratory: by temperature and difficulty", "classification_by_group.parquet"),
+        ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
+         "steering_sweep_tests.parquet"),
+        ("Exploratory: steering per unit (validation)", "steering_effects.parquet"),
     ]
-    for title, name in tables:
+    for title, name in exploratory:
         if (phase3 / name).exists():
             sections += [f"## {title}", markdown_table(pd.read_parquet(phase3 / name))]
     return "\n\n".join(sections) + "\n"

@@ -118,7 +118,7 @@ def separation_scores(latents: np.ndarray, correct: np.ndarray, layer: int) -> p
 
 
 def general_frequency(latents_on_general_text: np.ndarray) -> np.ndarray:
-    """Fraction of general-text tokens on which each latent is active: ``float64[d_sae]``."""
+    """Fraction of general-text positions on which each latent is active: ``float64[d_sae]``."""
     latents = np.asarray(latents_on_general_text)
     if latents.ndim != 2 or latents.shape[0] == 0:
         raise ValueError(f"general-text latents must be a non-empty [tokens, d_sae] array, got {latents.shape}")
@@ -156,7 +156,7 @@ def rank_latents(
 
     Per direction ("correct" ranks by ``s_correct``, "incorrect" by ``s_incorrect``): only latents with a
     positive score are candidates (a score of 0 or less does not point that way); the ``top_n`` highest, ties
-    broken by layer then latent, are kept; those active on more than ``max_general_freq`` of general-text tokens
+    broken by layer then latent, are kept; those active on ``max_general_freq`` or more of general-text positions
     are dropped (they fire on everything, so say little about correctness); the first ``keep`` remain, ranked
     1.. ``candidate_rank`` is the rank before the filter. Columns: direction, rank, layer, latent, score,
     general_freq, candidate_rank, then the score columns.
@@ -182,7 +182,7 @@ def rank_latents(
             candidate_rank=np.arange(1, len(candidates) + 1),
             general_freq=_general_freq_of(candidates, general_freq),
         )
-        kept = candidates[candidates.general_freq <= max_general_freq].head(keep)
+        kept = candidates[candidates.general_freq < max_general_freq].head(keep)  # the study's strict <
         ranked.append(kept.assign(rank=np.arange(1, len(kept) + 1)))
     front = ["direction", "rank", "layer", "latent", "score", "general_freq", "candidate_rank"]
     result = pd.concat(ranked, ignore_index=True)

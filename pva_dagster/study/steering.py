@@ -11,12 +11,14 @@ reads activations from (:func:`pva_dagster.study.residual.add_to_block_output`).
 from __future__ import annotations
 
 import difflib
+import io
 import math
+import tokenize
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
-from scipy.stats import binomtest
 
 from pva_dagster.study.residual import add_to_block_output
 
@@ -29,10 +31,6 @@ COEFFICIENT_MODES: dict[str, Callable[[float, float], float]] = {
     "relative": lambda value, mean_norm: value * mean_norm,
     "absolute": lambda value, _mean_norm: value,
 }
-
-# Relative sweep from -1 to +1 times the mean residual norm, 0 (the unsteered control) included.
-DEFAULT_RELATIVE_GRID: np.ndarray = np.linspace(-1.0, 1.0, 9)
-
 
 def resolve_coefficients(mode: str, values: list[float], mean_norm: float) -> list[float]:
     """The scale (vector norm, signed) of each configured coefficient under ``mode``."""
@@ -74,73 +72,56 @@ def steering_vector(decoder_direction: torch.Tensor, scale: float) -> torch.Tens
     return (direction / norm * scale).to(decoder_direction.dtype)
 
 
-def _bool_vector(values: np.ndarray, name: str) -> np.ndarray:
-    values = np.asarray(values)
-    if values.ndim != 1 or (values.dtype != bool and not np.isin(values, (0, 1)).all()):
-        raise ValueError(f"{name} must be a 1-D boolean array, got shape {values.shape} dtype {values.dtype}")
-    return values.astype(bool)
+def python_tokens(code: str) -> list[str]:
+    """The Python tokens of ``code`` (comments, blank lines and indentation bookkeeping left out).
 
-
-def _rate(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else float("nan")
-
-
-def transition_rates(before_correct: np.ndarray, after_correct: np.ndarray) -> dict[str, float | int]:
-    """How steering moved each problem between incorrect and correct (rates are NaN with no problems)."""
-    before = _bool_vector(before_correct, "before_correct")
-    after = _bool_vector(after_correct, "after_correct")
-    if len(before) != len(after):
-        raise ValueError(f"before_correct has {len(before)} problems but after_correct has {len(after)}")
-    n_incorrect, n_correct = int((~before).sum()), int(before.sum())
-    n_corrected, n_corrupted = int((~before & after).sum()), int((before & ~after).sum())
-    return {
-        "correction_rate": _rate(n_corrected, n_incorrect),
-        "corruption_rate": _rate(n_corrupted, n_correct),
-        "preservation_rate": _rate(int((before & after).sum()), n_correct),
-        "n_incorrect": n_incorrect,
-        "n_correct": n_correct,
-        "n_corrected": n_corrected,
-        "n_corrupted": n_corrupted,
-    }
+    Generated code is often cut off mid-statement; tokenizing stops at the first error and keeps the tokens
+    read until then, so a truncated completion compares by what it does contain.
+    """
+    skipped = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    tokens: list[str] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type not in skipped:
+                tokens.append(token.string)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # a truncated completion: the tokens before the error are what it contains
+    return tokens
 
 
 def code_similarity(a: str, b: str) -> float:
-    """difflib's ratio of two code strings: 1.0 identical, 0.0 nothing in common."""
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+    """difflib's ratio over the two codes' Python tokens: 1.0 same token sequence, 0.0 nothing in common.
+
+    Tokens, not characters: renaming ``x`` to ``total`` is one change, and re-indenting or a changed comment is
+    none.
+    """
+    tokens_a, tokens_b = python_tokens(a), python_tokens(b)
+    if not tokens_a and not tokens_b:
+        return 1.0
+    return difflib.SequenceMatcher(None, tokens_a, tokens_b, autojunk=False).ratio()
 
 
-def random_control_latents(d_sae: int, exclude: Sequence[int], n: int, seed: int) -> list[int]:
-    """``n`` distinct latents of an SAE of width ``d_sae``, none in ``exclude``, seeded and sorted."""
-    bad = [e for e in exclude if not 0 <= int(e) < d_sae]
-    if bad:
-        raise ValueError(f"excluded latents {bad} are outside 0..{d_sae - 1}")
-    candidates = np.setdiff1d(np.arange(d_sae), np.asarray(exclude, dtype=np.int64))
+# Controls are latents that do *not* tell correct from incorrect code: |s_correct| on the discovery split at
+# most this (the original study drew its random latents from those with a separation score near 0).
+CONTROL_MAX_ABS_SCORE = 0.05
+
+
+def control_latents(
+    layer_scores: pd.DataFrame, exclude: Sequence[int], n: int, seed: int, max_abs_score: float = CONTROL_MAX_ABS_SCORE
+) -> list[int]:
+    """``n`` seeded, distinct, non-discriminating latents of one layer, none in ``exclude`` (sorted).
+
+    ``layer_scores``: that layer's pooled Phase 2 scores on the discovery split (columns ``latent``,
+    ``s_correct``). The candidates are the latents with ``|s_correct| <= max_abs_score``.
+    """
+    if layer_scores.layer.nunique() != 1:
+        raise ValueError(f"control latents are drawn from one layer, got layers {sorted(layer_scores.layer.unique())}")
+    neutral = layer_scores.s_correct.abs() <= max_abs_score
+    candidates = np.setdiff1d(layer_scores.latent[neutral].to_numpy(np.int64), np.asarray(exclude, dtype=np.int64))
     if not 0 <= n <= len(candidates):
-        raise ValueError(f"cannot draw {n} control latents from {len(candidates)} candidates (d_sae={d_sae})")
+        raise ValueError(
+            f"cannot draw {n} control latents: layer {int(layer_scores.layer.iloc[0])} has {len(candidates)} latents "
+            f"with |s_correct| <= {max_abs_score} outside {list(exclude)}"
+        )
     chosen = np.random.default_rng(seed).choice(candidates, size=n, replace=False)
     return sorted(int(c) for c in chosen)
-
-
-def binomial_vs_control(successes: int, trials: int, control_rate: float) -> dict[str, float]:
-    """Is the target's effect rate above the control's? One-sided exact binomial test, with a 95 % CI.
-
-    ``p_value``: P(X >= successes) for X ~ Binomial(trials, control_rate) (scipy ``binomtest``,
-    alternative="greater"). The control rate is treated as known, so the degenerate rates are exact rather
-    than special-cased: with ``control_rate`` 0 any success gives p = 0 and none gives p = 1; with 1, p = 1.
-    Read such results alongside the number of control trials behind the rate.
-    ``ci_low`` / ``ci_high``: two-sided 95 % Clopper-Pearson interval of the target's own rate.
-    """
-    if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
-    if not 0 <= successes <= trials:
-        raise ValueError(f"successes must be in 0..{trials}, got {successes}")
-    if not (math.isfinite(control_rate) and 0.0 <= control_rate <= 1.0):
-        raise ValueError(f"control_rate must be a probability in [0, 1], got {control_rate}")
-    test = binomtest(int(successes), int(trials), float(control_rate), alternative="greater")
-    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=0.95, method="exact")
-    return {
-        "p_value": float(test.pvalue),
-        "ci_low": float(interval.low),
-        "ci_high": float(interval.high),
-        "rate": successes / trials,
-    }

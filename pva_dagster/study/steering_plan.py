@@ -1,4 +1,4 @@
-"""Which problems and latents a Phase 3 steering sweep covers, decided before any generation runs."""
+"""Which problems and latents a Phase 3 steering run covers, decided before any generation runs."""
 
 from __future__ import annotations
 
@@ -8,38 +8,45 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.activation_index import load_residuals
-from pva_dagster.study.solutions import Task
-from pva_dagster.study.steering import mean_residual_norm, random_control_latents, resolve_coefficients
-from pva_dagster.study.steering_sweep import TARGET_LABEL, SteeringUnit
+from pva_dagster.study.solutions import Task, label_of
+from pva_dagster.study.steering import mean_residual_norm
+from pva_dagster.study.steering_sweep import CONTROL, TARGET, SteeringUnit, baseline_unit, problem_groups
 
 
-def steering_baseline(records: pd.DataFrame, task_ids: Sequence[int], direction: str,
-                      max_tasks: int | None, seed: int) -> pd.DataFrame:
-    """Phase 1.0 records of the tasks a direction's latent is applied to (seeded subsample if capped)."""
-    rows = records[records.task_id.isin(task_ids) & (records.passed == TARGET_LABEL[direction])]
-    rows = rows.sort_values("task_id")
-    if max_tasks is not None and len(rows) > max_tasks:
-        rows = rows.sample(n=max_tasks, random_state=np.random.RandomState(seed)).sort_values("task_id")
-    return rows.reset_index(drop=True)
+def steering_problems(
+    records: pd.DataFrame, task_ids: Sequence[int], max_tasks: int | None, seed: int
+) -> dict[str, pd.DataFrame]:
+    """Phase 1.0 records of a split's problems per label, in task order (a seeded subsample if capped)."""
+    groups = {}
+    for label in ("correct", "incorrect"):
+        rows = records[records.task_id.isin(task_ids) & (records.passed.map(label_of) == label)].sort_values("task_id")
+        if max_tasks is not None and len(rows) > max_tasks:
+            rows = rows.sample(n=max_tasks, random_state=np.random.RandomState(seed)).sort_values("task_id")
+        groups[label] = rows.reset_index(drop=True)
+    return groups
 
 
 def build_units(
-    coefficients: Sequence[float],
-    mode: str,
-    mean_norms: Mapping[int, float],
+    split: str,
+    coefficients: Mapping[str, Sequence[float]],
+    scales: Mapping[str, Sequence[float]],
     best: Mapping[str, tuple[int, int]],
-    d_sae: Mapping[int, int],
-    n_controls: int,
-    seed: int,
+    controls: Mapping[str, Sequence[int]],
 ) -> list[SteeringUnit]:
-    """One unit per (coefficient, direction, target-or-control latent), controls from the target's layer."""
-    units = []
+    """The baselines, then per direction, coefficient and problem group: the target and its controls.
+
+    ``coefficients[direction]`` and ``scales[direction]`` (the norm each coefficient resolves to) are parallel;
+    ``best[direction] = (layer, latent)``; ``controls[direction]`` are latents of that layer.
+    """
+    units = [baseline_unit(split, label) for label in ("correct", "incorrect")]
     for direction, (layer, latent) in sorted(best.items()):
-        scales = resolve_coefficients(mode, list(coefficients), mean_norms[layer])
-        controls = random_control_latents(d_sae[layer], exclude=[latent], n=n_controls, seed=seed)
-        for coefficient, scale in zip(coefficients, scales):
-            units.append(SteeringUnit(coefficient, scale, direction, "target", layer, latent))
-            units += [SteeringUnit(coefficient, scale, direction, "control", layer, c) for c in controls]
+        for coefficient, scale in zip(coefficients[direction], scales[direction], strict=True):
+            for problems in problem_groups(direction):
+                units.append(SteeringUnit(split, coefficient, scale, direction, TARGET, layer, latent, problems))
+                units += [
+                    SteeringUnit(split, coefficient, scale, direction, CONTROL, layer, c, problems)
+                    for c in controls[direction]
+                ]
     return units
 
 

@@ -1,9 +1,17 @@
-"""Phase 3 causal validation: steer generation along a latent's decoder direction and count what changes.
+"""Phase 3 causal validation: steer generation along a latent's decoder direction and record what changes.
 
-A unit is one (coefficient, direction, latent); its records go to their own resumable file, so a sweep can be
-spread over devices or resumed after a crash. The correct-preferring latent is applied to problems Phase 1.0
-got wrong (does it correct them?), the incorrect-preferring one to problems it got right (does it break
-them?); random latents of the same layer at the same coefficient are the control.
+A unit is one (split, coefficient, latent, problem group); its records go to their own resumable file, so a
+sweep can be spread over devices or resumed after a crash. Every problem group of a split also gets a
+*baseline* unit: the same problems generated unsteered, in the same order and so in the same batches, so that
+padding or batching noise never counts as an effect. Which latent runs on which problems is set by the
+experiments (:data:`EXPERIMENTS`):
+
+- correction: the correct-preferring latent on problems the model got wrong; success = now correct;
+- preservation: the correct-preferring latent on problems it got right; success = still correct;
+- corruption: the incorrect-preferring latent on problems it got right; success = now incorrect.
+
+Random *control* latents of the same layer (ones that do not discriminate) run on the same problems at the
+same coefficient; :mod:`steering_results` compares target and control problem by problem.
 """
 
 from __future__ import annotations
@@ -13,43 +21,64 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pva_dagster.study.generation import GenerationSettings
 from pva_dagster.study.sandbox import SandboxLimits
-from pva_dagster.study.solutions import Task, run_solutions
-from pva_dagster.study.steering import (
-    binomial_vs_control,
-    code_similarity,
-    steered,
-    steering_vector,
-    transition_rates,
-)
+from pva_dagster.study.solutions import Task, label_of, run_solutions
+from pva_dagster.study.steering import code_similarity, steered, steering_vector
 
-# Which Phase 1.0 label a direction's latent is applied to, and which rate measures its effect.
-TARGET_LABEL = {"correct": False, "incorrect": True}
-EFFECT_RATE = {"correct": "correction_rate", "incorrect": "corruption_rate"}
+BASELINE, TARGET, CONTROL = "baseline", "target", "control"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    latent_direction: str  # the preference ("correct" / "incorrect") of the latent that is added
+    problems: str  # the unsteered label of the problems it is added on
+    success: str  # the label after steering that counts as a success
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "correction": Experiment(latent_direction="correct", problems="incorrect", success="correct"),
+    "preservation": Experiment(latent_direction="correct", problems="correct", success="correct"),
+    "corruption": Experiment(latent_direction="incorrect", problems="correct", success="incorrect"),
+}
+
+
+def problem_groups(direction: str) -> list[str]:
+    """The problem labels a latent of ``direction`` is run on (one per experiment that uses it)."""
+    return sorted({e.problems for e in EXPERIMENTS.values() if e.latent_direction == direction})
 
 
 @dataclass(frozen=True)
 class SteeringUnit:
+    split: str  # the problems' split: "hyperparams" (the sweep) or "validation" (the reported run)
     coefficient: float  # as configured (relative: a multiple of the mean residual norm)
-    scale: float  # the vector's norm actually added
-    direction: str  # "correct" / "incorrect": the latent's preference
-    kind: str  # "target" or "control"
-    layer: int
-    latent: int
+    scale: float  # the vector's norm actually added (0 for the baseline)
+    direction: str  # the latent's preference, "correct" / "incorrect" ("none" for the baseline)
+    kind: str  # target, control or baseline
+    layer: int  # -1 for the baseline
+    latent: int  # -1 for the baseline
+    problems: str  # the Phase 1.0 label of the problems it runs on
 
     @property
     def name(self) -> str:
-        return f"coef_{self.coefficient:+.3f}_{self.direction}_{self.kind}_L{self.layer}_{self.latent}"
+        if self.kind == BASELINE:
+            return f"{self.split}_baseline_on_{self.problems}"
+        return (
+            f"{self.split}_coef_{self.coefficient:+.3f}_{self.direction}_{self.kind}_L{self.layer}_{self.latent}"
+            f"_on_{self.problems}"
+        )
+
+
+def baseline_unit(split: str, problems: str) -> SteeringUnit:
+    return SteeringUnit(split, 0.0, 0.0, "none", BASELINE, -1, -1, problems)
 
 
 def run_unit(
     unit: SteeringUnit,
     tasks: Sequence[Task],
-    decoder_direction: Any,  # torch.Tensor[d_model], the SAE's W_dec row
+    decoder_direction: Any,  # torch.Tensor[d_model], the SAE's W_dec row (None for the baseline)
     *,
     model: Any,
     tokenizer: Any,
@@ -61,56 +90,81 @@ def run_unit(
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Generate and label ``tasks`` with the unit's vector added at its layer (resumable per unit)."""
-    vector = steering_vector(decoder_direction, unit.scale)
-    with steered(model, unit.layer, vector):
+    def generate() -> pd.DataFrame:
         return run_solutions(
             tasks, model=model, tokenizer=tokenizer, settings=settings, stop_token_ids=stop_token_ids,
             layers=None, dataset_path=out_dir / f"{unit.name}.parquet", activation_path=None, limits=limits,
             seed=seed, extra_columns={"unit": unit.name}, log=log,
         )
 
+    if unit.kind == BASELINE:
+        return generate()
+    with steered(model, unit.layer, steering_vector(decoder_direction, unit.scale)):
+        return generate()
 
-def unit_effect(unit: SteeringUnit, steered_records: pd.DataFrame, baseline: pd.DataFrame) -> dict[str, Any]:
-    """Transition rates and code similarity of one unit against the unsteered Phase 1.0 records."""
+
+def unit_outcomes(unit: SteeringUnit, steered_records: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """One row per problem of a unit: its label unsteered (same batches) and steered, and how much the code moved."""
     merged = baseline.merge(steered_records, on="task_id", suffixes=("_before", "_after"), validate="one_to_one")
-    rates = transition_rates(merged.passed_before.to_numpy(bool), merged.passed_after.to_numpy(bool))
-    similarity = [code_similarity(a, b) for a, b in zip(merged.generated_code_before, merged.generated_code_after)]
-    return {
-        "coefficient": unit.coefficient, "scale": unit.scale, "direction": unit.direction, "kind": unit.kind,
-        "layer": unit.layer, "latent": unit.latent, **rates, "effect_rate": rates[EFFECT_RATE[unit.direction]],
-        "mean_similarity": float(np.mean(similarity)) if similarity else float("nan"),
-        "identical_completions": int((merged.completion_before == merged.completion_after).sum()),
-        "n_tasks": len(merged),
-    }
+    if len(merged) != len(baseline):
+        raise ValueError(f"unit {unit.name} has {len(merged)} of the baseline's {len(baseline)} problems")
+    return pd.DataFrame({
+        "split": unit.split, "coefficient": unit.coefficient, "scale": unit.scale, "direction": unit.direction,
+        "kind": unit.kind, "layer": unit.layer, "latent": unit.latent, "problems": unit.problems,
+        "task_id": merged.task_id.to_numpy(),
+        "before": [label_of(p) for p in merged.passed_before],
+        "after": [label_of(p) for p in merged.passed_after],
+        "similarity": [
+            code_similarity(a, b) for a, b in zip(merged.generated_code_before, merged.generated_code_after)
+        ],
+        "identical": (merged.completion_before == merged.completion_after).to_numpy(),
+    })
 
 
-def compare_with_control(effects: pd.DataFrame) -> pd.DataFrame:
-    """Per (coefficient, direction): the target's effect count against the pooled control rate (binomial)."""
+def noise_floor(phase1_records: pd.DataFrame, baselines: dict[SteeringUnit, pd.DataFrame]) -> pd.DataFrame:
+    """Per baseline unit: how many problems changed label between Phase 1.0 and the unsteered rerun.
+
+    The rerun uses other batches than Phase 1.0 did; any change is padding/batching noise, which is why
+    effects are measured against the rerun, never against Phase 1.0.
+    """
     rows = []
-    for (coefficient, direction), group in effects.groupby(["coefficient", "direction"]):
-        target = group[group.kind == "target"].iloc[0]
-        control = group[group.kind == "control"]
-        successes_column = "n_corrected" if direction == "correct" else "n_corrupted"
-        trials_column = "n_incorrect" if direction == "correct" else "n_correct"
-        control_trials = int(control[trials_column].sum())
-        control_rate = control[successes_column].sum() / control_trials if control_trials else float("nan")
-        trials = int(target[trials_column])
-        test = (
-            binomial_vs_control(int(target[successes_column]), trials, float(control_rate))
-            if trials and np.isfinite(control_rate) else {"p_value": float("nan"), "ci_low": float("nan"),
-                                                          "ci_high": float("nan"), "rate": float("nan")}
-        )
-        rows.append({"coefficient": coefficient, "direction": direction, "layer": int(target.layer),
-                     "latent": int(target.latent), "target_rate": target.effect_rate,
-                     "control_rate": control_rate, "successes": int(target[successes_column]), "trials": trials,
-                     **{k: v for k, v in test.items() if k != "rate"}})
+    for unit, records in baselines.items():
+        merged = records.merge(phase1_records[["task_id", "passed"]], on="task_id", suffixes=("", "_phase1"))
+        rows.append({
+            "split": unit.split, "problems": unit.problems, "n": len(merged),
+            "label_changed": int((merged.passed != merged.passed_phase1).sum()),
+        })
     return pd.DataFrame(rows)
 
 
-def sweep_series(effects: pd.DataFrame) -> dict[str, list[float]]:
-    """Effect rate per coefficient: one line per direction for the target, one for the pooled controls."""
-    series = {}
-    for (direction, kind), group in effects.groupby(["direction", "kind"]):
-        by_coefficient = group.groupby("coefficient").effect_rate.mean().sort_index()
-        series[f"{direction} {kind}"] = by_coefficient.tolist()
-    return series
+def run_plan(
+    units: Sequence[SteeringUnit],
+    problems: dict[str, pd.DataFrame],
+    tasks: dict[int, Task],
+    decoder_row: Callable[[int, int], Any],
+    run: Callable[..., pd.DataFrame],
+    log: Callable[[str], None] = print,
+) -> tuple[pd.DataFrame, dict[SteeringUnit, pd.DataFrame]]:
+    """Run every unit (baselines first) and return the per-problem outcomes and the baselines' records.
+
+    ``problems[label]``: the Phase 1.0 records of the problem group; ``decoder_row(layer, latent)``: the SAE's
+    W_dec row; ``run``: :func:`run_unit` with the model and settings bound. A problem group with no problems
+    is skipped with a log line (a small split may have no incorrect problems).
+    """
+    baselines: dict[str, pd.DataFrame] = {}
+    baseline_units: dict[SteeringUnit, pd.DataFrame] = {}
+    outcomes = []
+    for i, unit in enumerate(units, 1):
+        task_list = [tasks[int(t)] for t in problems[unit.problems].task_id]
+        if not task_list:
+            log(f"steering unit {i}/{len(units)}: {unit.name} skipped, no {unit.problems} problems in the split")
+            continue
+        log(f"steering unit {i}/{len(units)}: {unit.name} on {len(task_list)} problems")
+        if unit.kind == BASELINE:
+            baselines[unit.problems] = baseline_units[unit] = run(unit, task_list, None, log=log)
+        else:
+            records = run(unit, task_list, decoder_row(unit.layer, unit.latent), log=log)
+            outcomes.append(unit_outcomes(unit, records, baselines[unit.problems]))
+    if not outcomes:
+        raise ValueError("no steering unit had problems to run on")
+    return pd.concat(outcomes, ignore_index=True), baseline_units

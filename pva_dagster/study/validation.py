@@ -32,6 +32,8 @@ class Threshold:
     value: float  # chosen on the hyperparams split, applied unchanged elsewhere
     operator: str  # always ">" (see module docstring)
     f1: float  # F1 it reached on the split it was chosen on
+    one_class: bool = False  # it predicts one class only on the split it was chosen on
+    n: int = 0  # samples it was chosen on
 
 
 def _scores_and_labels(
@@ -52,8 +54,15 @@ def _scores_and_labels(
         raise ValueError(f"correct must be boolean (or 0/1), got values {np.unique(correct)[:5]}")
     if not np.isfinite(scores).all():
         raise ValueError(f"activation has {int((~np.isfinite(scores)).sum())} non-finite values")
-    correct = correct.astype(bool)
-    return scores, correct if direction == "correct" else ~correct
+    return scores, positive_class(correct, direction)
+
+
+def positive_class(correct: np.ndarray, direction: str) -> np.ndarray:
+    """The direction's positive class per sample: ``correct`` itself, or its negation for "incorrect"."""
+    correct = np.asarray(correct, dtype=bool)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose from {DIRECTIONS}")
+    return correct if direction == "correct" else ~correct
 
 
 def _require_both_classes(positive: np.ndarray, direction: str) -> None:
@@ -70,27 +79,33 @@ def auroc(activation: np.ndarray, correct: np.ndarray, direction: str) -> float:
     return float(roc_auc_score(positive, scores))
 
 
-def threshold_grid(scores: np.ndarray, grid_size: int) -> np.ndarray:
-    """``grid_size`` evenly spaced thresholds over [min, max], plus one step below the minimum.
+def threshold_candidates(scores: np.ndarray) -> np.ndarray:
+    """Every distinct classification of ``scores`` under ``>``, as one threshold each (ascending).
 
-    The extra value makes "everything positive" a candidate (``>`` never fires at the minimum itself).
+    Below the minimum (everything positive), the midpoint between each pair of consecutive distinct values, and
+    the maximum (nothing positive): F1 is constant between these, so no other threshold can do better.
     """
-    if grid_size < 2:
-        raise ValueError(f"grid_size must be >= 2, got {grid_size}")
-    low, high = float(scores.min()), float(scores.max())
-    step = (high - low) / (grid_size - 1) if high > low else 1.0
-    return np.concatenate([[low - step], np.linspace(low, high, grid_size)])
+    values = np.unique(scores)
+    step = float(values[-1] - values[0]) or 1.0
+    return np.concatenate([[values[0] - step], (values[:-1] + values[1:]) / 2, [values[-1]]])
 
 
-def choose_threshold(
-    activation: np.ndarray, correct: np.ndarray, direction: str, grid_size: int = 101
-) -> Threshold:
-    """The threshold (``activation > value``) maximising F1 of the positive class; ties go to the lowest."""
+def choose_threshold(activation: np.ndarray, correct: np.ndarray, direction: str) -> Threshold:
+    """The threshold (``activation > value``) maximising F1 of the positive class; ties go to the *highest*.
+
+    SAE activations are >= 0 and mostly 0, so "everything positive" is often among the F1-optimal thresholds
+    on a small split; breaking ties upward picks the optimal threshold that separates the most, and
+    :attr:`Threshold.one_class` says when even that one predicts a single class.
+    """
     scores, positive = _scores_and_labels(activation, correct, direction)
-    grid = threshold_grid(scores, grid_size)
-    f1 = np.array([f1_score(positive, scores > value, zero_division=0) for value in grid])
-    best = int(np.argmax(f1))  # first maximum = lowest threshold, as the grid is ascending
-    return Threshold(value=float(grid[best]), operator=OPERATOR, f1=float(f1[best]))
+    candidates = threshold_candidates(scores)
+    f1 = np.array([f1_score(positive, scores > value, zero_division=0) for value in candidates])
+    best = int(np.flatnonzero(f1 == f1.max())[-1])  # the last maximum = the highest threshold
+    predicted = scores > candidates[best]
+    return Threshold(
+        value=float(candidates[best]), operator=OPERATOR, f1=float(f1[best]),
+        one_class=bool(predicted.all() or not predicted.any()), n=len(scores),
+    )
 
 
 def classification_metrics(
