@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pva_dagster.study import embedded_problems
 from pva_dagster.study.difficulty import cyclomatic_complexity
-from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+from pva_dagster.study.embedded_problems import (
+    EMBEDDED_PACKAGE,
+    EMBEDDED_RESOURCE,
+    EMBEDDED_SOURCE,
+    embedded_records,
+)
 from pva_dagster.study.problems import (
     PROBLEM_SOURCES,
     Problem,
@@ -29,6 +38,9 @@ from pva_dagster.study.storage import write_parquet
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 needs_mbpp = pytest.mark.skipif(not MBPP.exists(), reason=f"real MBPP not found at {MBPP}")
+# sha256 of the canonical JSON (below) of the 84 records the embedded set had as Python source, taken from
+# that module before it became package data: the move and later additions must leave them byte-identical.
+ORIGINAL_84_SHA256 = "7c88db380f208f8e1a4bae66e071842c618ac445cdfd2d4bf9744ca888393cc6"
 
 
 def _record(task_id: object = 7, **overrides: object) -> dict[str, object]:
@@ -198,6 +210,42 @@ def test_real_mbpp_loads_and_round_trips_through_parquet(tmp_path: Path) -> None
 # ---- the embedded set --------------------------------------------------------------------------------
 
 
+def _canonical_sha256(records: list[dict[str, object]]) -> str:
+    canonical = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def test_original_84_embedded_records_are_unchanged() -> None:
+    records = embedded_records()
+    assert [r["task_id"] for r in records[:84]] == list(range(1, 85))
+    assert _canonical_sha256(records[:84]) == ORIGINAL_84_SHA256
+
+
+def test_embedded_jsonl_is_declared_as_package_data() -> None:
+    # An editable install finds the file without the declaration; a wheel ships only what pyproject names.
+    root = Path(__file__).resolve().parents[1]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package_dir = root / EMBEDDED_PACKAGE.replace(".", "/")
+    shipped = {path for pattern in package_data[EMBEDDED_PACKAGE] for path in package_dir.glob(pattern)}
+    assert package_dir / EMBEDDED_RESOURCE in shipped
+
+
+def test_embedded_records_are_fresh_copies_and_match_the_loaded_problems() -> None:
+    first = embedded_records()
+    first[0]["text"] = "changed"
+    assert embedded_records()[0]["text"] != "changed"
+    assert load_embedded() == validate_records(embedded_records(), source="direct")
+
+
+def test_embedded_package_data_errors_name_the_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded_problems, "_embedded_text", lambda: '{"task_id": 1}\n{broken\n')
+    with pytest.raises(ProblemDataError, match=rf"{re.escape(EMBEDDED_SOURCE)}: line 2 is not JSON"):
+        load_embedded()
+    monkeypatch.setattr(embedded_problems, "_embedded_text", lambda: '{"task_id": 1, "text": "t"}\n')
+    with pytest.raises(ProblemDataError, match=rf"{re.escape(EMBEDDED_SOURCE)}: task 1: missing field"):
+        load_embedded()
+
+
 def test_embedded_set_shape() -> None:
     problems = load_problems("embedded")
     assert len(problems) >= 70
@@ -244,6 +292,6 @@ def test_embedded_problems_are_not_copied_from_mbpp() -> None:
     mbpp = load_problems("local", path=str(MBPP))
     mbpp_texts = {p.text.strip().lower() for p in mbpp}
     mbpp_code = {"".join(p.code.split()) for p in mbpp}
-    for record in EMBEDDED_PROBLEMS:
-        assert record["text"].strip().lower() not in mbpp_texts, record["task_id"]
-        assert "".join(record["code"].split()) not in mbpp_code, record["task_id"]
+    for problem in load_embedded():
+        assert problem.text.strip().lower() not in mbpp_texts, problem.task_id
+        assert "".join(problem.code.split()) not in mbpp_code, problem.task_id
