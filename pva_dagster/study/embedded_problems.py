@@ -1,9 +1,10 @@
 """The embedded problem set: MBPP-format problems written for this project, shipped as package data.
 
 Why not a slice of MBPP: the embedded model (SmolLM2-135M) solves about 5 % of real MBPP, which leaves the
-"correct" class nearly empty and the study meaningless. So about 40 % of these problems are one-liners whose
-text states the function name and signature, and the rest climb through loops and branches to nested logic,
-giving cyclomatic complexities from 1 to 10 for the stratified splits. Problems and code are original.
+"correct" class nearly empty and the study meaningless. So about half of these problems are one-liners whose
+text states the function name and signature (so do the simple loops and branches among tasks 85-200, up to
+complexity 3), and the rest climb through loops and branches to nested logic, giving cyclomatic complexities
+from 1 to 10 for the stratified splits. Problems and code are original, none taken from MBPP.
 
 The records live in ``data/embedded_problems.jsonl`` (one MBPP record a line, task_ids 1..n in order); this
 module only reads them, and ``problems.load_embedded`` validates them into ``Problem`` objects.
