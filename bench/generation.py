@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config
 
-from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
 from pva_dagster.study.generation import GenerationSettings, generate
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.models import (
@@ -32,6 +31,7 @@ from pva_dagster.study.models import (
     model_fingerprint,
     stop_token_ids,
 )
+from pva_dagster.study.problems import load_embedded
 from pva_dagster.study.prompts import build_prompt
 from pva_dagster.study.random_models import GEMMA2_2B, train_code_tokenizer
 from pva_dagster.study.residual import decoder_blocks
@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         f"ready in {time.perf_counter() - started:.1f} s"
     )
 
-    problems = (EMBEDDED_PROBLEMS * (args.n_prompts // len(EMBEDDED_PROBLEMS) + 1))[: args.n_prompts]
-    prompts = [build_prompt(p["text"], p["test_list"]) for p in problems]
+    embedded = load_embedded()
+    problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
+    prompts = [build_prompt(p.text, p.test_list) for p in problems]
     all_layers = list(range(len(decoder_blocks(model))))
 
     def settings(batch_size: int) -> GenerationSettings:

@@ -25,7 +25,7 @@ from pva_dagster.resources import (
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+from pva_dagster.study.problems import load_embedded
 
 DEVICES_ENV = "PVA_DEVICES"  # e.g. "cuda:0,cuda:1,cuda:2" for the study profile
 
@@ -67,7 +67,7 @@ def embedded_profile() -> Profile:
             "language_model": LanguageModel(source="embedded", max_new_tokens=128, batch_size=8),
             "sae_source": SAESource(source="embedded"),
             "study_design": StudyDesign(
-                max_task_id=max(p["task_id"] for p in EMBEDDED_PROBLEMS),
+                max_task_id=max(p.task_id for p in load_embedded()),
                 task_range_size=25,
                 sae_layers=[6, 12, 18, 24],
                 samples_per_temperature=2,

@@ -12,7 +12,7 @@ from pva_dagster.profiles import load_profile
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, ProblemSource, SAESource, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+from pva_dagster.study.embedded_problems import embedded_records
 from pva_dagster.study.layout import DataLayout
 
 FIRST_RANGE = "0000-0024"
@@ -20,7 +20,7 @@ FIRST_RANGE = "0000-0024"
 
 def write_problems(path: Path, source_ids: list[int]) -> Path:
     """An MBPP .jsonl of the given embedded problems, renumbered 1..n so they fall in the first task range."""
-    by_id = {p["task_id"]: p for p in EMBEDDED_PROBLEMS}
+    by_id = {p["task_id"]: p for p in embedded_records()}
     with path.open("w") as handle:
         for new_id, source_id in enumerate(source_ids, start=1):
             handle.write(json.dumps({**by_id[source_id], "task_id": new_id}) + "\n")

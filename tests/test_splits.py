@@ -115,6 +115,7 @@ def test_embedded_split_sizes_strata_and_checks(embedded_difficulty: pd.DataFram
     sizes = splits["split"].value_counts()
     for name, ratio in SPLIT_RATIOS.items():
         assert abs(sizes[name] - total * ratio) <= 1, (name, sizes[name])
+    assert sizes["hyperparams"] >= 20  # the smallest split still has enough problems to choose a threshold on
     table = pd.crosstab(strata(splits["cyclomatic_complexity"]), splits["split"])
     for stratum, row in table.iterrows():
         for name, ratio in SPLIT_RATIOS.items():

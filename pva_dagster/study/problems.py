@@ -127,19 +127,23 @@ def validate_records(records: Iterable[Mapping[str, Any]], source: str) -> list[
     return sorted(problems, key=lambda problem: problem.task_id)
 
 
+def parse_jsonl(text: str, source: str) -> list[Any]:
+    """The JSON value of each non-blank line of ``text``; a line that is not JSON is named with ``source``."""
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ProblemDataError(f"{source}: line {line_number} is not JSON: {exc}") from exc
+    return records
+
+
 def load_jsonl(path: str | Path) -> list[Problem]:
     """One JSON object a line (the MBPP release format)."""
     path = Path(path)
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ProblemDataError(f"{path}: line {line_number} is not JSON: {exc}") from exc
-    return validate_records(records, source=str(path))
+    return validate_records(parse_jsonl(path.read_text(encoding="utf-8"), str(path)), source=str(path))
 
 
 def load_parquet(path: str | Path) -> list[Problem]:
@@ -162,10 +166,10 @@ def load_huggingface(
 
 
 def load_embedded() -> list[Problem]:
-    """The small hand-written set that ships with the package (see ``embedded_problems``)."""
-    from pva_dagster.study.embedded_problems import EMBEDDED_PROBLEMS
+    """The hand-written set shipped as package data (see ``embedded_problems``)."""
+    from pva_dagster.study.embedded_problems import EMBEDDED_SOURCE, embedded_records
 
-    return validate_records(EMBEDDED_PROBLEMS, source="embedded")
+    return validate_records(embedded_records(), source=EMBEDDED_SOURCE)
 
 
 def load_local(path: str | Path) -> list[Problem]:

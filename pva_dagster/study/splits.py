@@ -19,7 +19,7 @@ from pva_dagster.study.layout import SPLIT_NAMES
 
 SPLIT_RATIOS: dict[str, float] = {"sae": 0.5, "hyperparams": 0.1, "validation": 0.4}
 DEFAULT_SEED = 42
-# Complexities >= this share one stratum (MBPP: 142 of 974 problems; embedded: 16 of 84).
+# Complexities >= this share one stratum (MBPP: 142 of 974 problems; embedded: 34 of 200).
 DEFAULT_STRATUM_CAP = 5
 SPLIT_COLUMNS: tuple[str, ...] = ("task_id", "cyclomatic_complexity", "split")
 
