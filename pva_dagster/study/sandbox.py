@@ -13,8 +13,14 @@ every process left in it is killed afterwards (this catches children that ``sets
 leftovers are only caught by killing the process group. The python is started with ``-S`` and given the
 parent's site-packages directly (a third of the start-up time); ``exit()``/``quit()`` are restored.
 
+Isolation (``isolation.py``): where bubblewrap and user namespaces work, each run starts inside them (a
+read-only view of the filesystem but for its own folder, no network, its own pid namespace); the
+namespace's first process is held on ``--block-fd`` until this process has a pidfd for it (and, as root,
+has put it into the run's cgroup), and killing it at the end kills everything the run started. As root
+without namespaces, the runner drops to ``nobody`` after joining the cgroup and setting the rlimits.
+
 The nonce is hidden from the solution's namespace but lives in the same interpreter: it defends against
-early exits and crashes, not against code written to forge the report. The network is not isolated.
+early exits and crashes, not against code written to forge the report.
 """
 
 from __future__ import annotations
@@ -37,6 +43,15 @@ from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
+
+from pva_dagster.study.isolation import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Isolation,
+    IsolationUnavailable,
+    bwrap_argv,
+    probe,
+)
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
 _MAX_REPORT_BYTES = 256 * 1024
@@ -98,10 +113,10 @@ def _main():
     with open(sys.argv[1], encoding="utf-8") as fh:
         job = json.load(fh)
     os.unlink(sys.argv[1])
-    fd, nonce, pid = job["report_fd"], job["nonce"], os.getpid()
+    fd, nonce = job["report_fd"], job["nonce"]
 
     def report(status, exc=None, stage="", detail=""):
-        fields = {"pid": pid, "status": status}
+        fields = {"pid": os.getpid(), "status": status}  # a forked copy that reports is told apart
         if exc is not None:
             fields["error_type"] = type(exc).__name__
             fields["message"] = (stage + ": " + (detail or str(exc) or repr(exc)))[:2000]
@@ -116,13 +131,19 @@ def _main():
     try:  # a failure here is the sandbox's, not the solution's
         if job["cgroup"]:
             with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as fh:
-                fh.write(str(pid))
+                fh.write(str(os.getpid()))
         for name, (soft, hard) in job["rlimits"]:
             which = getattr(resource, name)
             ceiling = resource.getrlimit(which)[1]  # without privilege a limit can only go down
             if ceiling != resource.RLIM_INFINITY:
                 soft, hard = min(soft, ceiling), min(hard, ceiling)
             resource.setrlimit(which, (soft, hard))
+        if job["drop_to"]:  # after the cgroup and the limits, which need root; groups first, uid last
+            uid, gid = job["drop_to"]
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        os.environ.pop("PWD", None)  # bwrap sets it; the solution gets only what run_solution passed
         sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
         site.setquit()  # exit() and quit(), which generated code does call
     except BaseException as exc:
@@ -179,11 +200,32 @@ def _read(path: Path) -> str:
         return ""
 
 
-def fork_containment() -> str:
-    """How forks are limited and leftovers killed: ``cgroup-pids``, ``rlimit-nproc`` or ``process-group``."""
+def fork_containment(isolation: Isolation | None = None) -> str:
+    """How forks are limited and leftovers killed: ``cgroup-pids``, ``pid-namespace`` (RLIMIT_NPROC counted
+    in the run's own user namespace, everything killed with the namespace), ``rlimit-nproc`` or
+    ``process-group``."""
+    level = _level(isolation)
     if _pids_cgroup_root() is not None:
         return "cgroup-pids"
-    return "rlimit-nproc" if os.geteuid() != 0 else "process-group"
+    if level is Isolation.NAMESPACES and os.geteuid() != 0:
+        return "pid-namespace"
+    return "rlimit-nproc" if _run_uid(level) != 0 else "process-group"
+
+
+def _level(isolation: Isolation | None) -> Isolation:
+    """``isolation``, or the best this machine allows; asking for more than it allows is an error."""
+    best = probe()
+    if isolation is None:
+        return best.level
+    order = list(Isolation)  # best first
+    if order.index(isolation) < order.index(best.level):
+        raise IsolationUnavailable(f"sandbox isolation '{isolation.value}' asked for, but {best.describe()}")
+    return isolation
+
+
+def _run_uid(level: Isolation) -> int:
+    """The host uid the solution runs as (inside namespaces root keeps kuid 0, see ``isolation.py``)."""
+    return SANDBOX_UID if level is Isolation.UID_DROP else os.geteuid()
 
 
 def _make_cgroup(nonce: str, limits: SandboxLimits) -> Path | None:
@@ -232,11 +274,14 @@ def _tasks_of_user(uid: int) -> int:
     return count
 
 
-def _rlimits(limits: SandboxLimits) -> list[tuple[str, tuple[int, int]]]:
+def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[int, int]]]:
     memory = limits.memory_mb * 1024 * 1024
-    # RLIMIT_NPROC counts every task of the user, not of this run: without root (which it exempts) allow what
-    # the user already runs plus max_processes, so a busy desktop session does not make threads fail.
-    nproc = limits.max_processes if os.geteuid() == 0 else _tasks_of_user(os.getuid()) + limits.max_processes
+    # RLIMIT_NPROC counts every task of the user in the user namespace the run is in: in its own namespace
+    # that is the run alone; outside, without root (which it exempts), allow what the user already runs
+    # plus max_processes, so a busy desktop session or a parallel run does not make threads fail.
+    uid = _run_uid(level)
+    own_namespace = level is Isolation.NAMESPACES
+    nproc = limits.max_processes if uid == 0 or own_namespace else _tasks_of_user(uid) + limits.max_processes
     return [
         ("RLIMIT_CPU", (limits.cpu_time_s, limits.cpu_time_s + 1)),  # soft: SIGXCPU, hard: SIGKILL
         ("RLIMIT_AS", (memory, memory)),
@@ -294,40 +339,46 @@ def run_solution(
     test_list: Sequence[str],
     setup_code: str = "",
     limits: SandboxLimits = SandboxLimits(),  # frozen, so one shared default is safe
+    isolation: Isolation | None = None,
 ) -> SandboxResult:
-    """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter."""
+    """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter.
+
+    ``isolation`` defaults to the best the machine allows (``isolation.probe()``); a lower level may be
+    asked for (the benchmark compares against ``none``), a higher one raises ``IsolationUnavailable``."""
     if isinstance(test_list, str):
         raise TypeError("test_list must be a sequence of assert statements, not one string")
+    level = _level(isolation)
     nonce = secrets.token_hex(16)
     workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
+    if level is Isolation.UID_DROP:
+        os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
     report_r, report_w = os.pipe()
     cgroup = None
     try:
         cgroup = _make_cgroup(nonce, limits)
         job = {
-            "report_fd": report_w, "nonce": nonce, "cgroup": str(cgroup) if cgroup else "",
-            "rlimits": _rlimits(limits), "site_packages": site.getsitepackages(),
+            "report_fd": report_w, "nonce": nonce, "rlimits": _rlimits(limits, level),
+            # inside namespaces /sys is read-only: this process moves the run into its cgroup instead
+            "cgroup": str(cgroup) if cgroup and level is not Isolation.NAMESPACES else "",
+            "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
+            "site_packages": site.getsitepackages(),
             "setup": setup_code, "solution": solution, "tests": list(test_list),
         }  # fmt: skip
         (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        env = {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+        command = [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(workdir / "job.json")]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             start = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(workdir / "job.json")],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(report_w,), start_new_session=True,
-            )  # fmt: skip
+            launch = _Launch(command, workdir, report_w, out, err, level, cgroup)
             try:
                 os.close(report_w)
                 report_w = -1
-                timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
+                launch.release()
+                timed_out = not _wait_exited(launch.proc.pid, limits.wall_time_s)
                 duration = time.monotonic() - start
             finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
-                _kill_leftovers(proc.pid, cgroup)
+                returncode = launch.kill_all()
                 cgroup = None
-                returncode = proc.wait()
-            report = _read_report(report_r, nonce, proc.pid)
+            report = _read_report(report_r, nonce, launch.runner_pid)
             if report is not None and report["status"] == "sandbox":
                 raise SandboxFailure(f"the sandbox could not start: {report['message']}")
             outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
@@ -340,6 +391,100 @@ def run_solution(
         if cgroup is not None:
             _kill_cgroup(cgroup)
         shutil.rmtree(workdir, onerror=_make_removable)
+
+
+class _Launch:
+    """One started run: the process we spawned, and inside namespaces the namespace's first process."""
+
+    def __init__(self, command: list[str], workdir: Path, report_w: int, out: BinaryIO, err: BinaryIO,
+                 level: Isolation, cgroup: Path | None) -> None:  # fmt: skip
+        self.cgroup, self.level, self.pidfd, self.block_w = cgroup, level, -1, -1
+        popen = {"cwd": workdir, "stdin": subprocess.DEVNULL, "stdout": out, "stderr": err,
+                 "env": {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"},
+                 "start_new_session": True}  # fmt: skip
+        if level is not Isolation.NAMESPACES:
+            self.proc = subprocess.Popen(command, pass_fds=(report_w,), **popen)
+            return
+        info_r, info_w = os.pipe()
+        block_r, self.block_w = os.pipe()
+        try:
+            argv = bwrap_argv(str(probe().bwrap), str(workdir), info_w, block_r) + command
+            self.proc = subprocess.Popen(argv, pass_fds=(report_w, info_w, block_r), **popen)
+        except BaseException:
+            for fd in (info_r, info_w, block_r, self.block_w):
+                os.close(fd)
+            raise
+        try:
+            os.close(info_w)
+            os.close(block_r)
+            info_w = block_r = -1
+            pid = _read_child_pid(info_r, err)
+            # Held (blocked) until released, so the pid cannot have been recycled: the pidfd names it.
+            self.pidfd = os.pidfd_open(pid)
+            if cgroup is not None:  # before any fork: every process of the run counts against pids.max
+                try:
+                    (cgroup / "cgroup.procs").write_text(str(pid))
+                except OSError as exc:
+                    raise SandboxFailure(f"the sandbox could not start: {pid} not moved into {cgroup}: {exc}")
+        except BaseException:
+            self.kill_all()
+            raise
+        finally:
+            for fd in (info_r, info_w, block_r):
+                if fd >= 0:
+                    os.close(fd)
+
+    @property
+    def runner_pid(self) -> int:
+        """The runner's pid as it sees it: in a pid namespace bwrap's init is 1 and the command its 2."""
+        return 2 if self.level is Isolation.NAMESPACES else self.proc.pid
+
+    def release(self) -> None:
+        """Let a run held on ``--block-fd`` go on."""
+        if self.block_w >= 0:
+            os.write(self.block_w, b"go")
+            os.close(self.block_w)
+            self.block_w = -1
+
+    def kill_all(self) -> int:
+        """SIGKILL everything the run started, wait until it is dead, return the spawned process's status."""
+        if self.block_w >= 0:
+            os.close(self.block_w)  # a run that was never released sees EOF (and is killed anyway)
+            self.block_w = -1
+        if self.pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            # A pid namespace's first process is reported dead only after every other member is gone.
+            exited = _wait_exited(self.pidfd, 5.0, is_pidfd=True)
+            os.close(self.pidfd)
+            self.pidfd = -1
+            if not exited:
+                raise SandboxFailure(f"sandbox pid namespace of {self.proc.pid} survived SIGKILL for 5 s")
+        _kill_leftovers(self.proc.pid, self.cgroup)
+        returncode = self.proc.wait()
+        # bwrap passes a signal death on as 128 + the signal (as a shell does); an exit code in 129..159
+        # chosen by the solution reads the same, and is a failure either way.
+        if self.level is Isolation.NAMESPACES and 128 < returncode < 128 + signal.NSIG:
+            return -(returncode - 128)
+        return returncode
+
+
+def _read_child_pid(info_r: int, err: BinaryIO) -> int:
+    """The host pid of the namespace's first process, from bwrap's ``--info-fd`` JSON."""
+    data = b""
+    deadline = time.monotonic() + 10.0
+    while (left := deadline - time.monotonic()) > 0 and select.select([info_r], [], [], left)[0]:
+        chunk = os.read(info_r, 4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except ValueError:  # not all of it yet
+            continue
+    raise SandboxFailure(f"bwrap did not start the sandbox: {_read_capped(err, 2000).strip() or 'no message'}")
 
 
 def _kill_leftovers(leader: int, cgroup: Path | None) -> None:
@@ -376,14 +521,15 @@ def _live_members(pgid: int) -> list[int]:
     return members
 
 
-def _wait_exited(pid: int, timeout_s: float) -> bool:
-    """Block until ``pid`` exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
-    pidfd = os.pidfd_open(pid)
+def _wait_exited(pid_or_pidfd: int, timeout_s: float, *, is_pidfd: bool = False) -> bool:
+    """Block until the process exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
+    pidfd = pid_or_pidfd if is_pidfd else os.pidfd_open(pid_or_pidfd)
     try:
         ready, _, _ = select.select([pidfd], [], [], timeout_s)
         return bool(ready)
     finally:
-        os.close(pidfd)
+        if not is_pidfd:
+            os.close(pidfd)
 
 
 def _make_removable(_function: object, path: str, _exc: object) -> None:
