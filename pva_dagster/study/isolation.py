@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -127,8 +128,8 @@ def probe() -> IsolationProbe:
     return found
 
 
-def check(required: bool) -> IsolationProbe:
-    """The probe's result; raises ``IsolationUnavailable`` (or warns) when it is below ``namespaces``."""
+def check(required: bool, warn: Callable[[str], None]) -> IsolationProbe:
+    """The probe's result; below ``namespaces`` raises ``IsolationUnavailable``, or calls ``warn``."""
     found = probe()
     if found.level is not Isolation.NAMESPACES:
         message = (
@@ -137,5 +138,5 @@ def check(required: bool) -> IsolationProbe:
         )
         if required:
             raise IsolationUnavailable(message + " (Or set the sandbox resource's isolation to 'warn'.)")
-        log.warning(message)
+        warn(message)
     return found

@@ -546,12 +546,15 @@ def run_many(
     jobs: Sequence[SandboxJob],
     limits: SandboxLimits = SandboxLimits(),
     max_workers: int | None = None,
+    isolation: Isolation | None = None,
 ) -> list[SandboxResult]:
     """Run every job (in parallel, one thread driving each child process); results in input order."""
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be positive, got {max_workers}")
     workers = max_workers or os.cpu_count() or 1
+
+    def run(job: SandboxJob) -> SandboxResult:
+        return run_solution(job.solution, job.test_list, job.setup_code, limits, isolation)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(
-            pool.map(lambda job: run_solution(job.solution, job.test_list, job.setup_code, limits), jobs)
-        )
+        return list(pool.map(run, jobs))
