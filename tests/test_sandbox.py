@@ -457,3 +457,25 @@ def test_processes_outside_cannot_be_signalled(user: _User) -> None:
     result = user.run(f"import os\nos.kill({os.getpid()}, 0)\n")
     assert (result.outcome, result.error_type) in ((Outcome.ERROR, "ProcessLookupError"),
                                                    (Outcome.ERROR, "PermissionError")), result  # fmt: skip
+
+
+def test_no_capabilities_and_kernel_settings_stay_unwritable(user: _User) -> None:
+    """Root inside is only root of an empty namespace: no capabilities, and /proc/sys and /sys read-only.
+    The setting written is its own current value, so that the old sandbox, which allowed it, changed nothing."""
+    solution = (
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines())\n"
+        "caps = [int(status[name], 16) for name in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb')]\n"
+        "def rewrite(path):\n"
+        "    value = open(path).read()\n"
+        "    try:\n"
+        "        with open(path, 'w') as fh:\n"
+        "            fh.write(value)\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+        "    return 'written'\n"
+    )
+    tests = ["assert caps == [0, 0, 0, 0], caps",
+             "assert rewrite('/proc/sys/vm/overcommit_ratio') != 'written'",
+             "assert rewrite('/sys/kernel/mm/transparent_hugepage/enabled') != 'written'"]  # fmt: skip
+    result = user.run(solution, tests)
+    assert result.passed, result

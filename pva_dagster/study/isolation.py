@@ -72,8 +72,10 @@ def bwrap_argv(bwrap: str, workdir: str, info_fd: int, block_fd: int) -> list[st
     argv = [bwrap, "--unshare-user", "--unshare-all", "--disable-userns", "--die-with-parent", "--cap-drop", "ALL"]
     if os.geteuid() == 0:  # kept root's host uid (the interpreter may live in /root), but not uid 0 inside
         argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
-    # bwrap mounts its binds nodev, so /dev/null & co. come from a fresh, then read-only, /dev.
-    argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
+    # bwrap mounts its binds nodev, so /dev/null & co. come from a fresh, then read-only, /dev. /proc is
+    # read-only too: as root the run keeps the host's uid 0 (no capabilities), which the kernel lets write
+    # /proc/sys and /proc/sysrq-trigger of the whole machine, namespace or not.
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
     hidden = [path for path in _HIDDEN if os.path.isdir(path) and not os.path.islink(path)]
     for path in hidden:
         argv += ["--size", str(_TMPFS_BYTES), "--tmpfs", path]
