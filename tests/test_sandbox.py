@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from pva_dagster.study import sandbox
+from pva_dagster.study.isolation import Isolation, probe
 from pva_dagster.study.sandbox import (
     Outcome,
     SandboxFailure,
@@ -48,14 +49,15 @@ def _is_dead(pid: int) -> bool:
 
 
 def _alive_started_in(workdir: str) -> list[int]:
-    """Live host processes whose command line names ``workdir``: the run's runner and every fork of it.
+    """Live host processes whose command line names the job file in ``workdir``: the run's runner and every
+    fork of it (not the sandbox around them, which outlives a run).
 
     Inside a pid namespace the pids a solution sees mean nothing outside, but its folder has the same path
     on both sides, and the runner's argv (inherited by forks) holds the job file in it."""
     alive = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            found = workdir.encode() in cmdline.read_bytes()
+            found = f"{workdir}/job.json".encode() in cmdline.read_bytes()
         except OSError:  # exited while we looked
             continue
         if found and not _is_dead(int(cmdline.parent.name)):
@@ -184,12 +186,15 @@ def test_fork_bomb_is_contained() -> None:
     assert _alive_started_in(result.stdout.split()[0]) == []
 
 
+@pytest.mark.parametrize("level", [Isolation.NONE, Isolation.NAMESPACES])
 def test_a_sandbox_that_cannot_start_raises_instead_of_judging(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    level: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sandbox, "_make_cgroup", lambda nonce, limits: tmp_path / "no-such-cgroup")
-    with pytest.raises(SandboxFailure, match="could not start.*no-such-cgroup"):
-        run_solution(ADD_ONE, ["assert add_one(1) == 2"])
+    if level is Isolation.NAMESPACES and probe().level is not level:
+        pytest.skip(f"no namespaces here: {probe().missing}")
+    monkeypatch.setattr(sandbox, "_make_cgroup", lambda max_processes: tmp_path / "no-such-cgroup")
+    with pytest.raises(SandboxFailure, match="could not start.*no-such-cgroup"):  # a fresh thread: a new sandbox
+        run_many([SandboxJob(ADD_ONE, ("assert add_one(1) == 2",))], max_workers=1, isolation=level)
 
 
 def test_limits_are_validated_by_name() -> None:
@@ -479,3 +484,31 @@ def test_no_capabilities_and_kernel_settings_stay_unwritable(user: _User) -> Non
              "assert rewrite('/sys/kernel/mm/transparent_hugepage/enabled') != 'written'"]  # fmt: skip
     result = user.run(solution, tests)
     assert result.passed, result
+
+
+# ---- One sandbox serves a thread's solutions in turn: nothing of one may reach the next. -------------------
+
+
+def test_the_next_solution_starts_in_an_empty_folder_with_no_survivor() -> None:
+    planter = (
+        "import os, time\nopen('planted.txt', 'w').write('x')\nos.mkdir('locked')\nos.chmod('locked', 0)\n"
+        "if os.fork() == 0:\n    os.setsid()\n    time.sleep(0.5)\n    open('late.txt', 'w').write('x')\n"
+        "    os._exit(0)\n"
+    )
+    assert run_solution(planter, ["assert True"], limits=FAST).passed
+    follower = run_solution("import os, time\ntime.sleep(1.0)\nleft = sorted(os.listdir('.'))\n",
+                            ["assert left == [], left"], limits=FAST)  # fmt: skip
+    assert follower.passed, follower
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["os.kill(1, signal.SIGKILL)", "os.kill(1, signal.SIGSTOP)", "os.kill(-1, signal.SIGKILL)",
+     "open('/proc/1/mem', 'rb').read(1)", "os.kill(os.getppid(), signal.SIGSTOP)"],
+)  # fmt: skip
+def test_the_sandbox_survives_attacks_on_its_launcher(attack: str) -> None:
+    """The launcher is the namespace's init (signals without a handler do not reach it) and not dumpable."""
+    run_solution(f"import os, signal\n{attack}\n", ["assert True"], limits=FAST)
+    after = run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST)
+    assert after.passed, after
+    assert after.duration_s < FAST.wall_time_s

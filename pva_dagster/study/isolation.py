@@ -66,7 +66,7 @@ class IsolationProbe:
         return f"{what}; the network is NOT isolated; namespaces unavailable because {self.missing}"
 
 
-def bwrap_argv(bwrap: str, workdir: str, info_fd: int, block_fd: int) -> list[str]:
+def bwrap_argv(bwrap: str, workdir: str, info_fd: int, block_fd: int, as_pid_1: bool = False) -> list[str]:
     """bwrap's options for one run; the command follows. ``info_fd`` gets the sandbox's host pid as JSON,
     and the sandbox waits for a byte on ``block_fd`` so that the caller can hold that pid safely first."""
     argv = [bwrap, "--unshare-user", "--unshare-all", "--disable-userns", "--die-with-parent", "--cap-drop", "ALL"]
@@ -82,6 +82,7 @@ def bwrap_argv(bwrap: str, workdir: str, info_fd: int, block_fd: int) -> list[st
     argv += ["--bind", workdir, workdir]  # its mount point may be made in a tmpfs above; bwrap keeps the cwd
     for path in hidden:  # read-only only now: remounting does not reach the folder bound inside
         argv += ["--remount-ro", path]
+    argv += ["--as-pid-1"] if as_pid_1 else []  # the command is the namespace's init, not bwrap's reaper
     return argv + ["--info-fd", str(info_fd), "--block-fd", str(block_fd), "--"]
 
 
@@ -92,7 +93,7 @@ def _try_bwrap(bwrap: str) -> str:
     try:
         with tempfile.TemporaryDirectory(prefix="pva-sandbox-probe-") as workdir:
             os.write(block_w, b"x")
-            argv = bwrap_argv(bwrap, workdir, info_w, block_r) + ["true"]
+            argv = bwrap_argv(bwrap, workdir, info_w, block_r, as_pid_1=True) + ["true"]
             done = subprocess.run(argv, capture_output=True, text=True, timeout=30, pass_fds=(info_w, block_r), check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{bwrap} could not be run: {exc}"

@@ -44,14 +44,8 @@ from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
-from pva_dagster.study.isolation import (
-    SANDBOX_GID,
-    SANDBOX_UID,
-    Isolation,
-    IsolationUnavailable,
-    bwrap_argv,
-    probe,
-)
+from pva_dagster.study.isolation import SANDBOX_GID, SANDBOX_UID, Isolation, IsolationUnavailable, probe
+from pva_dagster.study.sandbox_worker import REPORT_FD, WorkerFailure, make_removable, worker_for_thread
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
 _MAX_REPORT_BYTES = 256 * 1024
@@ -143,7 +137,6 @@ def _main():
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
-        os.environ.pop("PWD", None)  # bwrap sets it; the solution gets only what run_solution passed
         sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
         site.setquit()  # exit() and quit(), which generated code does call
     except BaseException as exc:
@@ -228,13 +221,13 @@ def _run_uid(level: Isolation) -> int:
     return SANDBOX_UID if level is Isolation.UID_DROP else os.geteuid()
 
 
-def _make_cgroup(nonce: str, limits: SandboxLimits) -> Path | None:
+def _make_cgroup(max_processes: int) -> Path | None:
     root = _pids_cgroup_root()
     if root is None:
         return None
-    cgroup = root / f"pva-sandbox-{os.getpid()}-{nonce[:16]}"
+    cgroup = root / f"pva-sandbox-{os.getpid()}-{secrets.token_hex(8)}"
     cgroup.mkdir()
-    (cgroup / "pids.max").write_text(str(limits.max_processes))
+    (cgroup / "pids.max").write_text(str(max_processes))
     return cgroup
 
 
@@ -280,8 +273,10 @@ def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[i
     # that is the run alone; outside, without root (which it exempts), allow what the user already runs
     # plus max_processes, so a busy desktop session or a parallel run does not make threads fail.
     uid = _run_uid(level)
-    own_namespace = level is Isolation.NAMESPACES
-    nproc = limits.max_processes if uid == 0 or own_namespace else _tasks_of_user(uid) + limits.max_processes
+    if level is Isolation.NAMESPACES:
+        nproc = limits.max_processes + 1  # + the sandbox's launcher (``sandbox_worker``)
+    else:
+        nproc = limits.max_processes if uid == 0 else _tasks_of_user(uid) + limits.max_processes
     return [
         ("RLIMIT_CPU", (limits.cpu_time_s, limits.cpu_time_s + 1)),  # soft: SIGXCPU, hard: SIGKILL
         ("RLIMIT_AS", (memory, memory)),
@@ -349,36 +344,19 @@ def run_solution(
         raise TypeError("test_list must be a sequence of assert statements, not one string")
     level = _level(isolation)
     nonce = secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
-    if level is Isolation.UID_DROP:
-        os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
+    job = {
+        "nonce": nonce, "rlimits": _rlimits(limits, level), "cgroup": "", "site_packages": site.getsitepackages(),
+        "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
+        "setup": setup_code, "solution": solution, "tests": list(test_list),
+    }  # fmt: skip
     report_r, report_w = os.pipe()
-    cgroup = None
     try:
-        cgroup = _make_cgroup(nonce, limits)
-        job = {
-            "report_fd": report_w, "nonce": nonce, "rlimits": _rlimits(limits, level),
-            # inside namespaces /sys is read-only: this process moves the run into its cgroup instead
-            "cgroup": str(cgroup) if cgroup and level is not Isolation.NAMESPACES else "",
-            "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
-            "site_packages": site.getsitepackages(),
-            "setup": setup_code, "solution": solution, "tests": list(test_list),
-        }  # fmt: skip
-        (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        command = [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(workdir / "job.json")]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            start = time.monotonic()
-            launch = _Launch(command, workdir, report_w, out, err, level, cgroup)
-            try:
-                os.close(report_w)
-                report_w = -1
-                launch.release()
-                timed_out = not _wait_exited(launch.proc.pid, limits.wall_time_s)
-                duration = time.monotonic() - start
-            finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
-                returncode = launch.kill_all()
-                cgroup = None
-            report = _read_report(report_r, nonce, launch.runner_pid)
+            run = _run_in_worker if level is Isolation.NAMESPACES else _run_directly
+            returncode, runner_pid, timed_out, duration = run(job, out, err, report_w, limits, level)
+            os.close(report_w)  # only now: the runner's copy is what a read sees the end of
+            report_w = -1
+            report = _read_report(report_r, nonce, runner_pid)
             if report is not None and report["status"] == "sandbox":
                 raise SandboxFailure(f"the sandbox could not start: {report['message']}")
             outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
@@ -388,103 +366,67 @@ def run_solution(
         for fd in (report_r, report_w):
             if fd >= 0:
                 os.close(fd)
+
+
+_Ran = tuple[int | None, int, bool, float]  # exit status (None: unknown), runner's pid as it saw it, timed out, s
+
+
+def _env(folder: Path) -> dict[str, str]:
+    return {"PATH": os.defpath, "HOME": str(folder), "TMPDIR": str(folder), "LANG": "C.UTF-8"}
+
+
+def _runner_argv(job_file: Path) -> list[str]:
+    return [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(job_file)]
+
+
+def _run_in_worker(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+                   _level: Isolation) -> _Ran:  # fmt: skip
+    """In this thread's long-lived namespaces (``sandbox_worker``), in its emptied folder."""
+    try:
+        worker = worker_for_thread(limits.max_processes, _make_cgroup, _kill_cgroup)
+    except WorkerFailure as exc:
+        raise SandboxFailure(f"the sandbox could not start: {exc}") from exc
+    try:
+        (worker.folder / "job.json").write_text(json.dumps({**job, "report_fd": REPORT_FD}), encoding="utf-8")
+        start = time.monotonic()
+        status, pid, timed_out = worker.run(_runner_argv(worker.folder / "job.json"), _env(worker.folder),
+                                            out, err, report_w, limits.wall_time_s)  # fmt: skip
+        return status, pid, timed_out, time.monotonic() - start
+    except WorkerFailure as exc:
+        raise SandboxFailure(str(exc)) from exc
+    finally:
+        if worker.alive:
+            worker.empty_folder()
+
+
+def _run_directly(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+                  level: Isolation) -> _Ran:  # fmt: skip
+    """A child of this process, in a fresh folder (as ``nobody`` for ``uid-drop``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
+    cgroup = None
+    try:
+        if level is Isolation.UID_DROP:
+            os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
+        cgroup = _make_cgroup(limits.max_processes)
+        job = {**job, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}
+        (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            _runner_argv(workdir / "job.json"), cwd=workdir, env=_env(workdir), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True,
+        )  # fmt: skip
+        try:
+            timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
+            duration = time.monotonic() - start
+        finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
+            _kill_leftovers(proc.pid, cgroup)
+            cgroup = None
+            returncode = proc.wait()
+        return returncode, proc.pid, timed_out, duration
+    finally:
         if cgroup is not None:
             _kill_cgroup(cgroup)
-        shutil.rmtree(workdir, onerror=_make_removable)
-
-
-class _Launch:
-    """One started run: the process we spawned, and inside namespaces the namespace's first process."""
-
-    def __init__(self, command: list[str], workdir: Path, report_w: int, out: BinaryIO, err: BinaryIO,
-                 level: Isolation, cgroup: Path | None) -> None:  # fmt: skip
-        self.cgroup, self.level, self.pidfd, self.block_w = cgroup, level, -1, -1
-        popen = {"cwd": workdir, "stdin": subprocess.DEVNULL, "stdout": out, "stderr": err,
-                 "env": {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"},
-                 "start_new_session": True}  # fmt: skip
-        if level is not Isolation.NAMESPACES:
-            self.proc = subprocess.Popen(command, pass_fds=(report_w,), **popen)
-            return
-        info_r, info_w = os.pipe()
-        block_r, self.block_w = os.pipe()
-        try:
-            argv = bwrap_argv(str(probe().bwrap), str(workdir), info_w, block_r) + command
-            self.proc = subprocess.Popen(argv, pass_fds=(report_w, info_w, block_r), **popen)
-        except BaseException:
-            for fd in (info_r, info_w, block_r, self.block_w):
-                os.close(fd)
-            raise
-        try:
-            os.close(info_w)
-            os.close(block_r)
-            info_w = block_r = -1
-            pid = _read_child_pid(info_r, err)
-            # Held (blocked) until released, so the pid cannot have been recycled: the pidfd names it.
-            self.pidfd = os.pidfd_open(pid)
-            if cgroup is not None:  # before any fork: every process of the run counts against pids.max
-                try:
-                    (cgroup / "cgroup.procs").write_text(str(pid))
-                except OSError as exc:
-                    raise SandboxFailure(f"the sandbox could not start: {pid} not moved into {cgroup}: {exc}")
-        except BaseException:
-            self.kill_all()
-            raise
-        finally:
-            for fd in (info_r, info_w, block_r):
-                if fd >= 0:
-                    os.close(fd)
-
-    @property
-    def runner_pid(self) -> int:
-        """The runner's pid as it sees it: in a pid namespace bwrap's init is 1 and the command its 2."""
-        return 2 if self.level is Isolation.NAMESPACES else self.proc.pid
-
-    def release(self) -> None:
-        """Let a run held on ``--block-fd`` go on."""
-        if self.block_w >= 0:
-            os.write(self.block_w, b"go")
-            os.close(self.block_w)
-            self.block_w = -1
-
-    def kill_all(self) -> int:
-        """SIGKILL everything the run started, wait until it is dead, return the spawned process's status."""
-        if self.block_w >= 0:
-            os.close(self.block_w)  # a run that was never released sees EOF (and is killed anyway)
-            self.block_w = -1
-        if self.pidfd >= 0:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            # A pid namespace's first process is reported dead only after every other member is gone.
-            exited = _wait_exited(self.pidfd, 5.0, is_pidfd=True)
-            os.close(self.pidfd)
-            self.pidfd = -1
-            if not exited:
-                raise SandboxFailure(f"sandbox pid namespace of {self.proc.pid} survived SIGKILL for 5 s")
-        _kill_leftovers(self.proc.pid, self.cgroup)
-        returncode = self.proc.wait()
-        # bwrap passes a signal death on as 128 + the signal (as a shell does); an exit code in 129..159
-        # chosen by the solution reads the same, and is a failure either way.
-        if self.level is Isolation.NAMESPACES and 128 < returncode < 128 + signal.NSIG:
-            return -(returncode - 128)
-        return returncode
-
-
-def _read_child_pid(info_r: int, err: BinaryIO) -> int:
-    """The host pid of the namespace's first process, from bwrap's ``--info-fd`` JSON."""
-    data = b""
-    deadline = time.monotonic() + 10.0
-    while (left := deadline - time.monotonic()) > 0 and select.select([info_r], [], [], left)[0]:
-        chunk = os.read(info_r, 4096)
-        if not chunk:
-            break
-        data += chunk
-        try:
-            return int(json.loads(data)["child-pid"])
-        except ValueError:  # not all of it yet
-            continue
-    raise SandboxFailure(f"bwrap did not start the sandbox: {_read_capped(err, 2000).strip() or 'no message'}")
+        shutil.rmtree(workdir, onerror=make_removable)
 
 
 def _kill_leftovers(leader: int, cgroup: Path | None) -> None:
@@ -521,25 +463,14 @@ def _live_members(pgid: int) -> list[int]:
     return members
 
 
-def _wait_exited(pid_or_pidfd: int, timeout_s: float, *, is_pidfd: bool = False) -> bool:
-    """Block until the process exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
-    pidfd = pid_or_pidfd if is_pidfd else os.pidfd_open(pid_or_pidfd)
+def _wait_exited(pid: int, timeout_s: float) -> bool:
+    """Block until ``pid`` exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
+    pidfd = os.pidfd_open(pid)
     try:
         ready, _, _ = select.select([pidfd], [], [], timeout_s)
         return bool(ready)
     finally:
-        if not is_pidfd:
-            os.close(pidfd)
-
-
-def _make_removable(_function: object, path: str, _exc: object) -> None:
-    """rmtree hook: the solution may have left read-only folders; open them up and retry once."""
-    os.chmod(os.path.dirname(path), 0o700)
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+        os.close(pidfd)
 
 
 def run_many(
