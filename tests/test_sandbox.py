@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pva_dagster.study import sandbox
+from pva_dagster.study import containment
 from pva_dagster.study.isolation import Isolation, probe
 from pva_dagster.study.sandbox import (
     Outcome,
@@ -156,7 +156,7 @@ def test_child_left_running_in_the_process_group_is_killed(
     if cgroup and fork_containment() != "cgroup-pids":
         pytest.skip("no writable pids cgroup here")
     if not cgroup:  # the path taken where no cgroup can be made: the process-group kill alone must do it
-        monkeypatch.setattr(sandbox, "_pids_cgroup_root", lambda: None)
+        monkeypatch.setattr(containment, "pids_cgroup_root", lambda: None)
     solution = (
         "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(os.getcwd())\n"
     )
@@ -192,7 +192,7 @@ def test_a_sandbox_that_cannot_start_raises_instead_of_judging(
 ) -> None:
     if level is Isolation.NAMESPACES and probe().level is not level:
         pytest.skip(f"no namespaces here: {probe().missing}")
-    monkeypatch.setattr(sandbox, "_make_cgroup", lambda max_processes: tmp_path / "no-such-cgroup")
+    monkeypatch.setattr(containment, "make_cgroup", lambda max_processes: tmp_path / "no-such-cgroup")
     with pytest.raises(SandboxFailure, match="could not start.*no-such-cgroup"):  # a fresh thread: a new sandbox
         run_many([SandboxJob(ADD_ONE, ("assert add_one(1) == 2",))], max_workers=1, isolation=level)
 

@@ -1,23 +1,20 @@
 """Run model-generated code (hostile input) against MBPP asserts in a separate, limited, killable process.
 
-Each run is a fresh ``python -I`` in its own session and process group, in a fresh temporary directory, with
-stdin closed, stdout/stderr written to unnamed files and read back only up to a cap, and rlimits on CPU time,
-address space, file size and processes. A trusted runner (``_RUNNER``) executes setup code, solution and each
-assert, and reports the outcome on a private pipe prefixed by a random per-run nonce: a run has passed only if
-the launched process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)``
-before the asserts is a failure).
+Each run is a fresh ``python -I`` in its own session, in an empty folder, with stdin closed, stdout/stderr
+written to unnamed files and read back only up to a cap, and rlimits on CPU time, address space, file size
+and processes. A trusted runner (``_RUNNER``) executes setup code, solution and each assert, and reports
+the outcome on a private pipe prefixed by a random per-run nonce: a run has passed only if the launched
+process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)`` before the
+asserts is a failure). The python is started with ``-S`` and given the parent's site-packages directly (a
+third of the start-up time); ``exit()``/``quit()`` are restored.
 
-Fork containment (``fork_containment()``): RLIMIT_NPROC counts per user and the kernel exempts root, so
-when a writable cgroup ``pids`` controller exists each run also gets its own cgroup with ``pids.max``, and
-every process left in it is killed afterwards (this catches children that ``setsid`` away). Without one,
-leftovers are only caught by killing the process group. The python is started with ``-S`` and given the
-parent's site-packages directly (a third of the start-up time); ``exit()``/``quit()`` are restored.
-
-Isolation (``isolation.py``): where bubblewrap and user namespaces work, each run starts inside them (a
-read-only view of the filesystem but for its own folder, no network, its own pid namespace); the
-namespace's first process is held on ``--block-fd`` until this process has a pidfd for it (and, as root,
-has put it into the run's cgroup), and killing it at the end kills everything the run started. As root
-without namespaces, the runner drops to ``nobody`` after joining the cgroup and setting the rlimits.
+Isolation (``isolation.py`` says what the machine allows): with ``namespaces`` the runner is started by the
+thread's long-lived bubblewrap sandbox (``sandbox_worker.py``: read-only filesystem but its folder, no
+network, its own pid namespace, whose init kills every other process in it after each run). Otherwise it
+is a child of this process in a fresh folder, for ``uid-drop`` switching to ``nobody`` after joining its
+cgroup and setting its rlimits. Fork containment (``fork_containment()``, ``containment.py``): a ``pids``
+cgroup where root can make one, else RLIMIT_NPROC (counted inside the sandbox's own user namespace), and the
+pid namespace or the process group to kill what is left.
 
 The nonce is hidden from the solution's namespace but lives in the same interpreter: it defends against
 early exits and crashes, not against code written to forge the report.
@@ -28,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import site
@@ -40,12 +36,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import Enum
-from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
+from pva_dagster.study import containment
+from pva_dagster.study.containment import SandboxFailure
 from pva_dagster.study.isolation import SANDBOX_GID, SANDBOX_UID, Isolation, IsolationUnavailable, probe
-from pva_dagster.study.sandbox_worker import REPORT_FD, WorkerFailure, make_removable, worker_for_thread
+from pva_dagster.study.sandbox_worker import REPORT_FD, worker_for_thread
+
+__all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxResult", "fork_containment",
+           "run_many", "run_solution"]  # fmt: skip
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
 _MAX_REPORT_BYTES = 256 * 1024
@@ -93,10 +93,6 @@ class SandboxJob:
     solution: str
     test_list: tuple[str, ...]
     setup_code: str = ""
-
-
-class SandboxFailure(RuntimeError):
-    """The sandbox itself could not run a solution (not a verdict on the solution)."""
 
 
 # Trusted code that runs first in the child: joins the cgroup, sets rlimits, then runs the untrusted parts.
@@ -171,34 +167,12 @@ _STATUS_OUTCOME = {
 }
 
 
-@cache
-def _pids_cgroup_root() -> Path | None:
-    """A cgroup directory (v1 ``pids`` hierarchy or v2 with ``pids`` delegated) this process may create in."""
-    if os.geteuid() != 0:
-        return None
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mount_point, (fs_type, _source, options) = line.split()[4], line.split(" - ")[1].split()[:3]
-        root = Path(mount_point)
-        v1 = fs_type == "cgroup" and "pids" in options.split(",")
-        v2 = fs_type == "cgroup2" and "pids" in _read(root / "cgroup.subtree_control").split()
-        if (v1 or v2) and os.access(root, os.W_OK):
-            return root
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
 def fork_containment(isolation: Isolation | None = None) -> str:
     """How forks are limited and leftovers killed: ``cgroup-pids``, ``pid-namespace`` (RLIMIT_NPROC counted
     in the run's own user namespace, everything killed with the namespace), ``rlimit-nproc`` or
     ``process-group``."""
     level = _level(isolation)
-    if _pids_cgroup_root() is not None:
+    if containment.pids_cgroup_root() is not None:
         return "cgroup-pids"
     if level is Isolation.NAMESPACES and os.geteuid() != 0:
         return "pid-namespace"
@@ -221,52 +195,6 @@ def _run_uid(level: Isolation) -> int:
     return SANDBOX_UID if level is Isolation.UID_DROP else os.geteuid()
 
 
-def _make_cgroup(max_processes: int) -> Path | None:
-    root = _pids_cgroup_root()
-    if root is None:
-        return None
-    cgroup = root / f"pva-sandbox-{os.getpid()}-{secrets.token_hex(8)}"
-    cgroup.mkdir()
-    (cgroup / "pids.max").write_text(str(max_processes))
-    return cgroup
-
-
-def _kill_cgroup(cgroup: Path) -> None:
-    """SIGKILL everything in ``cgroup`` until it is empty, then remove it."""
-    for _ in range(1000):
-        pids = [int(pid) for pid in _read(cgroup / "cgroup.procs").split()]
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
-    for _ in range(200):  # rmdir is refused while dying tasks are still being torn down
-        try:
-            cgroup.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.01)
-    raise SandboxFailure(f"sandbox cgroup {cgroup} could not be emptied and removed")
-
-
-def _tasks_of_user(uid: int) -> int:
-    """Processes and threads this uid runs now: what RLIMIT_NPROC counts against."""
-    count = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:  # exited while we looked
-            continue
-        if int(fields["Uid"].split()[0]) == uid:
-            count += int(fields["Threads"])
-    return count
-
-
 def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[int, int]]]:
     memory = limits.memory_mb * 1024 * 1024
     # RLIMIT_NPROC counts every task of the user in the user namespace the run is in: in its own namespace
@@ -276,7 +204,7 @@ def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[i
     if level is Isolation.NAMESPACES:
         nproc = limits.max_processes + 1  # + the sandbox's launcher (``sandbox_worker``)
     else:
-        nproc = limits.max_processes if uid == 0 else _tasks_of_user(uid) + limits.max_processes
+        nproc = limits.max_processes if uid == 0 else containment.tasks_of_user(uid) + limits.max_processes
     return [
         ("RLIMIT_CPU", (limits.cpu_time_s, limits.cpu_time_s + 1)),  # soft: SIGXCPU, hard: SIGKILL
         ("RLIMIT_AS", (memory, memory)),
@@ -368,7 +296,7 @@ def run_solution(
                 os.close(fd)
 
 
-_Ran = tuple[int | None, int, bool, float]  # exit status (None: unknown), runner's pid as it saw it, timed out, s
+_Ran = tuple[int, int, bool, float]  # exit status, the runner's pid as it saw it, timed out, seconds
 
 
 def _env(folder: Path) -> dict[str, str]:
@@ -382,18 +310,13 @@ def _runner_argv(job_file: Path) -> list[str]:
 def _run_in_worker(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
                    _level: Isolation) -> _Ran:  # fmt: skip
     """In this thread's long-lived namespaces (``sandbox_worker``), in its emptied folder."""
-    try:
-        worker = worker_for_thread(limits.max_processes, _make_cgroup, _kill_cgroup)
-    except WorkerFailure as exc:
-        raise SandboxFailure(f"the sandbox could not start: {exc}") from exc
+    worker = worker_for_thread(limits.max_processes, containment.make_cgroup, containment.kill_cgroup)
     try:
         (worker.folder / "job.json").write_text(json.dumps({**job, "report_fd": REPORT_FD}), encoding="utf-8")
         start = time.monotonic()
         status, pid, timed_out = worker.run(_runner_argv(worker.folder / "job.json"), _env(worker.folder),
                                             out, err, report_w, limits.wall_time_s)  # fmt: skip
         return status, pid, timed_out, time.monotonic() - start
-    except WorkerFailure as exc:
-        raise SandboxFailure(str(exc)) from exc
     finally:
         if worker.alive:
             worker.empty_folder()
@@ -407,7 +330,7 @@ def _run_directly(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits
     try:
         if level is Isolation.UID_DROP:
             os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
-        cgroup = _make_cgroup(limits.max_processes)
+        cgroup = containment.make_cgroup(limits.max_processes)
         job = {**job, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}
         (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
         start = time.monotonic()
@@ -416,61 +339,17 @@ def _run_directly(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits
             stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True,
         )  # fmt: skip
         try:
-            timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
+            timed_out = not containment.wait_exited(proc.pid, limits.wall_time_s)
             duration = time.monotonic() - start
         finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
-            _kill_leftovers(proc.pid, cgroup)
+            containment.kill_leftovers(proc.pid, cgroup)
             cgroup = None
             returncode = proc.wait()
         return returncode, proc.pid, timed_out, duration
     finally:
         if cgroup is not None:
-            _kill_cgroup(cgroup)
-        shutil.rmtree(workdir, onerror=make_removable)
-
-
-def _kill_leftovers(leader: int, cgroup: Path | None) -> None:
-    """SIGKILL everything the run started and return once it is dead (zombies at most).
-
-    The cgroup holds every descendant; without one, the process group is killed until no live member is
-    left. The leader is not reaped yet, so its pid still names the group and cannot have been recycled.
-    """
-    if cgroup is not None:
-        _kill_cgroup(cgroup)
-        return
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            os.killpg(leader, signal.SIGKILL)  # again each round: a fork may have raced the last one
-        except ProcessLookupError:
-            return
-        if not _live_members(leader):  # SIGKILL is asynchronous: wait until they are zombies or gone
-            return
-        if time.monotonic() > deadline:
-            raise SandboxFailure(f"process group {leader} survived SIGKILL for 5 s")
-        time.sleep(0.002)
-
-
-def _live_members(pgid: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:  # exited while we looked
-            continue
-        if int(group) == pgid and state not in ("Z", "X"):
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _wait_exited(pid: int, timeout_s: float) -> bool:
-    """Block until ``pid`` exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        ready, _, _ = select.select([pidfd], [], [], timeout_s)
-        return bool(ready)
-    finally:
-        os.close(pidfd)
+            containment.kill_cgroup(cgroup)
+        shutil.rmtree(workdir, onerror=containment.make_removable)
 
 
 def run_many(

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from pva_dagster.study.containment import SandboxFailure, make_removable
 from pva_dagster.study.isolation import bwrap_argv, probe
 
 REPORT_FD = 3  # where the runner finds the report pipe
@@ -85,10 +86,6 @@ while True:
 """
 
 
-class WorkerFailure(RuntimeError):
-    """The sandbox could not be started or stopped answering; it has been killed."""
-
-
 class Worker:
     """One bwrap sandbox and its launcher; ``folder`` is the only writable place inside."""
 
@@ -97,6 +94,7 @@ class Worker:
         self.max_processes = max_processes
         self.folder = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
         self.alive = False
+        self.pidfd = -1
         self.sock, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
@@ -115,6 +113,7 @@ class Worker:
                     os.close(fd)
                 inner.close()
                 self.sock.close()
+                _remove(self.folder, cgroup, kill_cgroup)
                 raise
             for fd in (info_w, block_r):
                 os.close(fd)
@@ -127,12 +126,17 @@ class Worker:
                     try:
                         (cgroup / "cgroup.procs").write_text(str(pid))
                     except OSError as exc:
-                        raise WorkerFailure(f"sandbox {pid} could not be moved into {cgroup}: {exc}") from exc
+                        raise SandboxFailure(f"the sandbox could not start: {pid} not moved into {cgroup}: {exc}") from exc
                 os.write(block_w, b"go")
             except BaseException:
+                # Killing bwrap alone while it starts strands its child (blocked before --die-with-parent
+                # applies), so the child goes by its pidfd first.
+                if self.pidfd >= 0:
+                    _kill_init(self.pidfd)
                 self.proc.kill()
                 self.proc.wait()
                 self.sock.close()
+                _remove(self.folder, cgroup, kill_cgroup)
                 raise
             finally:
                 os.close(info_r)
@@ -143,11 +147,11 @@ class Worker:
         )
 
     def run(self, argv: list[str], env: dict[str, str], out: BinaryIO, err: BinaryIO, report_w: int,
-            wall_time_s: float) -> tuple[int | None, int, bool]:  # fmt: skip
+            wall_time_s: float) -> tuple[int, int, bool]:  # fmt: skip
         """Run ``argv`` in the folder until it ends or ``wall_time_s`` passes, then kill all it started.
 
-        Returns (exit status, the runner's pid inside, timed out); status None when the sandbox had to be
-        killed to stop it (then this worker is dead)."""
+        Returns (exit status, the runner's pid inside, timed out). Raises ``SandboxFailure`` (and kills the
+        sandbox) when the launcher does not answer in time."""
         message = json.dumps({"argv": argv, "env": env, "cwd": str(self.folder)}).encode()
         try:
             socket.send_fds(self.sock, [message], [out.fileno(), err.fileno(), report_w])
@@ -159,12 +163,16 @@ class Worker:
             answer = b""
         if not answer:
             self.kill()
-            raise WorkerFailure("the sandbox's launcher did not answer; the sandbox was killed")
+            raise SandboxFailure("the sandbox's launcher did not answer; the sandbox was killed")
         fields = json.loads(answer)
+        if fields["status"] is None:
+            self.kill()
+            raise SandboxFailure(f"the sandbox's launcher lost its runner (pid {fields['pid']}); sandbox killed")
         return fields["status"], fields["pid"], timed_out
 
     def empty_folder(self) -> None:
         """Remove what the last solution left (everything in the sandbox is dead by now)."""
+        self.folder.chmod(0o700)  # the solution may have locked its own folder
         for entry in self.folder.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, onerror=make_removable)
@@ -180,14 +188,24 @@ def _shut_down(sock: socket.socket, pidfd: int, proc: subprocess.Popen, folder: 
                kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
     """Kill the launcher (the namespace's init: the kernel then kills everything in it) and clean up."""
     sock.close()
+    _kill_init(pidfd)
+    proc.kill()
+    proc.wait()
+    _remove(folder, cgroup, kill_cgroup)
+
+
+def _kill_init(pidfd: int) -> None:
+    """SIGKILL the namespace's init and wait until it is dead, which the kernel reports only once every
+    other process in the namespace is gone too; closes ``pidfd``."""
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    select.select([pidfd], [], [], _ANSWER_TIMEOUT_S)  # init is reported dead only after all the rest
+    select.select([pidfd], [], [], _ANSWER_TIMEOUT_S)
     os.close(pidfd)
-    proc.kill()
-    proc.wait()
+
+
+def _remove(folder: Path, cgroup: Path | None, kill_cgroup: Callable[[Path], None]) -> None:
     if cgroup is not None:
         kill_cgroup(cgroup)
     shutil.rmtree(folder, onerror=make_removable)
@@ -208,17 +226,7 @@ def _read_child_pid(info_r: int, err: BinaryIO) -> int:
             continue
     err.seek(0)
     message = err.read(2000).decode(errors="replace").strip() or "no message"
-    raise WorkerFailure(f"bwrap did not start the sandbox: {message}")
-
-
-def make_removable(_function: object, path: str, _exc: object) -> None:
-    """rmtree hook: the solution may have left read-only folders; open them up and retry once."""
-    os.chmod(os.path.dirname(path), 0o700)
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    raise SandboxFailure(f"the sandbox could not start: bwrap says {message}")
 
 
 _local = threading.local()  # a thread's worker dies with the thread (bwrap --die-with-parent)
