@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pva_dagster.study import containment
-from pva_dagster.study.isolation import Isolation, probe
+from pva_dagster.study.isolation import Isolation, IsolationUnavailable, probe
 from pva_dagster.study.sandbox import (
     Outcome,
     SandboxFailure,
@@ -512,3 +512,51 @@ def test_the_sandbox_survives_attacks_on_its_launcher(attack: str) -> None:
     after = run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST)
     assert after.passed, after
     assert after.duration_s < FAST.wall_time_s
+
+
+_UID_DROP = """
+import json, sys
+from pva_dagster.study.isolation import uid_drop_works
+from pva_dagster.study.sandbox import Isolation, SandboxLimits, run_solution
+if not uid_drop_works():
+    print(json.dumps(None))
+    sys.exit()
+solution = "import os\\nprint(os.getuid())\\nos.remove(%r)\\n" % sys.argv[1]
+result = run_solution(solution, ["assert True"], limits=SandboxLimits(wall_time_s=5), isolation=Isolation.UID_DROP)
+print(json.dumps([result.outcome.value, result.error_type, result.stdout]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="uid-drop is the fallback for root without namespaces")
+def test_uid_drop_runs_as_nobody_and_protects_roots_files() -> None:
+    """Forced here even where namespaces work. It needs a Python that nobody may run: this one, or the
+    system's of the same version (this one may live under a 0700 home such as /root/.pyenv)."""
+    folder = Path(tempfile.mkdtemp(prefix="pva-sandbox-victim-"))
+    os.chmod(folder, 0o755)  # nobody may look in, not write
+    target = folder / "target.txt"
+    target.write_text("precious")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    try:
+        for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+            if not Path(python).exists():
+                continue
+            done = subprocess.run([python, "-c", _UID_DROP, str(target)], capture_output=True, text=True,
+                                  timeout=60, check=True, env=env, cwd="/")  # fmt: skip
+            outcome = json.loads(done.stdout.splitlines()[-1])
+            if outcome is not None:
+                break
+        else:
+            pytest.skip(f"no Python {version} here that nobody may run")
+        assert target.read_text() == "precious"
+        assert outcome == ["error", "PermissionError", "65534\n"]
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_asking_for_more_isolation_than_the_machine_allows_is_an_error() -> None:
+    better = [level for level in Isolation if list(Isolation).index(level) < list(Isolation).index(probe().level)]
+    if not better:
+        pytest.skip("this machine allows the best isolation there is")
+    with pytest.raises(IsolationUnavailable, match=better[0].value):
+        run_solution(ADD_ONE, ["assert add_one(1) == 2"], isolation=better[0])

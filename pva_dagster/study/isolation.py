@@ -105,7 +105,8 @@ def _try_bwrap(bwrap: str) -> str:
     return ""
 
 
-def _uid_drop_works() -> bool:
+@cache
+def uid_drop_works() -> bool:
     """Root, and this very interpreter (not another one found on the way) runs as ``nobody``."""
     if os.geteuid() != 0:
         return False
@@ -126,7 +127,7 @@ def probe() -> IsolationProbe:
     if not missing:
         found = IsolationProbe(Isolation.NAMESPACES, bwrap, "")
     else:
-        found = IsolationProbe(Isolation.UID_DROP if _uid_drop_works() else Isolation.NONE, None, missing)
+        found = IsolationProbe(Isolation.UID_DROP if uid_drop_works() else Isolation.NONE, None, missing)
     log.info("sandbox isolation: %s", found.describe())
     return found
 

@@ -41,7 +41,14 @@ from typing import BinaryIO
 
 from pva_dagster.study import containment
 from pva_dagster.study.containment import SandboxFailure
-from pva_dagster.study.isolation import SANDBOX_GID, SANDBOX_UID, Isolation, IsolationUnavailable, probe
+from pva_dagster.study.isolation import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Isolation,
+    IsolationUnavailable,
+    probe,
+    uid_drop_works,
+)
 from pva_dagster.study.sandbox_worker import REPORT_FD, worker_for_thread
 
 __all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxResult", "fork_containment",
@@ -187,6 +194,8 @@ def _level(isolation: Isolation | None) -> Isolation:
     order = list(Isolation)  # best first
     if order.index(isolation) < order.index(best.level):
         raise IsolationUnavailable(f"sandbox isolation '{isolation.value}' asked for, but {best.describe()}")
+    if isolation is Isolation.UID_DROP and not uid_drop_works():
+        raise IsolationUnavailable("sandbox isolation 'uid-drop' asked for, but this Python does not run as nobody")
     return isolation
 
 
