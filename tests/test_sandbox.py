@@ -560,3 +560,15 @@ def test_asking_for_more_isolation_than_the_machine_allows_is_an_error() -> None
         pytest.skip("this machine allows the best isolation there is")
     with pytest.raises(IsolationUnavailable, match=better[0].value):
         run_solution(ADD_ONE, ["assert add_one(1) == 2"], isolation=better[0])
+
+
+def test_system_v_ipc_objects_do_not_reach_the_next_solution() -> None:
+    make = (
+        "import ctypes\nlibc = ctypes.CDLL(None)\n"
+        "ids = [libc.shmget(0, 1 << 20, 0o1600), libc.semget(0, 1, 0o1600), libc.msgget(0, 0o1600)]\n"
+    )  # IPC_PRIVATE, IPC_CREAT | 0600
+    listed = "def listed():\n    return [row for kind in ('shm', 'sem', 'msg') for row in list(open('/proc/sysvipc/' + kind))[1:]]\n"
+    made = run_solution(make + listed, ["assert min(ids) >= 0, ids", "assert len(listed()) == 3"], limits=FAST)
+    assert made.passed, made
+    after = run_solution(listed, ["assert listed() == []"], limits=FAST)
+    assert after.passed, after

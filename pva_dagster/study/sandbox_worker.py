@@ -37,8 +37,18 @@ _ANSWER_TIMEOUT_S = 5.0  # for the launcher's cleanup after a solution; then the
 _LAUNCHER = r"""
 import ctypes, json, os, select, socket, sys
 
-ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+libc = ctypes.CDLL(None)
+libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
 sock = socket.socket(fileno=int(sys.argv[1]))
+REMOVE = {"shm": lambda i: libc.shmctl(i, 0, None), "sem": lambda i: libc.semctl(i, 0, 0),
+          "msg": lambda i: libc.msgctl(i, 0, None)}  # IPC_RMID = 0
+
+def remove_ipc():
+    # System V objects outlive their processes: none may reach the next solution (this IPC namespace's only)
+    for kind, remove in REMOVE.items():
+        with open("/proc/sysvipc/" + kind) as fh:
+            for line in list(fh)[1:]:
+                remove(int(line.split()[1]))
 
 def clean(runner):
     # pid 1 of the namespace: -1 reaches every process in it but this one
@@ -51,6 +61,7 @@ def clean(runner):
         try:
             pid, raw = os.waitpid(-1, 0)
         except ChildProcessError:
+            remove_ipc()
             return status
         if pid == runner:
             status = os.waitstatus_to_exitcode(raw)
