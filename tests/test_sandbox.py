@@ -572,3 +572,23 @@ def test_system_v_ipc_objects_do_not_reach_the_next_solution() -> None:
     assert made.passed, made
     after = run_solution(listed, ["assert listed() == []"], limits=FAST)
     assert after.passed, after
+
+
+def test_a_forked_copy_of_the_caller_gets_its_own_sandbox() -> None:
+    """The thread's sandbox belongs to the process that made it; a fork (a multiprocess executor) makes its
+    own instead of talking over the parent's socket."""
+    assert run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST).passed  # the parent's sandbox exists
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked copy
+        try:
+            result = run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST)
+            os.write(write_fd, b"passed" if result.passed else repr(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    _, status = os.waitpid(child, 0)
+    with os.fdopen(read_fd, "rb") as fh:
+        assert fh.read() == b"passed"
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST).passed  # and the parent's still works

@@ -7,7 +7,8 @@ from inside that it has no handler for (SIGKILL and SIGSTOP included), it is not
 /proc/1/mem for the solutions, which share its uid), and after each solution it kills every other process
 in the namespace and reaps them before it answers. Between solutions this side empties the folder, so each
 solution starts in an empty one. Anything unexpected (no answer in time, a broken message) kills the whole
-sandbox: a new one is made for the next solution.
+sandbox: a new one is made for the next solution. System V IPC objects, which outlive their processes, are
+removed after each solution too.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Worker:
     def __init__(self, max_processes: int, make_cgroup: Callable[[int], Path | None],
                  kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
         self.max_processes = max_processes
+        self.owner = os.getpid()
         self.folder = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
         self.alive = False
         self.pidfd = -1
@@ -172,6 +174,9 @@ class Worker:
             answer = self.sock.recv(4096) if select.select([self.sock], [], [], _ANSWER_TIMEOUT_S)[0] else b""
         except OSError:
             answer = b""
+        except BaseException:  # e.g. KeyboardInterrupt mid-run: where the launcher is, is unknown now
+            self.kill()
+            raise
         if not answer:
             self.kill()
             raise SandboxFailure("the sandbox's launcher did not answer; the sandbox was killed")
@@ -246,6 +251,9 @@ _local = threading.local()  # a thread's worker dies with the thread (bwrap --di
 def worker_for_thread(max_processes: int, make_cgroup: Callable[[int], Path | None],
                       kill_cgroup: Callable[[Path], None]) -> Worker:  # fmt: skip
     worker = getattr(_local, "worker", None)
+    if worker is not None and worker.owner != os.getpid():  # a forked copy: the sandbox is the parent's
+        worker._finalizer.detach()
+        worker = None
     if worker is None or not worker.alive or worker.max_processes != max_processes:
         if worker is not None:
             worker.kill()
