@@ -23,6 +23,7 @@ import pytest
 
 from pva_dagster.study import containment
 from pva_dagster.study.isolation import Isolation, IsolationUnavailable, probe
+from pva_dagster.study.sandbox_worker import release_thread_sandbox
 from pva_dagster.study.sandbox import (
     Outcome,
     SandboxFailure,
@@ -585,6 +586,7 @@ def test_a_forked_copy_of_the_caller_gets_its_own_sandbox() -> None:
             result = run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST)
             os.write(write_fd, b"passed" if result.passed else repr(result).encode())
         finally:
+            release_thread_sandbox()  # os._exit runs no finalizer
             os._exit(0)
     os.close(write_fd)
     _, status = os.waitpid(child, 0)

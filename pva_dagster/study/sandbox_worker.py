@@ -259,3 +259,11 @@ def worker_for_thread(max_processes: int, make_cgroup: Callable[[int], Path | No
             worker.kill()
         worker = _local.worker = Worker(max_processes, make_cgroup, kill_cgroup)
     return worker
+
+
+def release_thread_sandbox() -> None:
+    """Kill this thread's sandbox now, not when the thread or the process ends (e.g. before ``os._exit``)."""
+    worker = getattr(_local, "worker", None)
+    if worker is not None and worker.owner == os.getpid():
+        worker.kill()
+    _local.worker = None
