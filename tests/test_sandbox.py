@@ -23,7 +23,6 @@ import pytest
 
 from pva_dagster.study import containment
 from pva_dagster.study.isolation import Isolation, IsolationUnavailable, probe
-from pva_dagster.study.sandbox_worker import release_thread_sandbox
 from pva_dagster.study.sandbox import (
     Outcome,
     SandboxFailure,
@@ -34,6 +33,7 @@ from pva_dagster.study.sandbox import (
     run_many,
     run_solution,
 )
+from pva_dagster.study.sandbox_worker import release_thread_sandbox
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 FAST = SandboxLimits(wall_time_s=1.5, cpu_time_s=5, memory_mb=256)
