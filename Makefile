@@ -29,9 +29,9 @@ $(STAMP): pyproject.toml Makefile
 	  'export WANDB_MODE="$${WANDB_MODE:-disabled}"' >> $(BIN)/activate
 	rm -f $(VENV)/.installed-* && touch $@
 
-# The sandbox isolates model-written code with bubblewrap (README "Safety and crash behaviour"). Installed here where it is
-# missing and we are root with apt; otherwise say how to get it: the embedded profile then runs on with a
-# warning, the study profile refuses to label solutions.
+# The sandbox isolates model-written code with bubblewrap (README "Safety and crash behaviour"). Installed
+# here where it is missing and we are root with apt; otherwise say how to get it: the embedded profile then
+# runs on with a warning, the study profile refuses to label solutions.
 sandbox-deps:
 	@command -v bwrap >/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -62,7 +62,8 @@ def embedded_profile() -> Profile:
         {
             **_shared(data_store),
             "problem_source": ProblemSource(source="embedded"),
-            # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash behaviour").
+            # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash
+            # behaviour"). The study profile requires the isolation.
             "sandbox": Sandbox(isolation="warn"),
             # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
             "language_model": LanguageModel(source="embedded", max_new_tokens=128, batch_size=8),
