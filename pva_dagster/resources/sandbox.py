@@ -21,7 +21,8 @@ class Sandbox(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        isolation.check(required=self.isolation == "required", warn=context.log.warning)
+        found = isolation.check(required=self.isolation == "required", warn=context.log.warning)
+        context.log.info(f"sandbox isolation: {found.describe()}")  # in the run's own log too
 
     @property
     def limits(self) -> SandboxLimits:
