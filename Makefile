@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install run test test-slow ui lint bench clean-data
+.PHONY: install sandbox-deps run test test-slow ui lint bench clean-data
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -33,7 +33,18 @@ $(STAMP): pyproject.toml Makefile
 	  'export WANDB_MODE="$${WANDB_MODE:-disabled}"' >> $(BIN)/activate
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+# The sandbox isolates model-written code with bubblewrap (README "Safety and crash behaviour"). Installed
+# here where it is missing and we are root with apt; otherwise say how to get it: the embedded profile then
+# runs on with a warning, the study profile refuses to label solutions.
+sandbox-deps:
+	@command -v bwrap >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y bubblewrap || { apt-get update && apt-get install -y bubblewrap; }; \
+	else \
+	  echo "bubblewrap (bwrap) is missing: 'sudo apt-get install bubblewrap' isolates the sandbox" >&2; \
+	fi
+
+install: sandbox-deps $(STAMP)
 
 run: install
 	$(BIN)/pva-study

@@ -52,7 +52,6 @@ def _shared(data_store: DataStore) -> dict[str, Any]:
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
         "duckdb": DuckDBResource(database=":memory:"),
-        "sandbox": Sandbox(),
     }
 
 
@@ -63,6 +62,9 @@ def embedded_profile() -> Profile:
         {
             **_shared(data_store),
             "problem_source": ProblemSource(source="embedded"),
+            # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash
+            # behaviour"). The study profile requires the isolation.
+            "sandbox": Sandbox(isolation="warn"),
             # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
             "language_model": LanguageModel(source="embedded", max_new_tokens=128, batch_size=8),
             "sae_source": SAESource(source="embedded"),
@@ -89,6 +91,7 @@ def study_profile() -> Profile:
         {
             **_shared(data_store),
             "problem_source": ProblemSource(source="huggingface"),
+            "sandbox": Sandbox(isolation="required"),
             "language_model": LanguageModel(
                 source="pretrained", name_or_path="google/gemma-2-2b", dtype="bfloat16", max_new_tokens=800
             ),

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pva_dagster.study.isolation import probe
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import FIRST_RANGE, link_embedded_model, materialize, small_resources, write_problems
 
@@ -65,6 +66,8 @@ def test_phase1_labels_and_activations(pipeline):
         with np.load(row.activation_files[5]) as npz:
             assert npz["residual"].shape == (576,)
         assert f"/{row.label}/" in row.activation_files[5]
+    metadata = json.loads(layout.metadata_for(layout.phase1_0_dataset(FIRST_RANGE)).read_text())
+    assert metadata["sandbox_isolation"] == probe().level.value
     sampled = pd.read_parquet(layout.phase1_2_dataset(0.3, FIRST_RANGE))
     validation = pd.read_parquet(layout.split_file("validation")).task_id
     assert set(sampled.task_id) == set(validation)

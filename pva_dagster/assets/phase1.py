@@ -90,6 +90,7 @@ def _generate_and_label(
             "seed": study_design.seed,
             "layers": layers,
             "device": device,
+            "sandbox_isolation": sandbox.isolation_level,
             "model": {"weights": language_model.weights(layout), **model_fingerprint(model)},
             "generation": language_model.model_dump(),
         },
@@ -102,6 +103,7 @@ def _generate_and_label(
             "incorrect": summary["incorrect"],
             "pass_rate": summary["pass_rate"],
             "device": device,
+            "sandbox_isolation": sandbox.isolation_level,
         }
     )
 

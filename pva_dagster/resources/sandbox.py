@@ -1,9 +1,11 @@
-"""Limits for running model-generated code (hostile input) in the sandbox."""
+"""Limits and required isolation for running model-generated code (hostile input) in the sandbox."""
 
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
+from pva_dagster.study import isolation
 from pva_dagster.study.sandbox import SandboxLimits
 
 
@@ -12,7 +14,21 @@ class Sandbox(dg.ConfigurableResource):
     cpu_time_s: int = Field(default=10, description="CPU-seconds limit (RLIMIT_CPU).")
     memory_mb: int = Field(default=1024, description="Address-space limit (RLIMIT_AS) in MiB.")
     max_workers: int | None = Field(default=None, description="Solutions run at once (default: all cores).")
+    isolation: Literal["required", "warn"] = Field(
+        default="required",
+        description="'required': a run fails unless solutions run in namespaces (read-only filesystem but "
+        "their own folder, no network); 'warn': it goes on with a warning and weaker isolation.",
+    )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        found = isolation.check(required=self.isolation == "required", warn=context.log.warning)
+        context.log.info(f"sandbox isolation: {found.describe()}")  # in the run's own log too
 
     @property
     def limits(self) -> SandboxLimits:
         return SandboxLimits(wall_time_s=self.wall_time_s, cpu_time_s=self.cpu_time_s, memory_mb=self.memory_mb)
+
+    @property
+    def isolation_level(self) -> str:
+        """What solutions actually run in here (``isolation.Isolation``'s values), for dataset metadata."""
+        return isolation.probe().level.value

@@ -1,20 +1,23 @@
 """Run model-generated code (hostile input) against MBPP asserts in a separate, limited, killable process.
 
-Each run is a fresh ``python -I`` in its own session and process group, in a fresh temporary directory, with
-stdin closed, stdout/stderr written to unnamed files and read back only up to a cap, and rlimits on CPU time,
-address space, file size and processes. A trusted runner (``_RUNNER``) executes setup code, solution and each
-assert, and reports the outcome on a private pipe prefixed by a random per-run nonce: a run has passed only if
-the launched process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)``
-before the asserts is a failure).
+Each run is a fresh ``python -I`` in its own session, in an empty folder, with stdin closed, stdout/stderr
+written to unnamed files and read back only up to a cap, and rlimits on CPU time, address space, file size
+and processes. A trusted runner (``_RUNNER``) executes setup code, solution and each assert, and reports
+the outcome on a private pipe prefixed by a random per-run nonce: a run has passed only if the launched
+process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)`` before the
+asserts is a failure). The python is started with ``-S`` and given the parent's site-packages directly (a
+third of the start-up time); ``exit()``/``quit()`` are restored.
 
-Fork containment (``fork_containment()``): RLIMIT_NPROC counts per user and the kernel exempts root, so
-when a writable cgroup ``pids`` controller exists each run also gets its own cgroup with ``pids.max``, and
-every process left in it is killed afterwards (this catches children that ``setsid`` away). Without one,
-leftovers are only caught by killing the process group. The python is started with ``-S`` and given the
-parent's site-packages directly (a third of the start-up time); ``exit()``/``quit()`` are restored.
+Isolation (``isolation.py`` says what the machine allows): with ``namespaces`` the runner is started by the
+thread's long-lived bubblewrap sandbox (``sandbox_worker.py``: read-only filesystem but its folder, no
+network, its own pid namespace, whose init kills every other process in it after each run). Otherwise it
+is a child of this process in a fresh folder, for ``uid-drop`` switching to ``nobody`` after joining its
+cgroup and setting its rlimits. Fork containment (``fork_containment()``, ``containment.py``): a ``pids``
+cgroup where root can make one, else RLIMIT_NPROC (counted inside the sandbox's own user namespace), and the
+pid namespace or the process group to kill what is left.
 
 The nonce is hidden from the solution's namespace but lives in the same interpreter: it defends against
-early exits and crashes, not against code written to forge the report. The network is not isolated.
+early exits and crashes, not against code written to forge the report.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import site
@@ -34,9 +36,23 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import Enum
-from functools import cache
 from pathlib import Path
 from typing import BinaryIO
+
+from pva_dagster.study import containment
+from pva_dagster.study.containment import SandboxFailure
+from pva_dagster.study.isolation import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Isolation,
+    IsolationUnavailable,
+    probe,
+    uid_drop_works,
+)
+from pva_dagster.study.sandbox_worker import REPORT_FD, worker_for_thread
+
+__all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxResult", "fork_containment",
+           "run_many", "run_solution"]  # fmt: skip
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
 _MAX_REPORT_BYTES = 256 * 1024
@@ -86,10 +102,6 @@ class SandboxJob:
     setup_code: str = ""
 
 
-class SandboxFailure(RuntimeError):
-    """The sandbox itself could not run a solution (not a verdict on the solution)."""
-
-
 # Trusted code that runs first in the child: joins the cgroup, sets rlimits, then runs the untrusted parts.
 _RUNNER = r"""
 import errno, json, os, resource, site, sys
@@ -98,10 +110,10 @@ def _main():
     with open(sys.argv[1], encoding="utf-8") as fh:
         job = json.load(fh)
     os.unlink(sys.argv[1])
-    fd, nonce, pid = job["report_fd"], job["nonce"], os.getpid()
+    fd, nonce = job["report_fd"], job["nonce"]
 
     def report(status, exc=None, stage="", detail=""):
-        fields = {"pid": pid, "status": status}
+        fields = {"pid": os.getpid(), "status": status}  # a forked copy that reports is told apart
         if exc is not None:
             fields["error_type"] = type(exc).__name__
             fields["message"] = (stage + ": " + (detail or str(exc) or repr(exc)))[:2000]
@@ -116,13 +128,18 @@ def _main():
     try:  # a failure here is the sandbox's, not the solution's
         if job["cgroup"]:
             with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as fh:
-                fh.write(str(pid))
+                fh.write(str(os.getpid()))
         for name, (soft, hard) in job["rlimits"]:
             which = getattr(resource, name)
             ceiling = resource.getrlimit(which)[1]  # without privilege a limit can only go down
             if ceiling != resource.RLIM_INFINITY:
                 soft, hard = min(soft, ceiling), min(hard, ceiling)
             resource.setrlimit(which, (soft, hard))
+        if job["drop_to"]:  # after the cgroup and the limits, which need root; groups first, uid last
+            uid, gid = job["drop_to"]
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
         sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
         site.setquit()  # exit() and quit(), which generated code does call
     except BaseException as exc:
@@ -157,86 +174,46 @@ _STATUS_OUTCOME = {
 }
 
 
-@cache
-def _pids_cgroup_root() -> Path | None:
-    """A cgroup directory (v1 ``pids`` hierarchy or v2 with ``pids`` delegated) this process may create in."""
-    if os.geteuid() != 0:
-        return None
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mount_point, (fs_type, _source, options) = line.split()[4], line.split(" - ")[1].split()[:3]
-        root = Path(mount_point)
-        v1 = fs_type == "cgroup" and "pids" in options.split(",")
-        v2 = fs_type == "cgroup2" and "pids" in _read(root / "cgroup.subtree_control").split()
-        if (v1 or v2) and os.access(root, os.W_OK):
-            return root
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def fork_containment() -> str:
-    """How forks are limited and leftovers killed: ``cgroup-pids``, ``rlimit-nproc`` or ``process-group``."""
-    if _pids_cgroup_root() is not None:
+def fork_containment(isolation: Isolation | None = None) -> str:
+    """How forks are limited and leftovers killed: ``cgroup-pids``, ``pid-namespace`` (RLIMIT_NPROC counted
+    in the run's own user namespace, everything killed with the namespace), ``rlimit-nproc`` or
+    ``process-group``."""
+    level = _level(isolation)
+    if containment.pids_cgroup_root() is not None:
         return "cgroup-pids"
-    return "rlimit-nproc" if os.geteuid() != 0 else "process-group"
+    if level is Isolation.NAMESPACES and os.geteuid() != 0:
+        return "pid-namespace"
+    return "rlimit-nproc" if _run_uid(level) != 0 else "process-group"
 
 
-def _make_cgroup(nonce: str, limits: SandboxLimits) -> Path | None:
-    root = _pids_cgroup_root()
-    if root is None:
-        return None
-    cgroup = root / f"pva-sandbox-{os.getpid()}-{nonce[:16]}"
-    cgroup.mkdir()
-    (cgroup / "pids.max").write_text(str(limits.max_processes))
-    return cgroup
+def _level(isolation: Isolation | None) -> Isolation:
+    """``isolation``, or the best this machine allows; asking for more than it allows is an error."""
+    best = probe()
+    if isolation is None:
+        return best.level
+    order = list(Isolation)  # best first
+    if order.index(isolation) < order.index(best.level):
+        raise IsolationUnavailable(f"sandbox isolation '{isolation.value}' asked for, but {best.describe()}")
+    if isolation is Isolation.UID_DROP and not uid_drop_works():
+        raise IsolationUnavailable("sandbox isolation 'uid-drop' asked for, but this Python does not run as nobody")
+    return isolation
 
 
-def _kill_cgroup(cgroup: Path) -> None:
-    """SIGKILL everything in ``cgroup`` until it is empty, then remove it."""
-    for _ in range(1000):
-        pids = [int(pid) for pid in _read(cgroup / "cgroup.procs").split()]
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
-    for _ in range(200):  # rmdir is refused while dying tasks are still being torn down
-        try:
-            cgroup.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.01)
-    raise SandboxFailure(f"sandbox cgroup {cgroup} could not be emptied and removed")
+def _run_uid(level: Isolation) -> int:
+    """The host uid the solution runs as (inside namespaces root keeps kuid 0, see ``isolation.py``)."""
+    return SANDBOX_UID if level is Isolation.UID_DROP else os.geteuid()
 
 
-def _tasks_of_user(uid: int) -> int:
-    """Processes and threads this uid runs now: what RLIMIT_NPROC counts against."""
-    count = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:  # exited while we looked
-            continue
-        if int(fields["Uid"].split()[0]) == uid:
-            count += int(fields["Threads"])
-    return count
-
-
-def _rlimits(limits: SandboxLimits) -> list[tuple[str, tuple[int, int]]]:
+def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[int, int]]]:
     memory = limits.memory_mb * 1024 * 1024
-    # RLIMIT_NPROC counts every task of the user, not of this run: without root (which it exempts) allow what
-    # the user already runs plus max_processes, so a busy desktop session does not make threads fail.
-    nproc = limits.max_processes if os.geteuid() == 0 else _tasks_of_user(os.getuid()) + limits.max_processes
+    # RLIMIT_NPROC counts every task of the user in the user namespace the run is in: in its own namespace
+    # that is the run alone; outside, without root (which it exempts), allow what the user already runs
+    # plus max_processes, so a busy desktop session or a parallel run does not make threads fail.
+    uid = _run_uid(level)
+    if level is Isolation.NAMESPACES:
+        nproc = limits.max_processes + 1  # + the sandbox's launcher (``sandbox_worker``)
+    else:
+        nproc = limits.max_processes if uid == 0 else containment.tasks_of_user(uid) + limits.max_processes
     return [
         ("RLIMIT_CPU", (limits.cpu_time_s, limits.cpu_time_s + 1)),  # soft: SIGXCPU, hard: SIGKILL
         ("RLIMIT_AS", (memory, memory)),
@@ -294,40 +271,29 @@ def run_solution(
     test_list: Sequence[str],
     setup_code: str = "",
     limits: SandboxLimits = SandboxLimits(),  # frozen, so one shared default is safe
+    isolation: Isolation | None = None,
 ) -> SandboxResult:
-    """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter."""
+    """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter.
+
+    ``isolation`` defaults to the best the machine allows (``isolation.probe()``); a lower level may be
+    asked for (the benchmark compares against ``none``), a higher one raises ``IsolationUnavailable``."""
     if isinstance(test_list, str):
         raise TypeError("test_list must be a sequence of assert statements, not one string")
+    level = _level(isolation)
     nonce = secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
+    job = {
+        "nonce": nonce, "rlimits": _rlimits(limits, level), "cgroup": "", "site_packages": site.getsitepackages(),
+        "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
+        "setup": setup_code, "solution": solution, "tests": list(test_list),
+    }  # fmt: skip
     report_r, report_w = os.pipe()
-    cgroup = None
     try:
-        cgroup = _make_cgroup(nonce, limits)
-        job = {
-            "report_fd": report_w, "nonce": nonce, "cgroup": str(cgroup) if cgroup else "",
-            "rlimits": _rlimits(limits), "site_packages": site.getsitepackages(),
-            "setup": setup_code, "solution": solution, "tests": list(test_list),
-        }  # fmt: skip
-        (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        env = {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            start = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(workdir / "job.json")],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(report_w,), start_new_session=True,
-            )  # fmt: skip
-            try:
-                os.close(report_w)
-                report_w = -1
-                timed_out = not _wait_exited(proc.pid, limits.wall_time_s)
-                duration = time.monotonic() - start
-            finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
-                _kill_leftovers(proc.pid, cgroup)
-                cgroup = None
-                returncode = proc.wait()
-            report = _read_report(report_r, nonce, proc.pid)
+            run = _run_in_worker if level is Isolation.NAMESPACES else _run_directly
+            returncode, runner_pid, timed_out, duration = run(job, out, err, report_w, limits, level)
+            os.close(report_w)  # only now: the runner's copy is what a read sees the end of
+            report_w = -1
+            report = _read_report(report_r, nonce, runner_pid)
             if report is not None and report["status"] == "sandbox":
                 raise SandboxFailure(f"the sandbox could not start: {report['message']}")
             outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
@@ -337,75 +303,77 @@ def run_solution(
         for fd in (report_r, report_w):
             if fd >= 0:
                 os.close(fd)
-        if cgroup is not None:
-            _kill_cgroup(cgroup)
-        shutil.rmtree(workdir, onerror=_make_removable)
 
 
-def _kill_leftovers(leader: int, cgroup: Path | None) -> None:
-    """SIGKILL everything the run started and return once it is dead (zombies at most).
-
-    The cgroup holds every descendant; without one, the process group is killed until no live member is
-    left. The leader is not reaped yet, so its pid still names the group and cannot have been recycled.
-    """
-    if cgroup is not None:
-        _kill_cgroup(cgroup)
-        return
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            os.killpg(leader, signal.SIGKILL)  # again each round: a fork may have raced the last one
-        except ProcessLookupError:
-            return
-        if not _live_members(leader):  # SIGKILL is asynchronous: wait until they are zombies or gone
-            return
-        if time.monotonic() > deadline:
-            raise SandboxFailure(f"process group {leader} survived SIGKILL for 5 s")
-        time.sleep(0.002)
+_Ran = tuple[int, int, bool, float]  # exit status, the runner's pid as it saw it, timed out, seconds
 
 
-def _live_members(pgid: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:  # exited while we looked
-            continue
-        if int(group) == pgid and state not in ("Z", "X"):
-            members.append(int(stat.parent.name))
-    return members
+def _env(folder: Path) -> dict[str, str]:
+    return {"PATH": os.defpath, "HOME": str(folder), "TMPDIR": str(folder), "LANG": "C.UTF-8"}
 
 
-def _wait_exited(pid: int, timeout_s: float) -> bool:
-    """Block until ``pid`` exits (without reaping it) or ``timeout_s`` passes; True if it exited."""
-    pidfd = os.pidfd_open(pid)
+def _runner_argv(job_file: Path) -> list[str]:
+    return [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(job_file)]
+
+
+def _run_in_worker(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+                   _level: Isolation) -> _Ran:  # fmt: skip
+    """In this thread's long-lived namespaces (``sandbox_worker``), in its emptied folder."""
+    worker = worker_for_thread(limits.max_processes, containment.make_cgroup, containment.kill_cgroup)
     try:
-        ready, _, _ = select.select([pidfd], [], [], timeout_s)
-        return bool(ready)
+        (worker.folder / "job.json").write_text(json.dumps({**job, "report_fd": REPORT_FD}), encoding="utf-8")
+        start = time.monotonic()
+        status, pid, timed_out = worker.run(_runner_argv(worker.folder / "job.json"), _env(worker.folder),
+                                            out, err, report_w, limits.wall_time_s)  # fmt: skip
+        return status, pid, timed_out, time.monotonic() - start
     finally:
-        os.close(pidfd)
+        if worker.alive:
+            worker.empty_folder()
 
 
-def _make_removable(_function: object, path: str, _exc: object) -> None:
-    """rmtree hook: the solution may have left read-only folders; open them up and retry once."""
-    os.chmod(os.path.dirname(path), 0o700)
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+def _run_directly(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+                  level: Isolation) -> _Ran:  # fmt: skip
+    """A child of this process, in a fresh folder (as ``nobody`` for ``uid-drop``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
+    cgroup = None
+    try:
+        if level is Isolation.UID_DROP:
+            os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
+        cgroup = containment.make_cgroup(limits.max_processes)
+        job = {**job, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}
+        (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            _runner_argv(workdir / "job.json"), cwd=workdir, env=_env(workdir), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True,
+        )  # fmt: skip
+        try:
+            timed_out = not containment.wait_exited(proc.pid, limits.wall_time_s)
+            duration = time.monotonic() - start
+        finally:  # also on KeyboardInterrupt: nothing the solution started outlives this call
+            containment.kill_leftovers(proc.pid, cgroup)
+            cgroup = None
+            returncode = proc.wait()
+        return returncode, proc.pid, timed_out, duration
+    finally:
+        if cgroup is not None:
+            containment.kill_cgroup(cgroup)
+        shutil.rmtree(workdir, onerror=containment.make_removable)
 
 
 def run_many(
     jobs: Sequence[SandboxJob],
     limits: SandboxLimits = SandboxLimits(),
     max_workers: int | None = None,
+    isolation: Isolation | None = None,
 ) -> list[SandboxResult]:
     """Run every job (in parallel, one thread driving each child process); results in input order."""
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be positive, got {max_workers}")
     workers = max_workers or os.cpu_count() or 1
+
+    def run(job: SandboxJob) -> SandboxResult:
+        return run_solution(job.solution, job.test_list, job.setup_code, limits, isolation)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(
-            pool.map(lambda job: run_solution(job.solution, job.test_list, job.setup_code, limits), jobs)
-        )
+        return list(pool.map(run, jobs))
