@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pva_dagster.study.generation import GenerationSettings, generate, prompt_residuals
+from pva_dagster.study.generation import FunctionEndStop, GenerationSettings, generate, prompt_residuals
 from pva_dagster.study.models import load_causal_lm, stop_token_ids
-from pva_dagster.study.prompts import build_prompt, extract_code
+from pva_dagster.study.prompts import build_prompt, extract_code, function_end_reached
 from pva_dagster.study.residual import decoder_blocks
 
 PROMPTS = [
@@ -73,6 +73,26 @@ def test_batched_greedy_equals_one_at_a_time(smollm):
     # The activation-only pass (base model, no logits) reads the same vectors.
     direct = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=3)
     np.testing.assert_allclose(direct, np.stack([g.residuals for g in one]), rtol=1e-4, atol=1e-4)
+
+
+def test_incremental_stop_rule_agrees_with_decoding_every_step(smollm):
+    """The stop rule decodes a row only when a newline token arrives; its verdicts at every step of a real
+    decode equal those of decoding every row whole (the quadratic rule it replaces)."""
+    model, tokenizer = smollm
+    encoded = tokenizer(PROMPTS[:4], return_tensors="pt", padding=True)
+    prompt_length = encoded["input_ids"].shape[1]
+    with torch.no_grad():
+        output = model.generate(
+            **encoded, max_new_tokens=96, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    rule, verdicts = FunctionEndStop(tokenizer, prompt_length), []
+    for step in range(prompt_length + 1, output.shape[1] + 1):
+        ids = output[:, :step]
+        texts = tokenizer.batch_decode(ids[:, prompt_length:], skip_special_tokens=True)
+        expected = [function_end_reached(text) for text in texts]
+        assert rule(ids, None).tolist() == expected, step
+        verdicts.append(expected)
+    assert any(verdicts[-1]) and not all(verdicts[0]), "the rows should stop part-way, not at once"
 
 
 def test_residual_is_the_output_of_the_decoder_block(gemma):
