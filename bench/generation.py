@@ -1,27 +1,39 @@
-"""Generation throughput: one prompt at a time vs batched, and with vs without residual capture.
+"""Phase 1 generation throughput: today's path against the one before it, in one run, as ratios.
 
-    .venv/bin/python bench/generation.py [--n-prompts 16] [--max-new-tokens 64] [--batch-size 8]
-        [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda] [--dtype float32]
+    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N]
+        [--rounds 1] [--baseline-ref f71fee2] [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda]
 
+Three paths over the same prompts, all greedy with residual capture on every layer and the function-end stop
+rule on, as Phase 1 runs them, alternated round by round so that load from other processes hits each alike:
+
+- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git), batches of 8 in task order;
+- new @ 8: ``generate`` now, batches of 8, sorted by prompt length;
+- new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or --batch-size.
+
+It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the cost
+of the stop rule alone (old: decode every row each step; new: incremental) over 8 rows x 800 steps.
 Default model: the embedded SmolLM2-135M-Instruct (converted once under --cache). ``--gemma2-random`` builds
 google/gemma-2-2b's architecture (Gemma2Config: hidden 2304, 26 layers, vocab 256000) with random weights and
-a small trained tokenizer: the real study's compute without a download, meant for a GPU. All timings come from
-one invocation, greedy, prompts from the embedded MBPP-style problems; the stop rule is off so every row
-generates exactly --max-new-tokens and the runs compare like with like.
+a small trained tokenizer: the real study's compute without a download, meant for a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config
 
-from pva_dagster.study.generation import GenerationSettings, generate
+from pva_dagster.study.generation import FunctionEndStop, GenerationSettings, auto_batch_size, generate
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.models import (
     DTYPES,
@@ -57,26 +69,52 @@ def random_gemma2_2b(device: str, dtype: str) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def timed(model: Any, tokenizer: Any, prompts: list[str], layers: list[int], settings: GenerationSettings):
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def baseline_module(ref: str) -> ModuleType:
+    """``pva_dagster.study.generation`` as it was at git ``ref``, imported under another name."""
+    source = subprocess.run(
+        ["git", "show", f"{ref}:pva_dagster/study/generation.py"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / f"generation_at_{ref}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(generate_fn: Any, model: Any, tokenizer: Any, prompts: list[str], layers: list[int], settings: Any):
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    generations = [
-        g
-        for batch in generate(model, tokenizer, prompts, layers, settings, stop_token_ids(model, tokenizer))
-        for g in batch
-    ]
+    stops = stop_token_ids(model, tokenizer)
+    generations = [g for batch in generate_fn(model, tokenizer, prompts, layers, settings, stops) for g in batch]
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return generations, sum(g.n_new_tokens for g in generations) / seconds, seconds
+    generations.sort(key=lambda g: g.prompt_index)
+    return generations, sum(g.n_new_tokens for g in generations) / seconds
+
+
+def stop_rule_seconds(rule: Any, tokenizer: Any, rows: list[list[int]], steps: int) -> float:
+    """Seconds the stop rule alone takes over ``steps`` decode steps of ``rows`` (token lists, tiled)."""
+    ids = torch.tensor([(row * (steps // max(1, len(row)) + 1))[:steps] for row in rows])
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        rule(ids[:, :step], None)
+    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-prompts", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-prompts", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: auto_batch_size here")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of the three paths")
+    parser.add_argument("--baseline-ref", default="f71fee2", help="git commit of the baseline generation.py")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model", default=None, help="local folder or hub id (default: the embedded SmolLM2)"
@@ -93,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, default=DEFAULT_CACHE, help="where the embedded model is converted"
     )
     args = parser.parse_args(argv)
-    for name in ("n_prompts", "max_new_tokens", "batch_size"):
+    for name in ("n_prompts", "max_new_tokens", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     apply_offline_defaults()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    old = baseline_module(args.baseline_ref)
 
     started = time.perf_counter()
     if args.gemma2_random:
@@ -109,38 +148,51 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_causal_lm(name, dtype=dtype, device=args.device)
     print(
         f"model {model_fingerprint(model)} on {args.device} ({dtype}), "
-        f"ready in {time.perf_counter() - started:.1f} s"
+        f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
     )
+    # Phase 1's choice: prompt budget + new tokens, as LanguageModel.batch_size_for does.
+    chosen = args.batch_size or auto_batch_size(model, GenerationSettings().max_prompt_tokens + args.max_new_tokens)
 
     embedded = load_embedded()
     problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
     prompts = [build_prompt(p.text, p.test_list) for p in problems]
-    all_layers = list(range(len(decoder_blocks(model))))
+    layers = list(range(len(decoder_blocks(model))))
+    paths = {
+        "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8)),
+        "new @ 8": (generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8, sort_by_length=True)),
+        f"new @ {chosen}": (
+            generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=chosen, sort_by_length=True)
+        ),
+    }
+    timed(generate, model, tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    outputs: dict[str, list[Any]] = {}
+    for round_ in range(args.rounds):
+        for name, (generate_fn, settings) in paths.items():
+            outputs[name], rate = timed(generate_fn, model, tokenizer, prompts, layers, settings)
+            rates[name].append(rate)
+            print(f"round {round_ + 1}: {name:>14}: {rate:8.1f} new tokens/s", flush=True)
 
-    def settings(batch_size: int) -> GenerationSettings:
-        return GenerationSettings(
-            max_new_tokens=args.max_new_tokens, batch_size=batch_size, stop_at_function_end=False
+    base = outputs["baseline @ 8"]
+    n_tokens = sum(g.n_new_tokens for g in base)
+    print(f"{len(prompts)} prompts, <= {args.max_new_tokens} new tokens ({n_tokens} generated), capture = all "
+          f"{len(layers)} layers, stop rule on, median of {args.rounds} round(s)")
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    for name in paths:
+        same = sum(a.completion == b.completion for a, b in zip(base, outputs[name]))
+        residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in zip(base, outputs[name]))
+        print(
+            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median['baseline @ 8']:5.2f}x baseline; "
+            f"greedy completions equal to baseline {same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
         )
+    print(f"chosen batch size {chosen} vs 8: {median[f'new @ {chosen}'] / median['new @ 8']:.2f}x")
 
-    timed(
-        model, tokenizer, prompts[:1], all_layers, GenerationSettings(max_new_tokens=4, batch_size=1)
-    )  # warm-up
-    one, one_tps, one_s = timed(model, tokenizer, prompts, all_layers, settings(1))
-    batched, batched_tps, batched_s = timed(model, tokenizer, prompts, all_layers, settings(args.batch_size))
-    _, bare_tps, bare_s = timed(model, tokenizer, prompts, [], settings(args.batch_size))
-
-    same = sum(a.completion == b.completion for a, b in zip(one, batched))
-    print(
-        f"{len(prompts)} prompts x {args.max_new_tokens} new tokens, capture = all {len(all_layers)} layers"
-    )
-    print(f"one at a time, capture:       {one_tps:8.1f} new tokens/s ({one_s:.1f} s)")
-    print(
-        f"batch {args.batch_size:>3}, capture:          {batched_tps:8.1f} new tokens/s ({batched_s:.1f} s)"
-    )
-    print(f"batch {args.batch_size:>3}, no capture:       {bare_tps:8.1f} new tokens/s ({bare_s:.1f} s)")
-    print(f"batched / one at a time:      {batched_tps / one_tps:8.2f}x")
-    print(f"capture / no capture:         {batched_tps / bare_tps:8.2f}x")
-    print(f"batched completions equal to one at a time: {same}/{len(prompts)}")
+    rows = [tokenizer(g.completion)["input_ids"] or [0] for g in base[:8]]
+    steps = 800
+    old_rule = stop_rule_seconds(old.FunctionEndStop(tokenizer, 0), tokenizer, rows, steps)
+    new_rule = stop_rule_seconds(FunctionEndStop(tokenizer, 0), tokenizer, rows, steps)
+    print(f"stop rule alone, {len(rows)} rows x {steps} steps: old {old_rule:.2f} s, new {new_rule:.2f} s "
+          f"({old_rule / new_rule:.0f}x)")
     if model.device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     return 0

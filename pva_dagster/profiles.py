@@ -66,7 +66,8 @@ def embedded_profile() -> Profile:
             # behaviour"). The study profile requires the isolation.
             "sandbox": Sandbox(isolation="warn"),
             # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
-            "language_model": LanguageModel(source="embedded", max_new_tokens=128, batch_size=8),
+            # batch_size None: the measured CPU size (generation.CPU_BATCH_SIZE).
+            "language_model": LanguageModel(source="embedded", max_new_tokens=128),
             "sae_source": SAESource(source="embedded"),
             "study_design": StudyDesign(
                 max_task_id=max(p.task_id for p in load_embedded()),

@@ -5,10 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, Gemma2Config
 
-from pva_dagster.study.generation import GenerationSettings, generate, prompt_residuals
+from pva_dagster.study.generation import (
+    CPU_BATCH_SIZE,
+    FunctionEndStop,
+    GenerationSettings,
+    auto_batch_size,
+    batch_order,
+    bytes_per_row,
+    generate,
+    prompt_residuals,
+)
 from pva_dagster.study.models import load_causal_lm, stop_token_ids
-from pva_dagster.study.prompts import build_prompt, extract_code
+from pva_dagster.study.prompts import build_prompt, extract_code, function_end_reached
+from pva_dagster.study.random_models import GEMMA2_2B
 from pva_dagster.study.residual import decoder_blocks
 
 PROMPTS = [
@@ -73,6 +84,84 @@ def test_batched_greedy_equals_one_at_a_time(smollm):
     # The activation-only pass (base model, no logits) reads the same vectors.
     direct = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=3)
     np.testing.assert_allclose(direct, np.stack([g.residuals for g in one]), rtol=1e-4, atol=1e-4)
+
+
+def test_sorted_bigger_batches_give_the_greedy_output_of_one_at_a_time(smollm):
+    """Phase 1's batching (sorted by prompt length, batches larger than before) changes no greedy output."""
+    model, tokenizer = smollm
+    stops, layers = stop_token_ids(model, tokenizer), [3, 29]
+    one = run_all(model, tokenizer, PROMPTS, layers, GenerationSettings(max_new_tokens=40, batch_size=1), stops)
+    for batch_size in (4, len(PROMPTS)):
+        settings = GenerationSettings(max_new_tokens=40, batch_size=batch_size, sort_by_length=True)
+        batches = list(generate(model, tokenizer, PROMPTS, layers, settings, stops))
+        assert len(batches) == -(-len(PROMPTS) // batch_size)
+        sorted_gens = sorted((g for batch in batches for g in batch), key=lambda g: g.prompt_index)
+        assert [g.prompt_index for g in sorted_gens] == list(range(len(PROMPTS)))
+        assert [g.completion for g in sorted_gens] == [g.completion for g in one]
+        assert [g.n_new_tokens for g in sorted_gens] == [g.n_new_tokens for g in one]
+        assert [g.n_prompt_tokens for g in sorted_gens] == [g.n_prompt_tokens for g in one]
+        for a, b in zip(one, sorted_gens):
+            np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
+        # The longest prompt (PROMPTS[5], two asserts) runs in the first batch.
+        assert 5 in [g.prompt_index for g in batches[0]]
+
+
+def test_sorted_batches_are_re_formed_on_resume(gemma):
+    """After the first batches are saved, sorting the prompts left gives exactly the batches not yet run."""
+    _, tokenizer = gemma
+    prompts = PROMPTS * 3  # ties in length: kept in prompt order
+    settings = GenerationSettings(batch_size=4, sort_by_length=True)
+    full = batch_order(tokenizer, prompts, 4, settings)
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    flat = [i for batch in full for i in batch]
+    assert sorted(flat) == list(range(len(prompts)))
+    assert max(lengths[i] for i in full[-1]) <= min(lengths[i] for i in full[0]), "longest batch first"
+    done = {i for batch in full[:2] for i in batch}
+    left = [i for i in range(len(prompts)) if i not in done]
+    resumed = batch_order(tokenizer, [prompts[i] for i in left], 4, settings)
+    assert [[left[j] for j in batch] for batch in resumed] == full[2:]
+    unsorted = batch_order(tokenizer, prompts, 4, GenerationSettings(batch_size=4))
+    assert unsorted == [list(range(s, min(s + 4, len(prompts)))) for s in range(0, len(prompts), 4)]
+
+
+def test_batch_size_follows_free_memory_for_gemma2_2b():
+    """The study profile's batch size, on the real Gemma-2-2B architecture (random, on the meta device)."""
+    config = Gemma2Config(**GEMMA2_2B, vocab_size=256_000)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    n_tokens = 2048 + 800
+    per_row = bytes_per_row(model.config, n_tokens, 2)
+    assert per_row > 2 * 26 * 4 * 256 * n_tokens * 2  # more than the bf16 KV cache of 26 layers alone
+    sizes = [auto_batch_size(model, n_tokens, free_bytes=gib * 2**30) for gib in (0, 1, 20, 70, 130, 10_000)]
+    assert sizes[0] == 1 and sizes == sorted(sizes) and sizes[-1] == 128
+    assert all(size & (size - 1) == 0 for size in sizes), "powers of two"
+    assert sizes[3] * per_row <= 0.7 * 70 * 2**30 < 2 * sizes[3] * per_row
+    assert auto_batch_size(model, n_tokens, free_bytes=70 * 2**30) >= 16, "an H100 should not run at batch 8"
+
+
+def test_cpu_batch_size_is_the_measured_one(gemma):
+    model, _ = gemma
+    assert auto_batch_size(model, 128) == CPU_BATCH_SIZE
+
+
+def test_incremental_stop_rule_agrees_with_decoding_every_step(smollm):
+    """The stop rule decodes a row only when a newline token arrives; its verdicts at every step of a real
+    decode equal those of decoding every row whole (the quadratic rule it replaces)."""
+    model, tokenizer = smollm
+    encoded = tokenizer(PROMPTS[:4], return_tensors="pt", padding=True)
+    prompt_length = encoded["input_ids"].shape[1]
+    with torch.no_grad():
+        output = model.generate(
+            **encoded, max_new_tokens=96, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    rule, verdicts = FunctionEndStop(tokenizer, prompt_length), []
+    for step in range(prompt_length + 1, output.shape[1] + 1):
+        ids = output[:, :step]
+        texts = tokenizer.batch_decode(ids[:, prompt_length:], skip_special_tokens=True)
+        expected = [function_end_reached(text) for text in texts]
+        assert rule(ids, None).tolist() == expected, step
+        verdicts.append(expected)
+    assert any(verdicts[-1]) and not all(verdicts[0]), "the rows should stop part-way, not at once"
 
 
 def test_residual_is_the_output_of_the_decoder_block(gemma):

@@ -58,15 +58,16 @@ def _generate_and_label(
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         layers = validate_layers(model, study_design.layers or range(len(decoder_blocks(model))))
         tasks = _tasks(problems, task_range, language_model, tokenizer)
+        settings = language_model.settings(temperature, samples, study_design.seed, model=model)
         context.log.info(
             f"{len(tasks)} tasks in {task_range.key} at temperature {temperature}, {samples} sample(s) each, "
-            f"{len(layers)} layers stored, on {device}"
+            f"{len(layers)} layers stored, on {device}, batches of {settings.batch_size} rows"
         )
         frame = run_solutions(
             tasks,
             model=model,
             tokenizer=tokenizer,
-            settings=language_model.settings(temperature, samples, study_design.seed),
+            settings=settings,
             stop_token_ids=stop_token_ids(model, tokenizer),
             layers=layers,
             dataset_path=dataset_path,
@@ -93,6 +94,7 @@ def _generate_and_label(
             "sandbox_isolation": sandbox.isolation_level,
             "model": {"weights": language_model.weights(layout), **model_fingerprint(model)},
             "generation": language_model.model_dump(),
+            "generation_settings": settings.describe(),  # the batch size actually used
         },
     )
     return dg.MaterializeResult(

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from pva_dagster.resources.choices import one_of
-from pva_dagster.study.generation import GenerationSettings
+from pva_dagster.study.generation import MAX_AUTO_BATCH_SIZE, GenerationSettings, auto_batch_size
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.models import DTYPES, convert_gguf_to_safetensors, load_causal_lm, locate_embedded_gguf
 from pva_dagster.study.prompts import DEFAULT_TEMPLATE
@@ -27,12 +27,16 @@ class LanguageModel(dg.ConfigurableResource):
     dtype: str = Field(default="float32", description="torch dtype the weights are loaded in.")
     max_new_tokens: int = Field(default=800, description="Tokens generated per solution at most.")
     max_prompt_tokens: int = Field(default=2048, description="Prompts are cut to their last N tokens.")
-    batch_size: int = Field(
-        default=8,
+    batch_size: int | None = Field(
+        default=None,
         description="Rows per generate call (left padding): prompts when greedy, prompts x samples when "
-        "sampling. Records are persisted after every batch, so at most 50 are ever at risk.",
+        "sampling. None: chosen from the model and the device's free memory (a measured size on the CPU), "
+        "see study.generation.auto_batch_size. Records are persisted after every batch.",
         ge=1,
-        le=50,
+        le=MAX_AUTO_BATCH_SIZE,
+    )
+    sort_by_length: bool = Field(
+        default=True, description="Batch prompts of similar length together (less padding); same outputs."
     )
     use_chat_template: bool = Field(default=False, description="Wrap the prompt in the tokenizer's chat template.")
     prompt_template: str = Field(default=DEFAULT_TEMPLATE, description="Zero-shot prompt; {text} and {tests}.")
@@ -63,11 +67,22 @@ class LanguageModel(dg.ConfigurableResource):
     def load(self, layout: DataLayout, device: str) -> tuple[Any, Any]:
         return load_causal_lm(self.weights(layout), dtype=self.dtype, device=device)
 
-    def settings(self, temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> GenerationSettings:
+    def batch_size_for(self, model: Any | None) -> int:
+        """``batch_size`` if set; else chosen for the loaded ``model`` on its device; 8 without a model."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if model is None:
+            return 8  # the size before it was chosen per device; callers that pass no model keep it
+        return auto_batch_size(model, self.max_prompt_tokens + self.max_new_tokens)
+
+    def settings(
+        self, temperature: float = 0.0, num_samples: int = 1, seed: int = 0, model: Any | None = None
+    ) -> GenerationSettings:
         return GenerationSettings(
             max_new_tokens=self.max_new_tokens,
             max_prompt_tokens=self.max_prompt_tokens,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size_for(model),
+            sort_by_length=self.sort_by_length,
             temperature=temperature,
             num_samples=num_samples,
             seed=seed,

@@ -86,3 +86,33 @@ def add_to_block_output(model: nn.Module, layer: int, vector: torch.Tensor) -> I
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def record_first_call_last_position(
+    model: nn.Module, layers: Sequence[int]
+) -> Iterator[dict[int, torch.Tensor]]:
+    """Record each listed block's output at the last position of its first forward call only.
+
+    Yields ``{layer: tensor[batch, d_model]}``, filled by the first call (the prefill of ``generate``, whose
+    last position is every left-padded row's last prompt token). Each hook removes itself after that call, so
+    the decode steps run without hooks and nothing is kept per step.
+    """
+    blocks = decoder_blocks(model)
+    recorded: dict[int, torch.Tensor] = {}
+    handles = {}
+
+    def make_hook(layer: int):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+            recorded[layer] = _hidden(output)[:, -1, :].detach().clone()  # clone: free the [batch, seq, d]
+            handles.pop(layer).remove()
+
+        return hook
+
+    for layer in validate_layers(model, layers):
+        handles[layer] = blocks[layer].register_forward_hook(make_hook(layer))
+    try:
+        yield recorded
+    finally:
+        for handle in handles.values():
+            handle.remove()

@@ -139,9 +139,16 @@ def run_solutions(
         passed = sum(r["passed"] for r in records)
         log(
             f"task {done}/{len(todo)}: batch of {len(batch)} labelled ({passed} correct), "
-            f"{tokens / elapsed:.1f} new tokens/s, {len(table)} records saved"
+            f"{tokens / elapsed:.1f} new tokens/s, {len(table)} records saved, "
+            f"{_eta(elapsed, done, len(todo))}"
         )
     return table.frame()
+
+
+def _eta(elapsed: float, done: int, total: int) -> str:
+    """Time left in the partition at the mean pace so far; rough, as batches differ in prompt length."""
+    left = elapsed / done * (total - done)
+    return f"ETA {int(left // 60)} min {int(left % 60):02d} s" if done < total else "partition done"
 
 
 def summarize(frame: pd.DataFrame) -> dict[str, Any]:
