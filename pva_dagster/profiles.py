@@ -73,7 +73,9 @@ def embedded_profile() -> Profile:
                 max_task_id=max(p.task_id for p in load_embedded()),
                 task_range_size=25,
                 sae_layers=[6, 12, 18, 24],
-                samples_per_temperature=2,
+                # One sample per temperature: with 200 problems (80 validation), Phase 1.2 is 320 generations,
+                # about what 84 problems x 2 samples were; the study profile samples 5.
+                samples_per_temperature=1,
                 # Positive multiples of the mean residual norm push along the latent's own direction.
                 steering_coefficients=[0.5, 1.0],
                 steering_controls=1,
