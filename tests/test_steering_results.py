@@ -84,7 +84,9 @@ def _sweep(rates: dict[float, tuple[float, float, float]]) -> pd.DataFrame:
     rows = []
     for coefficient, values in rates.items():
         for experiment, rate in zip(["correction", "preservation", "corruption"], values):
-            rows.append({"split": "hyperparams", "experiment": experiment, "coefficient": coefficient, "rate": rate})
+            direction = "incorrect" if experiment == "corruption" else "correct"
+            rows.append({"split": "hyperparams", "experiment": experiment, "direction": direction,
+                         "coefficient": coefficient, "rate": rate})
     return pd.DataFrame(rows)
 
 
@@ -101,6 +103,10 @@ def test_coefficient_rule_respects_the_preservation_floor_and_prefers_small_coef
     assert none_keep.coefficient["correct"] == 1.0 and not none_keep.met_preservation_floor["correct"]
     with pytest.raises(ValueError, match="no nonzero coefficient"):
         choose_coefficients(_sweep({0.0: (0.0, 1.0, 0.0)}))
+    # A direction with no latent (Phase 2 found none) gets no coefficient.
+    only_correct = _sweep({0.5: (0.2, 1.0, 0.1)})
+    only_correct = only_correct[only_correct.direction == "correct"]
+    assert choose_coefficients(only_correct).direction.tolist() == ["correct"]
 
 
 def test_outcomes_merge_on_task_and_noise_floor_counts_changed_labels():

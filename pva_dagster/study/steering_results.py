@@ -101,16 +101,20 @@ def choose_coefficients(sweep: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("no nonzero coefficient was swept on the hyperparams split: nothing to choose from")
     rate = sweep.pivot_table(index="coefficient", columns="experiment", values="rate", dropna=False)
     rate = rate.reindex(columns=list(EXPERIMENTS)).reset_index()
-    keeps = rate.preservation.fillna(0.0) >= PRESERVATION_FLOOR
-    correct = _pick(rate[keeps], "correction") if keeps.any() else _pick(rate, "preservation")
-    incorrect = _pick(rate, "corruption")
-    return pd.DataFrame([
-        {"direction": "correct", "coefficient": float(correct.coefficient), "correction_rate": correct.correction,
-         "preservation_rate": correct.preservation, "met_preservation_floor": bool(keeps.any()),
-         "rule": COEFFICIENT_RULE},
-        {"direction": "incorrect", "coefficient": float(incorrect.coefficient), "corruption_rate": incorrect.corruption,
-         "rule": COEFFICIENT_RULE},
-    ])
+    chosen = []
+    if (sweep.direction == "correct").any():
+        keeps = rate.preservation.fillna(0.0) >= PRESERVATION_FLOOR
+        correct = _pick(rate[keeps], "correction") if keeps.any() else _pick(rate, "preservation")
+        chosen.append({
+            "direction": "correct", "coefficient": float(correct.coefficient), "correction_rate": correct.correction,
+            "preservation_rate": correct.preservation, "met_preservation_floor": bool(keeps.any()),
+            "rule": COEFFICIENT_RULE,
+        })
+    if (sweep.direction == "incorrect").any():
+        incorrect = _pick(rate, "corruption")
+        chosen.append({"direction": "incorrect", "coefficient": float(incorrect.coefficient),
+                       "corruption_rate": incorrect.corruption, "rule": COEFFICIENT_RULE})
+    return pd.DataFrame(chosen)
 
 
 def unit_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
