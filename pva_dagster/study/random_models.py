@@ -1,7 +1,9 @@
 """Random-weight models of the real study's architecture (Gemma 2), built offline in seconds.
 
-Tests use a tiny one to run the Gemma-2 code path that google/gemma-2-2b takes; the generation benchmark uses
-the full Gemma-2-2B shape on a GPU (same compute as the real model, no download).
+One builder, three shapes: tests use a tiny one to run the Gemma-2 code path that google/gemma-2-2b takes; the
+generation benchmark and ``pva-check-gpu --gemma2-random`` use the full Gemma-2-2B shape on a GPU (same compute
+as the real model, no download); the study rehearsal (``study/standins.py``) uses Gemma-2-2B's interface
+(hidden size, number of blocks) with cheap insides.
 """
 
 from __future__ import annotations
@@ -43,15 +45,37 @@ def train_code_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> PreTrained
     )
 
 
+def random_gemma2(
+    tokenizer: PreTrainedTokenizerFast,
+    shape: dict[str, Any] = TINY_GEMMA2,
+    seed: int = 0,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    **config: Any,
+) -> Any:
+    """A seeded random-weight ``Gemma2ForCausalLM`` of ``shape`` for ``tokenizer``, built on ``device``.
+
+    ``vocab_size`` defaults to the tokenizer's; a larger one (Gemma-2-2B's 256,000) costs the real model's
+    embedding and unembedding compute. ``config`` adds or overrides Gemma2Config fields.
+    """
+    vocab_size = vocab_size or len(tokenizer)
+    if vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
+    gemma_config = Gemma2Config(
+        vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, **{**shape, **config},
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(gemma_config, dtype=dtype)
+    return model.eval()
+
+
 def build_random_gemma2(out_dir: Path, shape: dict[str, Any] = TINY_GEMMA2, seed: int = 0) -> Path:
     """Save a seeded random-weight Gemma 2 model and its tokenizer where ``from_pretrained`` loads them."""
     tokenizer = train_code_tokenizer()
-    config = Gemma2Config(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, **shape,
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = random_gemma2(tokenizer, shape, seed)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
