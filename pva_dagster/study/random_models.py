@@ -21,7 +21,8 @@ TINY_GEMMA2 = {
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
     "head_dim": 16, "max_position_embeddings": 1024, "sliding_window": 256,
 }
-# google/gemma-2-2b's shape (its config.json), vocabulary aside.
+# google/gemma-2-2b's shape (its config.json); its vocabulary size, for a random model of the full cost.
+GEMMA2_2B_VOCAB = 256_000
 GEMMA2_2B = {
     "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
     "head_dim": 256, "max_position_embeddings": 8192, "sliding_window": 4096, "query_pre_attn_scalar": 256,
