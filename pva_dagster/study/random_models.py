@@ -8,13 +8,14 @@ as the real model, no download); the study rehearsal (``study/standins.py``) use
 
 from __future__ import annotations
 
+import json
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, Gemma2Config, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, Gemma2Config, GemmaTokenizer, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 TINY_GEMMA2 = {
@@ -29,10 +30,14 @@ GEMMA2_2B = {
 }
 
 
+def _stdlib_sources(n_files: int) -> list[str]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(str(p) for p in stdlib.glob("*.py"))[:n_files]
+
+
 def train_code_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on a few standard-library source files (offline, seconds)."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(str(p) for p in stdlib.glob("*.py"))[:n_files]
+    files = _stdlib_sources(n_files)
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -44,6 +49,25 @@ def train_code_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> PreTrained
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
     )
+
+
+def train_gemma_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> GemmaTokenizer:
+    """transformers' own ``GemmaTokenizer`` (what google/gemma-2-2b loads as) over a small vocabulary.
+
+    Gemma's scheme: spaces become "▁", BPE with byte fallback (<0x00>..<0xFF> in the vocabulary), <bos> added;
+    the merges are learnt here from a few standard-library files (offline, under a second).
+    """
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0..4
+    trainer_tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    trainer_tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
+    trainer_tokenizer.train(_stdlib_sources(n_files), trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=special))
+    state = json.loads(trainer_tokenizer.to_str())["model"]
+    vocab = dict(state["vocab"])
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
 
 
 def random_gemma2(

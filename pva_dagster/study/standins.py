@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, processors
+from tokenizers import AddedToken
 from transformers import GenerationConfig
 
 from pva_dagster.study.hub_cache import write_snapshot, write_snapshot_folder
 from pva_dagster.study.problems import HF_MBPP_ID
-from pva_dagster.study.random_models import random_gemma2, train_code_tokenizer
+from pva_dagster.study.random_models import random_gemma2, train_gemma_tokenizer
 
 GEMMA2_2B_ID = "google/gemma-2-2b"
 GEMMASCOPE_RELEASE = "gemma-scope-2b-pt-res-canonical"
@@ -96,12 +96,8 @@ def choose_planted(records: Sequence[Mapping[str, Any]], seed: int) -> list[Mapp
 
 
 def standin_tokenizer(pieces: Sequence[str]) -> Any:
-    """The BPE tokenizer of ``random_models`` with Gemma's <bos> prepended and one added token per piece."""
-    tokenizer = train_code_tokenizer()
-    bos = tokenizer.bos_token
-    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
-    )
+    """A small ``GemmaTokenizer`` (``random_models``) with one added token per planted piece."""
+    tokenizer = train_gemma_tokenizer()
     tokenizer.add_tokens([AddedToken(piece, normalized=False, special=False) for piece in pieces])
     return tokenizer
 
@@ -140,6 +136,18 @@ def plant_program(model: Any, planted_ids: Sequence[int], eos_id: int, seed: int
         block.post_feedforward_layernorm.weight.fill_(BLOCK_UPDATE_SCALE - 1.0)
 
 
+def as_released_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written by this transformers, in the older form google/gemma-2-2b's file has (saved by
+    transformers 4.42): ``torch_dtype``, ``rope_theta``, ``hidden_act``, no ``layer_types``; loading it takes the
+    same compatibility path as the real file."""
+    released = {k: v for k, v in config.items() if k not in ("dtype", "rope_parameters", "layer_types")}
+    released.update(
+        torch_dtype=config["dtype"], rope_theta=config["rope_parameters"]["rope_theta"],
+        hidden_act=config["hidden_activation"], transformers_version="4.42.4",
+    )
+    return dict(sorted(released.items()))
+
+
 def build_gemma2_2b_standin(hf_home: Path, planted_code: Sequence[str], seed: int = 0) -> Path:
     """Save the model and tokenizer as a hub-cache snapshot of google/gemma-2-2b; returns the snapshot."""
     pieces = [_normalized_code(code) for code in planted_code]
@@ -156,6 +164,8 @@ def build_gemma2_2b_standin(hf_home: Path, planted_code: Sequence[str], seed: in
     with tempfile.TemporaryDirectory() as staging:
         model.save_pretrained(staging, max_shard_size="40MB")  # sharded with an index, as the real model is
         tokenizer.save_pretrained(staging)
+        config_file = Path(staging) / "config.json"
+        config_file.write_text(json.dumps(as_released_config(json.loads(config_file.read_text())), indent=2))
         return write_snapshot_folder(hf_home, "model", GEMMA2_2B_ID, Path(staging))
 
 
