@@ -4,7 +4,8 @@ Builds a Gemma-2 with google/gemma-2-2b's interface, GemmaScope-format SAEs and 
 (``study/standins.py``) in ``<workdir>/hf_home``, then materializes every asset, Phase 0 to the report, through
 Dagster with ``PVA_PROFILE=study`` and only what a user would override for a small run: a slice of the real MBPP,
 two SAE layers, one Phase 1.2 temperature with two samples, a short steering sweep, 32 new tokens, device
-``cpu``. The model is loaded as the profile says (bfloat16). Outputs go to ``<workdir>/data``.
+``cpu`` (``--device cuda:0`` on a GPU machine). The model is loaded as the profile says (bfloat16), on the CPU
+too. Outputs go to ``<workdir>/data``; ``<workdir>/rehearsal.json`` summarises the runs.
 
 Run it before the first GPU run: whatever fails here would fail there, after the downloads.
 """
@@ -30,11 +31,11 @@ TEMPERATURE = 0.3
 _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_dagster.definitions")
 
 
-def rehearsal_environment(workdir: Path) -> dict[str, str]:
-    """The settings of a rehearsal: the study profile, the stand-ins' cache, offline, CPU, its own data folder."""
+def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
+    """The settings of a rehearsal: the study profile, the stand-ins' cache, offline, one device, its own data."""
     return {
         "PVA_PROFILE": "study",
-        "PVA_DEVICES": "cpu",
+        "PVA_DEVICES": device,
         "PVA_DATA_DIR": str(workdir / "data"),
         "HF_HOME": str(workdir / "hf_home"),
         "HF_HUB_OFFLINE": "1",
@@ -70,12 +71,12 @@ def small_run_resources(profile: Any, workdir: Path) -> dict[str, Any]:
     }
 
 
-def run_rehearsal(workdir: Path, mbpp: Path, log=print) -> dict[str, Any]:
+def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> dict[str, Any]:
     """Build the stand-ins and materialize the whole study in ``workdir``; returns a summary (also saved)."""
     stale = [name for name in _HUB_AWARE if name in sys.modules]
     if stale:
         raise RuntimeError(f"run the rehearsal in a fresh process: {stale} were imported before HF_HOME was set")
-    os.environ.update(rehearsal_environment(workdir))
+    os.environ.update(rehearsal_environment(workdir, device))
 
     import dagster as dg
 
@@ -134,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pva-rehearse", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None, help="where to build and run (default: a new temp folder)")
     parser.add_argument("--mbpp", type=Path, default=DEFAULT_MBPP, help=f"MBPP .jsonl (default {DEFAULT_MBPP})")
+    parser.add_argument("--device", default="cpu", help="the one device of the pool: cpu (default) or cuda:0")
     args = parser.parse_args(argv)
     if not args.mbpp.is_file():
         print(f"--mbpp {args.mbpp}: no such file (the rehearsal runs on a slice of the real MBPP)", file=sys.stderr)
         return 2
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pva-rehearsal-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    summary = run_rehearsal(workdir, args.mbpp)
+    summary = run_rehearsal(workdir, args.mbpp, args.device)
     verdict = "passed" if summary["success"] else "FAILED"
     print(f"[rehearse] {verdict} in {summary['seconds']:.0f} s; outputs under {workdir / 'data'}, "
           f"report {workdir / 'data' / 'phase3' / 'report.md'}")
