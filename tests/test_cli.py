@@ -102,6 +102,7 @@ def test_check_gpu_without_gpu_says_so(capsys: pytest.CaptureFixture[str]) -> No
     assert check_gpu.main([]) == 0
     assert "No CUDA GPU available" in capsys.readouterr().out
     assert check_gpu.main(["--require-gpu"]) == 1
+    assert check_gpu.main(["--require-gpu", "--gemma2-random"]) == 1  # fails fast, builds nothing on the CPU
 
 
 def test_mlp_forward_runs_on_cpu() -> None:
