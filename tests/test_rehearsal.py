@@ -10,17 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from pva_dagster.cli.rehearse import SAE_LAYERS, TASK_IDS, rehearsal_environment
+from pva_dagster.cli.rehearse import SAE_LAYERS, STEERING_COEFFICIENTS, TASK_IDS, rehearsal_environment
 from pva_dagster.study.layout import DataLayout
+from tests.helpers import (
+    check_phase0,
+    check_phase1,
+    check_phase2_scores_and_duckdb_recount,
+    check_phase3_classification,
+    check_phase3_steering,
+)
 
 pytestmark = pytest.mark.slow
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 N_BLOCKS, D_MODEL, D_SAE = 26, 2304, 16384
+FIRST_RANGE = "0000-0049"  # the study profile's first task range: MBPP tasks 11-34 fall in it
 
 # Run in the rehearsal's environment: loads what the run loaded, through the study profile's own resources.
 INSPECT = """
@@ -63,7 +70,7 @@ def rehearsal(tmp_path_factory):
     layout = DataLayout(workdir / "data")
     inspect = subprocess.run(
         [sys.executable, "-c", INSPECT, str(layout.root), json.dumps(SAE_LAYERS), str(workdir),
-         str(layout.phase1_0_dataset("0000-0049"))],
+         str(layout.phase1_0_dataset(FIRST_RANGE))],
         check=False, env={**env, **rehearsal_environment(workdir)}, capture_output=True, text=True, timeout=600,
     )
     assert inspect.returncode == 0, inspect.stderr[-6000:]
@@ -81,29 +88,15 @@ def test_phase0_files_and_splits_from_the_datasets_cache(rehearsal):
     layout, _, _, _ = rehearsal
     problems = pd.read_parquet(layout.table_file("mbpp_problems"))
     assert sorted(problems.task_id) == TASK_IDS  # google-research-datasets/mbpp "full", the stand-in's slice
-    difficulty = pd.read_parquet(layout.table_file("difficulty_mapping"))
-    assert sorted(difficulty.task_id) == TASK_IDS
-    sizes = {s: len(pd.read_parquet(layout.split_file(s))) for s in ("sae", "hyperparams", "validation")}
-    assert sum(sizes.values()) == len(TASK_IDS) and sizes["sae"] == len(TASK_IDS) // 2
-    assert json.loads(layout.split_metadata_file.read_text())["seed"] == 42
+    check_phase0(layout, TASK_IDS)
 
 
 def test_phase1_labels_and_activations_of_every_block(rehearsal):
     layout, summary, _, _ = rehearsal
-    records = pd.read_parquet(layout.phase1_0_dataset("0000-0049"))
-    assert sorted(records.task_id) == TASK_IDS
+    check_phase1(layout, FIRST_RANGE, TASK_IDS, n_layers=N_BLOCKS, d_model=D_MODEL)
+    records = pd.read_parquet(layout.phase1_0_dataset(FIRST_RANGE))
     # The stand-in writes one program for every prompt: exactly the problems whose solution it holds pass.
     assert set(records.task_id[records.passed]) == set(summary["planted_task_ids"])
-    assert set(records.label) == {"correct", "incorrect"}
-    for row in records.itertuples():
-        assert len(row.activation_files) == N_BLOCKS
-        with np.load(row.activation_files[SAE_LAYERS[0]]) as npz:
-            assert npz["residual"].shape == (D_MODEL,)
-        assert f"/{row.label}/" in row.activation_files[SAE_LAYERS[0]]
-    sampled = pd.read_parquet(layout.phase1_2_dataset(0.3, "0000-0049"))
-    validation = pd.read_parquet(layout.split_file("validation")).task_id
-    assert set(sampled.task_id) == set(validation)
-    assert len(sampled) == 2 * len(validation) and not sampled.duplicated(["task_id", "sample"]).any()
 
 
 def test_the_model_is_the_gemma2_standin_in_bfloat16(rehearsal):
@@ -127,7 +120,7 @@ def test_saes_come_from_the_gemmascope_path_through_saelens(rehearsal):
 def test_activations_are_the_output_of_block_L(rehearsal):
     layout, _, inspected, workdir = rehearsal
     hidden = np.load(workdir / "hidden.npy")  # [embeddings + 26 blocks, d_model]: hidden[L + 1] = block L's output
-    records = pd.read_parquet(layout.phase1_0_dataset("0000-0049")).set_index("task_id")
+    records = pd.read_parquet(layout.phase1_0_dataset(FIRST_RANGE)).set_index("task_id")
     files = records.loc[inspected["task_id"], "activation_files"]
     for layer in SAE_LAYERS:
         with np.load(files[layer]) as npz:
@@ -142,7 +135,7 @@ def test_phase2_scores_are_gemmascope_jumprelu_of_the_stored_residuals(rehearsal
     scores = pd.read_parquet(layout.phase2_dir("sae") / "separation_scores.parquet")
     assert scores.s_correct.between(-1, 1).all() and scores.s_incorrect.between(-1, 1).all()
     sae_tasks = set(pd.read_parquet(layout.split_file("sae")).task_id)
-    records = pd.read_parquet(layout.phase1_0_dataset("0000-0049"))
+    records = pd.read_parquet(layout.phase1_0_dataset(FIRST_RANGE))
     records = records[records.task_id.isin(sae_tasks)]
     for layer in SAE_LAYERS:
         residuals = np.stack([np.load(files[layer])["residual"] for files in records.activation_files])
@@ -155,24 +148,12 @@ def test_phase2_scores_are_gemmascope_jumprelu_of_the_stored_residuals(rehearsal
 
 
 def test_phase2_best_latent_counts_match_an_independent_duckdb_recount(rehearsal):
-    layout, _, _, _ = rehearsal
-    top = json.loads((layout.phase2_dir("sae") / "top_latents.json").read_text())
-    best = top["best"]["correct"]
-    sae_tasks = pd.read_parquet(layout.split_file("sae")).task_id.tolist()
-    recount = duckdb.sql(
-        f"""SELECT passed, count(*) AS n FROM read_parquet('{layout.phase1_0_dataset("0000-0049")}')
-            WHERE task_id IN ({",".join(map(str, sae_tasks))}) GROUP BY passed"""
-    ).df().set_index("passed").n
-    assert best["n_correct"] == recount[True] and best["n_incorrect"] == recount[False]
+    check_phase2_scores_and_duckdb_recount(rehearsal[0], FIRST_RANGE)
 
 
-def test_phase3_metrics_in_range_and_coefficient_zero_is_unsteered(rehearsal):
-    layout, _, _, _ = rehearsal
-    classification = pd.read_parquet(layout.phase3_dir() / "classification.parquet")
-    for column in ("f1", "precision", "recall"):
-        assert classification[column].between(0, 1).all()
-    assert classification.auroc.dropna().between(0, 1).all()
-    effects = pd.read_parquet(layout.phase3_dir() / "steering_effects.parquet")
-    at_zero = effects[effects.coefficient == 0.0]
-    assert len(at_zero) and (at_zero.identical_completions == at_zero.n_tasks).all()
-    assert (layout.phase3_dir() / "report.md").read_text().startswith("# Does the model know")
+def test_phase3_classification_has_intervals_and_flags(rehearsal):
+    check_phase3_classification(rehearsal[0])
+
+
+def test_phase3_steering_chooses_on_hyperparams_and_reports_validation_once(rehearsal):
+    check_phase3_steering(rehearsal[0], set(STEERING_COEFFICIENTS))

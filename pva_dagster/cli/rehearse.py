@@ -27,6 +27,7 @@ DEFAULT_MBPP = PROJECT_ROOT.parent / "shared" / "mbpp" / "mbpp.jsonl"
 TASK_IDS = list(range(11, 35))
 SAE_LAYERS = [6, 18]
 TEMPERATURE = 0.3
+STEERING_COEFFICIENTS = [0.5, 1.0]
 # Modules that read HF_HOME / the offline switches once, at import: they must see the stand-ins' cache.
 _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_dagster.definitions")
 
@@ -60,7 +61,7 @@ def small_run_resources(profile: Any, workdir: Path) -> dict[str, Any]:
             "sae_layers": SAE_LAYERS,
             "temperatures": [TEMPERATURE],
             "samples_per_temperature": 2,
-            "steering_coefficients": [0.0, 1.0],
+            "steering_coefficients": STEERING_COEFFICIENTS,
             "steering_controls": 1,
             "steering_max_tasks": 3,
         }),
@@ -103,8 +104,8 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
              dg.MultiPartitionKey({TEMPERATURE_DIM: temperature_tag(t), TASK_RANGE_DIM: key}), None)
             for t in design.temperatures for key in ranges
         ),
-        # Phase 2's general-text filter reads 2,000 tokens instead of 20,000 (what a user shortens too).
-        ("analysis", "phase2*", None, {"ops": {"phase2": {"config": {"general_tokens": 2000}}}}),
+        # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
+        ("analysis", "phase2*", None, {"ops": {"phase2": {"config": {"general_documents": 100}}}}),
     ]
     summary: dict[str, Any] = {
         "workdir": str(workdir), "hf_home": str(standins.hf_home), "task_ids": standins.task_ids,
