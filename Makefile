@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install sandbox-deps run test test-slow ui lint bench clean-data
+.PHONY: install sandbox-deps run test test-slow rehearse ui lint bench clean-data
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -54,6 +54,11 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# The study profile end to end on stand-ins for google/gemma-2-2b, GemmaScope and MBPP (README, "Before your
+# first GPU run"); needs ../shared/mbpp/mbpp.jsonl or MBPP=path.
+rehearse: install
+	$(BIN)/pva-rehearse $(if $(MBPP),--mbpp $(MBPP))
 
 ui: install
 	$(BIN)/dagster dev

@@ -31,7 +31,6 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, Gemma2Config
 
 from pva_dagster.study.generation import FunctionEndStop, GenerationSettings, auto_batch_size, generate
 from pva_dagster.study.layout import DataLayout
@@ -45,7 +44,7 @@ from pva_dagster.study.models import (
 )
 from pva_dagster.study.problems import load_embedded
 from pva_dagster.study.prompts import build_prompt
-from pva_dagster.study.random_models import GEMMA2_2B, train_code_tokenizer
+from pva_dagster.study.random_models import GEMMA2_2B, GEMMA2_2B_VOCAB, random_gemma2, train_code_tokenizer
 from pva_dagster.study.residual import decoder_blocks
 from pva_dagster.study.runtime import apply_offline_defaults
 
@@ -56,17 +55,8 @@ DEFAULT_CACHE = DataLayout(Path(__file__).resolve().parents[1] / "data").models_
 def random_gemma2_2b(device: str, dtype: str) -> tuple[Any, Any]:
     tokenizer = train_code_tokenizer()
     tokenizer.padding_side = "left"
-    config = Gemma2Config(
-        **GEMMA2_2B,
-        vocab_size=256_000,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
-    return model.eval(), tokenizer
+    model = random_gemma2(tokenizer, GEMMA2_2B, vocab_size=GEMMA2_2B_VOCAB, dtype=DTYPES[dtype], device=device)
+    return model, tokenizer
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
 
 from pva_dagster.profiles import load_profile
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, ProblemSource, SAESource, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.resources.parquet_io import ParquetIOManager
 from pva_dagster.study.embedded_problems import embedded_records
+from pva_dagster.study.isolation import probe
 from pva_dagster.study.layout import DataLayout
 
 FIRST_RANGE = "0000-0024"
@@ -65,3 +69,78 @@ def materialize(resources: dict[str, Any], selection: str | list[str], partition
         [*assets, *checks], selection=selection, partition_key=partition, resources=resources,
         run_config=run_config,
     )
+
+
+# What every end-to-end run must leave (tests/test_pipeline.py on the embedded profile, tests/test_rehearsal.py
+# on the study profile's stand-ins).
+
+
+def check_phase0(layout: DataLayout, task_ids: list[int], seed: int = 42) -> None:
+    difficulty = pd.read_parquet(layout.table_file("difficulty_mapping"))
+    assert sorted(difficulty.task_id) == task_ids
+    sizes = {s: len(pd.read_parquet(layout.split_file(s))) for s in ("sae", "hyperparams", "validation")}
+    assert sum(sizes.values()) == len(task_ids) and sizes["sae"] == len(task_ids) // 2
+    assert json.loads(layout.split_metadata_file.read_text())["seed"] == seed
+
+
+def check_phase1(layout: DataLayout, task_range: str, task_ids: list[int], n_layers: int, d_model: int) -> None:
+    records = pd.read_parquet(layout.phase1_0_dataset(task_range))
+    assert sorted(records.task_id) == task_ids
+    assert set(records.label) == {"correct", "incorrect"}, "both labels must occur"
+    for row in records.itertuples():
+        assert len(row.activation_files) == n_layers
+        with np.load(row.activation_files[5]) as npz:
+            assert npz["residual"].shape == (d_model,)
+        assert f"/{row.label}/" in row.activation_files[5]
+    metadata = json.loads(layout.metadata_for(layout.phase1_0_dataset(task_range)).read_text())
+    assert metadata["sandbox_isolation"] == probe().level.value
+    sampled = pd.read_parquet(layout.phase1_2_dataset(0.3, task_range))
+    validation = pd.read_parquet(layout.split_file("validation")).task_id
+    assert set(sampled.task_id) == set(validation)
+    assert len(sampled) == 2 * len(validation) and not sampled.duplicated(["task_id", "sample"]).any()
+
+
+def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) -> None:
+    scores = pd.read_parquet(layout.phase2_dir("sae") / "separation_scores.parquet")
+    assert scores.s_correct.between(-1, 1).all() and scores.s_incorrect.between(-1, 1).all()
+    top = json.loads((layout.phase2_dir("sae") / "top_latents.json").read_text())
+    best = top["best"]["correct"]
+    sae_tasks = pd.read_parquet(layout.split_file("sae")).task_id.tolist()
+    recount = duckdb.sql(
+        f"""SELECT passed, count(*) AS n FROM read_parquet('{layout.phase1_0_dataset(task_range)}')
+            WHERE task_id IN ({",".join(map(str, sae_tasks))}) GROUP BY passed"""
+    ).df().set_index("passed").n
+    assert best["n_correct"] == recount[True] and best["n_incorrect"] == recount[False]
+
+
+def check_phase3_classification(layout: DataLayout) -> None:
+    classification = pd.read_parquet(layout.phase3_dir() / "classification.parquet")
+    for column in ("f1", "precision", "recall"):
+        assert classification[column].between(0, 1).all()
+    assert classification.auroc.dropna().between(0, 1).all()
+    both = classification.dropna(subset=["auroc"])
+    assert (both.auroc_ci_low <= both.auroc).all() and (both.auroc <= both.auroc_ci_high).all()
+    assert classification.auroc_p_permutation.dropna().between(0, 1).all()
+    assert classification.threshold_few_samples.all(), "a 24-problem run has fewer than 20 hyperparams samples"
+
+
+def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
+    chosen = pd.read_parquet(layout.table_file("phase3_steering_coefficients")).set_index("direction")
+    sweep = pd.read_parquet(layout.phase3_dir() / "steering_sweep_tests.parquet")
+    assert set(sweep.split) == {"hyperparams"} and set(sweep.coefficient) <= coefficients
+    assert set(chosen.coefficient) <= coefficients
+    tests = pd.read_parquet(layout.phase3_dir() / "steering_tests.parquet")
+    assert set(tests.split) == {"validation"}
+    for row in tests.itertuples():  # only the chosen coefficient of each latent's direction ran on validation
+        assert row.coefficient == chosen.coefficient[row.direction]
+        assert row.ci_low <= row.rate <= row.ci_high and row.p_holm >= row.p_paired
+    assert {"correction", "preservation", "corruption"} >= set(tests.experiment) and len(tests) >= 2
+    effects = pd.read_parquet(layout.phase3_dir() / "steering_effects.parquet")
+    assert set(effects.kind) == {"target", "control"} and (effects.split == "validation").all()
+    # The unsteered rerun (the baseline every effect is measured against) labels the problems as Phase 1.0
+    # did: batched greedy generation was measured batch-invariant (shared notes).
+    noise = pd.read_parquet(layout.phase3_dir() / "steering_noise.parquet")
+    assert noise.n.sum() > 0 and noise.label_changed.sum() == 0
+    report = (layout.phase3_dir() / "report.md").read_text()
+    assert report.startswith("# Does the model know")
+    assert "steering on the validation split (confirmatory)" in report and "Exploratory: coefficient sweep" in report

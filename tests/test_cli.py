@@ -102,6 +102,7 @@ def test_check_gpu_without_gpu_says_so(capsys: pytest.CaptureFixture[str]) -> No
     assert check_gpu.main([]) == 0
     assert "No CUDA GPU available" in capsys.readouterr().out
     assert check_gpu.main(["--require-gpu"]) == 1
+    assert check_gpu.main(["--require-gpu", "--gemma2-random"]) == 1  # fails fast, builds nothing on the CPU
 
 
 def test_mlp_forward_runs_on_cpu() -> None:
@@ -130,7 +131,7 @@ def _tiny_causal_lm(folder: Path) -> Path:
 def test_check_gpu_runs_a_local_causal_lm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model_dir = _tiny_causal_lm(tmp_path / "tiny-lm")
     assert check_gpu.main(["--model", str(model_dir)]) == 0
-    assert "cpu: tiny-lm: logits (1, 8, 10), next token" in capsys.readouterr().out
+    assert "cpu: tiny-lm: logits (1, 8, 10) in torch.float32, next token" in capsys.readouterr().out
     assert check_gpu.main(["--model", str(tmp_path / "absent")]) == 2
 
 

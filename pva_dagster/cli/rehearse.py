@@ -1,0 +1,154 @@
+"""``pva-rehearse``: the ``study`` profile end to end, offline, on stand-ins for the hub's files (minutes, CPU).
+
+Builds a Gemma-2 with google/gemma-2-2b's interface, GemmaScope-format SAEs and the MBPP ``datasets`` cache
+(``study/standins.py``) in ``<workdir>/hf_home``, then materializes every asset, Phase 0 to the report, through
+Dagster with ``PVA_PROFILE=study`` and only what a user would override for a small run: a slice of the real MBPP,
+two SAE layers, one Phase 1.2 temperature with two samples, a short steering sweep, 32 new tokens, device
+``cpu`` (``--device cuda:0`` on a GPU machine). The model is loaded as the profile says (bfloat16), on the CPU
+too. Outputs go to ``<workdir>/data``; ``<workdir>/rehearsal.json`` summarises the runs.
+
+Run it before the first GPU run: whatever fails here would fail there, after the downloads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # not resources.data_store's: that imports transformers
+DEFAULT_MBPP = PROJECT_ROOT.parent / "shared" / "mbpp" / "mbpp.jsonl"
+# MBPP's first test-split problems: one task range, both labels once the stand-in's program is planted.
+TASK_IDS = list(range(11, 35))
+SAE_LAYERS = [6, 18]
+TEMPERATURE = 0.3
+STEERING_COEFFICIENTS = [0.5, 1.0]
+# Modules that read HF_HOME / the offline switches once, at import: they must see the stand-ins' cache.
+_HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_dagster.definitions")
+
+
+def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
+    """The settings of a rehearsal: the study profile, the stand-ins' cache, offline, one device, its own data."""
+    return {
+        "PVA_PROFILE": "study",
+        "PVA_DEVICES": device,
+        "PVA_DATA_DIR": str(workdir / "data"),
+        "HF_HOME": str(workdir / "hf_home"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def small_run_resources(profile: Any, workdir: Path) -> dict[str, Any]:
+    """The study profile's resources with what a user changes for a small run, and nothing else."""
+    from pva_dagster.resources import DevicePool, LanguageModel, StudyDesign
+
+    resources = profile.resources
+    design = resources["study_design"].model_dump()
+    return {
+        **resources,
+        "language_model": LanguageModel(**{**resources["language_model"].model_dump(), "max_new_tokens": 32}),
+        "study_design": StudyDesign(**{
+            **design,
+            "max_task_id": max(TASK_IDS),
+            "sae_layers": SAE_LAYERS,
+            "temperatures": [TEMPERATURE],
+            "samples_per_temperature": 2,
+            "steering_coefficients": STEERING_COEFFICIENTS,
+            "steering_controls": 1,
+            "steering_max_tasks": 3,
+        }),
+        # Its own lock folder: a rehearsal neither waits for nor blocks other runs on this machine's CPU.
+        "device_pool": DevicePool(
+            **{**resources["device_pool"].model_dump(), "lock_dir": str(workdir / "locks"), "poll_seconds": 0.5}
+        ),
+    }
+
+
+def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> dict[str, Any]:
+    """Build the stand-ins and materialize the whole study in ``workdir``; returns a summary (also saved)."""
+    stale = [name for name in _HUB_AWARE if name in sys.modules]
+    if stale:
+        raise RuntimeError(f"run the rehearsal in a fresh process: {stale} were imported before HF_HOME was set")
+    os.environ.update(rehearsal_environment(workdir, device))
+
+    import dagster as dg
+
+    from pva_dagster.definitions import defs
+    from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM
+    from pva_dagster.profiles import load_profile
+    from pva_dagster.study.layout import temperature_tag
+    from pva_dagster.study.standins import build_study_standins
+    from pva_dagster.study.task_ranges import task_ranges
+
+    started = time.perf_counter()
+    standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS)
+    log(f"[rehearse] stand-ins built in {time.perf_counter() - started:.0f} s under {standins.hf_home}; "
+        f"the model's program holds the solutions of tasks {standins.planted_task_ids}")
+    resources = small_run_resources(load_profile("study"), workdir)
+    design = resources["study_design"]
+    ranges = [r.key for r in task_ranges(design.max_task_id, design.task_range_size)]
+    steps: list[tuple[str, Any, Any, Any]] = [
+        ("prepare", ["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights",
+                     "sae_weights"], None, None),
+        *((f"phase1_0 {key}", "phase1_0_solutions", key, None) for key in ranges),
+        *(
+            (f"phase1_2 {key}|{temperature_tag(t)}", "phase1_2_solutions",
+             dg.MultiPartitionKey({TEMPERATURE_DIM: temperature_tag(t), TASK_RANGE_DIM: key}), None)
+            for t in design.temperatures for key in ranges
+        ),
+        # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
+        ("analysis", "phase2*", None, {"ops": {"phase2": {"config": {"general_documents": 100}}}}),
+    ]
+    summary: dict[str, Any] = {
+        "workdir": str(workdir), "hf_home": str(standins.hf_home), "task_ids": standins.task_ids,
+        "planted_task_ids": standins.planted_task_ids, "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
+        "sae_layers": SAE_LAYERS, "steps": {},
+    }
+    assets = [*defs.assets, *(defs.asset_checks or [])]
+    for name, selection, partition, run_config in steps:
+        step_started = time.perf_counter()
+        log(f"[rehearse] {name} ...")
+        result = dg.materialize(
+            assets, selection=selection, partition_key=partition, resources=resources, run_config=run_config,
+            raise_on_error=False,
+        )
+        summary["steps"][name] = {"success": result.success, "seconds": round(time.perf_counter() - step_started, 1)}
+        if not result.success:
+            failure = next((e for e in result.all_events if e.is_step_failure), None)
+            summary["steps"][name]["error"] = str(failure.step_failure_data.error) if failure else "run failed"
+            log(f"[rehearse] {name} FAILED: {summary['steps'][name]['error']}")
+            break
+    summary["success"] = all(step["success"] for step in summary["steps"].values()) and len(summary["steps"]) == len(steps)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (workdir / "rehearsal.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pva-rehearse", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="where to build and run (default: a new temp folder)")
+    parser.add_argument("--mbpp", type=Path, default=DEFAULT_MBPP, help=f"MBPP .jsonl (default {DEFAULT_MBPP})")
+    parser.add_argument("--device", default="cpu", help="the one device of the pool: cpu (default) or cuda:0")
+    args = parser.parse_args(argv)
+    if not args.mbpp.is_file():
+        print(f"--mbpp {args.mbpp}: no such file (the rehearsal runs on a slice of the real MBPP)", file=sys.stderr)
+        return 2
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pva-rehearsal-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = run_rehearsal(workdir, args.mbpp, args.device)
+    verdict = "passed" if summary["success"] else "FAILED"
+    print(f"[rehearse] {verdict} in {summary['seconds']:.0f} s; outputs under {workdir / 'data'}, "
+          f"report {workdir / 'data' / 'phase3' / 'report.md'}")
+    return 0 if summary["success"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
