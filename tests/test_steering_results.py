@@ -91,22 +91,31 @@ def _sweep(rates: dict[float, tuple[float, float, float]]) -> pd.DataFrame:
 
 
 def test_coefficient_rule_respects_the_preservation_floor_and_prefers_small_coefficients():
+    swept = [0.5, 1.0, 2.0, -1.0]
     chosen = choose_coefficients(_sweep({
         0.5: (0.2, 1.0, 0.1), 1.0: (0.4, 0.9, 0.3), 2.0: (0.6, 0.5, 0.3), -1.0: (0.4, 1.0, 0.0),
-    })).set_index("direction")
+    }), ["correct", "incorrect"], swept).set_index("direction")
     # 2.0 corrects most but breaks preservation; 1.0 and -1.0 tie on correction: the rule breaks ties to the
     # smaller |coefficient|, then the lower value.
     assert chosen.coefficient["correct"] == -1.0 and chosen.met_preservation_floor["correct"]
     assert chosen.coefficient["incorrect"] == 1.0  # 1.0 and 2.0 tie at 0.3: the smaller wins
     assert chosen.rule.iloc[0] == COEFFICIENT_RULE
-    none_keep = choose_coefficients(_sweep({0.5: (0.2, 0.5, 0.1), 1.0: (0.4, 0.7, 0.3)})).set_index("direction")
+    none_keep = choose_coefficients(
+        _sweep({0.5: (0.2, 0.5, 0.1), 1.0: (0.4, 0.7, 0.3)}), ["correct", "incorrect"], [0.5, 1.0]
+    ).set_index("direction")
     assert none_keep.coefficient["correct"] == 1.0 and not none_keep.met_preservation_floor["correct"]
     with pytest.raises(ValueError, match="no nonzero coefficient"):
-        choose_coefficients(_sweep({0.0: (0.0, 1.0, 0.0)}))
+        choose_coefficients(_sweep({0.0: (0.0, 1.0, 0.0)}), ["correct"], [0.0])
     # A direction with no latent (Phase 2 found none) gets no coefficient.
-    only_correct = _sweep({0.5: (0.2, 1.0, 0.1)})
-    only_correct = only_correct[only_correct.direction == "correct"]
-    assert choose_coefficients(only_correct).direction.tolist() == ["correct"]
+    assert choose_coefficients(_sweep({0.5: (0.2, 1.0, 0.1)}), ["correct"], [0.5]).direction.tolist() == ["correct"]
+    # A direction with a latent but no eligible hyperparams problem (no corruption rows): the smallest
+    # |coefficient|, flagged, so the validation run still steers it.
+    no_corruption = _sweep({0.5: (0.2, 1.0, 0.1), -0.25: (0.0, 1.0, 0.0)})
+    no_corruption = no_corruption[no_corruption.experiment != "corruption"]
+    chosen = choose_coefficients(no_corruption, ["correct", "incorrect"], [0.5, -0.25]).set_index("direction")
+    assert chosen.coefficient["incorrect"] == -0.25 and not chosen.has_data["incorrect"]
+    assert chosen.has_data["correct"]
+    assert choose_coefficients(no_corruption.iloc[:0], ["incorrect"], [0.5]).coefficient.tolist() == [0.5]
 
 
 def test_outcomes_merge_on_task_and_noise_floor_counts_changed_labels():

@@ -112,6 +112,7 @@ def _steer_split(
             f"latents: {controls}"
         ),
         "units": len(units),
+        "directions": sorted(best),
         "problems per label": {label: len(frame) for label, frame in problems.items()},
     }
     return outcomes, noise_floor(records, baselines), facts
@@ -138,7 +139,7 @@ def phase3_steering_coefficients(
         study_design=study_design, data_store=data_store, sandbox=sandbox, device_pool=device_pool,
     )
     tests = experiment_tests(outcomes)
-    chosen = choose_coefficients(tests).assign(coefficient_mode=config.coefficient_mode)
+    chosen = choose_coefficients(tests, facts["directions"], sweep).assign(coefficient_mode=config.coefficient_mode)
     out = data_store.layout.phase3_dir()
     storage.write_parquet(out / "steering_sweep_tests.parquet", tests)
     storage.write_parquet(out / "steering_sweep_units.parquet", unit_summary(outcomes))

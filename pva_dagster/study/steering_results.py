@@ -7,6 +7,8 @@ rate is the fraction of those problems whose steered label is the experiment's s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -94,26 +96,37 @@ def _pick(candidates: pd.DataFrame, rate: str) -> pd.Series:
     return ranked.iloc[0]
 
 
-def choose_coefficients(sweep: pd.DataFrame) -> pd.DataFrame:
-    """One coefficient per latent direction from the hyperparams sweep's tests, by :data:`COEFFICIENT_RULE`."""
-    sweep = sweep[(sweep.split == "hyperparams") & (sweep.coefficient != 0)]
-    if sweep.empty:
+def choose_coefficients(sweep: pd.DataFrame, directions: Sequence[str], coefficients: Sequence[float]) -> pd.DataFrame:
+    """One coefficient per latent direction from the hyperparams sweep's tests, by :data:`COEFFICIENT_RULE`.
+
+    ``directions``: those with a latent to steer; ``coefficients``: the nonzero values swept. A direction whose
+    experiments had no eligible problem on the hyperparams split has no rate to rank by; it gets the smallest
+    |coefficient| and ``has_data`` False, so the validation run still happens and the table says why.
+    """
+    coefficients = [c for c in coefficients if c != 0]
+    if not coefficients:
         raise ValueError("no nonzero coefficient was swept on the hyperparams split: nothing to choose from")
-    rate = sweep.pivot_table(index="coefficient", columns="experiment", values="rate", dropna=False)
-    rate = rate.reindex(columns=list(EXPERIMENTS)).reset_index()
+    sweep = sweep[sweep.split == "hyperparams"] if len(sweep) else sweep
+    rate = pd.DataFrame({"coefficient": coefficients})
+    for name in EXPERIMENTS:
+        rows = sweep[sweep.experiment == name] if len(sweep) else sweep
+        rate[name] = rate.coefficient.map(dict(zip(rows.get("coefficient", []), rows.get("rate", []))))
     chosen = []
-    if (sweep.direction == "correct").any():
+    if "correct" in directions:
         keeps = rate.preservation.fillna(0.0) >= PRESERVATION_FLOOR
         correct = _pick(rate[keeps], "correction") if keeps.any() else _pick(rate, "preservation")
         chosen.append({
             "direction": "correct", "coefficient": float(correct.coefficient), "correction_rate": correct.correction,
             "preservation_rate": correct.preservation, "met_preservation_floor": bool(keeps.any()),
+            "has_data": bool(rate[["correction", "preservation"]].notna().any().any()), "rule": COEFFICIENT_RULE,
+        })
+    if "incorrect" in directions:
+        incorrect = _pick(rate, "corruption")
+        chosen.append({
+            "direction": "incorrect", "coefficient": float(incorrect.coefficient),
+            "corruption_rate": incorrect.corruption, "has_data": bool(rate.corruption.notna().any()),
             "rule": COEFFICIENT_RULE,
         })
-    if (sweep.direction == "incorrect").any():
-        incorrect = _pick(rate, "corruption")
-        chosen.append({"direction": "incorrect", "coefficient": float(incorrect.coefficient),
-                       "corruption_rate": incorrect.corruption, "rule": COEFFICIENT_RULE})
     return pd.DataFrame(chosen)
 
 
