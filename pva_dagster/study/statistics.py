@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -131,7 +130,3 @@ def auroc_permutation_p(
         alternative="greater", random_state=seed,
     )
     return float(result.pvalue)
-
-
-def is_significant(p_value: float, alpha: float = 1 - CONFIDENCE) -> bool:
-    return math.isfinite(p_value) and p_value < alpha
