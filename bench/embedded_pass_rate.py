@@ -19,14 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from pva_dagster.profiles import load_profile
-from pva_dagster.study.difficulty import cyclomatic_complexity
+from pva_dagster.study.generation.models import stop_token_ids
+from pva_dagster.study.generation.prompts import build_prompt, format_for_model
+from pva_dagster.study.generation.solutions import Task, run_solutions
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.models import stop_token_ids
-from pva_dagster.study.problems import Problem, load_embedded
-from pva_dagster.study.prompts import build_prompt, format_for_model
+from pva_dagster.study.problems.difficulty import cyclomatic_complexity
+from pva_dagster.study.problems.mbpp import Problem, load_embedded
+from pva_dagster.study.problems.task_ranges import task_ranges
 from pva_dagster.study.runtime import apply_offline_defaults
-from pva_dagster.study.solutions import Task, run_solutions
-from pva_dagster.study.task_ranges import task_ranges
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data"
 

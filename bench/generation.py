@@ -32,9 +32,8 @@ from typing import Any
 
 import torch
 
-from pva_dagster.study.generation import FunctionEndStop, GenerationSettings, auto_batch_size, generate
-from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.models import (
+from pva_dagster.study.generation.batched import FunctionEndStop, GenerationSettings, auto_batch_size, generate
+from pva_dagster.study.generation.models import (
     DTYPES,
     convert_gguf_to_safetensors,
     load_causal_lm,
@@ -42,10 +41,11 @@ from pva_dagster.study.models import (
     model_fingerprint,
     stop_token_ids,
 )
-from pva_dagster.study.problems import load_embedded
-from pva_dagster.study.prompts import build_prompt
-from pva_dagster.study.random_models import GEMMA2_2B, GEMMA2_2B_VOCAB, random_gemma2, train_code_tokenizer
-from pva_dagster.study.residual import decoder_blocks
+from pva_dagster.study.generation.prompts import build_prompt
+from pva_dagster.study.generation.residual import decoder_blocks
+from pva_dagster.study.layout import DataLayout
+from pva_dagster.study.problems.mbpp import load_embedded
+from pva_dagster.study.rehearsal.random_models import GEMMA2_2B, GEMMA2_2B_VOCAB, random_gemma2, train_code_tokenizer
 from pva_dagster.study.runtime import apply_offline_defaults
 
 # The folder the pipeline converts the embedded model into (resources.language_model.EMBEDDED_MODEL_DIR).
@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def baseline_module(ref: str) -> ModuleType:
-    """``pva_dagster.study.generation`` as it was at git ``ref``, imported under another name."""
+    """``pva_dagster.study.generation.batched`` as it was at git ``ref``, imported under another name."""
     source = subprocess.run(
         ["git", "show", f"{ref}:pva_dagster/study/generation.py"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout

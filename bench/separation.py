@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pva_dagster.study.separation import separation_scores
+from pva_dagster.study.analysis.separation import separation_scores
 
 
 def synthetic_latents(rng: np.random.Generator, samples: int, latents: int, density: float) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pva_dagster.study.layout import temperature_tag
-from pva_dagster.study.task_ranges import TaskRange, task_ranges
+from pva_dagster.study.problems.task_ranges import TaskRange, task_ranges
 
 TASK_RANGE_DIM = "task_range"
 TEMPERATURE_DIM = "temperature"

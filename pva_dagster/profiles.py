@@ -25,7 +25,7 @@ from pva_dagster.resources import (
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.problems import load_embedded
+from pva_dagster.study.problems.mbpp import load_embedded
 
 DEVICES_ENV = "PVA_DEVICES"  # e.g. "cuda:0,cuda:1,cuda:2" for the study profile
 

@@ -15,9 +15,9 @@ from pva_dagster.profiles import load_profile
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, ProblemSource, SAESource, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.embedded_problems import embedded_records
-from pva_dagster.study.isolation import probe
 from pva_dagster.study.layout import DataLayout
+from pva_dagster.study.problems.embedded import embedded_records
+from pva_dagster.study.sandbox.isolation import probe
 
 FIRST_RANGE = "0000-0024"
 

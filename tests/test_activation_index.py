@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pva_dagster.study import storage
-from pva_dagster.study.activation_index import activation_index, load_residuals
+from pva_dagster.study.analysis.activation_index import activation_index, load_residuals
 from pva_dagster.study.layout import DataLayout
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pva_dagster.study.classification import selected_latents, validate_latents
+from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
 
 
 def _samples(rng: np.random.Generator, task_ids: range, shift: float) -> pd.DataFrame:
@@ -46,8 +46,8 @@ def test_a_temperature_with_one_class_gets_no_scores_but_the_pooled_group_does(t
     import torch
 
     from pva_dagster.study import storage
-    from pva_dagster.study.latent_scores import POOLED, score_split
-    from pva_dagster.study.sae import train_topk_sae
+    from pva_dagster.study.analysis.latent_scores import POOLED, score_split
+    from pva_dagster.study.analysis.sae import train_topk_sae
 
     rng = np.random.default_rng(1)
     sae, _ = train_topk_sae(torch.tensor(rng.normal(size=(64, 8)), dtype=torch.float32), layer=0, d_sae=16, k=4,

@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pva_dagster.study.difficulty import (
+from pva_dagster.study.problems.difficulty import (
     DIFFICULTY_BUCKETS,
     complexity_distribution,
     cyclomatic_complexity,
     difficulty_bucket,
     difficulty_frame,
 )
-from pva_dagster.study.problems import Problem, load_embedded, load_problems
+from pva_dagster.study.problems.mbpp import Problem, load_embedded, load_problems
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config
 
-from pva_dagster.study.generation import (
+from pva_dagster.study.generation.batched import (
     CPU_BATCH_SIZE,
     FunctionEndStop,
     GenerationSettings,
@@ -17,10 +17,10 @@ from pva_dagster.study.generation import (
     generate,
     prompt_residuals,
 )
-from pva_dagster.study.models import load_causal_lm, stop_token_ids
-from pva_dagster.study.prompts import build_prompt, extract_code, function_end_reached
-from pva_dagster.study.random_models import GEMMA2_2B
-from pva_dagster.study.residual import decoder_blocks
+from pva_dagster.study.generation.models import load_causal_lm, stop_token_ids
+from pva_dagster.study.generation.prompts import build_prompt, extract_code, function_end_reached
+from pva_dagster.study.generation.residual import decoder_blocks
+from pva_dagster.study.rehearsal.random_models import GEMMA2_2B
 
 PROMPTS = [
     build_prompt(

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pva_dagster.study.models import (
+from pva_dagster.study.generation.models import (
     convert_gguf_to_safetensors,
     load_causal_lm,
     locate_embedded_gguf,

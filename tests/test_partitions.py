@@ -6,7 +6,7 @@ import pytest
 
 from pva_dagster.partitions import task_range_partitions, temperature_by_task_range
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.task_ranges import TaskRange, task_ranges
+from pva_dagster.study.problems.task_ranges import TaskRange, task_ranges
 
 
 def test_task_ranges_cover_every_task_once():

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from pva_dagster.study.evaluation.validation import pr_points, roc_points
 from pva_dagster.study.plots import (
     bar_chart,
     figure_markdown,
@@ -20,7 +21,6 @@ from pva_dagster.study.plots import (
     markdown_table,
     roc_pr_curves,
 )
-from pva_dagster.study.validation import pr_points, roc_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\(data:image/png;base64,(?P<data>[A-Za-z0-9+/=]+)\)")

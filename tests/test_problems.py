@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pva_dagster.study import embedded_problems
-from pva_dagster.study.difficulty import cyclomatic_complexity
-from pva_dagster.study.embedded_problems import (
+from pva_dagster.study.problems import embedded as embedded_problems
+from pva_dagster.study.problems.difficulty import cyclomatic_complexity
+from pva_dagster.study.problems.embedded import (
     EMBEDDED_PACKAGE,
     EMBEDDED_RESOURCE,
     EMBEDDED_SOURCE,
     embedded_records,
 )
-from pva_dagster.study.problems import (
+from pva_dagster.study.problems.mbpp import (
     PROBLEM_SOURCES,
     ProblemDataError,
     frame_to_problems,
@@ -32,7 +32,7 @@ from pva_dagster.study.problems import (
     problems_to_frame,
     validate_records,
 )
-from pva_dagster.study.sandbox import SandboxJob, run_many
+from pva_dagster.study.sandbox.sandbox import SandboxJob, run_many
 from pva_dagster.study.storage import write_parquet
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pva_dagster.study.prompts import (
+from pva_dagster.study.generation.prompts import (
     DEFAULT_TEMPLATE,
     build_prompt,
     extract_code,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from pva_dagster.study.corpus import (
+from pva_dagster.study.analysis.corpus import (
     CORPORA,
     collect_residuals,
     corpus_fingerprint,
@@ -26,9 +26,7 @@ from pva_dagster.study.corpus import (
     sample_position_residuals,
     stdlib_code_corpus,
 )
-from pva_dagster.study.models import load_causal_lm
-from pva_dagster.study.residual import hook_name, record_block_outputs
-from pva_dagster.study.sae import (
+from pva_dagster.study.analysis.sae import (
     encode,
     load_local_sae,
     reconstruction_report,
@@ -36,6 +34,8 @@ from pva_dagster.study.sae import (
     save_sae,
     train_topk_sae,
 )
+from pva_dagster.study.generation.models import load_causal_lm
+from pva_dagster.study.generation.residual import hook_name, record_block_outputs
 
 LAYER = 3
 D_SAE, K = 256, 16

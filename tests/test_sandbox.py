@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from pva_dagster.study import containment
-from pva_dagster.study.isolation import Isolation, IsolationUnavailable, probe
-from pva_dagster.study.sandbox import (
+from pva_dagster.study.sandbox import containment
+from pva_dagster.study.sandbox.isolation import Isolation, IsolationUnavailable, probe
+from pva_dagster.study.sandbox.sandbox import (
     Outcome,
     SandboxFailure,
     SandboxJob,
@@ -33,7 +33,7 @@ from pva_dagster.study.sandbox import (
     run_many,
     run_solution,
 )
-from pva_dagster.study.sandbox_worker import release_thread_sandbox
+from pva_dagster.study.sandbox.worker import release_thread_sandbox
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 FAST = SandboxLimits(wall_time_s=1.5, cpu_time_s=5, memory_mb=256)
@@ -252,7 +252,7 @@ def test_real_mbpp_references_pass_and_broken_variants_fail() -> None:
 UNPRIVILEGED_UID = 61234  # a uid with no passwd entry: a user the kernel knows only by number, owning nothing
 _AS_USER = """
 import json, sys
-from pva_dagster.study.sandbox import SandboxLimits, run_solution
+from pva_dagster.study.sandbox.sandbox import SandboxLimits, run_solution
 job = json.load(sys.stdin)
 result = run_solution(job["solution"], job["tests"], limits=SandboxLimits(**job["limits"]))
 print(json.dumps({"outcome": result.outcome.value, "error_type": result.error_type, "message": result.message,
@@ -518,8 +518,8 @@ def test_the_sandbox_survives_attacks_on_its_launcher(attack: str) -> None:
 
 _UID_DROP = """
 import json, sys
-from pva_dagster.study.isolation import uid_drop_works
-from pva_dagster.study.sandbox import Isolation, SandboxLimits, run_solution
+from pva_dagster.study.sandbox.isolation import uid_drop_works
+from pva_dagster.study.sandbox.sandbox import Isolation, SandboxLimits, run_solution
 if not uid_drop_works():
     print(json.dumps(None))
     sys.exit()

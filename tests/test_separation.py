@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pva_dagster.study.separation import (
+from pva_dagster.study.analysis.separation import (
     SCORE_COLUMNS,
     best_latents,
     general_frequency,
@@ -105,7 +105,7 @@ def test_single_sample_class_gives_nan_t_but_valid_frequencies():
 
 def test_block_processing_matches_one_pass(monkeypatch, study):
     """Scores must not depend on how the rows are split into blocks (the last block is a partial one)."""
-    from pva_dagster.study import separation
+    from pva_dagster.study.analysis import separation
 
     layers, correct = study
     whole = separation_scores(layers[2], correct, 2)

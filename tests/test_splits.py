@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pva_dagster.study.difficulty import difficulty_frame
 from pva_dagster.study.layout import SPLIT_NAMES
-from pva_dagster.study.problems import load_embedded, load_problems
-from pva_dagster.study.splits import (
+from pva_dagster.study.problems.difficulty import difficulty_frame
+from pva_dagster.study.problems.mbpp import load_embedded, load_problems
+from pva_dagster.study.problems.splits import (
     DEFAULT_STRATUM_CAP,
     SPLIT_RATIOS,
     allocate,

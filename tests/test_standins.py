@@ -10,10 +10,10 @@ import pytest
 import torch
 from huggingface_hub import hf_hub_download
 
-from pva_dagster.study.hub_cache import repo_folder, write_snapshot
-from pva_dagster.study.prompts import extract_code
-from pva_dagster.study.random_models import TINY_GEMMA2, random_gemma2
-from pva_dagster.study.standins import (
+from pva_dagster.study.generation.prompts import extract_code
+from pva_dagster.study.rehearsal.hub_cache import repo_folder, write_snapshot
+from pva_dagster.study.rehearsal.random_models import TINY_GEMMA2, random_gemma2
+from pva_dagster.study.rehearsal.standins import (
     choose_planted,
     gemmascope_location,
     gemmascope_params,

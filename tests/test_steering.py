@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pva_dagster.study.residual import add_to_block_output, decoder_blocks
-from pva_dagster.study.steering import (
+from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
+from pva_dagster.study.steering.vectors import (
     COEFFICIENT_MODES,
     code_similarity,
     control_latents,

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pva_dagster.study.steering_results import (
+from pva_dagster.study.steering.results import (
     COEFFICIENT_RULE,
     choose_coefficients,
     experiment_tests,
     unit_summary,
 )
-from pva_dagster.study.steering_sweep import (
+from pva_dagster.study.steering.sweep import (
     EXPERIMENTS,
     SteeringUnit,
     baseline_unit,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pva_dagster.study.validation import (
+from pva_dagster.study.evaluation.validation import (
     Threshold,
     auroc,
     choose_threshold,

@@ -6,9 +6,9 @@ import pandas as pd
 
 from pva_dagster.constants import GROUP_PROBLEMS
 from pva_dagster.resources import ProblemSource
-from pva_dagster.study.difficulty import complexity_distribution, difficulty_frame
 from pva_dagster.study.plots import bar_chart, markdown_table
-from pva_dagster.study.problems import frame_to_problems, problems_to_frame
+from pva_dagster.study.problems.difficulty import complexity_distribution, difficulty_frame
+from pva_dagster.study.problems.mbpp import frame_to_problems, problems_to_frame
 
 
 @dg.asset(group_name=GROUP_PROBLEMS)

@@ -9,7 +9,7 @@ from pva_dagster.resources import DataStore, StudyDesign
 from pva_dagster.study import storage
 from pva_dagster.study.layout import SPLIT_NAMES
 from pva_dagster.study.plots import markdown_table
-from pva_dagster.study.splits import (
+from pva_dagster.study.problems.splits import (
     SPLIT_RATIOS,
     check_covers,
     check_disjoint,

@@ -15,10 +15,10 @@ from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM, TaskRange
 from pva_dagster.profiles import ACTIVE
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, Sandbox, StudyDesign
 from pva_dagster.study import storage
-from pva_dagster.study.models import model_fingerprint, stop_token_ids
-from pva_dagster.study.prompts import build_prompt, format_for_model
-from pva_dagster.study.residual import decoder_blocks, validate_layers
-from pva_dagster.study.solutions import Task, run_solutions, summarize
+from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
+from pva_dagster.study.generation.prompts import build_prompt, format_for_model
+from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
+from pva_dagster.study.generation.solutions import Task, run_solutions, summarize
 
 PHASE1_0_PARTITIONS = ACTIVE.task_range_partitions()
 PHASE1_2_PARTITIONS = ACTIVE.temperature_by_task_range_partitions()

@@ -16,8 +16,8 @@ from pva_dagster.constants import GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
-from pva_dagster.study.activation_index import activation_index
-from pva_dagster.study.corpus import (
+from pva_dagster.study.analysis.activation_index import activation_index
+from pva_dagster.study.analysis.corpus import (
     CORPORA,
     CORPUS_PACKAGES,
     corpus_fingerprint,
@@ -25,11 +25,11 @@ from pva_dagster.study.corpus import (
     package_version,
     sample_position_residuals,
 )
-from pva_dagster.study.latent_scores import counts_by_group, pooled, score_split
-from pva_dagster.study.phase1_files import phase1_dataset_files
+from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
+from pva_dagster.study.analysis.sae import encode
+from pva_dagster.study.analysis.separation import best_latents, general_frequency, rank_latents
+from pva_dagster.study.generation.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import histogram_by_group, markdown_table
-from pva_dagster.study.sae import encode
-from pva_dagster.study.separation import best_latents, general_frequency, rank_latents
 
 PHASE2_SPLITS = ("sae", "validation")
 

@@ -12,13 +12,13 @@ from pva_dagster.assets.phase3_steering import phase3_steering
 from pva_dagster.constants import GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.study import storage
-from pva_dagster.study.activation_index import activation_index
-from pva_dagster.study.classification import selected_latents, validate_latents
-from pva_dagster.study.latent_samples import latent_column, latent_samples
-from pva_dagster.study.phase1_files import phase1_dataset_files
+from pva_dagster.study.analysis.activation_index import activation_index
+from pva_dagster.study.analysis.latent_samples import latent_column, latent_samples
+from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
+from pva_dagster.study.evaluation.report import render_report
+from pva_dagster.study.evaluation.validation import pr_points, roc_points
+from pva_dagster.study.generation.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import markdown_table, roc_pr_curves
-from pva_dagster.study.report import render_report
-from pva_dagster.study.validation import pr_points, roc_points
 
 
 class ClassificationConfig(dg.Config):

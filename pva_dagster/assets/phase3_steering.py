@@ -15,30 +15,30 @@ from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, Sandbox, StudyDesign
 from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
-from pva_dagster.study.latent_scores import pooled
-from pva_dagster.study.models import stop_token_ids
-from pva_dagster.study.phase1_files import phase1_dataset_files, read_phase1_records
+from pva_dagster.study.analysis.latent_scores import pooled
+from pva_dagster.study.generation.models import stop_token_ids
+from pva_dagster.study.generation.phase1_files import phase1_dataset_files, read_phase1_records
 from pva_dagster.study.plots import line_sweep, markdown_table
-from pva_dagster.study.steering import (
-    COEFFICIENT_MODES,
-    CONTROL_MAX_ABS_SCORE,
-    control_latents,
-    resolve_coefficients,
-)
-from pva_dagster.study.steering_plan import (
+from pva_dagster.study.steering.plan import (
     build_units,
     mean_norm_at_layer,
     steering_problems,
     tasks_from_records,
 )
-from pva_dagster.study.steering_results import (
+from pva_dagster.study.steering.results import (
     COEFFICIENT_RULE,
     choose_coefficients,
     experiment_tests,
     sweep_series,
     unit_summary,
 )
-from pva_dagster.study.steering_sweep import noise_floor, run_plan, run_unit
+from pva_dagster.study.steering.sweep import noise_floor, run_plan, run_unit
+from pva_dagster.study.steering.vectors import (
+    COEFFICIENT_MODES,
+    CONTROL_MAX_ABS_SCORE,
+    control_latents,
+    resolve_coefficients,
+)
 
 
 class SteeringConfig(dg.Config):

@@ -85,8 +85,8 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
     from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM
     from pva_dagster.profiles import load_profile
     from pva_dagster.study.layout import temperature_tag
-    from pva_dagster.study.standins import build_study_standins
-    from pva_dagster.study.task_ranges import task_ranges
+    from pva_dagster.study.problems.task_ranges import task_ranges
+    from pva_dagster.study.rehearsal.standins import build_study_standins
 
     started = time.perf_counter()
     standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS)

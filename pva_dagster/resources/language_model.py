@@ -8,10 +8,15 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from pva_dagster.resources.choices import one_of
-from pva_dagster.study.generation import MAX_AUTO_BATCH_SIZE, GenerationSettings, auto_batch_size
+from pva_dagster.study.generation.batched import MAX_AUTO_BATCH_SIZE, GenerationSettings, auto_batch_size
+from pva_dagster.study.generation.models import (
+    DTYPES,
+    convert_gguf_to_safetensors,
+    load_causal_lm,
+    locate_embedded_gguf,
+)
+from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.models import DTYPES, convert_gguf_to_safetensors, load_causal_lm, locate_embedded_gguf
-from pva_dagster.study.prompts import DEFAULT_TEMPLATE
 
 EMBEDDED_MODEL_DIR = "smollm2-135m-instruct"
 MODEL_SOURCES = ("embedded", "pretrained")

@@ -4,7 +4,7 @@
 import dagster as dg
 from pydantic import Field
 
-from pva_dagster.study.problems import PROBLEM_SOURCES, Problem, load_problems
+from pva_dagster.study.problems.mbpp import PROBLEM_SOURCES, Problem, load_problems
 
 
 class ProblemSource(dg.ConfigurableResource):

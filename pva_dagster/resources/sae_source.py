@@ -9,9 +9,9 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from pva_dagster.resources.choices import one_of
-from pva_dagster.study.embedded_saes import SAETrainingPlan, train_embedded_saes
+from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan, train_embedded_saes
+from pva_dagster.study.analysis.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
 
 SAE_SOURCES = ("embedded", "pretrained", "local")
 

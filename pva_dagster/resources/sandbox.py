@@ -5,8 +5,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from pva_dagster.study import isolation
-from pva_dagster.study.sandbox import SandboxLimits
+from pva_dagster.study.sandbox import isolation
+from pva_dagster.study.sandbox.sandbox import SandboxLimits
 
 
 class Sandbox(dg.ConfigurableResource):

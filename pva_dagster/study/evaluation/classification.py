@@ -9,17 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pva_dagster.study.difficulty import difficulty_bucket
-from pva_dagster.study.latent_samples import latent_column
-from pva_dagster.study.layout import temperature_tag
-from pva_dagster.study.statistics import auroc_permutation_p, bootstrap_intervals
-from pva_dagster.study.validation import (
+from pva_dagster.study.analysis.latent_samples import latent_column
+from pva_dagster.study.evaluation.validation import (
     Threshold,
     auroc,
     choose_threshold,
     classification_metrics,
     positive_class,
 )
+from pva_dagster.study.layout import temperature_tag
+from pva_dagster.study.problems.difficulty import difficulty_bucket
+from pva_dagster.study.statistics import auroc_permutation_p, bootstrap_intervals
 
 # A threshold chosen on fewer samples than this is flagged in the tables and the report.
 MIN_THRESHOLD_SAMPLES = 20

@@ -16,9 +16,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from pva_dagster.study.problems import ProblemDataError, parse_jsonl
+from pva_dagster.study.problems.mbpp import ProblemDataError, parse_jsonl
 
-EMBEDDED_PACKAGE = "pva_dagster.study"
+EMBEDDED_PACKAGE = "pva_dagster.study.problems"
 EMBEDDED_RESOURCE = "data/embedded_problems.jsonl"
 EMBEDDED_SOURCE = f"{EMBEDDED_PACKAGE}/{EMBEDDED_RESOURCE}"
 

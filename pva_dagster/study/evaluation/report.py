@@ -9,11 +9,11 @@ from __future__ import annotations
 import pandas as pd
 
 from pva_dagster.study import storage
-from pva_dagster.study.classification import MIN_THRESHOLD_SAMPLES
+from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.plots import markdown_table
 from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
-from pva_dagster.study.steering_results import COEFFICIENT_RULE
+from pva_dagster.study.steering.results import COEFFICIENT_RULE
 
 
 def _interval(value: float, low: float, high: float) -> str:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from pva_dagster.study.prompts import function_end_reached
-from pva_dagster.study.residual import (
+from pva_dagster.study.generation.prompts import function_end_reached
+from pva_dagster.study.generation.residual import (
     record_block_outputs,
     record_first_call_last_position,
     validate_layers,

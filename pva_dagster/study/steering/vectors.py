@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pva_dagster.study.residual import add_to_block_output
+from pva_dagster.study.generation.residual import add_to_block_output
 
 # Add ``vector[d_model]`` to the output of block ``layer`` at every position while the context is open.
 # The same hook as the residual module's, re-exported under the name the steering code reads best with.

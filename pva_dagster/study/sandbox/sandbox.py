@@ -39,9 +39,9 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
-from pva_dagster.study import containment
-from pva_dagster.study.containment import SandboxFailure
-from pva_dagster.study.isolation import (
+from pva_dagster.study.sandbox import containment
+from pva_dagster.study.sandbox.containment import SandboxFailure
+from pva_dagster.study.sandbox.isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
     Isolation,
@@ -49,7 +49,7 @@ from pva_dagster.study.isolation import (
     probe,
     uid_drop_works,
 )
-from pva_dagster.study.sandbox_worker import REPORT_FD, worker_for_thread
+from pva_dagster.study.sandbox.worker import REPORT_FD, worker_for_thread
 
 __all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxResult", "fork_containment",
            "run_many", "run_solution"]  # fmt: skip

@@ -20,7 +20,7 @@ from pva_dagster.study.statistics import (
     holm,
     paired_exact_test,
 )
-from pva_dagster.study.steering_sweep import CONTROL, EXPERIMENTS, TARGET
+from pva_dagster.study.steering.sweep import CONTROL, EXPERIMENTS, TARGET
 
 # The coefficient rule, applied to the hyperparams split's sweep only (the validation split then runs the
 # chosen coefficient once). Written out here because the report prints it.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 from radon.complexity import add_inner_blocks, cc_visit
 
-from pva_dagster.study.problems import Problem
+from pva_dagster.study.problems.mbpp import Problem
 
 DIFFICULTY_COLUMNS: tuple[str, ...] = ("task_id", "cyclomatic_complexity")
 

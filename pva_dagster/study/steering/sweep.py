@@ -23,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from pva_dagster.study.generation import GenerationSettings
-from pva_dagster.study.sandbox import SandboxLimits
-from pva_dagster.study.solutions import Task, label_of, run_solutions
-from pva_dagster.study.steering import code_similarity, steered, steering_vector
+from pva_dagster.study.generation.batched import GenerationSettings
+from pva_dagster.study.generation.solutions import Task, label_of, run_solutions
+from pva_dagster.study.sandbox.sandbox import SandboxLimits
+from pva_dagster.study.steering.vectors import code_similarity, steered, steering_vector
 
 BASELINE, TARGET, CONTROL = "baseline", "target", "control"
 

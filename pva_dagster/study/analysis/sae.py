@@ -23,7 +23,7 @@ from sae_lens.saes.sae import SAEMetadata
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
-from pva_dagster.study.residual import hook_name
+from pva_dagster.study.generation.residual import hook_name
 
 _RESID_POST = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
 

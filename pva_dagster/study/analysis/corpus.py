@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pva_dagster.study.residual import record_block_outputs, validate_layers
+from pva_dagster.study.generation.residual import record_block_outputs, validate_layers
 
 DEFAULT_CODE_FILES = 200
 DEFAULT_SEED = 42

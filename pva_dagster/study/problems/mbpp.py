@@ -167,7 +167,7 @@ def load_huggingface(
 
 def load_embedded() -> list[Problem]:
     """The hand-written set shipped as package data (see ``embedded_problems``)."""
-    from pva_dagster.study.embedded_problems import EMBEDDED_SOURCE, embedded_records
+    from pva_dagster.study.problems.embedded import EMBEDDED_SOURCE, embedded_records
 
     return validate_records(embedded_records(), source=EMBEDDED_SOURCE)
 

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from pva_dagster.study.containment import SandboxFailure, make_removable
-from pva_dagster.study.isolation import bwrap_argv, probe
+from pva_dagster.study.sandbox.containment import SandboxFailure, make_removable
+from pva_dagster.study.sandbox.isolation import bwrap_argv, probe
 
 REPORT_FD = 3  # where the runner finds the report pipe
 _ANSWER_TIMEOUT_S = 5.0  # for the launcher's cleanup after a solution; then the sandbox itself is killed

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from pva_dagster.study.latent_scores import encode_rows
+from pva_dagster.study.analysis.latent_scores import encode_rows
 
 SAMPLE_COLUMNS = ["task_id", "sample", "temperature", "passed"]
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pva_dagster.study.activation_index import load_residuals
-from pva_dagster.study.solutions import Task, label_of
-from pva_dagster.study.steering import mean_residual_norm
-from pva_dagster.study.steering_sweep import CONTROL, TARGET, SteeringUnit, baseline_unit, problem_groups
+from pva_dagster.study.analysis.activation_index import load_residuals
+from pva_dagster.study.generation.solutions import Task, label_of
+from pva_dagster.study.steering.sweep import CONTROL, TARGET, SteeringUnit, baseline_unit, problem_groups
+from pva_dagster.study.steering.vectors import mean_residual_norm
 
 
 def steering_problems(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.task_ranges import task_ranges
+from pva_dagster.study.problems.task_ranges import task_ranges
 
 
 def phase1_dataset_files(

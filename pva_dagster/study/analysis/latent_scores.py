@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pva_dagster.study.activation_index import load_residuals
+from pva_dagster.study.analysis.activation_index import load_residuals
+from pva_dagster.study.analysis.sae import encode
+from pva_dagster.study.analysis.separation import separation_scores
 from pva_dagster.study.layout import temperature_tag
-from pva_dagster.study.sae import encode
-from pva_dagster.study.separation import separation_scores
 
 POOLED = "pooled"
 

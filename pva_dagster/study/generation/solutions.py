@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study import storage
-from pva_dagster.study.generation import Generation, GenerationSettings, generate
-from pva_dagster.study.prompts import extract_code
+from pva_dagster.study.generation.batched import Generation, GenerationSettings, generate
+from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.records import RecordTable
-from pva_dagster.study.sandbox import SandboxJob, SandboxLimits, run_many
+from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, run_many
 
 RECORD_KEY = ("task_id", "sample")
 # activation_path(label, task_id, sample, layer) -> file of that residual

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pva_dagster.study.corpus import collect_residuals, stdlib_code_corpus
-from pva_dagster.study.sae import reconstruction_report, save_sae, train_topk_sae
+from pva_dagster.study.analysis.corpus import collect_residuals, stdlib_code_corpus
+from pva_dagster.study.analysis.sae import reconstruction_report, save_sae, train_topk_sae
 
 
 @dataclass(frozen=True)

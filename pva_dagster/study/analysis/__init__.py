@@ -1,0 +1,1 @@
+"""Phase 2: SAEs (SAELens), the general-text corpus, latent scores and separation."""

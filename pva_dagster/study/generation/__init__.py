@@ -1,0 +1,1 @@
+"""Phase 1: loading the model, prompting, batched generation with residual capture, labelling."""

@@ -1,0 +1,1 @@
+"""Running model-written code (hostile input) against the asserts, isolated and limited."""
