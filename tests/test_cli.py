@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -155,3 +156,22 @@ def test_compare_runs_finds_a_changed_value_and_ignores_timings(tmp_path: Path, 
     assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
     assert "differs: phase3/steering/unit.parquet" in out and "only in" in out and "extra.json" in out
+
+
+def test_compare_runs_golden_phases_compare_arrays_and_records_across_roots(tmp_path: Path, capsys) -> None:
+    """Phase 1 records point at activation files by absolute path: equal runs in two folders still agree."""
+    for run in ("a", "b"):
+        folder = tmp_path / run / "phase1_0"
+        (folder / "activations").mkdir(parents=True)
+        np.savez(folder / "activations" / "1_layer_0.npz", residual=np.arange(4, dtype=np.float32))
+        pd.DataFrame({
+            "task_id": [1], "activation_files": [[str(folder / "activations" / "1_layer_0.npz")]],
+            "generation_seconds": [1.0 if run == "a" else 2.0],
+        }).to_parquet(folder / "dataset_0000-0024.parquet")
+        (folder / "dataset_0000-0024_metadata.json").write_text(f'{{"device": "{run}"}}')
+    golden = ["--phases", "phase0", "phase1_0"]
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), *golden]) == 0
+    assert "2 files compared: identical" in capsys.readouterr().out
+    np.savez(tmp_path / "b" / "phase1_0" / "activations" / "1_layer_0.npz", residual=np.ones(4, dtype=np.float32))
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), *golden]) == 1
+    assert "differs: phase1_0/activations/1_layer_0.npz" in capsys.readouterr().out

@@ -1,10 +1,14 @@
-"""``pva-compare-runs A B``: are the Phase 2 and Phase 3 outputs of two data folders identical?
+"""``pva-compare-runs A B``: are the outputs of two data folders identical?
 
-    pva-compare-runs data data_previous          # exit 0 when every output matches, 1 with a list otherwise
+    pva-compare-runs data data_previous                 # Phase 2 and 3 (exit 0 when all match, 1 with a list)
+    pva-compare-runs data golden --phases phase0 phase0_1 phase1_0   # the golden check of a refactor
 
-Same seed, same outputs: this is the check that two runs of the study agree. Every Parquet table is compared
-value for value (NaN equals NaN), every JSON and the report as text; only the wall-clock columns of the
-steering unit files (``generation_seconds``, ``sandbox_seconds``) are left out, as they time the machine.
+Same seed, same outputs: this is the check that two runs of the study agree, and that a refactor kept
+behaviour. Every Parquet table is compared value for value (NaN equals NaN), NPZ arrays bit for bit, every
+JSON and the report as text. Left out, because they describe the machine or the run rather than the result:
+the wall-clock columns (``generation_seconds``, ``sandbox_seconds``), the Phase 1 partitions' run sidecars
+(``dataset_*_metadata.json``: timings, device, resource settings), and each folder's own root in stored paths
+(Phase 1 records point at their activation files by absolute path).
 """
 
 from __future__ import annotations
@@ -12,50 +16,86 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-COMPARED_FOLDERS = ("phase2", "phase3")
+DEFAULT_PHASES = ("phase2", "phase3")
 TIMING_COLUMNS = ("generation_seconds", "sandbox_seconds")
+COMPARED_SUFFIXES = {".parquet", ".json", ".md", ".npz"}
+RUN_SIDECAR_GLOB = "dataset_*_metadata.json"
 
 
-def output_files(root: Path) -> set[Path]:
-    """The Phase 2/3 output files under ``root``, relative to it."""
+def output_files(root: Path, phases: tuple[str, ...] = DEFAULT_PHASES) -> set[Path]:
+    """The output files of ``phases`` under ``root``, relative to it."""
     return {
         path.relative_to(root)
-        for folder in COMPARED_FOLDERS if (root / folder).is_dir()
-        for path in (root / folder).rglob("*") if path.is_file() and path.suffix in {".parquet", ".json", ".md"}
+        for folder in phases if (root / folder).is_dir()
+        for path in (root / folder).rglob("*")
+        if path.is_file() and path.suffix in COMPARED_SUFFIXES and not path.match(RUN_SIDECAR_GLOB)
     }
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.suffix != ".parquet":
-        return a.read_bytes() == b.read_bytes()
-    left, right = pd.read_parquet(a), pd.read_parquet(b)
-    drop = [c for c in TIMING_COLUMNS if c in left.columns]
-    return left.drop(columns=drop).equals(right.drop(columns=[c for c in drop if c in right.columns]))
+def _relative_paths(value: Any, root: str) -> Any:
+    """``value`` with ``root`` taken off the stored paths in it (strings, or arrays/lists of strings)."""
+    if isinstance(value, str):
+        return value.removeprefix(root)
+    if isinstance(value, (list, np.ndarray)):
+        return [_relative_paths(v, root) for v in value]
+    return value
 
 
-def differences(a: Path, b: Path) -> list[str]:
+def _table(path: Path, root: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(path).drop(columns=list(TIMING_COLUMNS), errors="ignore")
+    prefix = f"{root.resolve()}/"
+    for column in frame.select_dtypes(include="object").columns:
+        frame[column] = frame[column].map(lambda v: _relative_paths(v, prefix))
+    return frame
+
+
+def _same_arrays(a: Path, b: Path) -> bool:
+    with np.load(a) as left, np.load(b) as right:
+        return sorted(left.files) == sorted(right.files) and all(
+            np.array_equal(left[k], right[k], equal_nan=left[k].dtype.kind == "f") for k in left.files
+        )
+
+
+def _same_file(a_root: Path, b_root: Path, relative: Path) -> bool:
+    a, b = a_root / relative, b_root / relative
+    if a.suffix == ".parquet":
+        return _table(a, a_root).equals(_table(b, b_root))
+    if a.suffix == ".npz":
+        return _same_arrays(a, b)
+    return a.read_bytes() == b.read_bytes()
+
+
+def differences(a: Path, b: Path, phases: tuple[str, ...] = DEFAULT_PHASES) -> list[str]:
     """What differs between the two folders' outputs, one line each (empty when they agree)."""
-    files_a, files_b = output_files(a), output_files(b)
+    files_a, files_b = output_files(a, phases), output_files(b, phases)
     if not files_a:
-        return [f"{a} has no Phase 2/3 outputs"]
+        return [f"{a} has no outputs of {', '.join(phases)}"]
     lines = [f"only in {a}: {p}" for p in sorted(files_a - files_b)]
     lines += [f"only in {b}: {p}" for p in sorted(files_b - files_a)]
-    lines += [f"differs: {p}" for p in sorted(files_a & files_b) if not _same_file(a / p, b / p)]
+    lines += [f"differs: {p}" for p in sorted(files_a & files_b) if not _same_file(a, b, p)]
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
+    parser.add_argument(
+        "--phases", nargs="+", default=list(DEFAULT_PHASES),
+        help="data folders to compare (default: phase2 phase3; the golden check: phase0 phase0_1 phase1_0)",
+    )
     args = parser.parse_args(argv)
-    found = differences(args.first, args.second)
+    phases = tuple(args.phases)
+    found = differences(args.first, args.second, phases)
     for line in found:
         print(line)
-    print(f"{len(output_files(args.first))} files compared: {'identical' if not found else f'{len(found)} differ'}")
+    compared = len(output_files(args.first, phases))
+    print(f"{compared} files compared: {'identical' if not found else f'{len(found)} differ'}")
     return 1 if found else 0
 
 
