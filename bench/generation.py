@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     layers = list(range(len(decoder_blocks(model))))
     paths = {
         "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8)),
-        "new @ 8": (generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8, sort_by_length=True)),
+        "new @ 8": (
+            generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8, sort_by_length=True)
+        ),
         f"new @ {chosen}": (
             generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=chosen, sort_by_length=True)
         ),
@@ -169,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(layers)} layers, stop rule on, median of {args.rounds} round(s)")
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name in paths:
-        same = sum(a.completion == b.completion for a, b in zip(base, outputs[name]))
-        residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in zip(base, outputs[name]))
+        pairs = list(zip(base, outputs[name], strict=True))
+        same = sum(a.completion == b.completion for a, b in pairs)
+        residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in pairs)
         print(
             f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median['baseline @ 8']:5.2f}x baseline; "
             f"greedy completions equal to baseline {same}/{len(prompts)}, max residual diff {residual_diff:.1e}"

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     first_layer = synthetic_latents(rng, args.samples, args.latents, args.density)
     first_scores, vectorised_s, peak_bytes = timed_scores(first_layer, correct, 0)
     for layer in range(1, args.layers):
-        _, seconds, peak = timed_scores(synthetic_latents(rng, args.samples, args.latents, args.density), correct, layer)
+        latents = synthetic_latents(rng, args.samples, args.latents, args.density)
+        _, seconds, peak = timed_scores(latents, correct, layer)
         vectorised_s, peak_bytes = vectorised_s + seconds, max(peak_bytes, peak)
 
     start = time.perf_counter()
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scoring peak allocation (tracemalloc):     {peak_bytes / 2**20:8.1f} MiB")
     print(f"input per layer (float32):                 {first_layer.nbytes / 2**20:8.1f} MiB")
     # ru_maxrss is in KiB on Linux.
-    print(f"process peak RSS:                          {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:8.1f} MiB")
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    print(f"process peak RSS:                          {peak_rss_mib:8.1f} MiB")
     print("results of the loop and the vectorised path agree on the looped latents")
     return 0
 

@@ -1,6 +1,7 @@
 """The Dagster Definitions of pva-dagster, found by ``dagster dev`` / ``dagster asset materialize`` through
 ``[tool.dagster]`` in pyproject.toml. ``PVA_PROFILE`` picks the resources (see profiles.py)."""
 
+# ruff: noqa: E402  (the offline defaults are set before the assets import transformers and huggingface_hub)
 from __future__ import annotations
 
 from pva_dagster.study.runtime import apply_offline_defaults

@@ -79,7 +79,7 @@ def test_batched_greedy_equals_one_at_a_time(smollm):
     assert [g.prompt_index for g in batched] == list(range(len(PROMPTS)))
     assert [g.completion for g in batched] == [g.completion for g in one]
     assert [g.n_new_tokens for g in batched] == [g.n_new_tokens for g in one]
-    for a, b in zip(one, batched):
+    for a, b in zip(one, batched, strict=True):
         np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
     # The activation-only pass (base model, no logits) reads the same vectors.
     direct = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=3)
@@ -100,7 +100,7 @@ def test_sorted_bigger_batches_give_the_greedy_output_of_one_at_a_time(smollm):
         assert [g.completion for g in sorted_gens] == [g.completion for g in one]
         assert [g.n_new_tokens for g in sorted_gens] == [g.n_new_tokens for g in one]
         assert [g.n_prompt_tokens for g in sorted_gens] == [g.n_prompt_tokens for g in one]
-        for a, b in zip(one, sorted_gens):
+        for a, b in zip(one, sorted_gens, strict=True):
             np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
         # The longest prompt (PROMPTS[5], two asserts) runs in the first batch.
         assert 5 in [g.prompt_index for g in batches[0]]

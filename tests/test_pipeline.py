@@ -37,7 +37,9 @@ def pipeline(tmp_path_factory, embedded_model_dir):
         ),
         "phase1_0": materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE),
         "phase1_2": materialize(
-            resources, "phase1_2_solutions", partition=dg.MultiPartitionKey({"temperature": "0.3", "task_range": FIRST_RANGE})
+            resources,
+            "phase1_2_solutions",
+            partition=dg.MultiPartitionKey({"temperature": "0.3", "task_range": FIRST_RANGE}),
         ),
     }
     results["analysis"] = materialize(

@@ -112,7 +112,9 @@ def test_saes_come_from_the_gemmascope_path_through_saelens(rehearsal):
         assert "models--google--gemma-scope-2b-pt-res/snapshots/" in str(path)
         assert f"/layer_{layer}/width_16k/average_l0_" in str(path) and path.name == "params.npz"
         sae = inspected["saes"][str(layer)]
-        assert sae == {"class": "JumpReLUSAE", "hook": f"blocks.{layer}.hook_resid_post", "d_in": D_MODEL, "d_sae": D_SAE}
+        assert sae == {
+            "class": "JumpReLUSAE", "hook": f"blocks.{layer}.hook_resid_post", "d_in": D_MODEL, "d_sae": D_SAE
+        }
         with np.load(path) as npz:
             assert np.array_equal(np.load(workdir / f"W_enc_{layer}.npy"), npz["W_enc"])
 

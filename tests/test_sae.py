@@ -2,7 +2,8 @@
 
 One module-scoped residual collection (1,024 tokens of standard-library code through SmolLM2, ~5 s) and one
 small SAE training (~3 s) feed every test; the session's model conversion adds ~20-30 s once. Model forward
-passes and SAE training run on one torch thread: on this shared 2-core machine two OpenMP threads measured 6x slower than one.
+passes and SAE training run on one torch thread: on this shared 2-core machine two OpenMP threads measured 6x
+slower than one.
 """
 
 from __future__ import annotations

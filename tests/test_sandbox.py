@@ -180,7 +180,10 @@ def test_daemonized_child_in_its_own_session_is_killed() -> None:
     fork_containment() == "process-group", reason="root without a pids cgroup: forks unbounded"
 )
 def test_fork_bomb_is_contained() -> None:
-    bomb = "import os\nprint(os.getcwd(), flush=True)\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    bomb = (
+        "import os\nprint(os.getcwd(), flush=True)\n"
+        "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
     result = run_solution(bomb, ["assert True"], limits=FAST)
     assert result.outcome is Outcome.TIMEOUT
     assert not result.passed
@@ -290,7 +293,9 @@ class _User:
             if self.python is None:
                 pytest.skip(f"no Python {sys.version_info[:2]} that uid {UNPRIVILEGED_UID} may run here")
 
-    def run(self, solution: str, tests: Sequence[str] = ("assert True",), limits: SandboxLimits = FAST) -> SandboxResult:
+    def run(
+        self, solution: str, tests: Sequence[str] = ("assert True",), limits: SandboxLimits = FAST
+    ) -> SandboxResult:
         if self.python is None:  # root, or the suite itself runs unprivileged
             return run_solution(solution, list(tests), limits=limits)
         job = {"solution": solution, "tests": list(tests), "limits": dataclasses.asdict(limits)}
@@ -418,7 +423,9 @@ def test_unix_socket_servers_are_not_reached(kind: str, user: _User) -> None:
     if kind == "path":
         os.chmod(address, 0o777)  # connectable by anyone: only the sandbox stands in the way
     try:
-        result = user.run(f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(1)\ns.connect({address!r})\n")
+        result = user.run(
+            f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(1)\ns.connect({address!r})\n"
+        )
     finally:
         accepted = server.close()
         shutil.rmtree(folder)
@@ -569,7 +576,10 @@ def test_system_v_ipc_objects_do_not_reach_the_next_solution() -> None:
         "import ctypes\nlibc = ctypes.CDLL(None)\n"
         "ids = [libc.shmget(0, 1 << 20, 0o1600), libc.semget(0, 1, 0o1600), libc.msgget(0, 0o1600)]\n"
     )  # IPC_PRIVATE, IPC_CREAT | 0600
-    listed = "def listed():\n    return [row for kind in ('shm', 'sem', 'msg') for row in list(open('/proc/sysvipc/' + kind))[1:]]\n"
+    listed = (
+        "def listed():\n"
+        "    return [row for kind in ('shm', 'sem', 'msg') for row in list(open('/proc/sysvipc/' + kind))[1:]]\n"
+    )
     made = run_solution(make + listed, ["assert min(ids) >= 0, ids", "assert len(listed()) == 3"], limits=FAST)
     assert made.passed, made
     after = run_solution(listed, ["assert listed() == []"], limits=FAST)

@@ -73,7 +73,7 @@ def test_vectorised_auroc_equals_sklearn_with_ties():
     rng = np.random.default_rng(1)
     scores = rng.integers(0, 4, size=(5, 30)).astype(float)  # many ties, as SAE activations at 0 have
     positive = rng.random((5, 30)) < 0.4
-    expected = [roc_auc_score(p, s) for s, p in zip(scores, positive)]
+    expected = [roc_auc_score(p, s) for s, p in zip(scores, positive, strict=True)]
     assert _auroc_rows(scores, positive) == pytest.approx(expected)
 
 

@@ -83,7 +83,7 @@ def test_holm_runs_over_each_split_separately():
 def _sweep(rates: dict[float, tuple[float, float, float]]) -> pd.DataFrame:
     rows = []
     for coefficient, values in rates.items():
-        for experiment, rate in zip(["correction", "preservation", "corruption"], values):
+        for experiment, rate in zip(["correction", "preservation", "corruption"], values, strict=True):
             direction = "incorrect" if experiment == "corruption" else "correct"
             rows.append({"split": "hyperparams", "experiment": experiment, "direction": direction,
                          "coefficient": coefficient, "rate": rate})

@@ -131,7 +131,10 @@ def phase2(
             metadata[f"{split} top latents"] = dg.MetadataValue.md(markdown_table(ranked.head(10)))
             metadata[f"{split} separation by layer"] = dg.MetadataValue.md(
                 histogram_by_group(
-                    {f"layer {layer}": pooled_scores.s_correct[pooled_scores.layer == layer].to_numpy() for layer in layers},
+                    {
+                        f"layer {layer}": pooled_scores.s_correct[pooled_scores.layer == layer].to_numpy()
+                        for layer in layers
+                    },
                     title=f"s_correct = f_correct - f_incorrect ({split} split)",
                     xlabel="s_correct",
                 )

@@ -40,7 +40,7 @@ def phase3_classification(
     """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds from the hyperparams split."""
     layout = data_store.layout
     selected = selected_latents(pd.read_parquet(layout.phase2_dir("sae") / "top_latents.parquet"), config.per_direction)
-    pairs = list(zip(selected.layer, selected.latent))
+    pairs = list(zip(selected.layer, selected.latent, strict=True))
     samples = {}
     with device_pool.claim(context.run.tags, context.log.info) as device:
         saes = {layer: sae_source.load(layer, layout, device) for layer in sorted(set(selected.layer))}
@@ -92,4 +92,6 @@ def phase3_report(context: dg.AssetExecutionContext, data_store: DataStore) -> d
     report = render_report(layout)
     path = storage.write_text(layout.phase3_dir() / "report.md", report)
     context.log.info(f"report written to {path}")
-    return dg.MaterializeResult(metadata={"report": dg.MetadataValue.md(report), "path": dg.MetadataValue.path(str(path))})
+    return dg.MaterializeResult(
+        metadata={"report": dg.MetadataValue.md(report), "path": dg.MetadataValue.path(str(path))}
+    )

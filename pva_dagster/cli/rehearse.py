@@ -109,7 +109,8 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
     ]
     summary: dict[str, Any] = {
         "workdir": str(workdir), "hf_home": str(standins.hf_home), "task_ids": standins.task_ids,
-        "planted_task_ids": standins.planted_task_ids, "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
+        "planted_task_ids": standins.planted_task_ids,
+        "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
         "sae_layers": SAE_LAYERS, "steps": {},
     }
     assets = [*defs.assets, *(defs.asset_checks or [])]
@@ -126,7 +127,9 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
             summary["steps"][name]["error"] = str(failure.step_failure_data.error) if failure else "run failed"
             log(f"[rehearse] {name} FAILED: {summary['steps'][name]['error']}")
             break
-    summary["success"] = all(step["success"] for step in summary["steps"].values()) and len(summary["steps"]) == len(steps)
+    summary["success"] = (
+        all(step["success"] for step in summary["steps"].values()) and len(summary["steps"]) == len(steps)
+    )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (workdir / "rehearsal.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -134,7 +137,9 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pva-rehearse", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="where to build and run (default: a new temp folder)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where to build and run (default: a new temp folder)"
+    )
     parser.add_argument("--mbpp", type=Path, default=DEFAULT_MBPP, help=f"MBPP .jsonl (default {DEFAULT_MBPP})")
     parser.add_argument("--device", default="cpu", help="the one device of the pool: cpu (default) or cuda:0")
     args = parser.parse_args(argv)

@@ -45,7 +45,8 @@ class StudyDesign(dg.ConfigurableResource):
             raise ValueError(f"Phase 1.2 temperatures must be > 0 (Phase 1.0 is the greedy run), got {bad}")
         if not self.steering_coefficients or 0.0 in self.steering_coefficients:
             raise ValueError(
-                f"steering_coefficients must be nonzero (0 is the baseline every run has), got {self.steering_coefficients}"
+                "steering_coefficients must be nonzero (0 is the baseline every run has), "
+                f"got {self.steering_coefficients}"
             )
         if self.layers is not None:
             missing = sorted(set(self.sae_layers) - set(self.layers))

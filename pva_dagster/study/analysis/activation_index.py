@@ -88,7 +88,9 @@ def load_residuals(files: Sequence[str]) -> np.ndarray:
             with np.load(file) as npz:
                 arrays.append(np.asarray(npz["residual"], dtype=np.float32))
         except FileNotFoundError:
-            raise FileNotFoundError(f"activation file {file} is missing: re-materialize its Phase 1 partition") from None
+            raise FileNotFoundError(
+                f"activation file {file} is missing: re-materialize its Phase 1 partition"
+            ) from None
         except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as error:
             raise ValueError(f"activation file {file} is unreadable or truncated ({error})") from error
     if not arrays:

@@ -60,7 +60,9 @@ def stdlib_code_corpus(max_files: int, seed: int) -> list[str]:
 # fires on talk of code is not dropped as "general".
 FORTUNES_PACKAGE = "fortunes"
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
-_FORTUNES_SKIPPED = frozenset({"art", "ascii-art", "computers", "debian", "linux", "linuxcookie", "perl", "translate-me"})
+_FORTUNES_SKIPPED = frozenset(
+    {"art", "ascii-art", "computers", "debian", "linux", "linuxcookie", "perl", "translate-me"}
+)
 
 
 def fortunes_corpus(folder: Path = FORTUNES_DIR) -> list[str]:

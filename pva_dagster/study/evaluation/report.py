@@ -24,11 +24,14 @@ def _classification_section(overall: pd.DataFrame) -> list[str]:
     best = overall.groupby("direction").head(1)
     table = pd.DataFrame({
         "direction": best.direction, "layer": best.layer, "latent": best.latent,
-        "AUROC [95% bootstrap]": [_interval(*r) for r in zip(best.auroc, best.auroc_ci_low, best.auroc_ci_high)],
+        "AUROC [95% bootstrap]": [
+            _interval(*r) for r in zip(best.auroc, best.auroc_ci_low, best.auroc_ci_high, strict=True)
+        ],
         "AUROC p (permutation)": best.auroc_p_permutation,
-        "F1 [95% bootstrap]": [_interval(*r) for r in zip(best.f1, best.f1_ci_low, best.f1_ci_high)],
+        "F1 [95% bootstrap]": [_interval(*r) for r in zip(best.f1, best.f1_ci_low, best.f1_ci_high, strict=True)],
         "threshold": best.threshold, "threshold samples": best.threshold_samples,
-        "threshold predicts one class": best.threshold_one_class, "predicts one class (validation)": best.predicts_one_class,
+        "threshold predicts one class": best.threshold_one_class,
+        "predicts one class (validation)": best.predicts_one_class,
     })
     notes = []
     if overall.threshold_few_samples.any():
@@ -51,11 +54,13 @@ def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame | None, noise: p
     table = pd.DataFrame({
         "experiment": tests.experiment, "latent": [f"L{r.layer}/{r.latent}" for r in tests.itertuples()],
         "coefficient": tests.coefficient, "problems": tests.n,
-        "rate [95% CP]": [_interval(*r) for r in zip(tests.rate, tests.ci_low, tests.ci_high)],
+        "rate [95% CP]": [_interval(*r) for r in zip(tests.rate, tests.ci_low, tests.ci_high, strict=True)],
         "control rate [95% CP]": [
-            _interval(*r) for r in zip(tests.control_rate, tests.control_ci_low, tests.control_ci_high)
+            _interval(*r) for r in zip(tests.control_rate, tests.control_ci_low, tests.control_ci_high, strict=True)
         ],
-        "discordant (target, control)": [f"{a}, {b}" for a, b in zip(tests.discordant_target, tests.discordant_control)],
+        "discordant (target, control)": [
+            f"{a}, {b}" for a, b in zip(tests.discordant_target, tests.discordant_control, strict=True)
+        ],
         "p paired": tests.p_paired, "p Holm": tests.p_holm, "p Fisher": tests.p_fisher,
     })
     significant = tests[tests.p_holm < 0.05].experiment.tolist()

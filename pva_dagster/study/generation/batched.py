@@ -106,7 +106,7 @@ class FunctionEndStop(StoppingCriteria):
         rows = (line_closed & ~self.stopped).nonzero().flatten().tolist()
         if rows:
             texts = self.tokenizer.batch_decode(input_ids[rows, self.prompt_length :], skip_special_tokens=True)
-            for row, text in zip(rows, texts):
+            for row, text in zip(rows, texts, strict=True):
                 self.stopped[row] = function_end_reached(text)
         return self.stopped.to(input_ids.device, copy=True)
 

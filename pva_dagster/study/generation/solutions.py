@@ -49,12 +49,14 @@ def label_generations(
     """Run each generation's code against its task's asserts; one record per generation."""
     codes = [extract_code(g.completion) for g in generations]
     jobs = [
-        SandboxJob(solution=code, test_list=tasks[g.prompt_index].test_list, setup_code=tasks[g.prompt_index].setup_code)
-        for g, code in zip(generations, codes)
+        SandboxJob(
+            solution=code, test_list=tasks[g.prompt_index].test_list, setup_code=tasks[g.prompt_index].setup_code
+        )
+        for g, code in zip(generations, codes, strict=True)
     ]
     results = run_many(jobs, limits=limits, max_workers=max_workers)
     records = []
-    for generation, code, result in zip(generations, codes, results):
+    for generation, code, result in zip(generations, codes, results, strict=True):
         task = tasks[generation.prompt_index]
         records.append(
             {
@@ -125,7 +127,7 @@ def run_solutions(
         model, tokenizer, [t.prompt for t in todo], layers, settings, stop_token_ids, seeds=seeds
     ):
         records = label_generations(todo, batch, limits, max_workers)
-        for record, generation in zip(records, batch):
+        for record, generation in zip(records, batch, strict=True):
             record.update(extra_columns or {})
             record["layers"] = layers
             record["activation_files"] = (

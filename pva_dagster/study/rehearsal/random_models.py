@@ -19,13 +19,15 @@ from transformers import AutoModelForCausalLM, Gemma2Config, GemmaTokenizer, Pre
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 TINY_GEMMA2 = {
-    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 2,
     "head_dim": 16, "max_position_embeddings": 1024, "sliding_window": 256,
 }
 # google/gemma-2-2b's shape (its config.json); its vocabulary size, for a random model of the full cost.
 GEMMA2_2B_VOCAB = 256_000
 GEMMA2_2B = {
-    "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
+    "num_key_value_heads": 4,
     "head_dim": 256, "max_position_embeddings": 8192, "sliding_window": 4096, "query_pre_attn_scalar": 256,
 }
 
@@ -61,7 +63,8 @@ def train_gemma_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> GemmaToke
     trainer_tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     trainer_tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
     trainer_tokenizer.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
-    trainer_tokenizer.train(_stdlib_sources(n_files), trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=special))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=special)
+    trainer_tokenizer.train(_stdlib_sources(n_files), trainer)
     state = json.loads(trainer_tokenizer.to_str())["model"]
     vocab = dict(state["vocab"])
     for byte in range(256):

@@ -129,7 +129,7 @@ def plant_program(model: Any, planted_ids: Sequence[int], eos_id: int, seed: int
     unembed.copy_(torch.randn(vocab, d, generator=generator) * OTHER_LOGIT_STD)
     targets = [*planted_ids, eos_id]
     unembed[targets[0]] = PLANTED_LOGIT_SCALE * u
-    for direction, target in zip(directions, targets[1:]):
+    for direction, target in zip(directions, targets[1:], strict=True):
         unembed[target] = PLANTED_LOGIT_SCALE * direction
     for block in model.model.layers:
         block.post_attention_layernorm.weight.fill_(BLOCK_UPDATE_SCALE - 1.0)  # Gemma scales by (1 + weight)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cache
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ HOW_TO_GET = (
 )
 
 
-class Isolation(str, Enum):
+class Isolation(StrEnum):
     NAMESPACES = "namespaces"
     UID_DROP = "uid-drop"
     NONE = "none"
@@ -94,7 +94,9 @@ def _try_bwrap(bwrap: str) -> str:
         with tempfile.TemporaryDirectory(prefix="pva-sandbox-probe-") as workdir:
             os.write(block_w, b"x")
             argv = bwrap_argv(bwrap, workdir, info_w, block_r, as_pid_1=True) + ["true"]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, pass_fds=(info_w, block_r), check=False)
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=30, pass_fds=(info_w, block_r), check=False
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{bwrap} could not be run: {exc}"
     finally:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -73,7 +73,7 @@ class SandboxLimits:
                 raise ValueError(f"SandboxLimits.{field.name} must be positive, got {value!r}")
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     PASSED = "passed"
     FAILED_ASSERTION = "failed_assertion"
     ERROR = "error"

@@ -139,7 +139,9 @@ class Worker:
                     try:
                         (cgroup / "cgroup.procs").write_text(str(pid))
                     except OSError as exc:
-                        raise SandboxFailure(f"the sandbox could not start: {pid} not moved into {cgroup}: {exc}") from exc
+                        raise SandboxFailure(
+                            f"the sandbox could not start: {pid} not moved into {cgroup}: {exc}"
+                        ) from exc
                 os.write(block_w, b"go")
             except BaseException:
                 # Killing bwrap alone while it starts strands its child (blocked before --die-with-parent

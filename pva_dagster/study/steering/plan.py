@@ -65,6 +65,7 @@ def tasks_from_records(records: pd.DataFrame, problems: pd.DataFrame) -> dict[in
 def mean_norm_at_layer(records: pd.DataFrame, layer: int) -> float:
     """Mean residual-stream norm at ``layer`` over the records' prompts (their Phase 1 NPZ files)."""
     files = [
-        list(files)[list(layers).index(layer)] for files, layers in zip(records.activation_files, records.layers)
+        list(files)[list(layers).index(layer)]
+        for files, layers in zip(records.activation_files, records.layers, strict=True)
     ]
     return mean_residual_norm(load_residuals(files))

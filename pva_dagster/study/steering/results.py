@@ -110,7 +110,7 @@ def choose_coefficients(sweep: pd.DataFrame, directions: Sequence[str], coeffici
     rate = pd.DataFrame({"coefficient": coefficients})
     for name in EXPERIMENTS:
         rows = sweep[sweep.experiment == name] if len(sweep) else sweep
-        rate[name] = rate.coefficient.map(dict(zip(rows.get("coefficient", []), rows.get("rate", []))))
+        rate[name] = rate.coefficient.map(dict(zip(rows.get("coefficient", []), rows.get("rate", []), strict=True)))
     chosen = []
     if "correct" in directions:
         keeps = rate.preservation.fillna(0.0) >= PRESERVATION_FLOOR

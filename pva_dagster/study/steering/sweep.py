@@ -115,7 +115,8 @@ def unit_outcomes(unit: SteeringUnit, steered_records: pd.DataFrame, baseline: p
         "before": [label_of(p) for p in merged.passed_before],
         "after": [label_of(p) for p in merged.passed_after],
         "similarity": [
-            code_similarity(a, b) for a, b in zip(merged.generated_code_before, merged.generated_code_after)
+            code_similarity(a, b)
+            for a, b in zip(merged.generated_code_before, merged.generated_code_after, strict=True)
         ],
         "identical": (merged.completion_before == merged.completion_after).to_numpy(),
     })
