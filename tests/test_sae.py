@@ -229,12 +229,12 @@ def test_hook_name_other_than_resid_post_raises(trained):
 
 def test_sae_for_another_layer_is_refused(trained, tmp_path):
     """The SAE source refuses an SAE whose hook reads a different layer than the one asked for."""
-    from pva_dagster.resources import SAESource
+    from pva_dagster.resources import LocalSAEs
     from pva_dagster.study.layout import DataLayout
 
     sae, _ = trained
     save_sae(sae, tmp_path / "sae_5")  # a layer-3 SAE stored where layer 5's should be
-    source = SAESource(source="local", local_dir=str(tmp_path / "sae_{layer}"))
+    source = LocalSAEs(folder=str(tmp_path / "sae_{layer}"))
     with pytest.raises(ValueError, match="layer 5.*layer 3"):
         source.load(5, DataLayout(tmp_path), "cpu")
 

@@ -114,11 +114,10 @@ def phase2(
                 pooled_scores, general_freq, top_n=config.top_n, max_general_freq=config.max_general_freq,
                 keep=config.keep,
             )
-            out = layout.phase2_dir(split)
-            storage.write_parquet(out / "separation_scores.parquet", scores)
-            storage.write_parquet(out / "top_latents.parquet", ranked)
+            storage.write_parquet(layout.separation_scores_file(split), scores)
+            storage.write_parquet(layout.top_latents_file(split), ranked)
             storage.write_json(
-                out / "top_latents.json",
+                layout.top_latents_summary(split),
                 {
                     "split": split,
                     "counts": counts_by_group(index),
@@ -136,5 +135,5 @@ def phase2(
                     xlabel="s_correct",
                 )
             )
-            metadata[f"{split} scores"] = dg.MetadataValue.path(str(out / "separation_scores.parquet"))
+            metadata[f"{split} scores"] = dg.MetadataValue.path(str(layout.separation_scores_file(split)))
     return dg.MaterializeResult(metadata=metadata)

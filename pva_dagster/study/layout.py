@@ -6,11 +6,15 @@ under ``data/`` by hand.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLIT_NAMES: tuple[str, ...] = ("sae", "hyperparams", "validation")
-LABELS: tuple[str, ...] = ("correct", "incorrect")
+from pva_dagster.study.domain import LABELS, SPLIT_NAMES, temperature_tag
+
+# Where outputs go unless a DataStore says otherwise: $PVA_DATA_DIR, else <project root>/data.
+DATA_DIR_ENV = "PVA_DATA_DIR"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Folder of each table-valued asset's Parquet file (the seed study's phase folders).
 TABLE_FOLDERS = {
     "mbpp_problems": "phase0",
@@ -18,11 +22,21 @@ TABLE_FOLDERS = {
     "problem_splits": "phase0_1",
     "phase3_steering_coefficients": "phase3",
 }
+# Phase 3 tables written beside the asset-managed ones, by name (``phase3/<name>.parquet``).
+PHASE3_TABLES = (
+    "classification",
+    "classification_by_group",
+    "steering_sweep_tests",
+    "steering_sweep_units",
+    "steering_sweep_noise",
+    "steering_tests",
+    "steering_effects",
+    "steering_noise",
+)
 
 
-def temperature_tag(temperature: float) -> str:
-    """``0.3 -> "0.3"``: one spelling of a temperature in every path and partition key."""
-    return f"{float(temperature):.1f}"
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,7 @@ class DataLayout:
         return self.root / "phase0_1"
 
     def split_file(self, split: str) -> Path:
-        if split not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
-        return self.phase0_1_dir / f"{split}_mbpp.parquet"
+        return self.phase0_1_dir / f"{_split(split)}_mbpp.parquet"
 
     @property
     def split_metadata_file(self) -> Path:
@@ -93,12 +105,44 @@ class DataLayout:
         """``dataset_X.parquet -> dataset_X_metadata.json``."""
         return dataset.with_name(dataset.stem + "_metadata.json")
 
-    # Phase 2 / 3
+    # Phase 2: per split, the scores of every latent and the top latents per direction
     def phase2_dir(self, split: str) -> Path:
-        return self.root / "phase2" / split
+        return self.root / "phase2" / _split(split)
 
+    def separation_scores_file(self, split: str) -> Path:
+        return self.phase2_dir(split) / "separation_scores.parquet"
+
+    def top_latents_file(self, split: str) -> Path:
+        return self.phase2_dir(split) / "top_latents.parquet"
+
+    def top_latents_summary(self, split: str) -> Path:
+        """The JSON beside ``top_latents.parquet``: counts, best latents, config, general-text corpus."""
+        return self.phase2_dir(split) / "top_latents.json"
+
+    # Phase 3
     def phase3_dir(self) -> Path:
         return self.root / "phase3"
+
+    def phase3_table(self, name: str) -> Path:
+        """A Phase 3 table by name, e.g. ``phase3/classification.parquet``."""
+        if name not in PHASE3_TABLES:
+            raise ValueError(f"no Phase 3 table is laid out as {name!r}; known: {PHASE3_TABLES}")
+        return self.phase3_dir() / f"{name}.parquet"
+
+    @property
+    def steering_units_dir(self) -> Path:
+        """One file per resumable steering unit."""
+        return self.phase3_dir() / "steering"
+
+    @property
+    def report_file(self) -> Path:
+        return self.phase3_dir() / "report.md"
+
+
+def _split(split: str) -> str:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
+    return split
 
 
 def _label(label: str) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-DIRECTIONS = ("correct", "incorrect")
+from pva_dagster.study.domain import DIRECTIONS
+
 SCORE_COLUMNS = (
     "layer", "latent", "n_correct", "n_incorrect", "f_correct", "f_incorrect", "s_correct", "s_incorrect",
     "mean_correct", "mean_incorrect", "t_stat",

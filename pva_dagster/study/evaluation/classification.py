@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.analysis.latent_samples import latent_column
+from pva_dagster.study.domain import temperature_tag
 from pva_dagster.study.evaluation.validation import (
     Threshold,
     auroc,
@@ -17,7 +18,6 @@ from pva_dagster.study.evaluation.validation import (
     classification_metrics,
     positive_class,
 )
-from pva_dagster.study.layout import temperature_tag
 from pva_dagster.study.problems.difficulty import difficulty_bucket
 from pva_dagster.study.statistics import auroc_permutation_p, bootstrap_intervals
 
