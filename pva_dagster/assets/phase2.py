@@ -9,7 +9,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
-from pva_dagster.assets.loading import model_on_device
+from pva_dagster.assets.loading import with_model_released
 from pva_dagster.assets.models import sae_weights
 from pva_dagster.assets.phase1 import phase1_0_solutions, phase1_2_solutions
 from pva_dagster.constants import GROUP_SEPARATION
@@ -84,13 +84,17 @@ def phase2(
     """Separation scores of every latent (per layer, split, temperature) and the top latents per direction."""
     layout, layers = data_store.layout, study_design.sae_layers
     metadata: dict[str, object] = {}
-    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
+    with device_pool.claim(context.run.tags, context.log.info) as device:
         texts = corpus_texts(config.general_corpus)
-        general = sample_position_residuals(
-            model, tokenizer, texts, layers, config.general_documents, context_len=128, batch_size=16,
-            seed=study_design.seed,
+        # The model is needed only for the general-text residuals: it is freed before the SAEs load and scoring.
+        general = with_model_released(
+            language_model, layout, device,
+            lambda model, tokenizer: sample_position_residuals(
+                model, tokenizer, texts, layers, config.general_documents, context_len=128, batch_size=16,
+                seed=study_design.seed,
+            ),
         )
+        saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
         general_freq = {layer: general_frequency(encode(saes[layer], general[layer].numpy(), 256)) for layer in layers}
         package = CORPUS_PACKAGES[config.general_corpus]
         metadata["general-text corpus"] = {
@@ -98,7 +102,6 @@ def phase2(
             "sha256": corpus_fingerprint(texts), "documents available": len(texts),
             "documents read": config.general_documents, "seed": study_design.seed,
         }
-        del model
         for split in config.splits:
             files = phase1_dataset_files(
                 layout, study_design.max_task_id, study_design.task_range_size, study_design.temperatures,

@@ -14,7 +14,7 @@ from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.study import storage
 from pva_dagster.study.analysis.activation_index import activation_index
 from pva_dagster.study.analysis.latent_samples import latent_column, latent_samples
-from pva_dagster.study.domain import SAE_SPLIT
+from pva_dagster.study.domain import GREEDY_TEMPERATURE, SAE_SPLIT
 from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
 from pva_dagster.study.evaluation.report import render_report
 from pva_dagster.study.evaluation.validation import pr_points, roc_points
@@ -59,7 +59,7 @@ def phase3_classification(
     )
     storage.write_parquet(layout.phase3_table("classification"), overall)
     storage.write_parquet(layout.phase3_table("classification_by_group"), grouped)
-    greedy = samples["validation"][samples["validation"].temperature == 0.0]
+    greedy = samples["validation"][samples["validation"].temperature == GREEDY_TEMPERATURE]
     curves = {}
     for row in overall.groupby("direction").head(1).itertuples():
         values, correct = greedy[latent_column(row.layer, row.latent)].to_numpy(), greedy.passed.to_numpy(bool)
