@@ -243,3 +243,13 @@ def test_missing_sae_folder_is_named(tmp_path):
     missing = tmp_path / "nowhere" / "layer_3"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         load_local_sae(missing, device="cpu")
+
+
+def test_sae_templates_must_name_the_layer():
+    """One SAE per layer: a template without {layer} is refused when the resource is made, not at load."""
+    from pva_dagster.resources import LocalSAEs, PretrainedSAEs
+
+    with pytest.raises(ValueError, match=r"'/models/saes' must contain \{layer\}"):
+        LocalSAEs(folder="/models/saes")
+    with pytest.raises(ValueError, match=r"must contain \{layer\}"):
+        PretrainedSAEs(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canonical")

@@ -8,15 +8,23 @@ config as an ``SAETrainingPlan``, not from this resource.
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan, train_embedded_saes
 from pva_dagster.study.analysis.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
 from pva_dagster.study.layout import DataLayout
 
+
+def _names_the_layer(template: str) -> str:
+    if "{layer}" not in template:
+        raise ValueError(f"{template!r} must contain {{layer}} (one SAE per layer)")
+    return template
+
+
+LayerTemplate = Annotated[str, AfterValidator(_names_the_layer)]  # a string with {layer}, checked on creation
 
 class SAESource(dg.ConfigurableResource, ABC):
     """One SAE per analysed layer, each reading ``blocks.{layer}.hook_resid_post``."""
@@ -47,14 +55,7 @@ class PretrainedSAEs(SAESource):
     """``SAE.from_pretrained(release, sae_id)`` through SAELens (the hub or its cache)."""
 
     release: str = Field(description="SAELens release, e.g. gemma-scope-2b-pt-res-canonical.")
-    sae_id: str = Field(description="SAE id template with {layer}, e.g. layer_{layer}/width_16k/canonical.")
-
-    @field_validator("sae_id")
-    @classmethod
-    def _names_the_layer(cls, sae_id: str) -> str:
-        if "{layer}" not in sae_id:
-            raise ValueError(f"sae_id {sae_id!r} must contain {{layer}}")
-        return sae_id
+    sae_id: LayerTemplate = Field(description="SAE id template with {layer}, e.g. layer_{layer}/width_16k/canonical.")
 
     def _load(self, layer: int, layout: DataLayout, device: str) -> Any:
         return load_pretrained_sae(self.release, self.sae_id.format(layer=layer), device)
@@ -66,14 +67,7 @@ class PretrainedSAEs(SAESource):
 class LocalSAEs(SAESource):
     """SAELens folders (``save_model``) on disk, one per layer."""
 
-    folder: str = Field(description="Folder template with {layer}, e.g. /models/saes/layer_{layer}.")
-
-    @field_validator("folder")
-    @classmethod
-    def _names_the_layer(cls, folder: str) -> str:
-        if "{layer}" not in folder:
-            raise ValueError(f"folder {folder!r} must contain {{layer}}")
-        return folder
+    folder: LayerTemplate = Field(description="Folder template with {layer}, e.g. /models/saes/layer_{layer}.")
 
     def _load(self, layer: int, layout: DataLayout, device: str) -> Any:
         return load_local_sae(Path(self.folder.format(layer=layer)), device)
