@@ -4,7 +4,7 @@ overall and once scoring has begun (after the general-text residuals, the only s
     .venv/bin/python bench/phase2_memory.py prepare --data /tmp/phase2-memory   # once: Phases 0-1.2, minutes
     .venv/bin/python bench/phase2_memory.py measure --data /tmp/phase2-memory   # Phase 2 alone, this process
 
-``prepare`` materializes Phases 0 to 1.2 on 24 embedded problems (one task range) with embedded-size SAEs
+``prepare`` materializes Phases 0 to 1.2 on 24 embedded problems (one task range, 64 new tokens) with embedded-size SAEs
 (2,048 latents, k 32; trained briefly: their quality does not matter here) on the embedded profile's four SAE
 layers. ``measure`` runs ``phase2`` in-process (300 general-text documents) while a thread samples VmRSS every
 10 ms, and marks the first call of ``score_split``. It prints the process's peak RSS (``ru_maxrss``), the RSS
@@ -64,7 +64,7 @@ def assets() -> list:
 
 def prepare(data: Path) -> None:
     from pva_dagster.partitions import phase1_0_partitions, phase1_2_partitions
-    from pva_dagster.resources import EmbeddedModel, LocalProblems
+    from pva_dagster.resources import EmbeddedModel, LocalProblems, StudyDesign
     from pva_dagster.study.problems.embedded import embedded_records
 
     data.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,8 @@ def prepare(data: Path) -> None:
     problems = data / "problems.jsonl"
     problems.write_text("".join(json.dumps({**by_id[i], "task_id": n}) + "\n" for n, i in enumerate(SOURCE_IDS, 1)))
     resources = {**base_resources(data), "problem_source": LocalProblems(path=str(problems)),
-                 "language_model": EmbeddedModel(batch_size=8)}  # fmt: skip
+                 "language_model": EmbeddedModel(batch_size=8),
+                 "study_design": StudyDesign(**DESIGN, max_new_tokens=64)}  # fmt: skip
     design = resources["study_design"]
     runs = [
         (["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights"], None,

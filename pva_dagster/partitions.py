@@ -8,22 +8,21 @@ set by the run profile's ``StudyDesign``, so the same key always means the same 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from pva_dagster.profiles import ACTIVE
-from pva_dagster.resources.design import StudyDesign
 from pva_dagster.study.domain import temperature_tag
 from pva_dagster.study.problems.task_ranges import TaskRange, task_ranges
+
+if TYPE_CHECKING:  # not imported at run time: the IO manager imports this module, and profiles import it
+    from pva_dagster.resources.design import StudyDesign
 
 TASK_RANGE_DIM = "task_range"
 TEMPERATURE_DIM = "temperature"
 __all__ = [
-    "PHASE1_0_PARTITIONS",
-    "PHASE1_2_PARTITIONS",
     "TaskRange",
     "phase1_0_partitions",
-    "phase1_2_key",
     "phase1_2_partitions",
     "task_range_partitions",
     "task_ranges",
@@ -58,12 +57,3 @@ def phase1_0_partitions(design: StudyDesign) -> dg.StaticPartitionsDefinition:
 def phase1_2_partitions(design: StudyDesign) -> dg.MultiPartitionsDefinition:
     """Phase 1.2: one partition per sampling temperature and task range of the design."""
     return temperature_by_task_range(design.temperatures, design.max_task_id, design.task_range_size)
-
-
-def phase1_2_key(temperature: float, task_range: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({TEMPERATURE_DIM: temperature_tag(temperature), TASK_RANGE_DIM: task_range})
-
-
-# The partitions of the active profile (PVA_PROFILE), which the Phase 1 assets are defined with.
-PHASE1_0_PARTITIONS = phase1_0_partitions(ACTIVE.design)
-PHASE1_2_PARTITIONS = phase1_2_partitions(ACTIVE.design)

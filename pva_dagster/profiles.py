@@ -58,11 +58,12 @@ def embedded_profile() -> Profile:
             # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash
             # behaviour"). The study profile requires the isolation.
             "sandbox": Sandbox(isolation="warn"),
-            # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
             # batch_size None: the measured CPU size (generation.CPU_BATCH_SIZE).
             "language_model": EmbeddedModel(),
+            # Trained by the sae_weights asset with its config's settings (SAETrainingConfig).
             "sae_source": EmbeddedSAEs(),
             "study_design": StudyDesign(
+                # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
                 max_new_tokens=128,
                 max_task_id=max(p.task_id for p in load_embedded()),
                 task_range_size=25,

@@ -111,9 +111,9 @@ def check_phase1(layout: DataLayout, task_range: str, task_ids: list[int], n_lay
 
 
 def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) -> None:
-    scores = pd.read_parquet(layout.separation_scores_file("sae"))
+    scores = pd.read_parquet(layout.phase2_table("sae", "separation_scores"))
     assert scores.s_correct.between(-1, 1).all() and scores.s_incorrect.between(-1, 1).all()
-    top = json.loads(layout.top_latents_summary("sae").read_text())
+    top = json.loads(layout.phase2_table("sae", "top_latents").with_suffix(".json").read_text())
     best = top["best"]["correct"]
     sae_tasks = pd.read_parquet(layout.split_file("sae")).task_id.tolist()
     recount = duckdb.sql(

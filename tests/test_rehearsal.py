@@ -133,7 +133,7 @@ def test_activations_are_the_output_of_block_L(rehearsal):
 
 def test_phase2_scores_are_gemmascope_jumprelu_of_the_stored_residuals(rehearsal):
     layout, summary, _, _ = rehearsal
-    scores = pd.read_parquet(layout.separation_scores_file("sae"))
+    scores = pd.read_parquet(layout.phase2_table("sae", "separation_scores"))
     assert scores.s_correct.between(-1, 1).all() and scores.s_incorrect.between(-1, 1).all()
     sae_tasks = set(pd.read_parquet(layout.split_file("sae")).task_id)
     records = pd.read_parquet(layout.phase1_0_dataset(FIRST_RANGE))

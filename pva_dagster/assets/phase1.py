@@ -12,18 +12,22 @@ from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.models import language_model_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_GENERATION
 from pva_dagster.partitions import (
-    PHASE1_0_PARTITIONS,
-    PHASE1_2_PARTITIONS,
     TASK_RANGE_DIM,
     TEMPERATURE_DIM,
     TaskRange,
+    phase1_0_partitions,
+    phase1_2_partitions,
 )
+from pva_dagster.profiles import ACTIVE
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, Sandbox, StudyDesign
 from pva_dagster.study import storage
 from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
 from pva_dagster.study.generation.solutions import Task, run_solutions, summarize
+
+PHASE1_0_PARTITIONS = phase1_0_partitions(ACTIVE.design)
+PHASE1_2_PARTITIONS = phase1_2_partitions(ACTIVE.design)
 
 
 def _tasks(problems: pd.DataFrame, task_range: TaskRange, design: StudyDesign, tokenizer) -> list[Task]:

@@ -27,11 +27,19 @@ from pva_dagster.study.analysis.corpus import (
 )
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
 from pva_dagster.study.analysis.sae import encode
-from pva_dagster.study.analysis.separation import best_latents, general_frequency, rank_latents
+from pva_dagster.study.analysis.separation import (
+    KEEP,
+    MAX_GENERAL_FREQ,
+    TOP_N,
+    best_latents,
+    general_frequency,
+    rank_latents,
+)
+from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.generation.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import histogram_by_group, markdown_table
 
-PHASE2_SPLITS = ("sae", "validation")
+PHASE2_SPLITS = (SAE_SPLIT, VALIDATION_SPLIT)
 
 
 class Phase2Config(dg.Config):
@@ -48,10 +56,10 @@ class Phase2Config(dg.Config):
         default=2000, ge=1, description="General-text documents the filter reads, one random token position each."
     )
     max_general_freq: float = Field(
-        default=0.02, description="Keep only latents active on fewer (<) of the general-text positions."
+        default=MAX_GENERAL_FREQ, description="Keep only latents active on fewer (<) of the general-text positions."
     )
-    top_n: int = Field(default=100, description="Candidates per direction before the general-text filter.")
-    keep: int = Field(default=20, description="Latents kept per direction after the filter.")
+    top_n: int = Field(default=TOP_N, description="Candidates per direction before the general-text filter.")
+    keep: int = Field(default=KEEP, description="Latents kept per direction after the filter.")
 
     @field_validator("splits")
     @classmethod
@@ -117,10 +125,10 @@ def phase2(
                 pooled_scores, general_freq, top_n=config.top_n, max_general_freq=config.max_general_freq,
                 keep=config.keep,
             )
-            storage.write_parquet(layout.separation_scores_file(split), scores)
-            storage.write_parquet(layout.top_latents_file(split), ranked)
+            storage.write_parquet(layout.phase2_table(split, "separation_scores"), scores)
+            storage.write_parquet(layout.phase2_table(split, "top_latents"), ranked)
             storage.write_json(
-                layout.top_latents_summary(split),
+                layout.phase2_table(split, "top_latents").with_suffix(".json"),
                 {
                     "split": split,
                     "counts": counts_by_group(index),
@@ -138,5 +146,5 @@ def phase2(
                     xlabel="s_correct",
                 )
             )
-            metadata[f"{split} scores"] = dg.MetadataValue.path(str(layout.separation_scores_file(split)))
+            metadata[f"{split} scores"] = dg.MetadataValue.path(str(layout.phase2_table(split, "separation_scores")))
     return dg.MaterializeResult(metadata=metadata)

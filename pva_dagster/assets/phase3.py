@@ -40,7 +40,7 @@ def phase3_classification(
 ) -> dg.MaterializeResult:
     """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds from the hyperparams split."""
     layout = data_store.layout
-    selected = selected_latents(pd.read_parquet(layout.top_latents_file(SAE_SPLIT)), config.per_direction)
+    selected = selected_latents(pd.read_parquet(layout.phase2_table(SAE_SPLIT, "top_latents")), config.per_direction)
     pairs = list(zip(selected.layer, selected.latent))
     samples = {}
     with device_pool.claim(context.run.tags, context.log.info) as device:

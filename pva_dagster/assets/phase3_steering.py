@@ -74,9 +74,9 @@ def _steer_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:
     """Steer one split's problems: returns (per-problem outcomes, noise floor, run facts for metadata)."""
     layout, design = data_store.layout, study_design
-    top = pd.read_parquet(layout.top_latents_file(SAE_SPLIT))
+    top = pd.read_parquet(layout.phase2_table(SAE_SPLIT, "top_latents"))
     best = {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
-    scores = pooled(pd.read_parquet(layout.separation_scores_file(SAE_SPLIT)))
+    scores = pooled(pd.read_parquet(layout.phase2_table(SAE_SPLIT, "separation_scores")))
     controls = {
         d: control_latents(scores[scores.layer == layer], top.latent[top.layer == layer].tolist(),
                            design.steering_controls, design.seed)

@@ -22,17 +22,6 @@ TABLE_FOLDERS = {
     "problem_splits": "phase0_1",
     "phase3_steering_coefficients": "phase3",
 }
-# Phase 3 tables written beside the asset-managed ones, by name (``phase3/<name>.parquet``).
-PHASE3_TABLES = (
-    "classification",
-    "classification_by_group",
-    "steering_sweep_tests",
-    "steering_sweep_units",
-    "steering_sweep_noise",
-    "steering_tests",
-    "steering_effects",
-    "steering_noise",
-)
 
 
 def default_data_root() -> Path:
@@ -61,7 +50,9 @@ class DataLayout:
         return self.root / "phase0_1"
 
     def split_file(self, split: str) -> Path:
-        return self.phase0_1_dir / f"{_split(split)}_mbpp.parquet"
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
+        return self.phase0_1_dir / f"{split}_mbpp.parquet"
 
     @property
     def split_metadata_file(self) -> Path:
@@ -105,44 +96,29 @@ class DataLayout:
         """``dataset_X.parquet -> dataset_X_metadata.json``."""
         return dataset.with_name(dataset.stem + "_metadata.json")
 
-    # Phase 2: per split, the scores of every latent and the top latents per direction
+    # Phase 2 / 3
     def phase2_dir(self, split: str) -> Path:
-        return self.root / "phase2" / _split(split)
+        return self.root / "phase2" / split
 
-    def separation_scores_file(self, split: str) -> Path:
-        return self.phase2_dir(split) / "separation_scores.parquet"
+    def phase2_table(self, split: str, name: str) -> Path:
+        """A per-split Phase 2 table, e.g. ``phase2/sae/top_latents.parquet``."""
+        return self.phase2_dir(split) / f"{name}.parquet"
 
-    def top_latents_file(self, split: str) -> Path:
-        return self.phase2_dir(split) / "top_latents.parquet"
-
-    def top_latents_summary(self, split: str) -> Path:
-        """The JSON beside ``top_latents.parquet``: counts, best latents, config, general-text corpus."""
-        return self.phase2_dir(split) / "top_latents.json"
-
-    # Phase 3
     def phase3_dir(self) -> Path:
         return self.root / "phase3"
 
     def phase3_table(self, name: str) -> Path:
-        """A Phase 3 table by name, e.g. ``phase3/classification.parquet``."""
-        if name not in PHASE3_TABLES:
-            raise ValueError(f"no Phase 3 table is laid out as {name!r}; known: {PHASE3_TABLES}")
+        """A Phase 3 table, e.g. ``phase3/classification.parquet``."""
         return self.phase3_dir() / f"{name}.parquet"
-
-    @property
-    def steering_units_dir(self) -> Path:
-        """One file per resumable steering unit."""
-        return self.phase3_dir() / "steering"
 
     @property
     def report_file(self) -> Path:
         return self.phase3_dir() / "report.md"
 
-
-def _split(split: str) -> str:
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
-    return split
+    @property
+    def steering_units_dir(self) -> Path:
+        """One resumable Parquet file per steering unit."""
+        return self.phase3_dir() / "steering"
 
 
 def _label(label: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pandas as pd
 
 from pva_dagster.study import storage
-from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.plots import markdown_table
@@ -84,33 +83,31 @@ def _read(path) -> pd.DataFrame | None:
 
 
 def render_report(layout: DataLayout) -> str:
+    phase3 = layout.phase3_dir()
     sections = ["# Does the model know when its code is correct?"]
-    for split in (SAE_SPLIT, VALIDATION_SPLIT):
-        top_file = layout.top_latents_summary(split)
+    for split in ("sae", "validation"):
+        top_file = layout.phase2_dir(split) / "top_latents.json"
         if top_file.exists():
             top = storage.read_json(top_file)
             sections.append(f"## Phase 2: top latents on the {split} split")
             sections.append(f"Samples per group: {top['counts']}. General-text filter: {top.get('general_corpus')}.")
             sections.append(markdown_table(pd.DataFrame(top["top"]).head(10)))
-    overall = _read(layout.phase3_table("classification"))
+    overall = _read(phase3 / "classification.parquet")
     if overall is not None:
         sections += _classification_section(overall)
-    tests = _read(layout.phase3_table("steering_tests"))
+    tests = _read(phase3 / "steering_tests.parquet")
     if tests is not None:
         sections += _steering_section(
-            tests,
-            _read(layout.table_file("phase3_steering_coefficients")),
-            _read(layout.phase3_table("steering_noise")),
+            tests, _read(layout.table_file("phase3_steering_coefficients")), _read(phase3 / "steering_noise.parquet")
         )
     exploratory = [
-        ("Exploratory: all validated latents", "classification"),
-        ("Exploratory: by temperature and difficulty", "classification_by_group"),
+        ("Exploratory: all validated latents", "classification.parquet"),
+        ("Exploratory: by temperature and difficulty", "classification_by_group.parquet"),
         ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
-         "steering_sweep_tests"),
-        ("Exploratory: steering per unit (validation)", "steering_effects"),
+         "steering_sweep_tests.parquet"),
+        ("Exploratory: steering per unit (validation)", "steering_effects.parquet"),
     ]
     for title, name in exploratory:
-        table = _read(layout.phase3_table(name))
-        if table is not None:
-            sections += [f"## {title}", markdown_table(table)]
+        if (phase3 / name).exists():
+            sections += [f"## {title}", markdown_table(pd.read_parquet(phase3 / name))]
     return "\n\n".join(sections) + "\n"
