@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/embedded_pass_rate.py [--first-task 85] [--last-task 200] [--out records.parquet]
 
-Uses the embedded profile's LanguageModel (SmolLM2-135M-Instruct, raw prompt, its max_new_tokens and
-batch_size) and Sandbox, and the pipeline's own code: ``build_prompt`` / ``format_for_model`` for the prompt,
+Uses the embedded profile's model (SmolLM2-135M-Instruct), study design (raw prompt, its max_new_tokens) and
+Sandbox, and the pipeline's own code: ``build_prompt`` / ``format_for_model`` for the prompt,
 ``run_solutions`` for generation and labelling. Tasks are run one task range (the profile's task_range_size)
 at a time, as Phase 1.0 batches them. Prints the pass rate overall, by cyclomatic complexity and by whether
 the problem is a signature-stating one-liner. No activations are stored. Takes minutes on a CPU.
@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from pva_dagster.profiles import load_profile
+from pva_dagster.study.domain import GREEDY_TEMPERATURE
 from pva_dagster.study.generation.models import stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.solutions import Task, run_solutions
@@ -57,13 +58,14 @@ def main() -> None:
     layout = DataLayout(args.data)
     language_model.prepare(layout)
     model, tokenizer = language_model.load(layout, device="cpu")
-    print(f"{len(problems)} tasks, {language_model.settings().describe()}")
+    settings = language_model.settings(design, GREEDY_TEMPERATURE)
+    print(f"{len(problems)} tasks, {settings.describe()}")
 
     def task(problem: Problem) -> Task:
-        prompt = build_prompt(problem.text, problem.test_list, language_model.prompt_template)
+        prompt = build_prompt(problem.text, problem.test_list, design.prompt_template)
         return Task(
             task_id=problem.task_id,
-            prompt=format_for_model(tokenizer, prompt, language_model.use_chat_template),
+            prompt=format_for_model(tokenizer, prompt, design.use_chat_template),
             test_list=problem.test_list,
             setup_code=problem.test_setup_code,
         )
@@ -75,7 +77,7 @@ def main() -> None:
             tasks = [task(p) for p in problems if p.task_id in task_range]
             if tasks:
                 frame = run_solutions(
-                    tasks, model=model, tokenizer=tokenizer, settings=language_model.settings(),
+                    tasks, model=model, tokenizer=tokenizer, settings=settings,
                     stop_token_ids=stop_token_ids(model, tokenizer), layers=None, dataset_path=dataset_path,
                     activation_path=None, limits=sandbox.limits, seed=design.seed, max_workers=sandbox.max_workers,
                 )  # fmt: skip
@@ -86,7 +88,7 @@ def main() -> None:
         signature_one_liner=[
             cyclomatic_complexity(by_id[t].code) == 1 and states_signature(by_id[t]) for t in frame.task_id
         ],
-        hit_token_cap=frame.n_new_tokens >= language_model.max_new_tokens,
+        hit_token_cap=frame.n_new_tokens >= design.max_new_tokens,
     )
     print(f"\npassed {int(frame.passed.sum())} of {len(frame)} ({frame.passed.mean():.1%}); "
           f"{int(frame.hit_token_cap.sum())} completions reached the token cap")  # fmt: skip

@@ -15,8 +15,9 @@ GPU_TAG = "gpu"
 # One setting picks the run profile (see pva_dagster/profiles.py).
 PROFILE_ENV = "PVA_PROFILE"
 DEFAULT_PROFILE = "embedded"
-# Where outputs go; the default is <project root>/data.
-DATA_DIR_ENV = "PVA_DATA_DIR"
+# The devices of the study profile's pool, e.g. "cuda:0,cuda:1,cuda:2" (the data folder's setting,
+# PVA_DATA_DIR, is study.layout.DATA_DIR_ENV).
+DEVICES_ENV = "PVA_DEVICES"
 
 # Executors that spread runs over machines read these tags: dagster-k8s asks the scheduler for one GPU per
 # step; dagster-celery routes the step to the queue that GPU workers listen on.

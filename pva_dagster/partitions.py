@@ -1,32 +1,45 @@
-"""Partitions of the study: task-ID ranges for Phase 1.0, temperature x task range for Phase 1.2.
+"""Partitions of the study, all built here: task-ID ranges for Phase 1.0, temperature x task range for 1.2.
 
 A task range is one unit of work a backfill hands out (to one GPU). Keys are readable zero-padded task-ID
 ranges such as ``0000-0049``; they are fixed by the problem set's largest task ID and the range size, both
-set by the run profile, so the same key always means the same tasks.
+set by the run profile's ``StudyDesign``, so the same key always means the same tasks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from pva_dagster.study.layout import temperature_tag
+from pva_dagster.study.domain import temperature_tag
 from pva_dagster.study.problems.task_ranges import TaskRange, task_ranges
+
+if TYPE_CHECKING:  # not imported at run time: the IO manager imports this module, and profiles import it
+    from pva_dagster.resources.design import StudyDesign
 
 TASK_RANGE_DIM = "task_range"
 TEMPERATURE_DIM = "temperature"
-__all__ = ["TaskRange", "task_range_partitions", "task_ranges", "temperature_by_task_range"]
+__all__ = [
+    "TaskRange",
+    "phase1_0_partitions",
+    "phase1_2_partitions",
+    "task_range_partitions",
+    "task_ranges",
+    "temperature_by_task_range",
+]
 
 
 def task_range_partitions(max_task_id: int, range_size: int) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition([r.key for r in task_ranges(max_task_id, range_size)])
 
 
-def temperature_partitions(temperatures: list[float]) -> dg.StaticPartitionsDefinition:
+def temperature_partitions(temperatures: Sequence[float]) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition([temperature_tag(t) for t in temperatures])
 
 
 def temperature_by_task_range(
-    temperatures: list[float], max_task_id: int, range_size: int
+    temperatures: Sequence[float], max_task_id: int, range_size: int
 ) -> dg.MultiPartitionsDefinition:
     return dg.MultiPartitionsDefinition(
         {
@@ -34,3 +47,13 @@ def temperature_by_task_range(
             TASK_RANGE_DIM: task_range_partitions(max_task_id, range_size),
         }
     )
+
+
+def phase1_0_partitions(design: StudyDesign) -> dg.StaticPartitionsDefinition:
+    """Phase 1.0: one partition per task range of the design."""
+    return task_range_partitions(design.max_task_id, design.task_range_size)
+
+
+def phase1_2_partitions(design: StudyDesign) -> dg.MultiPartitionsDefinition:
+    """Phase 1.2: one partition per sampling temperature and task range of the design."""
+    return temperature_by_task_range(design.temperatures, design.max_task_id, design.task_range_size)

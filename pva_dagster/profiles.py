@@ -10,24 +10,24 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from pva_dagster import partitions
-from pva_dagster.constants import DEFAULT_PROFILE, PROFILE_ENV
+from pva_dagster.constants import DEFAULT_PROFILE, DEVICES_ENV, PROFILE_ENV
 from pva_dagster.resources import (
     DataStore,
     DevicePool,
-    LanguageModel,
-    ProblemSource,
-    SAESource,
+    EmbeddedModel,
+    EmbeddedProblems,
+    EmbeddedSAEs,
+    HubModel,
+    HubProblems,
+    PretrainedSAEs,
     Sandbox,
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
+from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.problems.mbpp import load_embedded
-
-DEVICES_ENV = "PVA_DEVICES"  # e.g. "cuda:0,cuda:1,cuda:2" for the study profile
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,6 @@ class Profile:
     @property
     def design(self) -> StudyDesign:
         return self.resources["study_design"]
-
-    def task_range_partitions(self) -> dg.StaticPartitionsDefinition:
-        return partitions.task_range_partitions(self.design.max_task_id, self.design.task_range_size)
-
-    def temperature_by_task_range_partitions(self) -> dg.MultiPartitionsDefinition:
-        d = self.design
-        return partitions.temperature_by_task_range(d.temperatures, d.max_task_id, d.task_range_size)
 
 
 def _shared(data_store: DataStore) -> dict[str, Any]:
@@ -61,23 +54,24 @@ def embedded_profile() -> Profile:
         "embedded",
         {
             **_shared(data_store),
-            "problem_source": ProblemSource(source="embedded"),
+            "problem_source": EmbeddedProblems(),
             # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash
             # behaviour"). The study profile requires the isolation.
             "sandbox": Sandbox(isolation="warn"),
-            # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
             # batch_size None: the measured CPU size (generation.CPU_BATCH_SIZE).
-            "language_model": LanguageModel(source="embedded", max_new_tokens=128),
-            "sae_source": SAESource(source="embedded"),
+            "language_model": EmbeddedModel(),
+            # Trained by the sae_weights asset with its config's settings (SAETrainingConfig).
+            "sae_source": EmbeddedSAEs(),
             "study_design": StudyDesign(
+                # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
+                max_new_tokens=128,
                 max_task_id=max(p.task_id for p in load_embedded()),
                 task_range_size=25,
                 sae_layers=[6, 12, 18, 24],
                 # One sample per temperature: with 200 problems (80 validation), Phase 1.2 is 320 generations,
                 # about what 84 problems x 2 samples were; the study profile samples 5.
                 samples_per_temperature=1,
-                # Positive multiples of the mean residual norm push along the latent's own direction.
-                steering_coefficients=[0.5, 1.0],
+                steering_coefficients=list(SHORT_STEERING_COEFFICIENTS),
                 steering_controls=1,
                 steering_max_tasks=8,
             ),
@@ -93,13 +87,10 @@ def study_profile() -> Profile:
         "study",
         {
             **_shared(data_store),
-            "problem_source": ProblemSource(source="huggingface"),
+            "problem_source": HubProblems(),
             "sandbox": Sandbox(isolation="required"),
-            "language_model": LanguageModel(
-                source="pretrained", name_or_path="google/gemma-2-2b", dtype="bfloat16", max_new_tokens=800
-            ),
-            "sae_source": SAESource(
-                source="pretrained",
+            "language_model": HubModel(model_id="google/gemma-2-2b", dtype="bfloat16"),
+            "sae_source": PretrainedSAEs(
                 release="gemma-scope-2b-pt-res-canonical",
                 sae_id="layer_{layer}/width_16k/canonical",
             ),

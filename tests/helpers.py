@@ -12,14 +12,21 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.profiles import load_profile
-from pva_dagster.resources import DataStore, DevicePool, LanguageModel, ProblemSource, SAESource, StudyDesign
+from pva_dagster.resources import DataStore, DevicePool, EmbeddedModel, LocalProblems, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.resources.parquet_io import ParquetIOManager
+from pva_dagster.study.domain import DEFAULT_SEED, SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.embedded import embedded_records
 from pva_dagster.study.sandbox.isolation import probe
 
 FIRST_RANGE = "0000-0024"
+# Small embedded SAEs, as run config of the sae_weights asset (its training settings are asset config).
+SMALL_SAE_TRAINING = {
+    "ops": {"sae_weights": {"config": {
+        "d_sae": 256, "k": 16, "corpus_tokens": 3000, "training_tokens": 6000, "corpus_files": 8,
+    }}}
+}
 
 
 def write_problems(path: Path, source_ids: list[int]) -> Path:
@@ -38,22 +45,25 @@ def link_embedded_model(data_root: Path, converted: Path) -> None:
     target.symlink_to(converted, target_is_directory=True)
 
 
+def small_design(**changes: Any) -> StudyDesign:
+    """One task range, two SAE layers, one Phase 1.2 temperature, a few tokens, a short steering sweep."""
+    return StudyDesign(**{
+        "max_task_id": 24, "task_range_size": 25, "sae_layers": [3, 9], "temperatures": [0.3],
+        "samples_per_temperature": 2, "max_new_tokens": 64, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
+        "steering_controls": 1, "steering_max_tasks": 3, **changes,
+    })
+
+
 def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[str, Any]:
-    """The embedded profile's resources, sized for a test: one task range, small SAEs, a few tokens."""
+    """The embedded profile's resources, sized for a test (``small_design``); SAE sizes: ``SMALL_SAE_TRAINING``."""
     data_store = DataStore(root=str(tmp_path / "data"))
     resources = {
         **load_profile("embedded").resources,
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
-        "problem_source": ProblemSource(source="local", path=str(problems)),
-        "language_model": LanguageModel(source="embedded", max_new_tokens=64, batch_size=8),
-        "sae_source": SAESource(
-            source="embedded", d_sae=256, k=16, corpus_tokens=3000, training_tokens=6000, corpus_files=8
-        ),
-        "study_design": StudyDesign(
-            max_task_id=24, task_range_size=25, sae_layers=[3, 9], temperatures=[0.3], samples_per_temperature=2,
-            steering_coefficients=[0.5, 1.0], steering_controls=1, steering_max_tasks=3,
-        ),
+        "problem_source": LocalProblems(path=str(problems)),
+        "language_model": EmbeddedModel(batch_size=8),
+        "study_design": small_design(),
         "device_pool": DevicePool(devices=["cpu"], lock_dir=str(tmp_path / "locks"), poll_seconds=0.2),
     }
     resources.update(overrides)
@@ -75,7 +85,7 @@ def materialize(resources: dict[str, Any], selection: str | list[str], partition
 # on the study profile's stand-ins).
 
 
-def check_phase0(layout: DataLayout, task_ids: list[int], seed: int = 42) -> None:
+def check_phase0(layout: DataLayout, task_ids: list[int], seed: int = DEFAULT_SEED) -> None:
     difficulty = pd.read_parquet(layout.table_file("difficulty_mapping"))
     assert sorted(difficulty.task_id) == task_ids
     sizes = {s: len(pd.read_parquet(layout.split_file(s))) for s in ("sae", "hyperparams", "validation")}
@@ -101,9 +111,9 @@ def check_phase1(layout: DataLayout, task_range: str, task_ids: list[int], n_lay
 
 
 def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) -> None:
-    scores = pd.read_parquet(layout.phase2_dir("sae") / "separation_scores.parquet")
+    scores = pd.read_parquet(layout.phase2_table("sae", "separation_scores"))
     assert scores.s_correct.between(-1, 1).all() and scores.s_incorrect.between(-1, 1).all()
-    top = json.loads((layout.phase2_dir("sae") / "top_latents.json").read_text())
+    top = json.loads(layout.phase2_table("sae", "top_latents").with_suffix(".json").read_text())
     best = top["best"]["correct"]
     sae_tasks = pd.read_parquet(layout.split_file("sae")).task_id.tolist()
     recount = duckdb.sql(
@@ -114,7 +124,7 @@ def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) 
 
 
 def check_phase3_classification(layout: DataLayout) -> None:
-    classification = pd.read_parquet(layout.phase3_dir() / "classification.parquet")
+    classification = pd.read_parquet(layout.phase3_table("classification"))
     for column in ("f1", "precision", "recall"):
         assert classification[column].between(0, 1).all()
     assert classification.auroc.dropna().between(0, 1).all()
@@ -126,21 +136,21 @@ def check_phase3_classification(layout: DataLayout) -> None:
 
 def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
     chosen = pd.read_parquet(layout.table_file("phase3_steering_coefficients")).set_index("direction")
-    sweep = pd.read_parquet(layout.phase3_dir() / "steering_sweep_tests.parquet")
+    sweep = pd.read_parquet(layout.phase3_table("steering_sweep_tests"))
     assert set(sweep.split) == {"hyperparams"} and set(sweep.coefficient) <= coefficients
     assert set(chosen.coefficient) <= coefficients
-    tests = pd.read_parquet(layout.phase3_dir() / "steering_tests.parquet")
+    tests = pd.read_parquet(layout.phase3_table("steering_tests"))
     assert set(tests.split) == {"validation"}
     for row in tests.itertuples():  # only the chosen coefficient of each latent's direction ran on validation
         assert row.coefficient == chosen.coefficient[row.direction]
         assert row.ci_low <= row.rate <= row.ci_high and row.p_holm >= row.p_paired
     assert {"correction", "preservation", "corruption"} >= set(tests.experiment) and len(tests) >= 2
-    effects = pd.read_parquet(layout.phase3_dir() / "steering_effects.parquet")
+    effects = pd.read_parquet(layout.phase3_table("steering_effects"))
     assert set(effects.kind) == {"target", "control"} and (effects.split == "validation").all()
     # The unsteered rerun (the baseline every effect is measured against) labels the problems as Phase 1.0
     # did: batched greedy generation was measured batch-invariant (shared notes).
-    noise = pd.read_parquet(layout.phase3_dir() / "steering_noise.parquet")
+    noise = pd.read_parquet(layout.phase3_table("steering_noise"))
     assert noise.n.sum() > 0 and noise.label_changed.sum() == 0
-    report = (layout.phase3_dir() / "report.md").read_text()
+    report = layout.report_file.read_text()
     assert report.startswith("# Does the model know")
     assert "steering on the validation split (confirmatory)" in report and "Exploratory: coefficient sweep" in report

@@ -10,7 +10,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pva_dagster.partitions import phase1_0_partitions
 from pva_dagster.profiles import PROFILES, load_profile
+from pva_dagster.resources import (
+    EmbeddedModel,
+    EmbeddedSAEs,
+    HubModel,
+    HubProblems,
+    LanguageModel,
+    PretrainedSAEs,
+    ProblemSource,
+    SAESource,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,18 +51,26 @@ def test_phase2_star_selects_only_unpartitioned_assets():
     assert all(graph.get(key).partitions_def is None for key in selected)
 
 
-def test_study_profile_uses_the_same_resource_types_with_the_real_study_values():
+# What each resource key is, whichever variant a profile binds (assets take these base types).
+RESOURCE_KINDS = {"language_model": LanguageModel, "sae_source": SAESource, "problem_source": ProblemSource}
+
+
+def test_study_profile_binds_the_hub_variants_with_the_real_study_values():
     embedded, study = load_profile("embedded"), load_profile("study")
     assert embedded.resources.keys() == study.resources.keys()
     for name in embedded.resources:
-        assert type(embedded.resources[name]) is type(study.resources[name]), name
+        kind = RESOURCE_KINDS.get(name, type(embedded.resources[name]))
+        assert isinstance(embedded.resources[name], kind) and isinstance(study.resources[name], kind), name
     model, saes = study.resources["language_model"], study.resources["sae_source"]
-    assert (model.source, model.name_or_path, model.max_new_tokens) == ("pretrained", "google/gemma-2-2b", 800)
-    assert (saes.release, saes.sae_id.format(layer=12)) == (
+    assert isinstance(model, HubModel) and (model.model_id, model.dtype) == ("google/gemma-2-2b", "bfloat16")
+    assert isinstance(saes, PretrainedSAEs) and (saes.release, saes.sae_id.format(layer=12)) == (
         "gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical"
     )
-    assert study.resources["problem_source"].source == "huggingface"
-    assert len(study.task_range_partitions().get_partition_keys()) == 20  # 974 tasks, 50 a range
+    assert isinstance(study.resources["problem_source"], HubProblems)
+    assert (study.design.max_new_tokens, embedded.design.max_new_tokens) == (800, 128)
+    assert isinstance(embedded.resources["language_model"], EmbeddedModel)
+    assert isinstance(embedded.resources["sae_source"], EmbeddedSAEs)
+    assert len(phase1_0_partitions(study.design).get_partition_keys()) == 20  # 974 tasks, 50 a range
 
 
 def test_unknown_profile_is_named():
@@ -68,3 +87,22 @@ def test_dagster_cli_validates_the_definitions(profile):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_a_bad_choice_in_config_fails_at_launch_before_any_step():
+    """A coefficient mode is checked when the run is launched, not after Phase 2 and a model load."""
+    from pva_dagster.definitions import defs
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match="coefficient_mode"):
+        dg.materialize(
+            list(defs.assets), selection="phase3_steering_coefficients", resources=load_profile("embedded").resources,
+            run_config={"ops": {"phase3_steering_coefficients": {"config": {"coefficient_mode": "percent"}}}},
+        )
+
+
+def test_sae_training_settings_are_asset_config_with_the_plans_defaults():
+    from pva_dagster.assets.models import SAETrainingConfig
+    from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
+
+    assert SAETrainingConfig().plan(seed=7) == SAETrainingPlan(seed=7)
+    assert not {"d_sae", "k", "corpus_tokens", "training_tokens"} & set(EmbeddedSAEs.model_fields)

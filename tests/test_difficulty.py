@@ -16,7 +16,7 @@ from pva_dagster.study.problems.difficulty import (
     difficulty_bucket,
     difficulty_frame,
 )
-from pva_dagster.study.problems.mbpp import Problem, load_embedded, load_problems
+from pva_dagster.study.problems.mbpp import Problem, load_embedded, load_local
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 
@@ -160,7 +160,7 @@ def test_complexity_distribution() -> None:
 
 @pytest.mark.skipif(not MBPP.exists(), reason=f"real MBPP not found at {MBPP}")
 def test_real_mbpp_difficulty() -> None:
-    problems = load_problems("local", path=str(MBPP))
+    problems = load_local(str(MBPP))
     frame = difficulty_frame(problems)
     assert len(frame) == 974
     assert frame["cyclomatic_complexity"].min() == 1

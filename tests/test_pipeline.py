@@ -6,9 +6,11 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
     FIRST_RANGE,
+    SMALL_SAE_TRAINING,
     check_phase0,
     check_phase1,
     check_phase2_scores_and_duckdb_recount,
@@ -34,6 +36,7 @@ def pipeline(tmp_path_factory, embedded_model_dir):
         "prepare": materialize(
             resources,
             ["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights"],
+            run_config=SMALL_SAE_TRAINING,
         ),
         "phase1_0": materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE),
         "phase1_2": materialize(
@@ -70,4 +73,4 @@ def test_phase3_classification_has_intervals_and_flags(pipeline):
 
 
 def test_phase3_steering_chooses_on_hyperparams_and_reports_validation_once(pipeline):
-    check_phase3_steering(pipeline[0], {0.5, 1.0})
+    check_phase3_steering(pipeline[0], set(SHORT_STEERING_COEFFICIENTS))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 
 from pva_dagster.study.problems import embedded as embedded_problems
@@ -23,12 +24,11 @@ from pva_dagster.study.problems.embedded import (
     embedded_records,
 )
 from pva_dagster.study.problems.mbpp import (
-    PROBLEM_SOURCES,
     ProblemDataError,
     frame_to_problems,
     load_embedded,
     load_huggingface,
-    load_problems,
+    load_local,
     problems_to_frame,
     validate_records,
 )
@@ -113,23 +113,23 @@ def test_valid_records_come_back_sorted_as_problems() -> None:
 # ---- loaders and registry ----------------------------------------------------------------------------
 
 
-def test_registry_names_and_errors(tmp_path: Path) -> None:
-    assert set(PROBLEM_SOURCES) == {"embedded", "local", "huggingface"}
-    with pytest.raises(ValueError, match=r"unknown problem source 'mbpp'.*'embedded', 'huggingface', 'local'"):
-        load_problems("mbpp")
-    with pytest.raises(ValueError, match="'local' needs a path"):
-        load_problems("local")
-    with pytest.raises(ValueError, match="takes no path"):
-        load_problems("embedded", path=str(tmp_path / "x.jsonl"))
+def test_problem_sources_are_variants_with_only_their_fields(tmp_path: Path) -> None:
+    from pva_dagster.resources.problem_source import EmbeddedProblems, HubProblems, LocalProblems
+
+    assert EmbeddedProblems().load() == load_embedded() and EmbeddedProblems().describe() == "embedded"
+    assert set(EmbeddedProblems.model_fields) == set()
+    assert set(LocalProblems.model_fields) == {"path"} and set(HubProblems.model_fields) == {"dataset_id", "config"}
+    with pytest.raises(pydantic.ValidationError, match="path"):
+        LocalProblems()  # type: ignore[call-arg]
     with pytest.raises(ValueError, match=r"\.jsonl or \.parquet"):
-        load_problems("local", path=str(tmp_path / "problems.csv"))
+        LocalProblems(path=str(tmp_path / "problems.csv")).load()
 
 
 def test_jsonl_with_bad_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "problems.jsonl"
     path.write_text(json.dumps(_record(task_id=1)) + "\n\n" + "{not json\n", encoding="utf-8")
     with pytest.raises(ProblemDataError, match=r"problems\.jsonl: line 3 is not JSON"):
-        load_problems("local", path=str(path))
+        load_local(str(path))
 
 
 def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
@@ -139,13 +139,13 @@ def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
     ]
     jsonl = tmp_path / "problems.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    problems = load_problems("local", path=str(jsonl))
+    problems = load_local(str(jsonl))
     assert problems == validate_records(records, source="direct")
 
     parquet = write_parquet(tmp_path / "problems.parquet", problems_to_frame(problems))
     raw = pd.read_parquet(parquet)
     assert isinstance(raw["test_list"].iloc[0], np.ndarray)  # what the conversion back has to undo
-    assert load_problems("local", path=str(parquet)) == problems
+    assert load_local(str(parquet)) == problems
 
 
 def test_frame_without_required_column_is_named() -> None:
@@ -170,12 +170,12 @@ def test_huggingface_loader_concatenates_all_splits(tmp_path: Path) -> None:
 
 @needs_mbpp
 def test_real_mbpp_loads_and_round_trips_through_parquet(tmp_path: Path) -> None:
-    problems = load_problems("local", path=str(MBPP))
+    problems = load_local(str(MBPP))
     assert [p.task_id for p in problems] == list(range(1, 975))
     assert sum(bool(p.challenge_test_list) for p in problems) > 0
     assert sum(bool(p.test_setup_code) for p in problems) > 0
     parquet = write_parquet(tmp_path / "mbpp.parquet", problems_to_frame(problems))
-    assert load_problems("local", path=str(parquet)) == problems
+    assert load_local(str(parquet)) == problems
 
 
 # ---- the embedded set --------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_embedded_package_data_errors_name_the_resource(monkeypatch: pytest.Monk
 
 
 def test_embedded_set_shape() -> None:
-    problems = load_problems("embedded")
+    problems = load_embedded()
     # 200 so that the 10 % hyperparams split holds 20 problems (issue 12: thresholds on fewer mean nothing).
     assert [p.task_id for p in problems] == list(range(1, 201))
     names = [_function_name(p.code) for p in problems]
@@ -268,7 +268,7 @@ def test_embedded_difficulty_mix() -> None:
 
 @needs_mbpp
 def test_embedded_problems_are_not_copied_from_mbpp() -> None:
-    mbpp = load_problems("local", path=str(MBPP))
+    mbpp = load_local(str(MBPP))
     mbpp_texts = {p.text.strip().lower() for p in mbpp}
     mbpp_code = {"".join(p.code.split()) for p in mbpp}
     for problem in load_embedded():

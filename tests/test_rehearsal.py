@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pva_dagster.cli.rehearse import SAE_LAYERS, STEERING_COEFFICIENTS, TASK_IDS, rehearsal_environment
+from pva_dagster.cli.rehearse import SAE_LAYERS, TASK_IDS, rehearsal_environment
+from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
     check_phase0,
@@ -134,7 +135,7 @@ def test_activations_are_the_output_of_block_L(rehearsal):
 
 def test_phase2_scores_are_gemmascope_jumprelu_of_the_stored_residuals(rehearsal):
     layout, summary, _, _ = rehearsal
-    scores = pd.read_parquet(layout.phase2_dir("sae") / "separation_scores.parquet")
+    scores = pd.read_parquet(layout.phase2_table("sae", "separation_scores"))
     assert scores.s_correct.between(-1, 1).all() and scores.s_incorrect.between(-1, 1).all()
     sae_tasks = set(pd.read_parquet(layout.split_file("sae")).task_id)
     records = pd.read_parquet(layout.phase1_0_dataset(FIRST_RANGE))
@@ -158,4 +159,4 @@ def test_phase3_classification_has_intervals_and_flags(rehearsal):
 
 
 def test_phase3_steering_chooses_on_hyperparams_and_reports_validation_once(rehearsal):
-    check_phase3_steering(rehearsal[0], set(STEERING_COEFFICIENTS))
+    check_phase3_steering(rehearsal[0], set(SHORT_STEERING_COEFFICIENTS))

@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pva_dagster.resources import LanguageModel
+from pva_dagster.resources import LocalModel
 from pva_dagster.study.layout import DataLayout
-from tests.helpers import FIRST_RANGE, materialize, small_resources, write_problems
+from tests.helpers import FIRST_RANGE, materialize, small_design, small_resources, write_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_PHASE1 = """
 import sys
-from pva_dagster.resources import LanguageModel
-from tests.helpers import FIRST_RANGE, materialize, small_resources
+from pva_dagster.resources import LocalModel
+from tests.helpers import FIRST_RANGE, materialize, small_design, small_resources
 tmp, problems, model = sys.argv[1:4]
 from pathlib import Path
-resources = small_resources(Path(tmp), Path(problems), language_model=LanguageModel(
-    source="pretrained", name_or_path=model, max_new_tokens=24, batch_size=2, stop_at_function_end=False))
+resources = small_resources(Path(tmp), Path(problems), language_model=LocalModel(path=model, batch_size=2),
+                            study_design=small_design(max_new_tokens=24, stop_at_function_end=False))
 materialize(resources, ["mbpp_problems"])
 materialize(resources, ["phase1_0_solutions"], partition=FIRST_RANGE)
 """
@@ -50,8 +50,8 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, tiny_gemma2_dir
 
     resources = small_resources(
         tmp_path, problems,
-        language_model=LanguageModel(source="pretrained", name_or_path=str(tiny_gemma2_dir), max_new_tokens=24,
-                                     batch_size=2, stop_at_function_end=False),
+        language_model=LocalModel(path=str(tiny_gemma2_dir), batch_size=2),
+        study_design=small_design(max_new_tokens=24, stop_at_function_end=False),
     )
     assert materialize(resources, ["phase1_0_solutions"], partition=FIRST_RANGE).success
     records = pd.read_parquet(dataset)

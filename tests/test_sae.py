@@ -230,12 +230,12 @@ def test_hook_name_other_than_resid_post_raises(trained):
 
 def test_sae_for_another_layer_is_refused(trained, tmp_path):
     """The SAE source refuses an SAE whose hook reads a different layer than the one asked for."""
-    from pva_dagster.resources import SAESource
+    from pva_dagster.resources import LocalSAEs
     from pva_dagster.study.layout import DataLayout
 
     sae, _ = trained
     save_sae(sae, tmp_path / "sae_5")  # a layer-3 SAE stored where layer 5's should be
-    source = SAESource(source="local", local_dir=str(tmp_path / "sae_{layer}"))
+    source = LocalSAEs(folder=str(tmp_path / "sae_{layer}"))
     with pytest.raises(ValueError, match="layer 5.*layer 3"):
         source.load(5, DataLayout(tmp_path), "cpu")
 
@@ -244,3 +244,13 @@ def test_missing_sae_folder_is_named(tmp_path):
     missing = tmp_path / "nowhere" / "layer_3"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         load_local_sae(missing, device="cpu")
+
+
+def test_sae_templates_must_name_the_layer():
+    """One SAE per layer: a template without {layer} is refused when the resource is made, not at load."""
+    from pva_dagster.resources import LocalSAEs, PretrainedSAEs
+
+    with pytest.raises(ValueError, match=r"'/models/saes' must contain \{layer\}"):
+        LocalSAEs(folder="/models/saes")
+    with pytest.raises(ValueError, match=r"must contain \{layer\}"):
+        PretrainedSAEs(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canonical")

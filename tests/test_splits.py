@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pva_dagster.study.layout import SPLIT_NAMES
+from pva_dagster.study.domain import SPLIT_NAMES
 from pva_dagster.study.problems.difficulty import difficulty_frame
-from pva_dagster.study.problems.mbpp import load_embedded, load_problems
+from pva_dagster.study.problems.mbpp import load_embedded, load_local
 from pva_dagster.study.problems.splits import (
     DEFAULT_STRATUM_CAP,
     SPLIT_RATIOS,
@@ -39,7 +39,7 @@ def embedded_difficulty() -> pd.DataFrame:
 def mbpp_difficulty() -> pd.DataFrame:
     if not MBPP.exists():
         pytest.skip(f"real MBPP not found at {MBPP}")
-    return difficulty_frame(load_problems("local", path=str(MBPP)))
+    return difficulty_frame(load_local(str(MBPP)))
 
 
 # ---- ratios and allocation ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
 from pva_dagster.study.steering.vectors import (
     COEFFICIENT_MODES,
+    CoefficientMode,
     code_similarity,
     control_latents,
     mean_residual_norm,
@@ -98,7 +101,7 @@ def test_coefficient_modes_and_residual_norm():
         [-mean_norm, 0.0, 0.5 * mean_norm]
     )
     assert resolve_coefficients("absolute", [29.0, 287.0], mean_norm) == [29.0, 287.0]
-    assert set(COEFFICIENT_MODES) == {"relative", "absolute"}
+    assert set(COEFFICIENT_MODES) == set(get_args(CoefficientMode)) == {"relative", "absolute"}
     with pytest.raises(ValueError, match=r"'percent'.*\['absolute', 'relative'\]"):
         resolve_coefficients("percent", [1.0], mean_norm)
     with pytest.raises(ValueError, match="mean residual norm"):

@@ -3,12 +3,33 @@
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 from transformers import AutoConfig
 
 from pva_dagster.assets.loading import model_on_device
 from pva_dagster.constants import GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
+from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
 from pva_dagster.study.plots import markdown_table
+
+
+class SAETrainingConfig(dg.Config):
+    """How SAEs are trained where the SAE source trains them (the embedded profile); other sources ignore it."""
+
+    d_sae: int = Field(default=SAETrainingPlan.d_sae, ge=1, description="Latents of each SAE.")
+    k: int = Field(default=SAETrainingPlan.k, ge=1, description="Active latents per token (TopK).")
+    corpus_tokens: int = Field(
+        default=SAETrainingPlan.corpus_tokens, ge=1, description="Corpus tokens whose residuals the SAEs learn."
+    )
+    training_tokens: int = Field(
+        default=SAETrainingPlan.training_tokens, ge=1, description="Training samples per SAE (epochs over the corpus)."
+    )
+    corpus_files: int = Field(
+        default=SAETrainingPlan.corpus_files, ge=1, description="Standard-library files the corpus draws from."
+    )
+
+    def plan(self, seed: int) -> SAETrainingPlan:
+        return SAETrainingPlan(**self.model_dump(), seed=seed)
 
 
 @dg.asset(group_name=GROUP_MODELS)
@@ -33,6 +54,7 @@ def language_model_weights(
 @dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights])
 def sae_weights(
     context: dg.AssetExecutionContext,
+    config: SAETrainingConfig,
     sae_source: SAESource,
     language_model: LanguageModel,
     study_design: StudyDesign,
@@ -43,7 +65,7 @@ def sae_weights(
     layout = data_store.layout
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         reports = sae_source.prepare(
-            model, tokenizer, study_design.sae_layers, layout, study_design.seed, context.log.info
+            model, tokenizer, study_design.sae_layers, layout, config.plan(study_design.seed), context.log.info
         )
         rows = []
         for layer in study_design.sae_layers:
@@ -52,7 +74,7 @@ def sae_weights(
     table = pd.DataFrame(rows)
     return dg.MaterializeResult(
         metadata={
-            "source": sae_source.source,
+            "source": sae_source.describe(),
             "layers": study_design.sae_layers,
             "saes": dg.MetadataValue.md(markdown_table(table)),
         }

@@ -7,7 +7,7 @@ import pandas as pd
 from pva_dagster.constants import GROUP_PROBLEMS
 from pva_dagster.resources import DataStore, StudyDesign
 from pva_dagster.study import storage
-from pva_dagster.study.layout import SPLIT_NAMES
+from pva_dagster.study.domain import SPLIT_NAMES
 from pva_dagster.study.plots import markdown_table
 from pva_dagster.study.problems.splits import (
     SPLIT_RATIOS,

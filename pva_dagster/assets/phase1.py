@@ -11,7 +11,13 @@ import pandas as pd
 from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.models import language_model_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_GENERATION
-from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM, TaskRange
+from pva_dagster.partitions import (
+    TASK_RANGE_DIM,
+    TEMPERATURE_DIM,
+    TaskRange,
+    phase1_0_partitions,
+    phase1_2_partitions,
+)
 from pva_dagster.profiles import ACTIVE
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, Sandbox, StudyDesign
 from pva_dagster.study import storage
@@ -20,17 +26,17 @@ from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
 from pva_dagster.study.generation.solutions import Task, run_solutions, summarize
 
-PHASE1_0_PARTITIONS = ACTIVE.task_range_partitions()
-PHASE1_2_PARTITIONS = ACTIVE.temperature_by_task_range_partitions()
+PHASE1_0_PARTITIONS = phase1_0_partitions(ACTIVE.design)
+PHASE1_2_PARTITIONS = phase1_2_partitions(ACTIVE.design)
 
 
-def _tasks(problems: pd.DataFrame, task_range: TaskRange, model: LanguageModel, tokenizer) -> list[Task]:
+def _tasks(problems: pd.DataFrame, task_range: TaskRange, design: StudyDesign, tokenizer) -> list[Task]:
     rows = problems[problems.task_id.between(task_range.first, task_range.last)].sort_values("task_id")
     return [
         Task(
             task_id=int(row.task_id),
             prompt=format_for_model(
-                tokenizer, build_prompt(row.text, list(row.test_list), model.prompt_template), model.use_chat_template
+                tokenizer, build_prompt(row.text, list(row.test_list), design.prompt_template), design.use_chat_template
             ),
             test_list=tuple(row.test_list),
             setup_code=row.test_setup_code or "",
@@ -57,8 +63,8 @@ def _generate_and_label(
     layout = data_store.layout
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         layers = validate_layers(model, study_design.layers or range(len(decoder_blocks(model))))
-        tasks = _tasks(problems, task_range, language_model, tokenizer)
-        settings = language_model.settings(temperature, samples, study_design.seed, model=model)
+        tasks = _tasks(problems, task_range, study_design, tokenizer)
+        settings = language_model.settings(study_design, temperature, samples, model=model)
         context.log.info(
             f"{len(tasks)} tasks in {task_range.key} at temperature {temperature}, {samples} sample(s) each, "
             f"{len(layers)} layers stored, on {device}, batches of {settings.batch_size} rows"
@@ -93,7 +99,7 @@ def _generate_and_label(
             "device": device,
             "sandbox_isolation": sandbox.isolation_level,
             "model": {"weights": language_model.weights(layout), **model_fingerprint(model)},
-            "generation": language_model.model_dump(),
+            "generation": {**language_model.model_dump(), **study_design.generation_fields()},
             "generation_settings": settings.describe(),  # the batch size actually used
         },
     )

@@ -9,7 +9,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
-from pva_dagster.assets.loading import model_on_device
+from pva_dagster.assets.loading import with_model_released
 from pva_dagster.assets.models import sae_weights
 from pva_dagster.assets.phase1 import phase1_0_solutions, phase1_2_solutions
 from pva_dagster.constants import GROUP_SEPARATION
@@ -27,11 +27,19 @@ from pva_dagster.study.analysis.corpus import (
 )
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
 from pva_dagster.study.analysis.sae import encode
-from pva_dagster.study.analysis.separation import best_latents, general_frequency, rank_latents
+from pva_dagster.study.analysis.separation import (
+    KEEP,
+    MAX_GENERAL_FREQ,
+    TOP_N,
+    best_latents,
+    general_frequency,
+    rank_latents,
+)
+from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.generation.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import histogram_by_group, markdown_table
 
-PHASE2_SPLITS = ("sae", "validation")
+PHASE2_SPLITS = (SAE_SPLIT, VALIDATION_SPLIT)
 
 
 class Phase2Config(dg.Config):
@@ -48,10 +56,10 @@ class Phase2Config(dg.Config):
         default=2000, ge=1, description="General-text documents the filter reads, one random token position each."
     )
     max_general_freq: float = Field(
-        default=0.02, description="Keep only latents active on fewer (<) of the general-text positions."
+        default=MAX_GENERAL_FREQ, description="Keep only latents active on fewer (<) of the general-text positions."
     )
-    top_n: int = Field(default=100, description="Candidates per direction before the general-text filter.")
-    keep: int = Field(default=20, description="Latents kept per direction after the filter.")
+    top_n: int = Field(default=TOP_N, description="Candidates per direction before the general-text filter.")
+    keep: int = Field(default=KEEP, description="Latents kept per direction after the filter.")
 
     @field_validator("splits")
     @classmethod
@@ -84,13 +92,17 @@ def phase2(
     """Separation scores of every latent (per layer, split, temperature) and the top latents per direction."""
     layout, layers = data_store.layout, study_design.sae_layers
     metadata: dict[str, object] = {}
-    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
+    with device_pool.claim(context.run.tags, context.log.info) as device:
         texts = corpus_texts(config.general_corpus)
-        general = sample_position_residuals(
-            model, tokenizer, texts, layers, config.general_documents, context_len=128, batch_size=16,
-            seed=study_design.seed,
+        # The model is needed only for the general-text residuals: it is freed before the SAEs load and scoring.
+        general = with_model_released(
+            language_model, layout, device,
+            lambda model, tokenizer: sample_position_residuals(
+                model, tokenizer, texts, layers, config.general_documents, context_len=128, batch_size=16,
+                seed=study_design.seed,
+            ),
         )
+        saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
         general_freq = {layer: general_frequency(encode(saes[layer], general[layer].numpy(), 256)) for layer in layers}
         package = CORPUS_PACKAGES[config.general_corpus]
         metadata["general-text corpus"] = {
@@ -98,7 +110,6 @@ def phase2(
             "sha256": corpus_fingerprint(texts), "documents available": len(texts),
             "documents read": config.general_documents, "seed": study_design.seed,
         }
-        del model
         for split in config.splits:
             files = phase1_dataset_files(
                 layout, study_design.max_task_id, study_design.task_range_size, study_design.temperatures,
@@ -114,11 +125,10 @@ def phase2(
                 pooled_scores, general_freq, top_n=config.top_n, max_general_freq=config.max_general_freq,
                 keep=config.keep,
             )
-            out = layout.phase2_dir(split)
-            storage.write_parquet(out / "separation_scores.parquet", scores)
-            storage.write_parquet(out / "top_latents.parquet", ranked)
+            storage.write_parquet(layout.phase2_table(split, "separation_scores"), scores)
+            storage.write_parquet(layout.phase2_table(split, "top_latents"), ranked)
             storage.write_json(
-                out / "top_latents.json",
+                layout.phase2_table(split, "top_latents").with_suffix(".json"),
                 {
                     "split": split,
                     "counts": counts_by_group(index),
@@ -139,5 +149,5 @@ def phase2(
                     xlabel="s_correct",
                 )
             )
-            metadata[f"{split} scores"] = dg.MetadataValue.path(str(out / "separation_scores.parquet"))
+            metadata[f"{split} scores"] = dg.MetadataValue.path(str(layout.phase2_table(split, "separation_scores")))
     return dg.MaterializeResult(metadata=metadata)

@@ -14,6 +14,7 @@ from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.study import storage
 from pva_dagster.study.analysis.activation_index import activation_index
 from pva_dagster.study.analysis.latent_samples import latent_column, latent_samples
+from pva_dagster.study.domain import GREEDY_TEMPERATURE, SAE_SPLIT
 from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
 from pva_dagster.study.evaluation.report import render_report
 from pva_dagster.study.evaluation.validation import pr_points, roc_points
@@ -39,7 +40,7 @@ def phase3_classification(
 ) -> dg.MaterializeResult:
     """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds from the hyperparams split."""
     layout = data_store.layout
-    selected = selected_latents(pd.read_parquet(layout.phase2_dir("sae") / "top_latents.parquet"), config.per_direction)
+    selected = selected_latents(pd.read_parquet(layout.phase2_table(SAE_SPLIT, "top_latents")), config.per_direction)
     pairs = list(zip(selected.layer, selected.latent, strict=True))
     samples = {}
     with device_pool.claim(context.run.tags, context.log.info) as device:
@@ -56,10 +57,9 @@ def phase3_classification(
     overall, grouped = validate_latents(
         selected, samples["hyperparams"], samples["validation"], difficulty_mapping, study_design.seed
     )
-    out = layout.phase3_dir()
-    storage.write_parquet(out / "classification.parquet", overall)
-    storage.write_parquet(out / "classification_by_group.parquet", grouped)
-    greedy = samples["validation"][samples["validation"].temperature == 0.0]
+    storage.write_parquet(layout.phase3_table("classification"), overall)
+    storage.write_parquet(layout.phase3_table("classification_by_group"), grouped)
+    greedy = samples["validation"][samples["validation"].temperature == GREEDY_TEMPERATURE]
     curves = {}
     for row in overall.groupby("direction").head(1).itertuples():
         values, correct = greedy[latent_column(row.layer, row.latent)].to_numpy(), greedy.passed.to_numpy(bool)
@@ -80,7 +80,7 @@ def phase3_classification(
                 roc_pr_curves({k: pr_points(*v) for k, v in curves.items()}, kind="pr")
             ),
             "validation samples (temperature 0)": len(greedy),
-            "path": dg.MetadataValue.path(str(out / "classification.parquet")),
+            "path": dg.MetadataValue.path(str(layout.phase3_table("classification"))),
         }
     )
 
@@ -90,7 +90,7 @@ def phase3_report(context: dg.AssetExecutionContext, data_store: DataStore) -> d
     """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md)."""
     layout = data_store.layout
     report = render_report(layout)
-    path = storage.write_text(layout.phase3_dir() / "report.md", report)
+    path = storage.write_text(layout.report_file, report)
     context.log.info(f"report written to {path}")
     return dg.MaterializeResult(
         metadata={"report": dg.MetadataValue.md(report), "path": dg.MetadataValue.path(str(path))}

@@ -13,9 +13,9 @@ from pva_dagster.assets.phase1 import phase1_0_solutions
 from pva_dagster.assets.phase2 import phase2
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, Sandbox, StudyDesign
-from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
 from pva_dagster.study.analysis.latent_scores import pooled
+from pva_dagster.study.domain import GREEDY_TEMPERATURE, SAE_SPLIT
 from pva_dagster.study.generation.models import stop_token_ids
 from pva_dagster.study.generation.phase1_files import phase1_dataset_files, read_phase1_records
 from pva_dagster.study.plots import line_sweep, markdown_table
@@ -34,23 +34,20 @@ from pva_dagster.study.steering.results import (
 )
 from pva_dagster.study.steering.sweep import noise_floor, run_plan, run_unit
 from pva_dagster.study.steering.vectors import (
-    COEFFICIENT_MODES,
     CONTROL_MAX_ABS_SCORE,
+    CoefficientMode,
     control_latents,
     resolve_coefficients,
 )
 
 
 class SteeringConfig(dg.Config):
-    coefficient_mode: str = Field(default="relative", description="'relative' (x mean residual norm) or 'absolute'.")
+    coefficient_mode: CoefficientMode = Field(
+        default="relative", description="'relative' (x mean residual norm) or 'absolute'; checked at launch."
+    )
     coefficients: list[float] | None = Field(
         default=None, description="Override the profile's hyperparams sweep (nonzero values; 0 is the baseline)."
     )
-
-    @field_validator("coefficient_mode")
-    @classmethod
-    def _known_mode(cls, mode: str) -> str:
-        return one_of("coefficient mode", mode, COEFFICIENT_MODES)
 
     @field_validator("coefficients")
     @classmethod
@@ -77,9 +74,9 @@ def _steer_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:
     """Steer one split's problems: returns (per-problem outcomes, noise floor, run facts for metadata)."""
     layout, design = data_store.layout, study_design
-    top = pd.read_parquet(layout.phase2_dir("sae") / "top_latents.parquet")
+    top = pd.read_parquet(layout.phase2_table(SAE_SPLIT, "top_latents"))
     best = {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
-    scores = pooled(pd.read_parquet(layout.phase2_dir("sae") / "separation_scores.parquet"))
+    scores = pooled(pd.read_parquet(layout.phase2_table(SAE_SPLIT, "separation_scores")))
     controls = {
         d: control_latents(scores[scores.layer == layer], top.latent[top.layer == layer].tolist(),
                            design.steering_controls, design.seed)
@@ -96,8 +93,8 @@ def _steer_split(
         scales = {d: resolve_coefficients(mode, coefficients[d], norms[best[d][0]]) for d in best}
         units = build_units(split, coefficients, scales, best, controls)
         run = partial(
-            run_unit, model=model, tokenizer=tokenizer, settings=language_model.settings(0.0, 1, design.seed),
-            stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.phase3_dir() / "steering",
+            run_unit, model=model, tokenizer=tokenizer, settings=language_model.settings(design, GREEDY_TEMPERATURE),
+            stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.steering_units_dir,
             limits=sandbox.limits, seed=design.seed,
         )
         outcomes, baselines = run_plan(
@@ -140,10 +137,10 @@ def phase3_steering_coefficients(
     )
     tests = experiment_tests(outcomes)
     chosen = choose_coefficients(tests, facts["directions"], sweep).assign(coefficient_mode=config.coefficient_mode)
-    out = data_store.layout.phase3_dir()
-    storage.write_parquet(out / "steering_sweep_tests.parquet", tests)
-    storage.write_parquet(out / "steering_sweep_units.parquet", unit_summary(outcomes))
-    storage.write_parquet(out / "steering_sweep_noise.parquet", noise)
+    layout = data_store.layout
+    storage.write_parquet(layout.phase3_table("steering_sweep_tests"), tests)
+    storage.write_parquet(layout.phase3_table("steering_sweep_units"), unit_summary(outcomes))
+    storage.write_parquet(layout.phase3_table("steering_sweep_noise"), noise)
     return dg.Output(chosen, metadata={
         **facts,
         "rule": COEFFICIENT_RULE,
@@ -179,10 +176,10 @@ def phase3_steering(
         sandbox=sandbox, device_pool=device_pool,
     )
     tests = experiment_tests(outcomes)
-    out = data_store.layout.phase3_dir()
-    storage.write_parquet(out / "steering_tests.parquet", tests)
-    storage.write_parquet(out / "steering_effects.parquet", unit_summary(outcomes))
-    storage.write_parquet(out / "steering_noise.parquet", noise)
+    layout = data_store.layout
+    storage.write_parquet(layout.phase3_table("steering_tests"), tests)
+    storage.write_parquet(layout.phase3_table("steering_effects"), unit_summary(outcomes))
+    storage.write_parquet(layout.phase3_table("steering_noise"), noise)
     return dg.MaterializeResult(metadata={
         **facts,
         "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(tests)),

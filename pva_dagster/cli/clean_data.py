@@ -18,9 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pva_dagster.constants import DATA_DIR_ENV
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from pva_dagster.study.layout import DATA_DIR_ENV, PROJECT_ROOT, default_data_root
 
 
 class CleanError(ValueError):
@@ -32,10 +30,6 @@ class Target:
     path: Path  # inside the data folder, not resolved (a symlink stays the link)
     size_bytes: int
     kind: str  # "dir", "file" or "link"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
 
 
 def _size(path: Path) -> int:
@@ -104,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted and stop")
     parser.add_argument("--force", action="store_true", help="delete without asking")
     args = parser.parse_args(argv)
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir or default_data_root()
     try:
         targets = plan(data_dir, args.phases)
     except CleanError as error:

@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # not resources.data_store's: that imports transformers
+from pva_dagster.constants import DEVICES_ENV, PROFILE_ENV
+from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
+from pva_dagster.study.layout import DATA_DIR_ENV, PROJECT_ROOT
+
 DEFAULT_MBPP = PROJECT_ROOT.parent / "shared" / "mbpp" / "mbpp.jsonl"
 # MBPP's first test-split problems: one task range, both labels once the stand-in's program is planted.
 TASK_IDS = list(range(11, 35))
 SAE_LAYERS = [6, 18]
 TEMPERATURE = 0.3
-STEERING_COEFFICIENTS = [0.5, 1.0]
 # Modules that read HF_HOME / the offline switches once, at import: they must see the stand-ins' cache.
 _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_dagster.definitions")
 
@@ -35,9 +37,9 @@ _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_da
 def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
     """The settings of a rehearsal: the study profile, the stand-ins' cache, offline, one device, its own data."""
     return {
-        "PVA_PROFILE": "study",
-        "PVA_DEVICES": device,
-        "PVA_DATA_DIR": str(workdir / "data"),
+        PROFILE_ENV: "study",
+        DEVICES_ENV: device,
+        DATA_DIR_ENV: str(workdir / "data"),
         "HF_HOME": str(workdir / "hf_home"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -48,20 +50,20 @@ def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
 
 def small_run_resources(profile: Any, workdir: Path) -> dict[str, Any]:
     """The study profile's resources with what a user changes for a small run, and nothing else."""
-    from pva_dagster.resources import DevicePool, LanguageModel, StudyDesign
+    from pva_dagster.resources import DevicePool, StudyDesign
 
     resources = profile.resources
     design = resources["study_design"].model_dump()
     return {
         **resources,
-        "language_model": LanguageModel(**{**resources["language_model"].model_dump(), "max_new_tokens": 32}),
         "study_design": StudyDesign(**{
             **design,
+            "max_new_tokens": 32,
             "max_task_id": max(TASK_IDS),
             "sae_layers": SAE_LAYERS,
             "temperatures": [TEMPERATURE],
             "samples_per_temperature": 2,
-            "steering_coefficients": STEERING_COEFFICIENTS,
+            "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
             "steering_controls": 1,
             "steering_max_tasks": 3,
         }),
@@ -82,10 +84,8 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
     import dagster as dg
 
     from pva_dagster.definitions import defs
-    from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM
+    from pva_dagster.partitions import phase1_0_partitions, phase1_2_partitions
     from pva_dagster.profiles import load_profile
-    from pva_dagster.study.layout import temperature_tag
-    from pva_dagster.study.problems.task_ranges import task_ranges
     from pva_dagster.study.rehearsal.standins import build_study_standins
 
     started = time.perf_counter()
@@ -94,16 +94,13 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
         f"the model's program holds the solutions of tasks {standins.planted_task_ids}")
     resources = small_run_resources(load_profile("study"), workdir)
     design = resources["study_design"]
-    ranges = [r.key for r in task_ranges(design.max_task_id, design.task_range_size)]
     steps: list[tuple[str, Any, Any, Any]] = [
         ("prepare", ["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights",
                      "sae_weights"], None, None),
-        *((f"phase1_0 {key}", "phase1_0_solutions", key, None) for key in ranges),
-        *(
-            (f"phase1_2 {key}|{temperature_tag(t)}", "phase1_2_solutions",
-             dg.MultiPartitionKey({TEMPERATURE_DIM: temperature_tag(t), TASK_RANGE_DIM: key}), None)
-            for t in design.temperatures for key in ranges
-        ),
+        *((f"phase1_0 {key}", "phase1_0_solutions", key, None)
+          for key in phase1_0_partitions(design).get_partition_keys()),
+        *((f"phase1_2 {key}", "phase1_2_solutions", key, None)
+          for key in phase1_2_partitions(design).get_partition_keys()),
         # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
         ("analysis", "phase2*", None, {"ops": {"phase2": {"config": {"general_documents": 100}}}}),
     ]

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from pva_dagster.resources.data_store import PROJECT_ROOT
+from pva_dagster.study.layout import PROJECT_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,15 +3,25 @@
 from pva_dagster.resources.data_store import DataStore
 from pva_dagster.resources.design import StudyDesign
 from pva_dagster.resources.devices import DevicePool
-from pva_dagster.resources.language_model import LanguageModel
-from pva_dagster.resources.problem_source import ProblemSource
-from pva_dagster.resources.sae_source import SAESource
+from pva_dagster.resources.language_model import EmbeddedModel, HubModel, LanguageModel, LocalModel
+from pva_dagster.resources.problem_source import EmbeddedProblems, HubProblems, LocalProblems, ProblemSource
+from pva_dagster.resources.sae_source import EmbeddedSAEs, LocalSAEs, PretrainedSAEs, SAESource
 from pva_dagster.resources.sandbox import Sandbox
 
+# Assets take the base classes (LanguageModel, ProblemSource, SAESource); profiles bind one variant of each.
 __all__ = [
     "DataStore",
     "DevicePool",
+    "EmbeddedModel",
+    "EmbeddedProblems",
+    "EmbeddedSAEs",
+    "HubModel",
+    "HubProblems",
     "LanguageModel",
+    "LocalModel",
+    "LocalProblems",
+    "LocalSAEs",
+    "PretrainedSAEs",
     "ProblemSource",
     "SAESource",
     "Sandbox",

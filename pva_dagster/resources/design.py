@@ -1,14 +1,25 @@
-"""The study's design knobs that differ between the embedded and the study profile."""
+"""The study's design: every science knob that differs between the embedded and the study profile.
+
+Generation settings live here rather than on the model resource because they decide what the model writes
+(and so the labels); Phase 1.0, Phase 1.2 and the steering reruns must share them.
+"""
 
 
 import dagster as dg
 from pydantic import Field, model_validator
 
+from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
+from pva_dagster.study.generation.batched import GenerationSettings
+from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
+
 PHASE1_2_TEMPERATURES = [0.3, 0.6, 0.9, 1.2]
+GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_end", "prompt_template",
+                     "use_chat_template")  # fmt: skip
+_GENERATION = GenerationSettings()  # the one place generation defaults are declared
 
 
 class StudyDesign(dg.ConfigurableResource):
-    seed: int = Field(default=42, description="Seed of every random step (splits, sampling, controls).")
+    seed: int = Field(default=DEFAULT_SEED, description="Seed of every random step (splits, sampling, controls).")
     max_task_id: int = Field(default=974, description="Largest task ID; fixes the task-range partitions.")
     task_range_size: int = Field(default=50, description="Task IDs per partition (one unit of a backfill).")
     layers: list[int] | None = Field(
@@ -22,8 +33,21 @@ class StudyDesign(dg.ConfigurableResource):
     )
     samples_per_temperature: int = Field(default=5, description="Phase 1.2 samples per task and temperature.")
 
+    # How the model writes a solution (Phase 1 and the steering reruns alike).
+    max_new_tokens: int = Field(
+        default=_GENERATION.max_new_tokens, description="Tokens generated per solution at most."
+    )
+    max_prompt_tokens: int = Field(
+        default=_GENERATION.max_prompt_tokens, description="Prompts are cut to their last N tokens."
+    )
+    stop_at_function_end: bool = Field(
+        default=_GENERATION.stop_at_function_end, description="Stop once the function is complete."
+    )
+    prompt_template: str = Field(default=DEFAULT_TEMPLATE, description="Zero-shot prompt; {text} and {tests}.")
+    use_chat_template: bool = Field(default=False, description="Wrap the prompt in the tokenizer's chat template.")
+
     steering_coefficients: list[float] = Field(
-        default=[-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0],
+        default=list(STUDY_STEERING_COEFFICIENTS),
         description="Phase 3 steering sweep on the hyperparams split (relative mode: multiples of the mean "
         "residual norm at the layer); nonzero, as every problem group also gets an unsteered baseline.",
     )
@@ -34,12 +58,19 @@ class StudyDesign(dg.ConfigurableResource):
         default=None, description="Problems steered per label and split at most (seeded sample; None = all)."
     )
 
+    def generation_fields(self) -> dict[str, object]:
+        """The generation knobs, for the metadata stored beside each Phase 1 dataset."""
+        return {name: getattr(self, name) for name in GENERATION_FIELDS}
+
     @model_validator(mode="after")
     def _check(self) -> "StudyDesign":
         if self.task_range_size < 1:
             raise ValueError(f"task_range_size must be >= 1, got {self.task_range_size}")
         if self.samples_per_temperature < 1:
             raise ValueError(f"samples_per_temperature must be >= 1, got {self.samples_per_temperature}")
+        for name in ("max_new_tokens", "max_prompt_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         bad = [t for t in self.temperatures if t <= 0]
         if bad:
             raise ValueError(f"Phase 1.2 temperatures must be > 0 (Phase 1.0 is the greedy run), got {bad}")

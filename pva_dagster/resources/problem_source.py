@@ -1,22 +1,54 @@
-"""Where the MBPP-format problems come from: the embedded set, a local file, or the Hugging Face hub."""
+"""Where the MBPP-format problems come from, one class per variant: the embedded set, a local file, the hub."""
 
+from abc import ABC, abstractmethod
 
 import dagster as dg
 from pydantic import Field
 
-from pva_dagster.study.problems.mbpp import PROBLEM_SOURCES, Problem, load_problems
+from pva_dagster.study.problems.mbpp import HF_MBPP_ID, Problem, load_embedded, load_huggingface, load_local
 
 
-class ProblemSource(dg.ConfigurableResource):
-    source: str = Field(
-        default="embedded",
-        description=f"One of {sorted(PROBLEM_SOURCES)}: 'embedded' (the project's own MBPP-format problems), "
-        "'local' (an MBPP .jsonl/.parquet at `path`), 'huggingface' (google-research-datasets/mbpp, full).",
-    )
-    path: str | None = Field(default=None, description="The file for source='local'.")
+class ProblemSource(dg.ConfigurableResource, ABC):
+    """Phase 0 reads every problem from one of the subclasses below."""
+
+    @abstractmethod
+    def load(self) -> list[Problem]: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the problems came from, for the asset's metadata."""
+
+
+class EmbeddedProblems(ProblemSource):
+    """The project's own MBPP-format problems, shipped as package data."""
 
     def load(self) -> list[Problem]:
-        return load_problems(self.source, path=self.path)
+        return load_embedded()
 
     def describe(self) -> str:
-        return self.source if self.path is None else f"{self.source}:{self.path}"
+        return "embedded"
+
+
+class LocalProblems(ProblemSource):
+    """An MBPP file on disk: JSON lines (the MBPP release format) or Parquet."""
+
+    path: str = Field(description="An MBPP .jsonl or .parquet file.")
+
+    def load(self) -> list[Problem]:
+        return load_local(self.path)
+
+    def describe(self) -> str:
+        return f"local:{self.path}"
+
+
+class HubProblems(ProblemSource):
+    """A Hugging Face data set in MBPP's format, every split concatenated (needs the hub or its cache)."""
+
+    dataset_id: str = Field(default=HF_MBPP_ID, description="Hugging Face data set id.")
+    config: str = Field(default="full", description="Its configuration (MBPP 'full': 974 problems).")
+
+    def load(self) -> list[Problem]:
+        return load_huggingface(self.dataset_id, self.config)
+
+    def describe(self) -> str:
+        return f"huggingface:{self.dataset_id}/{self.config}"

@@ -8,11 +8,15 @@ from pydantic import Field
 from pva_dagster.study.sandbox import isolation
 from pva_dagster.study.sandbox.sandbox import SandboxLimits
 
+_LIMITS = SandboxLimits()  # the one place the limits' defaults are declared
+
 
 class Sandbox(dg.ConfigurableResource):
-    wall_time_s: float = Field(default=10.0, description="Wall-clock limit per solution; the process group dies after.")
-    cpu_time_s: int = Field(default=10, description="CPU-seconds limit (RLIMIT_CPU).")
-    memory_mb: int = Field(default=1024, description="Address-space limit (RLIMIT_AS) in MiB.")
+    wall_time_s: float = Field(
+        default=_LIMITS.wall_time_s, description="Wall-clock limit per solution; the process group dies after."
+    )
+    cpu_time_s: int = Field(default=_LIMITS.cpu_time_s, description="CPU-seconds limit (RLIMIT_CPU).")
+    memory_mb: int = Field(default=_LIMITS.memory_mb, description="Address-space limit (RLIMIT_AS) in MiB.")
     max_workers: int | None = Field(default=None, description="Solutions run at once (default: all cores).")
     isolation: Literal["required", "warn"] = Field(
         default="required",

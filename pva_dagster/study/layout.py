@@ -6,11 +6,15 @@ under ``data/`` by hand.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLIT_NAMES: tuple[str, ...] = ("sae", "hyperparams", "validation")
-LABELS: tuple[str, ...] = ("correct", "incorrect")
+from pva_dagster.study.domain import LABELS, SPLIT_NAMES, temperature_tag
+
+# Where outputs go unless a DataStore says otherwise: $PVA_DATA_DIR, else <project root>/data.
+DATA_DIR_ENV = "PVA_DATA_DIR"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Folder of each table-valued asset's Parquet file (the seed study's phase folders).
 TABLE_FOLDERS = {
     "mbpp_problems": "phase0",
@@ -20,9 +24,8 @@ TABLE_FOLDERS = {
 }
 
 
-def temperature_tag(temperature: float) -> str:
-    """``0.3 -> "0.3"``: one spelling of a temperature in every path and partition key."""
-    return f"{float(temperature):.1f}"
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,25 @@ class DataLayout:
     def phase2_dir(self, split: str) -> Path:
         return self.root / "phase2" / split
 
+    def phase2_table(self, split: str, name: str) -> Path:
+        """A per-split Phase 2 table, e.g. ``phase2/sae/top_latents.parquet``."""
+        return self.phase2_dir(split) / f"{name}.parquet"
+
     def phase3_dir(self) -> Path:
         return self.root / "phase3"
+
+    def phase3_table(self, name: str) -> Path:
+        """A Phase 3 table, e.g. ``phase3/classification.parquet``."""
+        return self.phase3_dir() / f"{name}.parquet"
+
+    @property
+    def report_file(self) -> Path:
+        return self.phase3_dir() / "report.md"
+
+    @property
+    def steering_units_dir(self) -> Path:
+        """One resumable Parquet file per steering unit."""
+        return self.phase3_dir() / "steering"
 
 
 def _label(label: str) -> str:

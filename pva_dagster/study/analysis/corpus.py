@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from pva_dagster.study.domain import DEFAULT_SEED
 from pva_dagster.study.generation.residual import record_block_outputs, validate_layers
 
 DEFAULT_CODE_FILES = 200
-DEFAULT_SEED = 42
 # Folders of the standard library that are not ordinary library code (test suites with deliberately odd
 # encodings and syntax, vendored packages, IDLE's GUI) or not part of it at all.
 _SKIPPED_PARTS = frozenset({"test", "tests", "site-packages", "dist-packages", "idlelib", "__pycache__"})

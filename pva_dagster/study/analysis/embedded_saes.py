@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pva_dagster.study.analysis.corpus import collect_residuals, stdlib_code_corpus
+from pva_dagster.study.analysis.corpus import DEFAULT_CODE_FILES, collect_residuals, stdlib_code_corpus
 from pva_dagster.study.analysis.sae import reconstruction_report, save_sae, train_topk_sae
+from pva_dagster.study.domain import DEFAULT_SEED
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,9 @@ class SAETrainingPlan:
     # (held-out FVU ~0.95); batch 256 / lr 3e-3 over three passes of 32k tokens reaches 0.13-0.34.
     batch_size: int = 256
     lr: float = 3e-3
-    corpus_files: int = 200
+    corpus_files: int = DEFAULT_CODE_FILES  # standard-library files the corpus draws from
     context_len: int = 128
-    seed: int = 42
+    seed: int = DEFAULT_SEED
 
 
 def train_embedded_saes(

@@ -14,7 +14,7 @@ import pandas as pd
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.analysis.sae import encode
 from pva_dagster.study.analysis.separation import separation_scores
-from pva_dagster.study.layout import temperature_tag
+from pva_dagster.study.domain import temperature_tag
 
 POOLED = "pooled"
 

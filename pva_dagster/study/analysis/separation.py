@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-DIRECTIONS = ("correct", "incorrect")
+from pva_dagster.study.domain import DIRECTIONS
+
 SCORE_COLUMNS = (
     "layer", "latent", "n_correct", "n_incorrect", "f_correct", "f_incorrect", "s_correct", "s_incorrect",
     "mean_correct", "mean_incorrect", "t_stat",
@@ -145,12 +146,19 @@ def _general_freq_of(candidates: pd.DataFrame, general_freq: Mapping[int, np.nda
     return freq
 
 
+# The ranking's defaults (Phase 2's config starts from these): candidates per direction before the
+# general-text filter, the general-text frequency a latent must stay under, latents kept per direction.
+TOP_N = 100
+MAX_GENERAL_FREQ = 0.02
+KEEP = 20
+
+
 def rank_latents(
     scores: pd.DataFrame,
     general_freq: Mapping[int, np.ndarray],
-    top_n: int = 100,
-    max_general_freq: float = 0.02,
-    keep: int = 20,
+    top_n: int = TOP_N,
+    max_general_freq: float = MAX_GENERAL_FREQ,
+    keep: int = KEEP,
 ) -> pd.DataFrame:
     """The best latents of each direction over all layers, after dropping ones that fire on general text.
 

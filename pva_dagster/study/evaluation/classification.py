@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.analysis.latent_samples import latent_column
+from pva_dagster.study.domain import GREEDY_TEMPERATURE, temperature_tag
 from pva_dagster.study.evaluation.validation import (
     Threshold,
     auroc,
@@ -17,7 +18,6 @@ from pva_dagster.study.evaluation.validation import (
     classification_metrics,
     positive_class,
 )
-from pva_dagster.study.layout import temperature_tag
 from pva_dagster.study.problems.difficulty import difficulty_bucket
 from pva_dagster.study.statistics import auroc_permutation_p, bootstrap_intervals
 
@@ -61,7 +61,7 @@ def validate_latents(
     temperature and each difficulty bucket (temperature 0).
     """
     buckets = difficulty.set_index("task_id").cyclomatic_complexity.map(difficulty_bucket)
-    greedy = validation[validation.temperature == 0.0]
+    greedy = validation[validation.temperature == GREEDY_TEMPERATURE]
     overall, grouped = [], []
     for row in selected.itertuples():
         column = latent_column(row.layer, row.latent)

@@ -23,7 +23,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-DIRECTIONS: tuple[str, ...] = ("correct", "incorrect")
+from pva_dagster.study.domain import DIRECTIONS
+
 OPERATOR = ">"  # predict the positive class when activation > threshold
 
 

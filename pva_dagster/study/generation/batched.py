@@ -26,12 +26,15 @@ from pva_dagster.study.generation.residual import (
     validate_layers,
 )
 
+# Rows per generate call when neither the configuration nor a loaded model chooses (see auto_batch_size).
+DEFAULT_BATCH_SIZE = 8
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 800
     max_prompt_tokens: int = 2048  # longer prompts keep their last tokens (the asserts and "# Solution:")
-    batch_size: int = 8  # rows per generate call: prompts when greedy, prompts x samples when sampling
+    batch_size: int = DEFAULT_BATCH_SIZE  # rows per generate call: prompts when greedy, prompts x samples when sampling
     temperature: float = 0.0  # 0 = greedy
     num_samples: int = 1  # samples per prompt (sampling only)
     seed: int = 0  # recorded with the outputs; per-prompt sampling seeds come from the caller

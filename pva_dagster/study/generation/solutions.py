@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study import storage
+from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.batched import Generation, GenerationSettings, generate
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.records import RecordTable
@@ -37,10 +38,6 @@ class Task:
 def sample_seed(seed: int, temperature: float, task_id: int) -> int:
     """A task's sampling seed: fixed by (study seed, temperature, task) so a resumed run redraws the same."""
     return (seed * 1_000_003 + round(temperature * 1000) * 10_007 + task_id) % (2**31 - 1)
-
-
-def label_of(passed: bool) -> str:
-    return "correct" if passed else "incorrect"
 
 
 def label_generations(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,40 +180,6 @@ def load_local(path: str | Path) -> list[Problem]:
     if suffix == ".parquet":
         return load_parquet(path)
     raise ValueError(f"cannot tell the format of {str(path)!r}: expected a .jsonl or .parquet file")
-
-
-def _embedded_source(path: str | None = None) -> list[Problem]:
-    if path is not None:
-        raise ValueError(f"problem source 'embedded' takes no path, got {path!r}")
-    return load_embedded()
-
-
-def _local_source(path: str | None = None) -> list[Problem]:
-    if path is None:
-        raise ValueError("problem source 'local' needs a path to a .jsonl or .parquet file")
-    return load_local(path)
-
-
-def _huggingface_source(
-    path: str | None = None, dataset_id: str = HF_MBPP_ID, config: str = "full", cache_dir: str | None = None
-) -> list[Problem]:
-    if path is not None:
-        raise ValueError(f"problem source 'huggingface' takes dataset_id/config, not a path ({path!r})")
-    return load_huggingface(dataset_id=dataset_id, config=config, cache_dir=cache_dir)
-
-
-PROBLEM_SOURCES: dict[str, Callable[..., list[Problem]]] = {
-    "embedded": _embedded_source,
-    "local": _local_source,
-    "huggingface": _huggingface_source,
-}
-
-
-def load_problems(source: str, path: str | None = None, **options: Any) -> list[Problem]:
-    """Load problems from the source registered under ``source``; options go to that loader."""
-    if source not in PROBLEM_SOURCES:
-        raise ValueError(f"unknown problem source {source!r}; known sources: {sorted(PROBLEM_SOURCES)}")
-    return PROBLEM_SOURCES[source](path=path, **options)
 
 
 def problems_to_frame(problems: Sequence[Problem]) -> pd.DataFrame:

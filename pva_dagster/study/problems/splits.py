@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pva_dagster.study.layout import SPLIT_NAMES
+from pva_dagster.study.domain import DEFAULT_SEED, SPLIT_NAMES
 
 SPLIT_RATIOS: dict[str, float] = {"sae": 0.5, "hyperparams": 0.1, "validation": 0.4}
-DEFAULT_SEED = 42
 # Complexities >= this share one stratum (MBPP: 142 of 974 problems; embedded: 34 of 200).
 DEFAULT_STRATUM_CAP = 5
 SPLIT_COLUMNS: tuple[str, ...] = ("task_id", "cyclomatic_complexity", "split")

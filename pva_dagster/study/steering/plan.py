@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.analysis.activation_index import load_residuals
-from pva_dagster.study.generation.solutions import Task, label_of
+from pva_dagster.study.domain import label_of
+from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.steering.sweep import CONTROL, TARGET, SteeringUnit, baseline_unit, problem_groups
 from pva_dagster.study.steering.vectors import mean_residual_norm
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.batched import GenerationSettings
-from pva_dagster.study.generation.solutions import Task, label_of, run_solutions
+from pva_dagster.study.generation.solutions import Task, run_solutions
 from pva_dagster.study.sandbox.sandbox import SandboxLimits
 from pva_dagster.study.steering.vectors import code_similarity, steered, steering_vector
 

@@ -15,6 +15,7 @@ import io
 import math
 import tokenize
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,8 @@ COEFFICIENT_MODES: dict[str, Callable[[float, float], float]] = {
     "relative": lambda value, mean_norm: value * mean_norm,
     "absolute": lambda value, _mean_norm: value,
 }
+# The same names as a type, so that a config field typed with it is checked when a run is launched.
+CoefficientMode = Literal["relative", "absolute"]
 
 def resolve_coefficients(mode: str, values: list[float], mean_norm: float) -> list[float]:
     """The scale (vector norm, signed) of each configured coefficient under ``mode``."""

@@ -1,0 +1,39 @@
+"""The study's vocabulary, declared once: split names, labels, latent directions, how a temperature is
+spelled, and the default seed. Everything else imports these rather than repeating the strings."""
+
+from __future__ import annotations
+
+# Phase 0.1 splits: latents are discovered on ``sae``, thresholds and steering coefficients are chosen on
+# ``hyperparams``, and ``validation`` is touched once for the reported numbers.
+SAE_SPLIT = "sae"
+HYPERPARAMS_SPLIT = "hyperparams"
+VALIDATION_SPLIT = "validation"
+SPLIT_NAMES: tuple[str, ...] = (SAE_SPLIT, HYPERPARAMS_SPLIT, VALIDATION_SPLIT)
+
+# A solution's label (pass@1 in the sandbox) and, with the same two words, a latent's direction: the label of
+# the solutions it fires more on.
+CORRECT = "correct"
+INCORRECT = "incorrect"
+LABELS: tuple[str, ...] = (CORRECT, INCORRECT)
+DIRECTIONS: tuple[str, ...] = LABELS
+
+# Phase 1.0 decodes greedily; Phase 1.2 samples at the study design's temperatures.
+GREEDY_TEMPERATURE = 0.0
+
+# Seed of every random step unless a profile or a caller says otherwise.
+DEFAULT_SEED = 42
+
+# Phase 3 steering sweeps (relative mode: multiples of the mean residual norm at the layer; nonzero, as every
+# problem group also gets an unsteered baseline). The study's, and the short one of small runs (embedded
+# profile, rehearsal, tests), whose positive multiples push along the latent's own direction.
+STUDY_STEERING_COEFFICIENTS: tuple[float, ...] = (-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
+SHORT_STEERING_COEFFICIENTS: tuple[float, ...] = (0.5, 1.0)
+
+
+def temperature_tag(temperature: float) -> str:
+    """``0.3 -> "0.3"``: one spelling of a temperature in every path and partition key."""
+    return f"{float(temperature):.1f}"
+
+
+def label_of(passed: bool) -> str:
+    return CORRECT if passed else INCORRECT
