@@ -63,8 +63,10 @@ rehearse: install
 ui: install
 	$(BIN)/dagster dev
 
+# ruff and mypy with the settings in pyproject.toml ([tool.ruff], [tool.mypy]); CI runs this before the tests.
 lint: install
 	$(BIN)/ruff check pva_dagster tests bench
+	$(BIN)/mypy pva_dagster
 
 clean-data: install
 	$(BIN)/pva-clean-data

@@ -4,6 +4,8 @@ The asset key is ``phase2`` so that ``dagster asset materialize --select 'phase2
 """
 
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -83,7 +85,7 @@ def phase2(
 ) -> dg.MaterializeResult:
     """Separation scores of every latent (per layer, split, temperature) and the top latents per direction."""
     layout, layers = data_store.layout, study_design.sae_layers
-    metadata: dict[str, object] = {}
+    metadata: dict[str, Any] = {}
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
         texts = corpus_texts(config.general_corpus)
