@@ -60,8 +60,9 @@ test-slow: install
 rehearse: install
 	$(BIN)/pva-rehearse $(if $(MBPP),--mbpp $(MBPP))
 
+# dg dev (the project's [tool.dg]) in the activated .venv, as a user would type it.
 ui: install
-	$(BIN)/dagster dev
+	. $(BIN)/activate && dg dev
 
 # ruff and mypy with the settings in pyproject.toml ([tool.ruff], [tool.mypy]); CI runs this before the tests.
 lint: install
