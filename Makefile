@@ -60,11 +60,14 @@ test-slow: install
 rehearse: install
 	$(BIN)/pva-rehearse $(if $(MBPP),--mbpp $(MBPP))
 
+# dg dev (the project's [tool.dg]) in the activated .venv, as a user would type it.
 ui: install
-	$(BIN)/dagster dev
+	. $(BIN)/activate && dg dev
 
+# ruff and mypy with the settings in pyproject.toml ([tool.ruff], [tool.mypy]); CI runs this before the tests.
 lint: install
 	$(BIN)/ruff check pva_dagster tests bench
+	$(BIN)/mypy pva_dagster
 
 clean-data: install
 	$(BIN)/pva-clean-data

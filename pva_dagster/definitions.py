@@ -1,5 +1,6 @@
-"""The Dagster Definitions of pva-dagster, found by ``dagster dev`` / ``dagster asset materialize`` through
-``[tool.dagster]`` in pyproject.toml. ``PVA_PROFILE`` picks the resources (see profiles.py)."""
+"""The Dagster Definitions of pva-dagster, found by ``dg`` and ``dagster dev`` through ``[tool.dg]`` in
+pyproject.toml (and by ``dagster asset materialize`` through .venv/bin/activate, see the Makefile).
+``PVA_PROFILE`` picks the resources (see profiles.py)."""
 
 # ruff: noqa: E402  (the offline defaults are set before the assets import transformers and huggingface_hub)
 from __future__ import annotations

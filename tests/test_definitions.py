@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from pva_dagster.jobs import JOB_ORDER
 from pva_dagster.partitions import phase1_0_partitions
 from pva_dagster.profiles import PROFILES, load_profile
 from pva_dagster.resources import (
@@ -24,6 +27,10 @@ from pva_dagster.resources import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASE_ASSETS = {
+    "mbpp_problems", "difficulty_mapping", "problem_splits", "phase1_0_solutions", "phase1_2_solutions", "phase2",
+    "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report",
+}
 
 
 def test_definitions_have_every_phase_and_check():
@@ -31,12 +38,20 @@ def test_definitions_have_every_phase_and_check():
 
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"mbpp_problems", "difficulty_mapping", "problem_splits", "phase1_0_solutions", "phase1_2_solutions",
-            "phase2", "phase3_classification", "phase3_steering_coefficients", "phase3_steering",
-            "phase3_report"} <= keys
+    assert PHASE_ASSETS <= keys
     assert len(list(graph.asset_check_keys)) == 2
-    for job in ("prepare", "phase1_0", "phase1_2", "analysis"):
-        defs.resolve_job_def(job)
+
+
+def test_pva_study_resolves_its_jobs_without_a_warning():
+    """`make run` (pva-study) prints no Dagster warning when it looks its jobs up."""
+    from pva_dagster.cli.run_study import jobs_in_order
+    from pva_dagster.definitions import defs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jobs = jobs_in_order(defs)
+    assert [job.name for job in jobs] == JOB_ORDER
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
 
 
 def test_phase2_star_selects_only_unpartitioned_assets():
@@ -106,3 +121,22 @@ def test_sae_training_settings_are_asset_config_with_the_plans_defaults():
 
     assert SAETrainingConfig().plan(seed=7) == SAETrainingPlan(seed=7)
     assert not {"d_sae", "k", "corpus_tokens", "training_tokens"} & set(EmbeddedSAEs.model_fields)
+
+
+def _dg(*args: str) -> subprocess.CompletedProcess[str]:
+    """This environment's `dg`, typed in the project root after `source .venv/bin/activate`."""
+    env = {**os.environ, "VIRTUAL_ENV": sys.prefix}
+    return subprocess.run([str(Path(sys.executable).with_name("dg")), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+def test_dg_check_defs_and_list_defs_find_every_phase():
+    checked = _dg("check", "defs")
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = _dg("list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = json.loads(listed.stdout)
+    assert PHASE_ASSETS <= {asset["asset_key"] for asset in found["assets"]}
+    assert {job["name"] for job in found["jobs"]} == set(JOB_ORDER)
+    assert len(found["asset_checks"]) == 2

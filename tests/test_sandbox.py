@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pva_dagster.study.sandbox import containment
-from pva_dagster.study.sandbox.isolation import Isolation, IsolationUnavailable, probe
+from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, probe, uid_drop_works
 from pva_dagster.study.sandbox.sandbox import (
     Outcome,
     SandboxFailure,
@@ -33,7 +33,7 @@ from pva_dagster.study.sandbox.sandbox import (
     run_many,
     run_solution,
 )
-from pva_dagster.study.sandbox.worker import release_thread_sandbox
+from pva_dagster.study.sandbox.worker import LAUNCHER, release_thread_sandbox
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 FAST = SandboxLimits(wall_time_s=1.5, cpu_time_s=5, memory_mb=256)
@@ -78,6 +78,30 @@ def test_failing_assert_names_the_test() -> None:
     assert result.outcome is Outcome.FAILED_ASSERTION and not result.passed
     assert result.error_type == "AssertionError"
     assert result.message == "test 1: assert add_one(1) == 3"
+
+
+def test_trusted_runner_and_launcher_import_the_standard_library_only() -> None:
+    """Both run by path under ``python -I -S``, where the package is not importable (nor should it be)."""
+    for path in (RUNNER, LAUNCHER):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert imported and imported <= sys.stdlib_module_names, (path.name, imported - sys.stdlib_module_names)
+
+
+_LEVELS = [level for level in Isolation if list(Isolation).index(level) >= list(Isolation).index(probe().level)]
+
+
+@pytest.mark.parametrize("level", _LEVELS, ids=[level.value for level in _LEVELS])
+def test_every_available_isolation_reads_and_runs_the_runner_file(level: Isolation) -> None:
+    """Read-only inside the namespaces, as ``nobody`` with uid-drop: the runner file is what starts each run,
+    and it leaves no module of the package in the solution's interpreter."""
+    if level is Isolation.UID_DROP and not uid_drop_works():
+        pytest.skip("this interpreter does not run as nobody here")
+    tests = [f"assert sys.argv[0] == {str(RUNNER)!r}, sys.argv",
+             "assert not [name for name in sys.modules if name.startswith('pva_dagster')]"]  # fmt: skip
+    result = run_solution("import sys\n", tests, limits=FAST, isolation=level)
+    assert result.outcome is Outcome.PASSED, result.message
 
 
 def test_exception_reports_type_and_message() -> None:

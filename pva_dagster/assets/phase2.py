@@ -4,6 +4,8 @@ The asset key is ``phase2`` so that ``dagster asset materialize --select 'phase2
 """
 
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -91,7 +93,7 @@ def phase2(
 ) -> dg.MaterializeResult:
     """Separation scores of every latent (per layer, split, temperature) and the top latents per direction."""
     layout, layers = data_store.layout, study_design.sae_layers
-    metadata: dict[str, object] = {}
+    metadata: dict[str, Any] = {}
     with device_pool.claim(context.run.tags, context.log.info) as device:
         texts = corpus_texts(config.general_corpus)
         # The model is needed only for the general-text residuals: it is freed before the SAEs load and scoring.

@@ -3,6 +3,7 @@ only the chosen ones on the validation split (the reported result), each against
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -71,7 +72,7 @@ def _steer_split(
     data_store: DataStore,
     sandbox: Sandbox,
     device_pool: DevicePool,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Steer one split's problems: returns (per-problem outcomes, noise floor, run facts for metadata)."""
     layout, design = data_store.layout, study_design
     top = pd.read_parquet(layout.phase2_table(SAE_SPLIT, "top_latents"))

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is not None and not args.model.is_dir():
         print(f"--model {args.model}: not a folder", file=sys.stderr)
         return 2
-    models_to_try = []
+    models_to_try: list[tuple[str, Callable[[torch.device], tuple[Any, Any]]]] = []
     if args.model is not None:
         models_to_try.append((args.model.name, partial(_load_local, args.model)))
     if args.gemma2_random:

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pva_dagster.constants import DEVICES_ENV, PROFILE_ENV
 from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
@@ -110,7 +110,8 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
         "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
         "sae_layers": SAE_LAYERS, "steps": {},
     }
-    assets = [*defs.assets, *(defs.asset_checks or [])]
+    # Typed to allow cacheable assets, which this project does not define (dg.materialize takes none).
+    assets = cast(list[dg.AssetsDefinition | dg.SourceAsset], [*(defs.assets or []), *(defs.asset_checks or [])])
     for name, selection, partition, run_config in steps:
         step_started = time.perf_counter()
         log(f"[rehearse] {name} ...")

@@ -11,8 +11,20 @@ import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from pva_dagster.study.layout import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+
+def jobs_in_order(defs: dg.Definitions) -> list[dg.JobDefinition]:
+    """The jobs of ``JOB_ORDER``, resolved against the Definitions' assets (``define_asset_job`` makes unresolved
+    jobs; ``Definitions.get_job_def`` would resolve them too, with a UserWarning for each)."""
+    from pva_dagster.jobs import JOB_ORDER
+
+    return [defs.resolve_job_def(name) for name in JOB_ORDER]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from pva_dagster.definitions import defs
-    from pva_dagster.jobs import JOB_ORDER
 
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        for job_name in JOB_ORDER:
-            job = defs.get_job_def(job_name)
+        for job in jobs_in_order(defs):
+            job_name = job.name
             keys = job.partitions_def.get_partition_keys() if job.partitions_def else [None]
             asset_key = next(iter(job.asset_layer.executable_asset_keys)) if job.partitions_def else None
             done = (

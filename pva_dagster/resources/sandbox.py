@@ -25,6 +25,7 @@ class Sandbox(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        assert context.log is not None  # Dagster gives every resource set-up a log manager
         found = isolation.check(required=self.isolation == "required", warn=context.log.warning)
         context.log.info(f"sandbox isolation: {found.describe()}")  # in the run's own log too
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 
 @contextmanager
@@ -53,11 +54,11 @@ def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> Path:
     return _write_with(target, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def write_npz(target: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
+def write_npz(target: str | os.PathLike[str], **arrays: ArrayLike) -> Path:
     # np.savez appends ".npz" to names without it; writing through an open handle keeps the temp name.
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub lets **arrays fill allow_pickle
 
     return _write_with(target, write)
 

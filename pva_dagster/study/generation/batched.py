@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ class FunctionEndStop(StoppingCriteria):
             texts = self.tokenizer.batch_decode(input_ids[rows, self.prompt_length :], skip_special_tokens=True)
             for row, text in zip(rows, texts, strict=True):
                 self.stopped[row] = function_end_reached(text)
-        return self.stopped.to(input_ids.device, copy=True)
+        return cast(torch.BoolTensor, self.stopped.to(input_ids.device, copy=True))
 
 
 def _encode(
@@ -148,7 +148,9 @@ def _generate_batch(
     sampling = settings.temperature > 0
     repeats = settings.num_samples if sampling else 1
     # Hooks only for the prefill (they remove themselves); steering records no layers.
-    recorder = record_first_call_last_position(model, layers) if layers else nullcontext({})
+    recorder: AbstractContextManager[dict[int, torch.Tensor]] = (
+        record_first_call_last_position(model, layers) if layers else nullcontext({})
+    )
     with torch.no_grad(), recorder as recorded:
         criteria: list[StoppingCriteria] = []
         if settings.stop_at_function_end:
@@ -239,6 +241,7 @@ def generate(
     newline_mask = newline_token_mask(tokenizer) if settings.stop_at_function_end else None
     for indices in batch_order(tokenizer, prompts, per_batch, settings):
         if sampling:
+            assert seeds is not None  # sampling without seeds raised above
             torch.manual_seed(int(seeds[indices[0]]))
         batch = [prompts[i] for i in indices]
         yield _generate_batch(

@@ -117,7 +117,7 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str = "cpu
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an eos token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' wrapped .to() reads as unbound to mypy
     model.eval()
     return model, tokenizer
 

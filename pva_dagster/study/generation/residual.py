@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
@@ -100,7 +101,7 @@ def record_first_call_last_position(
     """
     blocks = decoder_blocks(model)
     recorded: dict[int, torch.Tensor] = {}
-    handles = {}
+    handles: dict[int, RemovableHandle] = {}
 
     def make_hook(layer: int):
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:

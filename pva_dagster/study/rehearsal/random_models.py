@@ -70,7 +70,8 @@ def train_gemma_tokenizer(vocab_size: int = 1024, n_files: int = 8) -> GemmaToke
     for byte in range(256):
         vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    # The stub says merges are 'a b' strings; GemmaTokenizer takes pairs too, as tokenizers' BPE state has them.
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)  # type: ignore[arg-type]
 
 
 def random_gemma2(

@@ -86,7 +86,8 @@ def plantable(code: str) -> bool:
 def choose_planted(records: Sequence[Mapping[str, Any]], seed: int) -> list[Mapping[str, Any]]:
     """About half of the plantable problems (seeded), none defining a function another one defines."""
     rng = np.random.default_rng(seed)
-    chosen, names = [], set()
+    chosen: list[Mapping[str, Any]] = []
+    names: set[str] = set()
     for record in sorted(records, key=lambda r: r["task_id"]):
         defined = set(_DEF_NAME.findall(_normalized_code(record["code"])))
         if plantable(record["code"]) and not defined & names and rng.random() < 0.5:
@@ -206,7 +207,8 @@ def build_gemmascope_standins(hf_home: Path, layers: Sequence[int], seed: int = 
         files = {}
         for layer, (_, folder) in locations.items():
             path = Path(staging) / f"layer_{layer}.npz"
-            np.savez(path, **gemmascope_params(d_in, GEMMASCOPE_D_SAE, seed + layer))
+            # numpy's stub lets the ** arrays fill savez's allow_pickle: bool (hence the ignore)
+            np.savez(path, **gemmascope_params(d_in, GEMMASCOPE_D_SAE, seed + layer))  # type: ignore[arg-type]
             files[f"{folder}/params.npz"] = path
         snapshot = write_snapshot(hf_home, "model", repos.pop(), files)
     return {layer: snapshot / folder / "params.npz" for layer, (_, folder) in locations.items()}

@@ -10,8 +10,9 @@ Levels, best first:
   further user namespaces are dropped. The uid inside is ``nobody`` when the pipeline is root. Reading is
   not restricted beyond the pipeline user's own rights.
 - ``uid-drop``: root where user namespaces are refused (e.g. Docker's default seccomp profile) and the
-  interpreter is readable by ``nobody``: the solution runs as ``nobody`` and can write only where
-  ``nobody`` may (its folder and world-writable places such as ``/tmp``); the network is open.
+  interpreter and the trusted runner (``runner.py``) are readable by ``nobody``: the solution runs as
+  ``nobody`` and can write only where ``nobody`` may (its folder and world-writable places such as
+  ``/tmp``); the network is open.
 - ``none``: the solution runs as the pipeline's user, with the pipeline's rights, network included.
 """
 
@@ -27,9 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# The trusted runner every sandboxed interpreter starts with (run by path, so whoever runs it must read it).
+RUNNER = Path(__file__).with_name("runner.py")
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: what root drops to; owns nothing on a normal system
 _TMPFS_BYTES = 1024 * 1024  # the hidden /tmp etc. are read-only anyway; this only bounds a tmpfs's size
 _HIDDEN = ("/tmp", "/run", "/var/tmp")  # host sockets and shared scratch space live here
@@ -109,11 +113,13 @@ def _try_bwrap(bwrap: str) -> str:
 
 @cache
 def uid_drop_works() -> bool:
-    """Root, and this very interpreter (not another one found on the way) runs as ``nobody``."""
+    """Root, and this very interpreter (not another one found on the way) runs as ``nobody`` and can read the
+    trusted runner (a project under a private home folder cannot run there)."""
     if os.geteuid() != 0:
         return False
     try:
-        done = subprocess.run([sys.executable, "-I", "-S", "-c", "import json, sys; print(sys.version)"],
+        check_runs = "import json, sys; open(sys.argv[1], 'rb').close(); print(sys.version)"
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", check_runs, str(RUNNER)],
                               capture_output=True, text=True, timeout=30, check=False,
                               user=SANDBOX_UID, group=SANDBOX_GID, extra_groups=[])  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):

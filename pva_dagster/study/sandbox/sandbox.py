@@ -2,11 +2,12 @@
 
 Each run is a fresh ``python -I`` in its own session, in an empty folder, with stdin closed, stdout/stderr
 written to unnamed files and read back only up to a cap, and rlimits on CPU time, address space, file size
-and processes. A trusted runner (``_RUNNER``) executes setup code, solution and each assert, and reports
-the outcome on a private pipe prefixed by a random per-run nonce: a run has passed only if the launched
-process itself reported so, never because of its exit code (``sys.exit(0)``/``os._exit(0)`` before the
-asserts is a failure). The python is started with ``-S`` and given the parent's site-packages directly (a
-third of the start-up time); ``exit()``/``quit()`` are restored.
+and processes. A trusted runner (``runner.py``, run by path, read-only inside the namespaces) executes setup
+code, solution and each assert, and reports the outcome on a private pipe prefixed by a random per-run nonce:
+a run has passed only if the launched process itself reported so, never because of its exit code
+(``sys.exit(0)``/``os._exit(0)`` before the asserts is a failure). The python is started with ``-S`` and
+given the parent's site-packages directly (a third of the start-up time); ``exit()``/``quit()`` are
+restored.
 
 Isolation (``isolation.py`` says what the machine allows): with ``namespaces`` the runner is started by the
 thread's long-lived bubblewrap sandbox (``sandbox_worker.py``: read-only filesystem but its folder, no
@@ -42,6 +43,7 @@ from typing import BinaryIO
 from pva_dagster.study.sandbox import containment
 from pva_dagster.study.sandbox.containment import SandboxFailure
 from pva_dagster.study.sandbox.isolation import (
+    RUNNER,
     SANDBOX_GID,
     SANDBOX_UID,
     Isolation,
@@ -101,70 +103,6 @@ class SandboxJob:
     test_list: tuple[str, ...]
     setup_code: str = ""
 
-
-# Trusted code that runs first in the child: joins the cgroup, sets rlimits, then runs the untrusted parts.
-_RUNNER = r"""
-import errno, json, os, resource, site, sys
-
-def _main():
-    with open(sys.argv[1], encoding="utf-8") as fh:
-        job = json.load(fh)
-    os.unlink(sys.argv[1])
-    fd, nonce = job["report_fd"], job["nonce"]
-
-    def report(status, exc=None, stage="", detail=""):
-        fields = {"pid": os.getpid(), "status": status}  # a forked copy that reports is told apart
-        if exc is not None:
-            fields["error_type"] = type(exc).__name__
-            fields["message"] = (stage + ": " + (detail or str(exc) or repr(exc)))[:2000]
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        os.write(fd, (nonce + " " + json.dumps(fields) + "\n").encode())
-        os._exit(0)  # atexit hooks and stray threads of the solution do not get to run
-
-    try:  # a failure here is the sandbox's, not the solution's
-        if job["cgroup"]:
-            with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as fh:
-                fh.write(str(os.getpid()))
-        for name, (soft, hard) in job["rlimits"]:
-            which = getattr(resource, name)
-            ceiling = resource.getrlimit(which)[1]  # without privilege a limit can only go down
-            if ceiling != resource.RLIM_INFINITY:
-                soft, hard = min(soft, ceiling), min(hard, ceiling)
-            resource.setrlimit(which, (soft, hard))
-        if job["drop_to"]:  # after the cgroup and the limits, which need root; groups first, uid last
-            uid, gid = job["drop_to"]
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-        sys.path.extend(job["site_packages"])  # what `site` would add, minus its .pth scan (-S saves ~10 ms)
-        site.setquit()  # exit() and quit(), which generated code does call
-    except BaseException as exc:
-        report("sandbox", exc, "sandbox set-up")
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    parts = [("setup", job["setup"]), ("solution", job["solution"])]
-    parts += [("test %d" % i, test) for i, test in enumerate(job["tests"])]
-    for stage, source in parts:
-        try:
-            exec(compile(source, "<" + stage + ">", "exec"), namespace)
-        except BaseException as exc:
-            tb = exc.__traceback__
-            while tb.tb_next is not None:
-                tb = tb.tb_next
-            raised_by_test = tb.tb_frame.f_code.co_filename == "<" + stage + ">" and stage.startswith("test")
-            if isinstance(exc, AssertionError) and raised_by_test:
-                report("assertion", exc, stage, str(exc) or source.strip())
-            if isinstance(exc, SystemExit):
-                report("error", exc, stage, "exit(%r) called before the asserts finished" % (exc.code,))
-            exhausted = isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.EAGAIN)
-            report("resource" if isinstance(exc, MemoryError) or exhausted else "error", exc, stage)
-    report("passed")
-
-_main()
-"""
 
 _STATUS_OUTCOME = {
     "passed": Outcome.PASSED,
@@ -313,7 +251,7 @@ def _env(folder: Path) -> dict[str, str]:
 
 
 def _runner_argv(job_file: Path) -> list[str]:
-    return [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(job_file)]
+    return [sys.executable, "-I", "-S", "-X", "utf8", str(RUNNER), str(job_file)]
 
 
 def _run_in_worker(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,

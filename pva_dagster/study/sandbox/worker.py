@@ -2,7 +2,7 @@
 
 Making and tearing down the namespaces costs about as much as the solution's own interpreter start (~20 ms,
 mostly in the kernel), so each thread keeps one sandbox and only the interpreter is started per solution.
-Inside, a trusted launcher (``_LAUNCHER``) is the pid namespace's init: the kernel delivers it no signal
+Inside, a trusted launcher (``launcher.py``) is the pid namespace's init: the kernel delivers it no signal
 from inside that it has no handler for (SIGKILL and SIGSTOP included), it is not dumpable (no ptrace, no
 /proc/1/mem for the solutions, which share its uid), and after each solution it kills every other process
 in the namespace and reaps them before it answers. Between solutions this side empties the folder, so each
@@ -35,67 +35,8 @@ from pva_dagster.study.sandbox.isolation import bwrap_argv, probe
 REPORT_FD = 3  # where the runner finds the report pipe
 _ANSWER_TIMEOUT_S = 5.0  # for the launcher's cleanup after a solution; then the sandbox itself is killed
 
-_LAUNCHER = r"""
-import ctypes, json, os, select, socket, sys
-
-libc = ctypes.CDLL(None)
-libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
-sock = socket.socket(fileno=int(sys.argv[1]))
-REMOVE = {"shm": lambda i: libc.shmctl(i, 0, None), "sem": lambda i: libc.semctl(i, 0, 0),
-          "msg": lambda i: libc.msgctl(i, 0, None)}  # IPC_RMID = 0
-
-def remove_ipc():
-    # System V objects outlive their processes: none may reach the next solution (this IPC namespace's only)
-    for kind, remove in REMOVE.items():
-        with open("/proc/sysvipc/" + kind) as fh:
-            for line in list(fh)[1:]:
-                remove(int(line.split()[1]))
-
-def clean(runner):
-    # pid 1 of the namespace: -1 reaches every process in it but this one
-    try:
-        os.kill(-1, 9)
-    except ProcessLookupError:
-        pass
-    status = None
-    while True:
-        try:
-            pid, raw = os.waitpid(-1, 0)
-        except ChildProcessError:
-            remove_ipc()
-            return status
-        if pid == runner:
-            status = os.waitstatus_to_exitcode(raw)
-
-while True:
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
-    if not data:
-        os._exit(0)
-    if data == b"kill":  # crossed the answer for a solution that had just ended
-        for fd in fds:
-            os.close(fd)
-        continue
-    job = json.loads(data)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            os.dup2(fds[0], 1)
-            os.dup2(fds[1], 2)
-            os.dup2(fds[2], 3)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.closerange(4, 65536)
-            os.chdir(job["cwd"])
-            os.execve(job["argv"][0], job["argv"], job["env"])
-        finally:
-            os._exit(127)
-    for fd in fds:
-        os.close(fd)
-    pidfd = os.pidfd_open(pid)
-    select.select([pidfd, sock], [], [])  # the runner ended, or the caller says time is up
-    os.close(pidfd)
-    sock.send(json.dumps({"pid": pid, "status": clean(pid)}).encode())
-"""
+# The trusted init of each sandbox (run by path; bwrap binds / read-only, so the file is readable inside).
+LAUNCHER = Path(__file__).with_name("launcher.py")
 
 
 class Worker:
@@ -116,7 +57,7 @@ class Worker:
             try:
                 argv = bwrap_argv(str(probe().bwrap), str(self.folder), info_w, block_r, as_pid_1=True)
                 self.proc = subprocess.Popen(
-                    [*argv, sys.executable, "-I", "-S", "-c", _LAUNCHER, str(inner.fileno())],
+                    [*argv, sys.executable, "-I", "-S", str(LAUNCHER), str(inner.fileno())],
                     cwd=self.folder, env={"PATH": os.defpath, "LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=err, pass_fds=(inner.fileno(), info_w, block_r),
                     start_new_session=True,

@@ -1,0 +1,83 @@
+"""The bubblewrap sandbox's trusted launcher: the pid namespace's init, run by path as
+``python -I -S launcher.py SOCKET_FD`` (``worker.py``). For each job received on the socket it starts the
+runner (``runner.py``) with the job's descriptors as stdout, stderr and report pipe, waits until it ends or
+the caller says time is up, kills and reaps every other process of the namespace, removes its System V IPC
+objects, and answers with the runner's exit status.
+
+Standard library only, and nothing of ``pva_dagster``: it runs under ``-I -S`` inside the sandbox.
+"""
+
+import ctypes
+import json
+import os
+import select
+import socket
+import sys
+
+libc = ctypes.CDLL(None)
+REMOVE = {  # IPC_RMID = 0
+    "shm": lambda i: libc.shmctl(i, 0, None),
+    "sem": lambda i: libc.semctl(i, 0, 0),
+    "msg": lambda i: libc.msgctl(i, 0, None),
+}
+
+
+def remove_ipc() -> None:
+    # System V objects outlive their processes: none may reach the next solution (this IPC namespace's only)
+    for kind, remove in REMOVE.items():
+        with open("/proc/sysvipc/" + kind) as fh:
+            for line in list(fh)[1:]:
+                remove(int(line.split()[1]))
+
+
+def clean(runner: int) -> int | None:
+    # pid 1 of the namespace: -1 reaches every process in it but this one
+    try:
+        os.kill(-1, 9)
+    except ProcessLookupError:
+        pass
+    status = None
+    while True:
+        try:
+            pid, raw = os.waitpid(-1, 0)
+        except ChildProcessError:
+            remove_ipc()
+            return status
+        if pid == runner:
+            status = os.waitstatus_to_exitcode(raw)
+
+
+def serve(sock: socket.socket) -> None:
+    while True:
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        if not data:
+            os._exit(0)
+        if data == b"kill":  # crossed the answer for a solution that had just ended
+            for fd in fds:
+                os.close(fd)
+            continue
+        job = json.loads(data)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                os.dup2(fds[0], 1)
+                os.dup2(fds[1], 2)
+                os.dup2(fds[2], 3)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                os.closerange(4, 65536)
+                os.chdir(job["cwd"])
+                os.execve(job["argv"][0], job["argv"], job["env"])
+            finally:
+                os._exit(127)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        select.select([pidfd, sock.fileno()], [], [])  # the runner ended, or the caller says time is up
+        os.close(pidfd)
+        sock.send(json.dumps({"pid": pid, "status": clean(pid)}).encode())
+
+
+if __name__ == "__main__":
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0, before anything else: no ptrace, no /proc/1/mem
+    serve(socket.socket(fileno=int(sys.argv[1])))
