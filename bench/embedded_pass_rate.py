@@ -69,16 +69,20 @@ def main() -> None:
         )
 
     with tempfile.TemporaryDirectory() as scratch:
-        dataset_path = args.out or Path(scratch) / "records.parquet"
-        frame = pd.DataFrame()
+        frames = []
         for task_range in task_ranges(max(p.task_id for p in problems), design.task_range_size):
-            tasks = [task(p) for p in problems if p.task_id in task_range]
+            tasks = [task(p) for p in problems if task_range.first <= p.task_id <= task_range.last]
             if tasks:
-                frame = run_solutions(
+                frames.append(run_solutions(
                     tasks, model=model, tokenizer=tokenizer, settings=language_model.settings(),
-                    stop_token_ids=stop_token_ids(model, tokenizer), layers=None, dataset_path=dataset_path,
-                    activation_path=None, limits=sandbox.limits, seed=design.seed, max_workers=sandbox.max_workers,
-                )  # fmt: skip
+                    stop_token_ids=stop_token_ids(model, tokenizer), layers=None,
+                    dataset_path=Path(scratch) / f"records_{task_range.key}.parquet", activation_path=None,
+                    limits=sandbox.limits, seed=design.seed, producer={"weights": language_model.weights(layout)},
+                    max_workers=sandbox.max_workers,
+                ))  # fmt: skip
+        frame = pd.concat(frames, ignore_index=True)
+        if args.out:
+            frame.to_parquet(args.out, index=False)
 
     by_id = {p.task_id: p for p in problems}
     frame = frame.assign(

@@ -21,7 +21,8 @@ def test_definitions_have_every_phase_and_check():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"mbpp_problems", "difficulty_mapping", "problem_splits", "phase1_0_solutions", "phase1_2_solutions",
-            "phase2", "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report"} <= keys
+            "general_text_frequency", "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients",
+            "phase3_steering", "phase3_report"} <= keys
     assert len(list(graph.asset_check_keys)) == 2
     for job in ("prepare", "phase1_0", "phase1_2", "analysis"):
         defs.resolve_job_def(job)
@@ -34,7 +35,8 @@ def test_phase2_star_selects_only_unpartitioned_assets():
     graph = defs.resolve_asset_graph()
     selected = dg.AssetSelection.from_string("phase2*").resolve(graph)
     assert {k.to_user_string() for k in selected} == {
-        "phase2", "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report"
+        "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients", "phase3_steering",
+        "phase3_report",
     }
     assert all(graph.get(key).partitions_def is None for key in selected)
 

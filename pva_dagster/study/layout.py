@@ -16,7 +16,6 @@ TABLE_FOLDERS = {
     "mbpp_problems": "phase0",
     "difficulty_mapping": "phase0",
     "problem_splits": "phase0_1",
-    "phase3_steering_coefficients": "phase3",
 }
 
 
@@ -30,10 +29,6 @@ class DataLayout:
     root: Path
 
     # Phase 0 / 0.1
-    @property
-    def phase0_dir(self) -> Path:
-        return self.root / "phase0"
-
     def table_file(self, name: str) -> Path:
         """The Parquet file of a table-valued asset, e.g. ``phase0/difficulty_mapping.parquet``."""
         try:
@@ -97,8 +92,29 @@ class DataLayout:
     def phase2_dir(self, split: str) -> Path:
         return self.root / "phase2" / split
 
+    def phase2_table(self, split: str, name: str) -> Path:
+        """A per-split Phase 2 table, e.g. ``phase2/sae/top_latents.parquet``."""
+        return self.phase2_dir(split) / f"{name}.parquet"
+
+    @property
+    def general_text_frequency_file(self) -> Path:
+        return self.root / "phase2" / "general_text_frequency.parquet"
+
     def phase3_dir(self) -> Path:
         return self.root / "phase3"
+
+    def phase3_table(self, name: str) -> Path:
+        """A Phase 3 table, e.g. ``phase3/classification.parquet``."""
+        return self.phase3_dir() / f"{name}.parquet"
+
+    @property
+    def report_file(self) -> Path:
+        return self.phase3_dir() / "report.md"
+
+    @property
+    def steering_units_dir(self) -> Path:
+        """One resumable Parquet file per steering unit."""
+        return self.phase3_dir() / "steering"
 
 
 def _label(label: str) -> str:
