@@ -112,3 +112,16 @@ def test_a_changed_phase1_record_makes_downstream_stale_and_reruns_only_the_stee
         # The other problems' records were resumed as they were (their wall-clock times included).
         assert kept_new.reset_index(drop=True).equals(kept_old.reset_index(drop=True)), name
     assert _stale(instance, "phase3_steering") == StaleStatus.FRESH
+
+    # Restoring the record restores the outputs: the unsteered reruns are generated again (alone this time) and
+    # agree with the first run, as greedy generation does across batches.
+    records.loc[records.task_id == task_id, "prompt"] = edited_prompt.removeprefix("# edited\n")
+    storage.write_parquet(dataset, records)
+    assert materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance).success
+    assert materialize(resources, ["phase3_steering_coefficients", "phase3_steering"], instance=instance).success
+    timing = ["generation_seconds", "sandbox_seconds"]
+    for label in ("correct", "incorrect"):
+        name = f"validation_baseline_on_{label}.parquet"
+        if name in before:
+            restored = pd.read_parquet(units / name).drop(columns=timing)
+            assert restored.equals(before[name][1].drop(columns=timing)), name

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.models import language_model_weights, sae_weights
 from pva_dagster.assets.provenance import data_version
-from pva_dagster.constants import GPU_STEP_TAGS, GROUP_SEPARATION
+from pva_dagster.constants import GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
@@ -68,10 +68,7 @@ class TopLatentsConfig(dg.Config):
     keep: int = Field(default=20, description="Latents kept per direction after the filter.")
 
 
-@dg.asset(
-    group_name=GROUP_SEPARATION, deps=[language_model_weights, sae_weights], op_tags=GPU_STEP_TAGS,
-    code_version=CODE_VERSION,
-)
+@dg.asset(group_name=GROUP_SEPARATION, deps=[language_model_weights, sae_weights], code_version=CODE_VERSION)
 def general_text_frequency(
     context: dg.AssetExecutionContext, config: GeneralTextConfig, sae_source: SAESource,
     language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,

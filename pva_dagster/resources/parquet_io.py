@@ -50,6 +50,13 @@ def partition_file(layout: DataLayout, asset: str, key: str | dg.MultiPartitionK
     raise ValueError(f"no partitioned file is laid out for asset {asset!r}")
 
 
+def _typed_key(partitions_def: dg.PartitionsDefinition, key: str) -> str | dg.MultiPartitionKey:
+    """A multi-dimensional key as MultiPartitionKey (its dimensions by name); any other key as it is."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(key, dg.MultiPartitionKey):
+        return partitions_def.get_partition_key_from_str(key)
+    return key
+
+
 class PartitionFrames(Mapping[str, pd.DataFrame]):
     """``partition key -> frame`` over the materialized partitions of a Phase 1 asset, each read on first access."""
 
@@ -84,7 +91,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         asset, layout = context.asset_key.path[-1], self.store.layout
         if context.has_asset_partitions:
-            key = context.asset_partitions_def.get_partition_key_from_str(context.partition_key)
+            key = _typed_key(context.asset_partitions_def, context.partition_key)
             written = {"": self._write_frame(partition_file(layout, asset, key), obj, asset)}
         elif asset in NAMED_TABLES:
             written = self._write_named(layout, asset, obj)
@@ -101,8 +108,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             done = context.instance.get_materialized_partitions(context.asset_key)
             keys = [
-                context.asset_partitions_def.get_partition_key_from_str(key)
-                for key in context.asset_partition_keys if key in done
+                _typed_key(context.asset_partitions_def, key) for key in context.asset_partition_keys if key in done
             ]
             context.log.info(f"{asset}: {len(keys)} of {len(context.asset_partition_keys)} partitions materialized")
             return PartitionFrames(asset, {str(key): partition_file(layout, asset, key) for key in keys})
