@@ -20,11 +20,11 @@ import pandas as pd
 
 from pva_dagster.profiles import load_profile
 from pva_dagster.study.generation.models import stop_token_ids
-from pva_dagster.study.generation.prompts import build_prompt, format_for_model
-from pva_dagster.study.generation.solutions import Task, run_solutions
+from pva_dagster.study.generation.phase1 import prompts_for
+from pva_dagster.study.generation.solutions import run_solutions, tasks_from_problems
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.difficulty import cyclomatic_complexity
-from pva_dagster.study.problems.mbpp import Problem, load_embedded
+from pva_dagster.study.problems.mbpp import Problem, load_embedded, problems_to_frame
 from pva_dagster.study.problems.task_ranges import task_ranges
 from pva_dagster.study.runtime import apply_offline_defaults
 
@@ -59,19 +59,13 @@ def main() -> None:
     model, tokenizer = language_model.load(layout, device="cpu")
     print(f"{len(problems)} tasks, {language_model.settings().describe()}")
 
-    def task(problem: Problem) -> Task:
-        prompt = build_prompt(problem.text, problem.test_list, language_model.prompt_template)
-        return Task(
-            task_id=problem.task_id,
-            prompt=format_for_model(tokenizer, prompt, language_model.use_chat_template),
-            test_list=problem.test_list,
-            setup_code=problem.test_setup_code,
-        )
+    table = problems_to_frame(problems)
+    prompts = prompts_for(table, tokenizer, language_model.prompt_template, language_model.use_chat_template)
 
     with tempfile.TemporaryDirectory() as scratch:
         frames = []
         for task_range in task_ranges(max(p.task_id for p in problems), design.task_range_size):
-            tasks = [task(p) for p in problems if task_range.first <= p.task_id <= task_range.last]
+            tasks = tasks_from_problems(table[table.task_id.between(task_range.first, task_range.last)], prompts)
             if tasks:
                 frames.append(run_solutions(
                     tasks, model=model, tokenizer=tokenizer, settings=language_model.settings(),

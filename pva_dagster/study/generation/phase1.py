@@ -46,12 +46,13 @@ class Generator:
     max_workers: int | None
 
 
-def prompts_for(problems: pd.DataFrame, generator: Generator) -> dict[int, str]:
+def prompts_for(
+    problems: pd.DataFrame, tokenizer: Any, prompt_template: str, use_chat_template: bool
+) -> dict[int, str]:
     """task_id -> the prompt Phase 1 generates from (the template, formatted for the model)."""
     return {
         int(row.task_id): format_for_model(
-            generator.tokenizer, build_prompt(row.text, list(row.test_list), generator.prompt_template),
-            generator.use_chat_template,
+            tokenizer, build_prompt(row.text, list(row.test_list), prompt_template), use_chat_template
         )
         for row in problems.itertuples()
     }
@@ -73,7 +74,8 @@ def generate_and_label(
     task_range = partition.task_range
     rows = problems[problems.task_id.between(task_range.first, task_range.last)].sort_values("task_id")
     layers = validate_layers(generator.model, layers or range(len(decoder_blocks(generator.model))))
-    tasks = tasks_from_problems(rows, prompts_for(rows, generator))
+    prompts = prompts_for(rows, generator.tokenizer, generator.prompt_template, generator.use_chat_template)
+    tasks = tasks_from_problems(rows, prompts)
     settings = generator.settings(partition.temperature, partition.samples)
     model = {"weights": generator.weights, **model_fingerprint(generator.model)}
     log(
