@@ -5,8 +5,6 @@ graph, so that ``dagster asset materialize --select 'phase2*'`` re-runs it and e
 general-text frequency it filters with depends on the model and SAEs only and is made with them (``prepare``).
 """
 
-from collections.abc import Mapping
-
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -18,6 +16,7 @@ from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of
+from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study import storage
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
 from pva_dagster.study.analysis.corpus import CORPORA, corpus_texts
@@ -89,8 +88,8 @@ def general_text_frequency(
 
 @dg.asset(group_name=GROUP_SEPARATION, deps=[sae_weights], code_version=CODE_VERSION)
 def phase2(
-    context: dg.AssetExecutionContext, config: Phase2Config, phase1_0_solutions: Mapping[str, pd.DataFrame],
-    phase1_2_solutions: Mapping[str, pd.DataFrame], problem_splits: pd.DataFrame, duckdb: DuckDBResource,
+    context: dg.AssetExecutionContext, config: Phase2Config, phase1_0_solutions: PartitionFrames,
+    phase1_2_solutions: PartitionFrames, problem_splits: pd.DataFrame, duckdb: DuckDBResource,
     sae_source: SAESource, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """Separation scores of every latent per split (per layer and temperature, and pooled over temperatures)."""

@@ -1,8 +1,6 @@
 """Phase 3: do the best latents predict correctness on held-out problems (AUROC, F1)? And the report of
 Phases 2 and 3 (steering lives in phase3_steering.py)."""
 
-from collections.abc import Mapping
-
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -12,6 +10,7 @@ from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_VALIDATION
 from pva_dagster.resources import DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.data_store import DataStore
+from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
 from pva_dagster.study.analysis.latent_samples import latent_column, latent_samples
 from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
@@ -45,7 +44,7 @@ def _curves_metadata(best: pd.DataFrame, greedy: pd.DataFrame) -> dict[str, dg.M
 @dg.asset(group_name=GROUP_VALIDATION, code_version=CODE_VERSION)
 def phase3_classification(
     context: dg.AssetExecutionContext, config: ClassificationConfig, top_latents: dict[str, pd.DataFrame],
-    phase1_0_solutions: Mapping[str, pd.DataFrame], phase1_2_solutions: Mapping[str, pd.DataFrame],
+    phase1_0_solutions: PartitionFrames, phase1_2_solutions: PartitionFrames,
     problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame, duckdb: DuckDBResource, sae_source: SAESource,
     study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:

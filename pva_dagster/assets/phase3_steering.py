@@ -1,7 +1,7 @@
 """Phase 3 steering: sweep the coefficients on the hyperparams split, choose one per direction there, then run
 only the chosen ones on the validation split (the reported result), each against random-latent controls."""
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -14,6 +14,7 @@ from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, Sandbox, StudyDesign
 from pva_dagster.resources.choices import one_of
+from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
@@ -75,7 +76,7 @@ class SteeringInputs:
 
 def _inputs(
     top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
-    phase1_0_solutions: Mapping[str, pd.DataFrame], mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
+    phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
 ) -> SteeringInputs:
     return SteeringInputs(
         top_latents["sae"], phase2["sae"], phase1_records(phase1_0_solutions.values()), mbpp_problems, problem_splits
@@ -128,7 +129,7 @@ def _steer_split(
 @dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_steering_coefficients(
     context: dg.AssetExecutionContext, config: SteeringConfig, top_latents: dict[str, pd.DataFrame],
-    phase2: dict[str, pd.DataFrame], phase1_0_solutions: Mapping[str, pd.DataFrame], mbpp_problems: pd.DataFrame,
+    phase2: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame,
     problem_splits: pd.DataFrame, language_model: LanguageModel, sae_source: SAESource, study_design: StudyDesign,
     data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
@@ -162,7 +163,7 @@ def phase3_steering_coefficients(
 def phase3_steering(
     context: dg.AssetExecutionContext, phase3_steering_coefficients: dict[str, pd.DataFrame],
     top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
-    phase1_0_solutions: Mapping[str, pd.DataFrame], mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
+    phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
     language_model: LanguageModel, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
     sandbox: Sandbox, device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
