@@ -21,11 +21,11 @@ import pandas as pd
 from pva_dagster.profiles import load_profile
 from pva_dagster.study.domain import GREEDY_TEMPERATURE
 from pva_dagster.study.generation.models import stop_token_ids
-from pva_dagster.study.generation.prompts import build_prompt, format_for_model
-from pva_dagster.study.generation.solutions import Task, run_solutions
+from pva_dagster.study.generation.phase1 import prompts_for
+from pva_dagster.study.generation.solutions import run_solutions, tasks_from_problems
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.difficulty import cyclomatic_complexity
-from pva_dagster.study.problems.mbpp import Problem, load_embedded
+from pva_dagster.study.problems.mbpp import Problem, load_embedded, problems_to_frame
 from pva_dagster.study.problems.task_ranges import task_ranges
 from pva_dagster.study.runtime import apply_offline_defaults
 
@@ -61,26 +61,24 @@ def main() -> None:
     settings = language_model.settings(design, GREEDY_TEMPERATURE)
     print(f"{len(problems)} tasks, {settings.describe()}")
 
-    def task(problem: Problem) -> Task:
-        prompt = build_prompt(problem.text, problem.test_list, design.prompt_template)
-        return Task(
-            task_id=problem.task_id,
-            prompt=format_for_model(tokenizer, prompt, design.use_chat_template),
-            test_list=problem.test_list,
-            setup_code=problem.test_setup_code,
-        )
+    table = problems_to_frame(problems)
+    prompts = prompts_for(table, tokenizer, design.prompt_template, design.use_chat_template)
 
     with tempfile.TemporaryDirectory() as scratch:
-        dataset_path = args.out or Path(scratch) / "records.parquet"
-        frame = pd.DataFrame()
+        frames = []
         for task_range in task_ranges(max(p.task_id for p in problems), design.task_range_size):
-            tasks = [task(p) for p in problems if p.task_id in task_range]
+            tasks = tasks_from_problems(table[table.task_id.between(task_range.first, task_range.last)], prompts)
             if tasks:
-                frame = run_solutions(
+                frames.append(run_solutions(
                     tasks, model=model, tokenizer=tokenizer, settings=settings,
-                    stop_token_ids=stop_token_ids(model, tokenizer), layers=None, dataset_path=dataset_path,
-                    activation_path=None, limits=sandbox.limits, seed=design.seed, max_workers=sandbox.max_workers,
-                )  # fmt: skip
+                    stop_token_ids=stop_token_ids(model, tokenizer), layers=None,
+                    dataset_path=Path(scratch) / f"records_{task_range.key}.parquet", activation_path=None,
+                    limits=sandbox.limits, seed=design.seed, producer={"weights": language_model.weights(layout)},
+                    max_workers=sandbox.max_workers,
+                ))  # fmt: skip
+        frame = pd.concat(frames, ignore_index=True)
+        if args.out:
+            frame.to_parquet(args.out, index=False)
 
     by_id = {p.task_id: p for p in problems}
     frame = frame.assign(

@@ -7,8 +7,11 @@ import dagster as dg
 from pva_dagster.constants import GROUP_MODELS, GROUP_PROBLEMS
 
 prepare_job = dg.define_asset_job(
-    "prepare", selection=dg.AssetSelection.groups(GROUP_PROBLEMS, GROUP_MODELS),
-    description="Phase 0 and 0.1, and the model and SAE weights.",
+    "prepare",
+    selection=(
+        dg.AssetSelection.groups(GROUP_PROBLEMS, GROUP_MODELS) | dg.AssetSelection.assets("general_text_frequency")
+    ),
+    description="Phase 0 and 0.1, the model and SAE weights, and how often each SAE latent fires on general text.",
 )
 phase1_0_job = dg.define_asset_job("phase1_0", selection=["phase1_0_solutions"])
 phase1_2_job = dg.define_asset_job("phase1_2", selection=["phase1_2_solutions"])

@@ -70,15 +70,25 @@ def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[st
     return resources
 
 
-def materialize(resources: dict[str, Any], selection: str | list[str], partition: str | None = None, run_config=None):
+def materialize(
+    resources: dict[str, Any], selection: str | list[str], partition: str | None = None, run_config=None,
+    instance: dg.DagsterInstance | None = None,
+):
     from pva_dagster.definitions import defs
 
     assets = list(defs.assets)
     checks = list(defs.asset_checks or [])
     return dg.materialize(
         [*assets, *checks], selection=selection, partition_key=partition, resources=resources,
-        run_config=run_config,
+        run_config=run_config, instance=instance,
     )
+
+
+# The models, Phase 0/0.1 and the general-text frequency: what the `prepare` job makes.
+PREPARE = [
+    "mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights",
+    "general_text_frequency",
+]
 
 
 # What every end-to-end run must leave (tests/test_pipeline.py on the embedded profile, tests/test_rehearsal.py
@@ -135,7 +145,7 @@ def check_phase3_classification(layout: DataLayout) -> None:
 
 
 def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
-    chosen = pd.read_parquet(layout.table_file("phase3_steering_coefficients")).set_index("direction")
+    chosen = pd.read_parquet(layout.phase3_table("phase3_steering_coefficients")).set_index("direction")
     sweep = pd.read_parquet(layout.phase3_table("steering_sweep_tests"))
     assert set(sweep.split) == {"hyperparams"} and set(sweep.coefficient) <= coefficients
     assert set(chosen.coefficient) <= coefficients

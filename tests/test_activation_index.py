@@ -1,4 +1,4 @@
-"""DuckDB finds Phase 1 activations; broken or missing files are named."""
+"""DuckDB finds Phase 1 activations in the records; missing columns and broken or missing files are named."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from pva_dagster.study import storage
-from pva_dagster.study.analysis.activation_index import activation_index, load_residuals
+from pva_dagster.study.analysis.activation_index import activation_index, load_residuals, phase1_records
 from pva_dagster.study.layout import DataLayout
 
 
-def _phase1_file(layout: DataLayout, key: str, task_ids: list[int], layers: list[int]) -> None:
+def _phase1_file(layout: DataLayout, key: str, task_ids: list[int], layers: list[int]) -> pd.DataFrame:
     rows = []
     for task_id in task_ids:
         passed = task_id % 2 == 0
@@ -25,16 +25,18 @@ def _phase1_file(layout: DataLayout, key: str, task_ids: list[int], layers: list
         rows.append({"task_id": task_id, "sample": 0, "temperature": 0.0, "passed": passed, "label": label,
                      "layers": layers, "activation_files": files})
     storage.write_parquet(layout.phase1_0_dataset(key), pd.DataFrame(rows))
+    return pd.read_parquet(layout.phase1_0_dataset(key))  # as the IO manager hands a partition over
 
 
 def test_index_selects_tasks_and_layers_and_files_load(tmp_path):
     layout = DataLayout(tmp_path)
-    _phase1_file(layout, "0000-0004", [1, 2, 3, 4], [0, 3])
-    _phase1_file(layout, "0005-0009", [5, 6], [0, 3])
-    storage.write_parquet(layout.phase1_0_dataset("0010-0014"), pd.DataFrame())  # a range with no tasks
-    files = [layout.phase1_0_dataset(k) for k in ("0000-0004", "0005-0009", "0010-0014")]
+    partitions = [
+        _phase1_file(layout, "0000-0004", [1, 2, 3, 4], [0, 3]),
+        _phase1_file(layout, "0005-0009", [5, 6], [0, 3]),
+        pd.DataFrame(),  # a range with no tasks
+    ]
     with duckdb.connect() as conn:
-        index = activation_index(conn, files, task_ids=[2, 3, 6], layers=[3])
+        index = activation_index(conn, phase1_records(partitions), task_ids=[2, 3, 6], layers=[3])
     assert index.task_id.tolist() == [2, 3, 6]
     assert index.passed.tolist() == [True, False, True]
     residuals = load_residuals(index.file.tolist())
@@ -42,15 +44,11 @@ def test_index_selects_tasks_and_layers_and_files_load(tmp_path):
     assert residuals[:, 0].tolist() == [23.0, 33.0, 63.0]
 
 
-def test_missing_dataset_and_wrong_columns_are_named(tmp_path):
-    layout = DataLayout(tmp_path)
-    with duckdb.connect() as conn:
-        with pytest.raises(FileNotFoundError, match="dataset_0000-0004"):
-            activation_index(conn, [layout.phase1_0_dataset("0000-0004")], [1], [0])
-        wrong = tmp_path / "wrong.parquet"
-        pd.DataFrame({"task_id": [1], "sample": [0]}).to_parquet(wrong)
-        with pytest.raises(ValueError, match="wrong.parquet lacks the columns"):
-            activation_index(conn, [wrong], [1], [0])
+def test_no_records_and_wrong_columns_are_named():
+    with pytest.raises(ValueError, match="hold no records: materialize Phase 1"):
+        phase1_records([pd.DataFrame(), pd.DataFrame()])
+    with duckdb.connect() as conn, pytest.raises(ValueError, match=r"lack the columns \['temperature'"):
+        activation_index(conn, pd.DataFrame({"task_id": [1], "sample": [0]}), [1], [0])
 
 
 def test_truncated_or_missing_npz_is_named(tmp_path):

@@ -28,8 +28,9 @@ from pva_dagster.resources import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASE_ASSETS = {
-    "mbpp_problems", "difficulty_mapping", "problem_splits", "phase1_0_solutions", "phase1_2_solutions", "phase2",
-    "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report",
+    "mbpp_problems", "difficulty_mapping", "problem_splits", "phase1_0_solutions", "phase1_2_solutions",
+    "general_text_frequency", "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients",
+    "phase3_steering", "phase3_report",
 }
 
 
@@ -61,7 +62,8 @@ def test_phase2_star_selects_only_unpartitioned_assets():
     graph = defs.resolve_asset_graph()
     selected = dg.AssetSelection.from_string("phase2*").resolve(graph)
     assert {k.to_user_string() for k in selected} == {
-        "phase2", "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report"
+        "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients", "phase3_steering",
+        "phase3_report",
     }
     assert all(graph.get(key).partitions_def is None for key in selected)
 

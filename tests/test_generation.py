@@ -15,7 +15,6 @@ from pva_dagster.study.generation.batched import (
     batch_order,
     bytes_per_row,
     generate,
-    prompt_residuals,
 )
 from pva_dagster.study.generation.models import load_causal_lm, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, extract_code, function_end_reached
@@ -81,9 +80,6 @@ def test_batched_greedy_equals_one_at_a_time(smollm):
     assert [g.n_new_tokens for g in batched] == [g.n_new_tokens for g in one]
     for a, b in zip(one, batched, strict=True):
         np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
-    # The activation-only pass (base model, no logits) reads the same vectors.
-    direct = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=3)
-    np.testing.assert_allclose(direct, np.stack([g.residuals for g in one]), rtol=1e-4, atol=1e-4)
 
 
 def test_sorted_bigger_batches_give_the_greedy_output_of_one_at_a_time(smollm):
@@ -185,9 +181,13 @@ def test_residual_is_the_output_of_the_decoder_block(gemma):
 
 def test_left_padding_does_not_move_gemma2_residuals(gemma):
     model, tokenizer = gemma
-    layers = list(range(len(decoder_blocks(model))))
-    alone = np.concatenate([prompt_residuals(model, tokenizer, [p], layers) for p in PROMPTS])
-    padded = prompt_residuals(model, tokenizer, PROMPTS, layers, batch_size=len(PROMPTS))
+    layers, stops = list(range(len(decoder_blocks(model)))), stop_token_ids(model, tokenizer)
+
+    def residuals(batch_size: int) -> np.ndarray:
+        settings = GenerationSettings(max_new_tokens=1, batch_size=batch_size)
+        return np.stack([g.residuals for g in run_all(model, tokenizer, PROMPTS, layers, settings, stops)])
+
+    alone, padded = residuals(1), residuals(len(PROMPTS))
     assert padded.shape == (len(PROMPTS), 4, 64)
     np.testing.assert_allclose(padded, alone, rtol=1e-4, atol=1e-5)
 
@@ -238,7 +238,7 @@ def test_bad_inputs_are_named(gemma):
     with pytest.raises(ValueError, match=rf"\[{n_layers}\] do not exist"):
         run_all(model, tokenizer, PROMPTS[:1], [n_layers], GenerationSettings(max_new_tokens=2), [1])
     with pytest.raises(ValueError, match=r"\[-1\] do not exist"):
-        prompt_residuals(model, tokenizer, PROMPTS[:1], [-1])
+        run_all(model, tokenizer, PROMPTS[:1], [-1], GenerationSettings(max_new_tokens=2), [1])
     with pytest.raises(ValueError, match="batch_size"):
         GenerationSettings(batch_size=0)
     with pytest.raises(ValueError, match="num_samples"):

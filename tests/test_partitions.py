@@ -12,7 +12,7 @@ from pva_dagster.study.problems.task_ranges import TaskRange, task_ranges
 def test_task_ranges_cover_every_task_once():
     ranges = task_ranges(max_task_id=974, range_size=50)
     assert ranges[0].key == "0000-0049" and ranges[-1].key == "0950-0999"
-    covered = [t for t in range(975) if sum(t in r for r in ranges) == 1]
+    covered = [t for t in range(975) if sum(r.first <= t <= r.last for r in ranges) == 1]
     assert covered == list(range(975))
 
 

@@ -20,7 +20,6 @@ from pva_dagster.study.problems.splits import (
     check_covers,
     check_disjoint,
     check_stratum_ratios,
-    combine_split_frames,
     split_problems,
     split_summary,
     strata,
@@ -150,15 +149,6 @@ def test_checks_catch_broken_splits(embedded_difficulty: pd.DataFrame) -> None:
     passed, text = check_stratum_ratios(splits.assign(split="sae"), SPLIT_RATIOS)
     assert not passed and "exceeds tolerance 1" in text
     assert check_stratum_ratios(splits.iloc[:0], SPLIT_RATIOS) == (False, "no problems in any split")
-
-
-def test_combine_split_frames_round_trip(embedded_difficulty: pd.DataFrame) -> None:
-    splits = split_problems(embedded_difficulty)
-    frames = {name: splits[splits.split == name].drop(columns="split") for name in SPLIT_NAMES}
-    combined = combine_split_frames(frames).sort_values("task_id", ignore_index=True)
-    pd.testing.assert_frame_equal(combined[splits.columns], splits)
-    with pytest.raises(ValueError, match="frame given for split 'sae' has rows labelled"):
-        combine_split_frames({"sae": splits})
 
 
 def test_split_summary_is_consistent_and_json_ready(embedded_difficulty: pd.DataFrame) -> None:

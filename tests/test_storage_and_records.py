@@ -50,3 +50,22 @@ def test_record_table_refuses_a_file_without_its_key(tmp_path):
     pd.DataFrame({"task": [1]}).to_parquet(path)
     with pytest.raises(ValueError, match="lacks the key columns"):
         RecordTable(path, ["task_id", "sample"])
+
+
+def test_record_table_keeps_only_records_of_the_expected_producer(tmp_path):
+    path = tmp_path / "unit.parquet"
+    first = RecordTable(path, ["task_id", "sample"], {(1, 0): "a", (2, 0): "b", (3, 0): "c"})
+    first.add([{"task_id": t, "sample": 0, "x": str(t)} for t in (1, 2, 3)])
+    first.flush()
+    assert pd.read_parquet(path).attrs["fingerprints"] == {"1|0": "a", "2|0": "b", "3|0": "c"}
+    # Task 2 now comes from another input, task 3 is no longer asked for, task 4 is new.
+    again = RecordTable(path, ["task_id", "sample"], {(1, 0): "a", (2, 0): "B", (4, 0): "d"})
+    assert (1, 0) in again and (2, 0) not in again and (3, 0) not in again and again.dropped == 2
+    assert again.add([{"task_id": 2, "sample": 0, "x": "2 again"}, {"task_id": 4, "sample": 0, "x": "4"}]) == 2
+    again.flush()
+    frame = pd.read_parquet(path)
+    assert frame.x.tolist() == ["1", "2 again", "4"]
+    assert frame.attrs["fingerprints"] == {"1|0": "a", "2|0": "B", "4|0": "d"}
+    # A file written without fingerprints (before they existed) resumes nothing.
+    pd.DataFrame({"task_id": [1], "sample": [0], "x": ["old"]}).to_parquet(path)
+    assert len(RecordTable(path, ["task_id", "sample"], {(1, 0): "a"})) == 0

@@ -14,9 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
     "mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights",
-    "phase1_0_solutions", "phase1_2_solutions", "phase2", "phase3_classification", "phase3_steering_coefficients",
-    "phase3_steering",
-    "phase3_report",
+    "phase1_0_solutions", "phase1_2_solutions", "general_text_frequency", "phase2", "top_latents",
+    "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report",
 }
 QUERY = "{ assetNodes { assetKey { path } groupName isPartitioned } }"
 

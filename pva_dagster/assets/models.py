@@ -7,10 +7,15 @@ from pydantic import Field
 from transformers import AutoConfig
 
 from pva_dagster.assets.loading import model_on_device
+from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
 from pva_dagster.study.plots import markdown_table
+from pva_dagster.study.steering.sweep import vector_digest
+
+# Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
+CODE_VERSION = "1"
 
 
 class SAETrainingConfig(dg.Config):
@@ -32,7 +37,7 @@ class SAETrainingConfig(dg.Config):
         return SAETrainingPlan(**self.model_dump(), seed=seed)
 
 
-@dg.asset(group_name=GROUP_MODELS)
+@dg.asset(group_name=GROUP_MODELS, code_version=CODE_VERSION)
 def language_model_weights(
     context: dg.AssetExecutionContext, language_model: LanguageModel, data_store: DataStore
 ) -> dg.MaterializeResult:
@@ -40,7 +45,9 @@ def language_model_weights(
     weights = language_model.prepare(data_store.layout)
     config = AutoConfig.from_pretrained(weights)
     context.log.info(f"model ready at {weights}: {config.model_type}, {config.num_hidden_layers} layers")
+    # The weights' name and configuration stand for them (hashing a 2B-parameter model per run would not pay).
     return dg.MaterializeResult(
+        data_version=data_version({"weights": weights, "config": config.to_json_string()}),
         metadata={
             "weights": weights,
             "architecture": config.model_type,
@@ -51,7 +58,7 @@ def language_model_weights(
     )
 
 
-@dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights])
+@dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights], code_version=CODE_VERSION)
 def sae_weights(
     context: dg.AssetExecutionContext,
     config: SAETrainingConfig,
@@ -67,12 +74,14 @@ def sae_weights(
         reports = sae_source.prepare(
             model, tokenizer, study_design.sae_layers, layout, config.plan(study_design.seed), context.log.info
         )
-        rows = []
+        rows, digests = [], {}
         for layer in study_design.sae_layers:
             sae = sae_source.load(layer, layout, device)
             rows.append({"layer": layer, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, **reports.get(layer, {})})
+            digests[layer] = vector_digest(sae.W_dec)  # the decoder: what Phase 3 steers along
     table = pd.DataFrame(rows)
     return dg.MaterializeResult(
+        data_version=data_version(digests),
         metadata={
             "source": sae_source.describe(),
             "layers": study_design.sae_layers,

@@ -4,37 +4,40 @@
 import dagster as dg
 import pandas as pd
 
+from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_PROBLEMS
 from pva_dagster.resources import ProblemSource
 from pva_dagster.study.plots import bar_chart, markdown_table
 from pva_dagster.study.problems.difficulty import complexity_distribution, difficulty_frame
 from pva_dagster.study.problems.mbpp import frame_to_problems, problems_to_frame
 
+# Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
+CODE_VERSION = "1"
 
-@dg.asset(group_name=GROUP_PROBLEMS)
-def mbpp_problems(context: dg.AssetExecutionContext, problem_source: ProblemSource) -> pd.DataFrame:
+
+@dg.asset(group_name=GROUP_PROBLEMS, code_version=CODE_VERSION)
+def mbpp_problems(context: dg.AssetExecutionContext, problem_source: ProblemSource) -> dg.Output[pd.DataFrame]:
     """Every problem of the configured source, validated (task_id, text, code, setup code, asserts)."""
     problems = problem_source.load()
     context.log.info(f"loaded {len(problems)} problems from {problem_source.describe()}")
     frame = problems_to_frame(problems)
-    context.add_output_metadata(
-        {
-            "source": problem_source.describe(),
-            "problems": len(frame),
-            "task_ids": f"{frame.task_id.min()}..{frame.task_id.max()}",
-            "asserts per problem (mean)": float(frame.test_list.map(len).mean()),
-        }
-    )
-    return frame
+    return dg.Output(frame, data_version=data_version(frame), metadata={
+        "source": problem_source.describe(),
+        "problems": len(frame),
+        "task_ids": f"{frame.task_id.min()}..{frame.task_id.max()}",
+        "asserts per problem (mean)": float(frame.test_list.map(len).mean()),
+    })
 
 
-@dg.asset(group_name=GROUP_PROBLEMS)
-def difficulty_mapping(context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame) -> pd.DataFrame:
+@dg.asset(group_name=GROUP_PROBLEMS, code_version=CODE_VERSION)
+def difficulty_mapping(mbpp_problems: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Phase 0: cyclomatic complexity (radon, max over blocks) of each reference solution."""
     frame = difficulty_frame(frame_to_problems(mbpp_problems))
     distribution = complexity_distribution(frame)
-    context.add_output_metadata(
-        {
+    return dg.Output(
+        frame,
+        data_version=data_version(frame),
+        metadata={
             "mean complexity": float(frame.cyclomatic_complexity.mean()),
             "max complexity": int(frame.cyclomatic_complexity.max()),
             "distribution": dg.MetadataValue.md(markdown_table(distribution)),
@@ -46,6 +49,5 @@ def difficulty_mapping(context: dg.AssetExecutionContext, mbpp_problems: pd.Data
                     ylabel="problems",
                 )
             ),
-        }
+        },
     )
-    return frame

@@ -4,6 +4,7 @@
 import dagster as dg
 import pandas as pd
 
+from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_PROBLEMS
 from pva_dagster.resources import DataStore, StudyDesign
 from pva_dagster.study import storage
@@ -18,15 +19,18 @@ from pva_dagster.study.problems.splits import (
     split_summary,
 )
 
+# Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
+CODE_VERSION = "1"
 
-@dg.asset(group_name=GROUP_PROBLEMS)
+
+@dg.asset(group_name=GROUP_PROBLEMS, code_version=CODE_VERSION)
 def problem_splits(
     context: dg.AssetExecutionContext,
     mbpp_problems: pd.DataFrame,
     difficulty_mapping: pd.DataFrame,
     study_design: StudyDesign,
     data_store: DataStore,
-) -> pd.DataFrame:
+) -> dg.Output[pd.DataFrame]:
     """task_id -> split, seeded and stratified by cyclomatic complexity; also the seed study's split files."""
     splits = split_problems(difficulty_mapping, SPLIT_RATIOS, seed=study_design.seed)
     layout = data_store.layout
@@ -39,15 +43,12 @@ def problem_splits(
     sizes = splits.groupby("split").size()
     context.log.info("split sizes: " + ", ".join(f"{s}={sizes.get(s, 0)}" for s in SPLIT_NAMES))
     by_stratum = pd.crosstab(splits.cyclomatic_complexity, splits.split).reset_index()
-    context.add_output_metadata(
-        {
-            **{f"{s} problems": int(sizes.get(s, 0)) for s in SPLIT_NAMES},
-            "seed": study_design.seed,
-            "split_metadata": dg.MetadataValue.path(str(layout.split_metadata_file)),
-            "problems per complexity and split": dg.MetadataValue.md(markdown_table(by_stratum)),
-        }
-    )
-    return splits
+    return dg.Output(splits, data_version=data_version(splits), metadata={
+        **{f"{s} problems": int(sizes.get(s, 0)) for s in SPLIT_NAMES},
+        "seed": study_design.seed,
+        "split_metadata": dg.MetadataValue.path(str(layout.split_metadata_file)),
+        "problems per complexity and split": dg.MetadataValue.md(markdown_table(by_stratum)),
+    })
 
 
 @dg.asset_check(asset=problem_splits, additional_ins={"mbpp_problems": dg.AssetIn()})

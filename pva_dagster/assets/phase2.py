@@ -1,10 +1,9 @@
 """Phase 2: which SAE latents fire differently on correct and incorrect solutions, per layer and split.
 
-The asset key is ``phase2`` so that ``dagster asset materialize --select 'phase2*'`` re-runs it and Phase 3.
+``phase2`` (the separation scores of every latent, per split) is the first asset of the Phase 2 / Phase 3
+graph, so that ``dagster asset materialize --select 'phase2*'`` re-runs it and everything downstream; the
+general-text frequency it filters with depends on the model and SAEs only and is made with them (``prepare``).
 """
-
-
-from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -12,36 +11,40 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
 from pva_dagster.assets.loading import with_model_released
-from pva_dagster.assets.models import sae_weights
-from pva_dagster.assets.phase1 import phase1_0_solutions, phase1_2_solutions
+from pva_dagster.assets.models import language_model_weights, sae_weights
+from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of
+from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study import storage
-from pva_dagster.study.analysis.activation_index import activation_index
-from pva_dagster.study.analysis.corpus import (
-    CORPORA,
-    CORPUS_PACKAGES,
-    corpus_fingerprint,
-    corpus_texts,
-    package_version,
-    sample_position_residuals,
+from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
+from pva_dagster.study.analysis.corpus import CORPORA, corpus_texts
+from pva_dagster.study.analysis.general_text import (
+    corpus_facts,
+    frequencies_by_layer,
+    frequency_table,
+    general_text_residuals,
 )
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
-from pva_dagster.study.analysis.sae import encode
-from pva_dagster.study.analysis.separation import (
-    KEEP,
-    MAX_GENERAL_FREQ,
-    TOP_N,
-    best_latents,
-    general_frequency,
-    rank_latents,
-)
+from pva_dagster.study.analysis.separation import KEEP, MAX_GENERAL_FREQ, TOP_N, best_latents, rank_latents
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
-from pva_dagster.study.generation.phase1_files import phase1_dataset_files
 from pva_dagster.study.plots import histogram_by_group, markdown_table
 
+CODE_VERSION = "2"
 PHASE2_SPLITS = (SAE_SPLIT, VALIDATION_SPLIT)
+
+
+class GeneralTextConfig(dg.Config):
+    general_corpus: str = Field(default="fortunes", description=f"General-text corpus, one of {sorted(CORPORA)}.")
+    general_documents: int = Field(
+        default=2000, ge=1, description="General-text documents the filter reads, one random token position each."
+    )
+
+    @field_validator("general_corpus")
+    @classmethod
+    def _known_corpus(cls, corpus: str) -> str:
+        return one_of("corpus", corpus, CORPORA)
 
 
 class Phase2Config(dg.Config):
@@ -53,15 +56,6 @@ class Phase2Config(dg.Config):
         default=None,
         description="Score this Phase 1.0 dataset file instead of the materialized partitions (as --input did).",
     )
-    general_corpus: str = Field(default="fortunes", description=f"General-text corpus, one of {sorted(CORPORA)}.")
-    general_documents: int = Field(
-        default=2000, ge=1, description="General-text documents the filter reads, one random token position each."
-    )
-    max_general_freq: float = Field(
-        default=MAX_GENERAL_FREQ, description="Keep only latents active on fewer (<) of the general-text positions."
-    )
-    top_n: int = Field(default=TOP_N, description="Candidates per direction before the general-text filter.")
-    keep: int = Field(default=KEEP, description="Latents kept per direction after the filter.")
 
     @field_validator("splits")
     @classmethod
@@ -70,86 +64,93 @@ class Phase2Config(dg.Config):
             raise ValueError(f"choose at least one split of {PHASE2_SPLITS}")
         return [one_of("split", split, PHASE2_SPLITS) for split in splits]
 
-    @field_validator("general_corpus")
-    @classmethod
-    def _known_corpus(cls, corpus: str) -> str:
-        return one_of("corpus", corpus, CORPORA)
+
+class TopLatentsConfig(dg.Config):
+    max_general_freq: float = Field(
+        default=MAX_GENERAL_FREQ, description="Keep only latents active on fewer (<) of the general-text positions."
+    )
+    top_n: int = Field(default=TOP_N, description="Candidates per direction before the general-text filter.")
+    keep: int = Field(default=KEEP, description="Latents kept per direction after the filter.")
 
 
-@dg.asset(
-    group_name=GROUP_SEPARATION,
-    deps=[phase1_0_solutions, phase1_2_solutions, sae_weights],
-)
-def phase2(
-    context: dg.AssetExecutionContext,
-    config: Phase2Config,
-    problem_splits: pd.DataFrame,
-    duckdb: DuckDBResource,
-    sae_source: SAESource,
-    language_model: LanguageModel,
-    study_design: StudyDesign,
-    data_store: DataStore,
-    device_pool: DevicePool,
-) -> dg.MaterializeResult:
-    """Separation scores of every latent (per layer, split, temperature) and the top latents per direction."""
-    layout, layers = data_store.layout, study_design.sae_layers
-    metadata: dict[str, Any] = {}
+@dg.asset(group_name=GROUP_SEPARATION, deps=[language_model_weights, sae_weights], code_version=CODE_VERSION)
+def general_text_frequency(
+    context: dg.AssetExecutionContext, config: GeneralTextConfig, sae_source: SAESource,
+    language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
+) -> dg.Output[pd.DataFrame]:
+    """How often each latent of each SAE fires on general text (the filter of Phase 2's top latents)."""
+    layout, seed = data_store.layout, study_design.seed
+    texts = corpus_texts(config.general_corpus)
+    layers = study_design.sae_layers
     with device_pool.claim(context.run.tags, context.log.info) as device:
-        texts = corpus_texts(config.general_corpus)
-        # The model is needed only for the general-text residuals: it is freed before the SAEs load and scoring.
-        general = with_model_released(
+        # The model is needed for the residuals only: it is freed before the SAEs load and encode them.
+        residuals = with_model_released(
             language_model, layout, device,
-            lambda model, tokenizer: sample_position_residuals(
-                model, tokenizer, texts, layers, config.general_documents, context_len=128, batch_size=16,
-                seed=study_design.seed,
+            lambda model, tokenizer: general_text_residuals(
+                model, tokenizer, texts, layers, config.general_documents, seed
             ),
         )
         saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
-        general_freq = {layer: general_frequency(encode(saes[layer], general[layer].numpy(), 256)) for layer in layers}
-        package = CORPUS_PACKAGES[config.general_corpus]
-        metadata["general-text corpus"] = {
-            "name": config.general_corpus, "package version": package_version(package) if package else "python stdlib",
-            "sha256": corpus_fingerprint(texts), "documents available": len(texts),
-            "documents read": config.general_documents, "seed": study_design.seed,
-        }
+        frame = frequency_table(saes, residuals)
+    facts = corpus_facts(config.general_corpus, texts, config.general_documents, seed)
+    frame.attrs.update(corpus=facts, config=config.model_dump())
+    by_layer = frame.groupby("layer").general_freq.agg(["mean", "max"]).reset_index()
+    return dg.Output(frame, data_version=data_version(frame), metadata={
+        "general-text corpus": facts, "frequency by layer": dg.MetadataValue.md(markdown_table(by_layer)),
+    })
+
+
+@dg.asset(group_name=GROUP_SEPARATION, deps=[sae_weights], code_version=CODE_VERSION)
+def phase2(
+    context: dg.AssetExecutionContext, config: Phase2Config, phase1_0_solutions: PartitionFrames,
+    phase1_2_solutions: PartitionFrames, problem_splits: pd.DataFrame, duckdb: DuckDBResource,
+    sae_source: SAESource, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    """Separation scores of every latent per split (per layer and temperature, and pooled over temperatures)."""
+    layers = study_design.sae_layers
+    # --input: score one Phase 1.0 file instead of the partitions (the partitions are then never read).
+    greedy = (
+        pd.read_parquet(config.input_dataset) if config.input_dataset else phase1_records(phase1_0_solutions.values())
+    )
+    scores, metadata = {}, {"input_dataset": config.input_dataset or "the phase1_0_solutions partitions"}
+    with device_pool.claim(context.run.tags, context.log.info) as device:
+        saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
         for split in config.splits:
-            files = phase1_dataset_files(
-                layout, study_design.max_task_id, study_design.task_range_size, study_design.temperatures,
-                with_sampled=split == "validation", input_dataset=config.input_dataset,
-            )
+            records = phase1_records([greedy, *(phase1_2_solutions.values() if split == VALIDATION_SPLIT else [])])
             task_ids = problem_splits.task_id[problem_splits.split == split].tolist()
             with duckdb.get_connection() as conn:
-                index = activation_index(conn, files, task_ids, layers)
-            context.log.info(f"split {split}: {len(index) // len(layers)} samples from {len(files)} dataset files")
-            scores = score_split(index, layers, saes.__getitem__, context.log.info)
-            pooled_scores = pooled(scores)
-            ranked = rank_latents(
-                pooled_scores, general_freq, top_n=config.top_n, max_general_freq=config.max_general_freq,
-                keep=config.keep,
-            )
-            storage.write_parquet(layout.phase2_table(split, "separation_scores"), scores)
-            storage.write_parquet(layout.phase2_table(split, "top_latents"), ranked)
-            storage.write_json(
-                layout.phase2_table(split, "top_latents").with_suffix(".json"),
-                {
-                    "split": split,
-                    "counts": counts_by_group(index),
-                    "best": best_latents(ranked),
-                    "top": ranked.to_dict("records"),
-                    "config": config.model_dump(),
-                    "general_corpus": metadata["general-text corpus"],
-                },
-            )
-            metadata[f"{split} top latents"] = dg.MetadataValue.md(markdown_table(ranked.head(10)))
-            metadata[f"{split} separation by layer"] = dg.MetadataValue.md(
-                histogram_by_group(
-                    {
-                        f"layer {layer}": pooled_scores.s_correct[pooled_scores.layer == layer].to_numpy()
-                        for layer in layers
-                    },
-                    title=f"s_correct = f_correct - f_incorrect ({split} split)",
-                    xlabel="s_correct",
-                )
-            )
-            metadata[f"{split} scores"] = dg.MetadataValue.path(str(layout.phase2_table(split, "separation_scores")))
-    return dg.MaterializeResult(metadata=metadata)
+                index = activation_index(conn, records, task_ids, layers)
+            context.log.info(f"split {split}: {len(index) // len(layers)} samples")
+            scores[split] = score_split(index, layers, saes.__getitem__, context.log.info)
+            scores[split].attrs.update(counts=counts_by_group(index), config=config.model_dump())
+            metadata[f"{split} samples per group"] = scores[split].attrs["counts"]
+    return dg.Output(scores, data_version=data_version(scores), metadata=metadata)
+
+
+@dg.asset(group_name=GROUP_SEPARATION, code_version=CODE_VERSION)
+def top_latents(
+    config: TopLatentsConfig, phase2: dict[str, pd.DataFrame], general_text_frequency: pd.DataFrame,
+    data_store: DataStore,
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    """The best latents per direction and split, after the general-text filter (also ``top_latents.json``)."""
+    general, ranked, metadata = frequencies_by_layer(general_text_frequency), {}, {}
+    for split, scores in phase2.items():
+        pooled_scores = pooled(scores)
+        ranked[split] = rank_latents(
+            pooled_scores, general, top_n=config.top_n, max_general_freq=config.max_general_freq, keep=config.keep
+        )
+        facts = {
+            "counts": scores.attrs["counts"], "general_corpus": general_text_frequency.attrs["corpus"],
+            "config": {**scores.attrs["config"], **general_text_frequency.attrs["config"], **config.model_dump()},
+        }
+        ranked[split].attrs.update(facts)
+        storage.write_json(  # for notebooks; downstream assets read the asset's value
+            data_store.layout.phase2_dir(split) / "top_latents.json",
+            {"split": split, "best": best_latents(ranked[split]), "top": ranked[split].to_dict("records"), **facts},
+        )
+        metadata[f"{split} top latents"] = dg.MetadataValue.md(markdown_table(ranked[split].head(10)))
+        metadata[f"{split} separation by layer"] = dg.MetadataValue.md(histogram_by_group(
+            {f"layer {layer}": rows.s_correct.to_numpy() for layer, rows in pooled_scores.groupby("layer")},
+            title=f"s_correct = f_correct - f_incorrect ({split} split)", xlabel="s_correct",
+        ))
+    return dg.Output(ranked, data_version=data_version(ranked), metadata=metadata)

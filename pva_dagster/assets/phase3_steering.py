@@ -2,6 +2,7 @@
 only the chosen ones on the validation split (the reported result), each against random-latent controls."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -10,20 +11,20 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from pva_dagster.assets.loading import model_on_device
-from pva_dagster.assets.phase1 import phase1_0_solutions
-from pva_dagster.assets.phase2 import phase2
+from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, Sandbox, StudyDesign
-from pva_dagster.study import storage
+from pva_dagster.resources.parquet_io import PartitionFrames
+from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
-from pva_dagster.study.domain import GREEDY_TEMPERATURE, SAE_SPLIT
-from pva_dagster.study.generation.models import stop_token_ids
-from pva_dagster.study.generation.phase1_files import phase1_dataset_files, read_phase1_records
+from pva_dagster.study.domain import GREEDY_TEMPERATURE, HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
 from pva_dagster.study.plots import line_sweep, markdown_table
 from pva_dagster.study.steering.plan import (
     build_units,
     mean_norm_at_layer,
     steering_problems,
+    steering_targets,
     tasks_from_records,
 )
 from pva_dagster.study.steering.results import (
@@ -37,9 +38,11 @@ from pva_dagster.study.steering.sweep import noise_floor, run_plan, run_unit
 from pva_dagster.study.steering.vectors import (
     CONTROL_MAX_ABS_SCORE,
     CoefficientMode,
-    control_latents,
     resolve_coefficients,
 )
+
+# Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
+CODE_VERSION = "2"
 
 
 class SteeringConfig(dg.Config):
@@ -58,48 +61,54 @@ class SteeringConfig(dg.Config):
         return values
 
 
+@dataclass(frozen=True)
+class SteeringInputs:
+    """What Phases 0-2 hand to steering (the asset inputs both steering assets take)."""
+
+    top: pd.DataFrame  # Phase 2 top latents, discovery split
+    scores: pd.DataFrame  # Phase 2 separation scores, discovery split (all groups)
+    records: pd.DataFrame  # Phase 1.0 records, every partition
+    problems: pd.DataFrame  # mbpp_problems
+    splits: pd.DataFrame  # problem_splits
+
+
+def _inputs(
+    top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
+    phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
+) -> SteeringInputs:
+    return SteeringInputs(
+        top_latents[SAE_SPLIT], phase2[SAE_SPLIT], phase1_records(phase1_0_solutions.values()), mbpp_problems,
+        problem_splits,
+    )
+
+
 def _steer_split(
-    context: dg.AssetExecutionContext,
-    split: str,
-    coefficients_for: Callable[[str], Sequence[float]],
-    mode: str,
-    *,
-    mbpp_problems: pd.DataFrame,
-    problem_splits: pd.DataFrame,
-    language_model: LanguageModel,
-    sae_source: SAESource,
-    study_design: StudyDesign,
-    data_store: DataStore,
-    sandbox: Sandbox,
-    device_pool: DevicePool,
+    context: dg.AssetExecutionContext, split: str, coefficients_for: Callable[[str], Sequence[float]], mode: str,
+    inputs: SteeringInputs, language_model: LanguageModel, sae_source: SAESource, design: StudyDesign,
+    data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Steer one split's problems: returns (per-problem outcomes, noise floor, run facts for metadata)."""
-    layout, design = data_store.layout, study_design
-    top = pd.read_parquet(layout.phase2_table(SAE_SPLIT, "top_latents"))
-    best = {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
-    scores = pooled(pd.read_parquet(layout.phase2_table(SAE_SPLIT, "separation_scores")))
-    controls = {
-        d: control_latents(scores[scores.layer == layer], top.latent[top.layer == layer].tolist(),
-                           design.steering_controls, design.seed)
-        for d, (layer, _) in best.items()
-    }
-    records = read_phase1_records(phase1_dataset_files(layout, design.max_task_id, design.task_range_size, [], False))
-    in_split = problem_splits.task_id[problem_splits.split == split].tolist()
+    layout, records, splits = data_store.layout, inputs.records, inputs.splits
+    targets = steering_targets(inputs.top, pooled(inputs.scores), design.steering_controls, design.seed)
+    in_split = splits.task_id[splits.split == split].tolist()
     problems = steering_problems(records, in_split, design.steering_max_tasks, design.seed)
-    discovery = records[records.task_id.isin(problem_splits.task_id[problem_splits.split == "sae"])]
+    discovery = records[records.task_id.isin(splits.task_id[splits.split == SAE_SPLIT])]
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        saes = {layer: sae_source.load(layer, layout, device) for layer, _ in best.values()}
+        saes = {layer: sae_source.load(layer, layout, device) for layer, _ in targets.best.values()}
         norms = {layer: mean_norm_at_layer(discovery, layer) for layer in saes}
-        coefficients = {d: list(coefficients_for(d)) for d in best}
-        scales = {d: resolve_coefficients(mode, coefficients[d], norms[best[d][0]]) for d in best}
-        units = build_units(split, coefficients, scales, best, controls)
+        coefficients = {d: list(coefficients_for(d)) for d in targets.best}
+        scales = {
+            d: resolve_coefficients(mode, coefficients[d], norms[layer]) for d, (layer, _) in targets.best.items()
+        }
+        units = build_units(split, coefficients, scales, targets.best, targets.controls)
         run = partial(
             run_unit, model=model, tokenizer=tokenizer, settings=language_model.settings(design, GREEDY_TEMPERATURE),
             stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.steering_units_dir,
             limits=sandbox.limits, seed=design.seed,
+            producer={"model": {"weights": language_model.weights(layout), **model_fingerprint(model)}},
         )
         outcomes, baselines = run_plan(
-            units, problems, tasks_from_records(records, mbpp_problems),
+            units, problems, tasks_from_records(records, inputs.problems),
             lambda layer, latent: saes[layer].W_dec[latent].detach(), run, context.log.info,
         )
     facts = {
@@ -107,42 +116,36 @@ def _steer_split(
         "controls": dg.MetadataValue.md(
             f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the latents of the "
             f"target's layer with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the top "
-            f"latents: {controls}"
+            f"latents: {targets.controls}"
         ),
         "units": len(units),
-        "directions": sorted(best),
+        "directions": sorted(targets.best),
         "problems per label": {label: len(frame) for label, frame in problems.items()},
     }
     return outcomes, noise_floor(records, baselines), facts
 
 
-@dg.asset(group_name=GROUP_VALIDATION, deps=[phase2, phase1_0_solutions], op_tags=GPU_STEP_TAGS)
+@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_steering_coefficients(
-    context: dg.AssetExecutionContext,
-    config: SteeringConfig,
-    mbpp_problems: pd.DataFrame,
-    problem_splits: pd.DataFrame,
-    language_model: LanguageModel,
-    sae_source: SAESource,
-    study_design: StudyDesign,
-    data_store: DataStore,
-    sandbox: Sandbox,
-    device_pool: DevicePool,
-) -> dg.Output[pd.DataFrame]:
+    context: dg.AssetExecutionContext, config: SteeringConfig, top_latents: dict[str, pd.DataFrame],
+    phase2: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame,
+    problem_splits: pd.DataFrame, language_model: LanguageModel, sae_source: SAESource, study_design: StudyDesign,
+    data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
+) -> dg.Output[dict[str, pd.DataFrame]]:
     """The coefficient sweep on the hyperparams split (exploratory) and the coefficient chosen per direction."""
     sweep = config.coefficients or study_design.steering_coefficients
+    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
     outcomes, noise, facts = _steer_split(
-        context, "hyperparams", lambda _direction: sweep, config.coefficient_mode, mbpp_problems=mbpp_problems,
-        problem_splits=problem_splits, language_model=language_model, sae_source=sae_source,
-        study_design=study_design, data_store=data_store, sandbox=sandbox, device_pool=device_pool,
+        context, HYPERPARAMS_SPLIT, lambda _direction: sweep, config.coefficient_mode, inputs, language_model,
+        sae_source, study_design, data_store, sandbox, device_pool,
     )
     tests = experiment_tests(outcomes)
     chosen = choose_coefficients(tests, facts["directions"], sweep).assign(coefficient_mode=config.coefficient_mode)
-    layout = data_store.layout
-    storage.write_parquet(layout.phase3_table("steering_sweep_tests"), tests)
-    storage.write_parquet(layout.phase3_table("steering_sweep_units"), unit_summary(outcomes))
-    storage.write_parquet(layout.phase3_table("steering_sweep_noise"), noise)
-    return dg.Output(chosen, metadata={
+    tables = {
+        "phase3_steering_coefficients": chosen, "steering_sweep_tests": tests,
+        "steering_sweep_units": unit_summary(outcomes), "steering_sweep_noise": noise,
+    }
+    return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
         "rule": COEFFICIENT_RULE,
         "chosen": dg.MetadataValue.md(markdown_table(chosen.drop(columns="rule"))),
@@ -155,33 +158,25 @@ def phase3_steering_coefficients(
     })
 
 
-@dg.asset(group_name=GROUP_VALIDATION, deps=[phase2, phase1_0_solutions], op_tags=GPU_STEP_TAGS)
+@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_steering(
-    context: dg.AssetExecutionContext,
-    phase3_steering_coefficients: pd.DataFrame,
-    mbpp_problems: pd.DataFrame,
-    problem_splits: pd.DataFrame,
-    language_model: LanguageModel,
-    sae_source: SAESource,
-    study_design: StudyDesign,
-    data_store: DataStore,
-    sandbox: Sandbox,
-    device_pool: DevicePool,
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext, phase3_steering_coefficients: dict[str, pd.DataFrame],
+    top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
+    phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
+    language_model: LanguageModel, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
+    sandbox: Sandbox, device_pool: DevicePool,
+) -> dg.Output[dict[str, pd.DataFrame]]:
     """The reported steering result: the chosen coefficient per direction on the validation split, once."""
-    chosen = phase3_steering_coefficients.set_index("direction")
+    chosen = phase3_steering_coefficients["phase3_steering_coefficients"].set_index("direction")
+    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
     outcomes, noise, facts = _steer_split(
-        context, "validation", lambda direction: [float(chosen.coefficient[direction])],
-        str(chosen.coefficient_mode.iloc[0]), mbpp_problems=mbpp_problems, problem_splits=problem_splits,
-        language_model=language_model, sae_source=sae_source, study_design=study_design, data_store=data_store,
-        sandbox=sandbox, device_pool=device_pool,
+        context, VALIDATION_SPLIT, lambda direction: [float(chosen.coefficient[direction])],
+        str(chosen.coefficient_mode.iloc[0]), inputs, language_model, sae_source, study_design, data_store,
+        sandbox, device_pool,
     )
     tests = experiment_tests(outcomes)
-    layout = data_store.layout
-    storage.write_parquet(layout.phase3_table("steering_tests"), tests)
-    storage.write_parquet(layout.phase3_table("steering_effects"), unit_summary(outcomes))
-    storage.write_parquet(layout.phase3_table("steering_noise"), noise)
-    return dg.MaterializeResult(metadata={
+    tables = {"steering_tests": tests, "steering_effects": unit_summary(outcomes), "steering_noise": noise}
+    return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
         "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(tests)),
         "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(noise)),

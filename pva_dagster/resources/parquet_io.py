@@ -1,27 +1,143 @@
-"""Table-valued assets are stored as Parquet where the data layout says, written atomically."""
+"""Every asset value is stored where the data layout says, written atomically, and handed to downstream assets
+as their inputs: no asset opens another asset's file by path.
 
+A value is a DataFrame (one Parquet file), a dict of named DataFrames (one file per name: a table per split,
+or the several tables of one step) or a str (a markdown page). A partitioned asset stores one file per
+partition; an unpartitioned asset that reads it gets every partition the Dagster instance has materialized, as
+a mapping ``partition key -> frame`` (Dagster's convention for a multi-partition input) whose frames are read
+when first asked for, so that Phase 2 run on the sae split alone never reads Phase 1.2. Which partitions were
+read is logged; the web UI shows any partition still missing.
+"""
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM
 from pva_dagster.resources.data_store import DataStore
 from pva_dagster.study import storage
+from pva_dagster.study.layout import SPLIT_NAMES, DataLayout
+
+# Assets whose value is a dict of named tables: the names it may hold and the file of each.
+NAMED_TABLES: dict[str, tuple[tuple[str, ...], Callable[[DataLayout, str], Path]]] = {
+    "phase2": (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, "separation_scores")),
+    "top_latents": (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, "top_latents")),
+    "phase3_classification": (("classification", "classification_by_group"), DataLayout.phase3_table),
+    "phase3_steering_coefficients": (
+        ("phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_units", "steering_sweep_noise"),
+        DataLayout.phase3_table,
+    ),
+    "phase3_steering": (("steering_tests", "steering_effects", "steering_noise"), DataLayout.phase3_table),
+}
+# Assets whose value is one file outside TABLE_FOLDERS.
+SINGLE_FILES: dict[str, Callable[[DataLayout], Path]] = {
+    "general_text_frequency": lambda layout: layout.general_text_frequency_file,
+    "phase3_report": lambda layout: layout.report_file,
+}
+
+
+def partition_file(layout: DataLayout, asset: str, key: str | dg.MultiPartitionKey) -> Path:
+    """The Phase 1 dataset file of one partition (``0000-0024``, or ``task_range|temperature``)."""
+    if asset == "phase1_0_solutions":
+        return layout.phase1_0_dataset(str(key))
+    if asset == "phase1_2_solutions":
+        dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else None
+        if dims is None:
+            raise ValueError(f"phase1_2_solutions partition {key!r} is not a task_range|temperature key")
+        return layout.phase1_2_dataset(float(dims[TEMPERATURE_DIM]), dims[TASK_RANGE_DIM])
+    raise ValueError(f"no partitioned file is laid out for asset {asset!r}")
+
+
+def _typed_key(partitions_def: dg.PartitionsDefinition, key: str) -> str | dg.MultiPartitionKey:
+    """A multi-dimensional key as MultiPartitionKey (its dimensions by name); any other key as it is."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(key, dg.MultiPartitionKey):
+        return partitions_def.get_partition_key_from_str(key)
+    return key
+
+
+class PartitionFrames(Mapping[str, pd.DataFrame]):
+    """``partition key -> frame`` over the materialized partitions of a Phase 1 asset, each read on first access."""
+
+    def __init__(self, asset: str, files: Mapping[str, Path]):
+        self.asset, self.files = asset, dict(sorted(files.items()))
+        self._read: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, key: str) -> pd.DataFrame:
+        if key not in self._read:
+            path = self.files[key]
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: materialize partition {key} of {self.asset} first")
+            self._read[key] = pd.read_parquet(path)
+        return self._read[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _read_table(path: Path, asset: str) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: materialize {asset} first")
+    return pd.read_parquet(path)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     store: DataStore
 
-    def _path(self, context: dg.OutputContext | dg.InputContext):
-        return self.store.layout.table_file(context.asset_key.path[-1])
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        asset, layout = context.asset_key.path[-1], self.store.layout
+        if context.has_asset_partitions:
+            key = _typed_key(context.asset_partitions_def, context.partition_key)
+            written = {"": self._write_frame(partition_file(layout, asset, key), obj, asset)}
+        elif asset in NAMED_TABLES:
+            written = self._write_named(layout, asset, obj)
+        elif isinstance(obj, str):
+            written = {"": storage.write_text(SINGLE_FILES[asset](layout), obj)}
+        else:
+            written = {"": self._write_frame(self._single_file(layout, asset), obj, asset)}
+        context.add_output_metadata(
+            {f"path {key}".strip(): dg.MetadataValue.path(str(path)) for key, path in written.items()}
+        )
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def load_input(self, context: dg.InputContext) -> object:
+        asset, layout = context.asset_key.path[-1], self.store.layout
+        if context.has_asset_partitions:
+            done = context.instance.get_materialized_partitions(context.asset_key)
+            keys = [
+                _typed_key(context.asset_partitions_def, key) for key in context.asset_partition_keys if key in done
+            ]
+            context.log.info(f"{asset}: {len(keys)} of {len(context.asset_partition_keys)} partitions materialized")
+            return PartitionFrames(asset, {str(key): partition_file(layout, asset, key) for key in keys})
+        if asset in NAMED_TABLES:
+            names, file_of = NAMED_TABLES[asset]
+            found = {name: file_of(layout, name) for name in names if file_of(layout, name).exists()}
+            if not found:
+                raise FileNotFoundError(f"no table of {asset} under {layout.root}: materialize {asset} first")
+            return {name: pd.read_parquet(path) for name, path in found.items()}
+        path = SINGLE_FILES[asset](layout) if asset in SINGLE_FILES else self._single_file(layout, asset)
+        if path.suffix == ".md":
+            return path.read_text(encoding="utf-8")
+        return _read_table(path, asset)
+
+    @staticmethod
+    def _single_file(layout: DataLayout, asset: str) -> Path:
+        return SINGLE_FILES[asset](layout) if asset in SINGLE_FILES else layout.table_file(asset)
+
+    @staticmethod
+    def _write_frame(path: Path, obj: object, asset: str) -> Path:
         if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}, not a DataFrame")
-        path = storage.write_parquet(self._path(context), obj)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
+            raise TypeError(f"{asset} returned {type(obj).__name__}, not a DataFrame")
+        return storage.write_parquet(path, obj)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        path = self._path(context)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: materialize {context.asset_key.to_user_string()} first")
-        return pd.read_parquet(path)
+    def _write_named(self, layout: DataLayout, asset: str, tables: object) -> dict[str, Path]:
+        names, file_of = NAMED_TABLES[asset]
+        if not isinstance(tables, Mapping) or not tables or set(tables) - set(names):
+            raise TypeError(f"{asset} must return a dict of DataFrames named from {names}, got {tables!r:.200}")
+        written = {name: self._write_frame(file_of(layout, name), frame, asset) for name, frame in tables.items()}
+        for name in set(names) - set(tables):  # a table of an earlier run's other choice is not this value's
+            file_of(layout, name).unlink(missing_ok=True)
+        return written

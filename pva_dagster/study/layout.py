@@ -20,7 +20,6 @@ TABLE_FOLDERS = {
     "mbpp_problems": "phase0",
     "difficulty_mapping": "phase0",
     "problem_splits": "phase0_1",
-    "phase3_steering_coefficients": "phase3",
 }
 
 
@@ -33,10 +32,6 @@ class DataLayout:
     root: Path
 
     # Phase 0 / 0.1
-    @property
-    def phase0_dir(self) -> Path:
-        return self.root / "phase0"
-
     def table_file(self, name: str) -> Path:
         """The Parquet file of a table-valued asset, e.g. ``phase0/difficulty_mapping.parquet``."""
         try:
@@ -103,6 +98,10 @@ class DataLayout:
     def phase2_table(self, split: str, name: str) -> Path:
         """A per-split Phase 2 table, e.g. ``phase2/sae/top_latents.parquet``."""
         return self.phase2_dir(split) / f"{name}.parquet"
+
+    @property
+    def general_text_frequency_file(self) -> Path:
+        return self.root / "phase2" / "general_text_frequency.parquet"
 
     def phase3_dir(self) -> Path:
         return self.root / "phase3"

@@ -1,11 +1,16 @@
 """A resumable record table: rows persisted atomically to one Parquet file, keyed so nothing duplicates.
 
 Phase 1 appends the records of each finished batch and flushes; a run killed part-way leaves the last flushed
-file intact, and the next run reads it back and skips the keys it already holds.
+file intact, and the next run reads it back and skips the keys it already holds. Given the fingerprint each
+key must have (a hash of what produces its record: the task, the model, the settings), a row stored under
+another fingerprint, or under a key no longer asked for, is dropped, so a changed input is recomputed and never
+resumed from an old record. The fingerprints travel in the Parquet file's metadata (``attrs``), beside the rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,21 +19,48 @@ import pandas as pd
 
 from pva_dagster.study import storage
 
+FINGERPRINTS = "fingerprints"  # the attrs entry: "key1|key2" -> fingerprint of the row's producer
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (dict keys sorted), e.g. a task and the settings that run it."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _key_text(key: tuple) -> str:
+    return "|".join(map(str, key))
+
 
 class RecordTable:
-    def __init__(self, path: Path, key: Sequence[str]):
+    def __init__(self, path: Path, key: Sequence[str], fingerprints: Mapping[tuple, str] | None = None):
+        """``fingerprints``: key -> the fingerprint its record must have; None keeps every stored row."""
         self.path = Path(path)
         self.key = tuple(key)
+        self._expected = None if fingerprints is None else {_key_text(k): v for k, v in fingerprints.items()}
         self._rows: list[dict[str, Any]] = []
+        self._fingerprints: dict[str, str] = {}
+        self.dropped = 0  # stored rows left out: made by another producer, or no longer asked for
         if self.path.exists():
             existing = pd.read_parquet(self.path)
             missing = set(self.key) - set(existing.columns)
             if missing:
                 raise ValueError(f"{self.path} lacks the key columns {sorted(missing)}; delete it to start over")
             self._rows = existing.to_dict("records")
+            self._fingerprints = dict(existing.attrs.get(FINGERPRINTS, {}))
         self._keys = {self._key_of(row) for row in self._rows}
         if len(self._keys) != len(self._rows):
             raise ValueError(f"{self.path} holds duplicate keys {self.key}; delete it to start over")
+        if self._expected is not None:
+            kept = [row for row in self._rows if self._current(_key_text(self._key_of(row)))]
+            self.dropped = len(self._rows) - len(kept)
+            self._rows = kept
+            self._keys = {self._key_of(row) for row in kept}
+            self._fingerprints = {k: v for k, v in self._fingerprints.items() if self._current(k)}
+
+    def _current(self, key: str) -> bool:
+        assert self._expected is not None
+        return key in self._expected and self._fingerprints.get(key) == self._expected[key]
 
     def _key_of(self, row: Mapping[str, Any]) -> tuple:
         return tuple(row[column] for column in self.key)
@@ -48,6 +80,8 @@ class RecordTable:
                 continue
             self._keys.add(key)
             self._rows.append(dict(row))
+            if self._expected is not None:
+                self._fingerprints[_key_text(key)] = self._expected[_key_text(key)]
             added += 1
         return added
 
@@ -56,4 +90,7 @@ class RecordTable:
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self._rows)
-        return frame.sort_values(list(self.key)).reset_index(drop=True) if len(frame) else frame
+        frame = frame.sort_values(list(self.key)).reset_index(drop=True) if len(frame) else frame
+        if self._expected is not None:
+            frame.attrs[FINGERPRINTS] = dict(sorted(self._fingerprints.items()))
+        return frame

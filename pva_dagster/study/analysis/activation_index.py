@@ -1,73 +1,50 @@
 """Find Phase 1 activations with DuckDB and load them from the NPZ files the records point to.
 
-The Phase 1 Parquet holds one row per (task, sample) with ``layers`` and ``activation_files`` lists; a DuckDB
-``unnest`` turns that into one row per (task, sample, layer, file) without loading the tables into pandas first.
+A Phase 1 record is one row per (task, sample) with ``layers`` and ``activation_files`` lists; a DuckDB
+``unnest`` over the records (handed over as Arrow) turns that into one row per (task, sample, layer, file).
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 REQUIRED_COLUMNS = ("task_id", "sample", "temperature", "passed", "label", "layers", "activation_files")
 
 
-def _sql_list(paths: Sequence[str | Path]) -> str:
-    quoted = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
-    return f"[{quoted}]"
-
-
-def check_datasets(conn: duckdb.DuckDBPyConnection, files: Sequence[str | Path]) -> None:
-    """Raise naming the file when a dataset is missing or lacks a column Phase 2 reads."""
-    check_exists(files)
-    for file in files:
-        columns = {
-            row[0]
-            for row in conn.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_list([file])})").fetchall()
-        }
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(f"Phase 1 dataset {file} lacks the columns {missing}; is it a Phase 1 dataset?")
-
-
-def nonempty(files: Sequence[str | Path]) -> list[str]:
-    """The files that hold at least one record (a task range with no task of a split writes an empty file)."""
-    check_exists(files)
-    return [str(f) for f in files if pq.ParquetFile(f).metadata.num_rows > 0]
-
-
-def check_exists(files: Sequence[str | Path]) -> None:
-    if not files:
-        raise FileNotFoundError("no Phase 1 dataset files were given: materialize Phase 1 first")
-    missing = [str(f) for f in files if not Path(f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"Phase 1 dataset files do not exist: {missing}")
+def phase1_records(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """The Phase 1 records of several partitions in one frame (a task range with no task adds nothing)."""
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        raise ValueError("the Phase 1 partitions hold no records: materialize Phase 1 first")
+    return pd.concat(frames, ignore_index=True)
 
 
 def activation_index(
     conn: duckdb.DuckDBPyConnection,
-    files: Sequence[str | Path],
+    records: pd.DataFrame,
     task_ids: Sequence[int],
     layers: Sequence[int],
 ) -> pd.DataFrame:
     """One row per (task_id, sample, temperature, layer) of the given tasks: passed, label and NPZ file."""
-    files = nonempty(files)
-    check_datasets(conn, files)
+    missing = [c for c in REQUIRED_COLUMNS if c not in records.columns]
+    if missing:
+        raise ValueError(f"the Phase 1 records lack the columns {missing}; are they Phase 1 datasets?")
+    conn.register("records", pa.Table.from_pandas(records[list(REQUIRED_COLUMNS)], preserve_index=False))
     conn.register("wanted_tasks", pd.DataFrame({"task_id": list(task_ids)}))
     conn.register("wanted_layers", pd.DataFrame({"layer": list(layers)}))
     try:
         return conn.execute(
-            f"""
+            """
             WITH rows AS (
                 SELECT task_id, sample, temperature, passed, label,
                        unnest(layers) AS layer, unnest(activation_files) AS file
-                FROM read_parquet({_sql_list(files)}, union_by_name = true)
+                FROM records
             )
             SELECT rows.* FROM rows
             JOIN wanted_tasks USING (task_id)
@@ -76,8 +53,8 @@ def activation_index(
             """
         ).df()
     finally:
-        conn.unregister("wanted_tasks")
-        conn.unregister("wanted_layers")
+        for view in ("records", "wanted_tasks", "wanted_layers"):
+            conn.unregister(view)
 
 
 def load_residuals(files: Sequence[str]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The study's findings as one markdown page, from the Phase 2 and Phase 3 output files.
+"""The study's findings as one markdown page, from the Phase 2 and Phase 3 tables.
 
 Confirmatory numbers (validation split, touched once) come first, each rate with its 95 % interval and each
 claim with its named test; exploratory tables (the hyperparams sweep, per-unit details) are labelled as such.
@@ -6,11 +6,11 @@ claim with its named test; exploratory tables (the hyperparams sweep, per-unit d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
-from pva_dagster.study import storage
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
-from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.plots import markdown_table
 from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
 from pva_dagster.study.steering.results import COEFFICIENT_RULE
@@ -50,7 +50,7 @@ def _classification_section(overall: pd.DataFrame) -> list[str]:
     ]
 
 
-def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame | None, noise: pd.DataFrame | None) -> list[str]:
+def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame, noise: pd.DataFrame) -> list[str]:
     table = pd.DataFrame({
         "experiment": tests.experiment, "latent": [f"L{r.layer}/{r.latent}" for r in tests.itertuples()],
         "coefficient": tests.coefficient, "problems": tests.n,
@@ -75,44 +75,51 @@ def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame | None, noise: p
         f"beside it {FISHER_TEST}. Rates: 95 % Clopper-Pearson."),
         markdown_table(table), verdict,
     ]
-    if chosen is not None:
-        section += ["Chosen coefficients (from the hyperparams sweep):", markdown_table(chosen.drop(columns="rule"))]
-    if noise is not None:
-        section += [("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label "
+    section += ["Chosen coefficients (from the hyperparams sweep):", markdown_table(chosen.drop(columns="rule"))]
+    section += [("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label "
                     "against Phase 1.0:"), markdown_table(noise)]
     return section
 
 
-def _read(path) -> pd.DataFrame | None:
-    return pd.read_parquet(path) if path.exists() else None
+def _phase2_section(split: str, ranked: pd.DataFrame) -> list[str]:
+    # The table as top_latents.json has always held it: its columns in alphabetical order.
+    table = pd.DataFrame(ranked.to_dict("records"))
+    return [
+        f"## Phase 2: top latents on the {split} split",
+        f"Samples per group: {_sorted(ranked.attrs['counts'])}. "
+        f"General-text filter: {_sorted(ranked.attrs.get('general_corpus'))}.",
+        markdown_table(table[sorted(table.columns)].head(10)),
+    ]
 
 
-def render_report(layout: DataLayout) -> str:
-    phase3 = layout.phase3_dir()
+def _sorted(value: object) -> object:
+    """Dicts with their keys sorted at every level, as the report prints them."""
+    return {k: _sorted(value[k]) for k in sorted(value)} if isinstance(value, dict) else value
+
+
+def render_report(
+    top_latents: Mapping[str, pd.DataFrame],
+    classification: Mapping[str, pd.DataFrame],
+    coefficients: Mapping[str, pd.DataFrame],
+    steering: Mapping[str, pd.DataFrame],
+) -> str:
+    """The page, from the tables of the Phase 2 top latents (per split), the classification, the coefficient
+    sweep and the validation steering run (each a dict of named tables, as the assets return them)."""
     sections = ["# Does the model know when its code is correct?"]
     for split in ("sae", "validation"):
-        top_file = layout.phase2_dir(split) / "top_latents.json"
-        if top_file.exists():
-            top = storage.read_json(top_file)
-            sections.append(f"## Phase 2: top latents on the {split} split")
-            sections.append(f"Samples per group: {top['counts']}. General-text filter: {top.get('general_corpus')}.")
-            sections.append(markdown_table(pd.DataFrame(top["top"]).head(10)))
-    overall = _read(phase3 / "classification.parquet")
-    if overall is not None:
-        sections += _classification_section(overall)
-    tests = _read(phase3 / "steering_tests.parquet")
-    if tests is not None:
-        sections += _steering_section(
-            tests, _read(layout.table_file("phase3_steering_coefficients")), _read(phase3 / "steering_noise.parquet")
-        )
+        if split in top_latents:
+            sections += _phase2_section(split, top_latents[split])
+    sections += _classification_section(classification["classification"])
+    sections += _steering_section(
+        steering["steering_tests"], coefficients["phase3_steering_coefficients"], steering["steering_noise"]
+    )
     exploratory = [
-        ("Exploratory: all validated latents", "classification.parquet"),
-        ("Exploratory: by temperature and difficulty", "classification_by_group.parquet"),
+        ("Exploratory: all validated latents", classification["classification"]),
+        ("Exploratory: by temperature and difficulty", classification["classification_by_group"]),
         ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
-         "steering_sweep_tests.parquet"),
-        ("Exploratory: steering per unit (validation)", "steering_effects.parquet"),
+         coefficients["steering_sweep_tests"]),
+        ("Exploratory: steering per unit (validation)", steering["steering_effects"]),
     ]
-    for title, name in exploratory:
-        if (phase3 / name).exists():
-            sections += [f"## {title}", markdown_table(pd.read_parquet(phase3 / name))]
+    for title, table in exploratory:
+        sections += [f"## {title}", markdown_table(table)]
     return "\n\n".join(sections) + "\n"

@@ -21,7 +21,6 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from pva_dagster.study.generation.prompts import function_end_reached
 from pva_dagster.study.generation.residual import (
-    record_block_outputs,
     record_first_call_last_position,
     validate_layers,
 )
@@ -292,35 +291,3 @@ def auto_batch_size(model: Any, n_tokens: int, free_bytes: int | None = None) ->
     if rows < 1:
         return 1
     return min(MAX_AUTO_BATCH_SIZE, 1 << (rows.bit_length() - 1))
-
-
-def prompt_residuals(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    layers: Sequence[int],
-    batch_size: int = 8,
-    max_prompt_tokens: int = 2048,
-) -> np.ndarray:
-    """[n_prompts, n_layers, d_model] float32 block outputs at each prompt's last token, without generating.
-
-    Runs the base model (``model.model``) so no vocabulary logits are computed. Position ids are counted from
-    the attention mask, as ``generate`` does, so left padding does not shift the rotary positions.
-    """
-    layers = validate_layers(model, layers)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        encoded, _ = _encode(tokenizer, prompts[start : start + batch_size], max_prompt_tokens, model.device)
-        mask = encoded["attention_mask"]
-        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        with torch.no_grad(), record_block_outputs(model, layers) as recorded:
-            model.model(
-                input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False
-            )
-        out.append(
-            torch.stack([recorded[layer][0][:, -1, :] for layer in layers], dim=1).float().cpu().numpy()
-        )
-    d_model = model.config.hidden_size
-    return np.concatenate(out) if out else np.zeros((0, len(layers), d_model), dtype=np.float32)

@@ -7,7 +7,7 @@ phases differ only in the tasks, the temperature, the number of samples and wher
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from pva_dagster.study import storage
 from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.batched import Generation, GenerationSettings, generate
 from pva_dagster.study.generation.prompts import extract_code
-from pva_dagster.study.records import RecordTable
+from pva_dagster.study.records import RecordTable, fingerprint
 from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, run_many
 
 RECORD_KEY = ("task_id", "sample")
@@ -33,6 +33,22 @@ class Task:
     prompt: str
     test_list: tuple[str, ...]
     setup_code: str = ""
+
+
+def tasks_from_problems(problems: pd.DataFrame, prompts: Mapping[int, str]) -> list[Task]:
+    """One task per problem (in the frame's order): its prompt from ``prompts[task_id]``, its asserts and setup."""
+    return [
+        Task(
+            task_id=int(row.task_id), prompt=prompts[int(row.task_id)], test_list=tuple(row.test_list),
+            setup_code=row.test_setup_code or "",
+        )
+        for row in problems.itertuples()
+    ]
+
+
+def task_fingerprint(task: Task, producer: Mapping[str, Any]) -> str:
+    """What a task's records depend on: its prompt and asserts, and what ran it (model, settings, seed, ...)."""
+    return fingerprint(task.task_id, task.prompt, list(task.test_list), task.setup_code, producer)
 
 
 def sample_seed(seed: int, temperature: float, task_id: int) -> int:
@@ -102,20 +118,31 @@ def run_solutions(
     activation_path: ActivationPath | None,
     limits: SandboxLimits,
     seed: int,
+    producer: Mapping[str, Any],
     extra_columns: dict[str, Any] | None = None,
     max_workers: int | None = None,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Resumably generate ``settings.num_samples`` solutions per task, label them, persist after each batch.
 
-    Tasks whose samples are all in ``dataset_path`` already are skipped, so a re-run after a crash ends with
-    exactly one record per (task, sample).
+    Tasks whose samples are all in ``dataset_path`` already, made from the same task by the same ``producer``
+    (model identity, settings, anything else their records depend on), are skipped, so a re-run after a crash
+    ends with exactly one record per (task, sample); a task or producer that changed is generated again, and a
+    task no longer asked for is dropped from the file.
     """
-    table = RecordTable(dataset_path, RECORD_KEY)
     samples = range(settings.num_samples)
+    # The batch size is left out: it may follow free memory, and resuming whole batches is what keeps samples.
+    producer = {**producer, "settings": {**settings.describe(), "batch_size": None}, "seed": seed}
+    expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}
+    table = RecordTable(dataset_path, RECORD_KEY, expected)
     todo = [t for t in tasks if not all((t.task_id, s) in table for s in samples)]
-    log(f"{len(tasks) - len(todo)} of {len(tasks)} tasks already done in {dataset_path.name}; {len(todo)} to go")
+    log(
+        f"{len(tasks) - len(todo)} of {len(tasks)} tasks already done in {dataset_path.name}; {len(todo)} to go"
+        + (f"; {table.dropped} stored records made from other inputs dropped" if table.dropped else "")
+    )
     if not todo:
+        if table.dropped:
+            table.flush()
         return table.frame()
     layers = list(layers or [])
     seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in todo]

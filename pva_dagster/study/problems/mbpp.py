@@ -19,9 +19,6 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_FIELDS: tuple[str, ...] = ("task_id", "text", "code", "test_list")
-# MBPP always carries these two, but other MBPP-shaped sets (and hand-made ones) often leave them out;
-# their absence means "none", which is also what MBPP writes for nearly every problem.
-OPTIONAL_FIELDS: tuple[str, ...] = ("test_setup_code", "challenge_test_list")
 FRAME_COLUMNS: tuple[str, ...] = (
     "task_id",
     "text",

@@ -128,16 +128,6 @@ def split_problems(
     return frame[list(SPLIT_COLUMNS)]
 
 
-def combine_split_frames(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Stack per-split frames (as stored in ``<split>_mbpp.parquet``) into one frame with a ``split`` column."""
-    parts = []
-    for name, frame in frames.items():
-        if "split" in frame.columns and not (frame["split"] == name).all():
-            raise ValueError(f"frame given for split {name!r} has rows labelled {sorted(set(frame['split']))}")
-        parts.append(frame.assign(split=name))
-    return pd.concat(parts, ignore_index=True)
-
-
 def check_disjoint(splits: pd.DataFrame) -> tuple[bool, str]:
     """No task in two splits (or twice in one)."""
     counts = splits.groupby("task_id")["split"].agg(list)

@@ -14,9 +14,6 @@ class TaskRange:
     def key(self) -> str:
         return f"{self.first:04d}-{self.last:04d}"
 
-    def __contains__(self, task_id: int) -> bool:
-        return self.first <= task_id <= self.last
-
     @classmethod
     def parse(cls, key: str) -> TaskRange:
         try:

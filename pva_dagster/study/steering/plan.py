@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.domain import label_of
-from pva_dagster.study.generation.solutions import Task
+from pva_dagster.study.generation.solutions import Task, tasks_from_problems
 from pva_dagster.study.steering.sweep import CONTROL, TARGET, SteeringUnit, baseline_unit, problem_groups
-from pva_dagster.study.steering.vectors import mean_residual_norm
+from pva_dagster.study.steering.vectors import control_latents, mean_residual_norm
 
 
 def steering_problems(
@@ -53,14 +54,29 @@ def build_units(
 
 def tasks_from_records(records: pd.DataFrame, problems: pd.DataFrame) -> dict[int, Task]:
     """The Phase 1.0 prompt of each task (exactly as generated then) with its asserts, keyed by task_id."""
-    by_id = problems.set_index("task_id")
-    return {
-        int(r.task_id): Task(
-            task_id=int(r.task_id), prompt=r.prompt, test_list=tuple(by_id.test_list[r.task_id]),
-            setup_code=by_id.test_setup_code[r.task_id] or "",
+    rows = problems[problems.task_id.isin(records.task_id)]
+    prompts = {int(task_id): prompt for task_id, prompt in zip(records.task_id, records.prompt, strict=True)}
+    return {task.task_id: task for task in tasks_from_problems(rows, prompts)}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Per direction: the latent steered (rank 1 on the discovery split) and its control latents."""
+
+    best: dict[str, tuple[int, int]]  # direction -> (layer, latent)
+    controls: dict[str, list[int]]  # direction -> latents of that layer
+
+
+def steering_targets(top: pd.DataFrame, pooled_scores: pd.DataFrame, n_controls: int, seed: int) -> Targets:
+    """From the discovery split's top latents and pooled scores (Phase 2): the targets and seeded controls."""
+    best = {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
+    controls = {
+        d: control_latents(
+            pooled_scores[pooled_scores.layer == layer], top.latent[top.layer == layer].tolist(), n_controls, seed
         )
-        for r in records.itertuples()
+        for d, (layer, _) in best.items()
     }
+    return Targets(best, controls)
 
 
 def mean_norm_at_layer(records: pd.DataFrame, layer: int) -> float:

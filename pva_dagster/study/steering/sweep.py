@@ -16,8 +16,9 @@ same coefficient; :mod:`steering_results` compares target and control problem by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,12 @@ class SteeringUnit:
         )
 
 
+def vector_digest(decoder_direction: Any) -> str:
+    """A hash of a decoder row's values (torch tensor), so a retrained SAE never reuses old steered records."""
+    values = decoder_direction.detach().float().cpu().numpy()
+    return hashlib.sha256(values.tobytes()).hexdigest()[:20]
+
+
 def baseline_unit(split: str, problems: str) -> SteeringUnit:
     return SteeringUnit(split, 0.0, 0.0, "none", BASELINE, -1, -1, problems)
 
@@ -88,14 +95,22 @@ def run_unit(
     out_dir: Path,
     limits: SandboxLimits,
     seed: int,
+    producer: Mapping[str, Any],
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """Generate and label ``tasks`` with the unit's vector added at its layer (resumable per unit)."""
+    """Generate and label ``tasks`` with the unit's vector added at its layer (resumable per unit).
+
+    Each stored record is keyed by a fingerprint of its task (the Phase 1.0 prompt it starts from), the unit,
+    the decoder row added and ``producer`` (the model): a record made from other inputs is generated again.
+    """
+    vector = None if decoder_direction is None else vector_digest(decoder_direction)
+    producer = {**producer, "unit": asdict(unit), "decoder_row": vector}
+
     def generate() -> pd.DataFrame:
         return run_solutions(
             tasks, model=model, tokenizer=tokenizer, settings=settings, stop_token_ids=stop_token_ids,
             layers=None, dataset_path=out_dir / f"{unit.name}.parquet", activation_path=None, limits=limits,
-            seed=seed, extra_columns={"unit": unit.name}, log=log,
+            seed=seed, producer=producer, extra_columns={"unit": unit.name}, log=log,
         )
 
     if unit.kind == BASELINE:

@@ -1,0 +1,38 @@
+"""Data versions: a hash of what an asset produced, so that Dagster marks downstream assets stale exactly when
+an upstream value changed (a re-materialization that produced the same value leaves them fresh)."""
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+# Wall-clock columns of Phase 1 and steering records: they time the machine, not the result.
+TIMING_COLUMNS = ("generation_seconds", "sandbox_seconds")
+
+
+def _update(digest: "hashlib._Hash", value: object) -> None:
+    if isinstance(value, Mapping):
+        for key in sorted(value):
+            digest.update(str(key).encode())
+            _update(digest, value[key])
+    elif isinstance(value, pd.DataFrame):
+        frame = value.drop(columns=[c for c in TIMING_COLUMNS if c in value.columns])
+        lists = [
+            c for c in frame.columns
+            if frame[c].dtype == object and frame[c].map(lambda x: isinstance(x, (list, tuple, np.ndarray))).any()
+        ]
+        frame = frame.assign(**{c: frame[c].map(lambda x: json.dumps(np.asarray(x).tolist())) for c in lists})
+        digest.update(json.dumps([str(c) for c in frame.columns]).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())  # exact bytes of floats
+    else:
+        digest.update(str(value).encode())
+
+
+def data_version(value: object) -> dg.DataVersion:
+    """Of a DataFrame (timing columns left out), a dict of them, or text; floats hashed at full precision."""
+    digest = hashlib.sha256()
+    _update(digest, value)
+    return dg.DataVersion(digest.hexdigest()[:16])
