@@ -3,11 +3,16 @@ an upstream value changed (a re-materialization that produced the same value lea
 
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+
+# Every asset returns a data version on purpose (staleness is this module's job): Dagster's beta notice about the
+# `data_version` parameter would otherwise print once per step of every run. Only that notice is silenced.
+warnings.filterwarnings("ignore", message=r".*`data_version`.*beta", category=dg.BetaWarning)
 
 # Wall-clock columns of Phase 1 and steering records: they time the machine, not the result.
 TIMING_COLUMNS = ("generation_seconds", "sandbox_seconds")
