@@ -10,12 +10,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from pva_dagster.study.domain import TIMING_COLUMNS
+
 # Every asset returns a data version on purpose (staleness is this module's job): Dagster's beta notice about the
 # `data_version` parameter would otherwise print once per step of every run. Only that notice is silenced.
 warnings.filterwarnings("ignore", message=r".*`data_version`.*beta", category=dg.BetaWarning)
 
-# Wall-clock columns of Phase 1 and steering records: they time the machine, not the result.
-TIMING_COLUMNS = ("generation_seconds", "sandbox_seconds")
 
 
 def _update(digest: "hashlib._Hash", value: object) -> None:
@@ -24,7 +24,7 @@ def _update(digest: "hashlib._Hash", value: object) -> None:
             digest.update(str(key).encode())
             _update(digest, value[key])
     elif isinstance(value, pd.DataFrame):
-        frame = value.drop(columns=[c for c in TIMING_COLUMNS if c in value.columns])
+        frame = value.drop(columns=list(TIMING_COLUMNS), errors="ignore")
         lists = [
             c for c in frame.columns
             if frame[c].dtype == object and frame[c].map(lambda x: isinstance(x, (list, tuple, np.ndarray))).any()

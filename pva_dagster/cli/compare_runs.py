@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pva_dagster.study.domain import TIMING_COLUMNS
+
 DEFAULT_PHASES = ("phase2", "phase3")
-TIMING_COLUMNS = ("generation_seconds", "sandbox_seconds")
 COMPARED_SUFFIXES = {".parquet", ".json", ".md", ".npz"}
 RUN_SIDECAR_GLOB = "dataset_*_metadata.json"
 

@@ -114,11 +114,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return PartitionFrames(asset, {str(key): partition_file(layout, asset, key) for key in keys})
         if asset in NAMED_TABLES:
             names, file_of = NAMED_TABLES[asset]
-            found = {name: file_of(layout, name) for name in names if file_of(layout, name).exists()}
+            found = {name: path for name in names if (path := file_of(layout, name)).exists()}
             if not found:
                 raise FileNotFoundError(f"no table of {asset} under {layout.root}: materialize {asset} first")
             return {name: pd.read_parquet(path) for name, path in found.items()}
-        path = SINGLE_FILES[asset](layout) if asset in SINGLE_FILES else self._single_file(layout, asset)
+        path = self._single_file(layout, asset)
         if path.suffix == ".md":
             return path.read_text(encoding="utf-8")
         return _read_table(path, asset)

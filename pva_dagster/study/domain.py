@@ -20,6 +20,10 @@ DIRECTIONS: tuple[str, ...] = LABELS
 # Phase 1.0 decodes greedily; Phase 1.2 samples at the study design's temperatures.
 GREEDY_TEMPERATURE = 0.0
 
+# Wall-clock columns of Phase 1 and steering records: they time the machine, not the result, so data versions
+# and the comparison of two runs leave them out.
+TIMING_COLUMNS: tuple[str, ...] = ("generation_seconds", "sandbox_seconds")
+
 # Seed of every random step unless a profile or a caller says otherwise.
 DEFAULT_SEED = 42
 
