@@ -36,7 +36,7 @@ from pva_dagster.study.analysis.sae import (
     train_topk_sae,
 )
 from pva_dagster.study.generation.models import load_causal_lm
-from pva_dagster.study.generation.residual import hook_name, record_block_outputs
+from pva_dagster.study.generation.residual import decoder_blocks, hook_name, record_block_outputs
 
 LAYER = 3
 D_SAE, K = 256, 16
@@ -141,9 +141,12 @@ def test_collected_rows_are_the_unpadded_forward_without_bos(model_and_tokenizer
     texts = ["def add(a, b):\n    return a + b\n", "import os\n\nprint(os.getcwd())  # where are we?\n"]
     expected: dict[int, list[torch.Tensor]] = {LAYER: [], 7: []}
     with one_thread():
-        got = collect_residuals(
-            model, tokenizer, texts, [LAYER, 7], context_len=64, max_tokens=10_000, batch_size=2
-        )
+        # The forward stops after block 7, the last one read: the blocks above it never run.
+        with record_block_outputs(model, [8, len(decoder_blocks(model)) - 1]) as above:
+            got = collect_residuals(
+                model, tokenizer, texts, [LAYER, 7], context_len=64, max_tokens=10_000, batch_size=2
+            )
+        assert above == {8: [], len(decoder_blocks(model)) - 1: []}
         for text in texts:
             ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
             with torch.no_grad(), record_block_outputs(model, [LAYER, 7]) as recorded:
