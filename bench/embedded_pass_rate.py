@@ -72,7 +72,7 @@ def main() -> None:
                 frames.append(run_solutions(
                     tasks, model=model, tokenizer=tokenizer, settings=settings,
                     stop_token_ids=stop_token_ids(model, tokenizer), layers=None,
-                    dataset_path=Path(scratch) / f"records_{task_range.key}.parquet", activation_path=None,
+                    dataset_path=Path(scratch) / f"records_{task_range.key}.parquet", activations=None,
                     limits=sandbox.limits, seed=design.seed, producer={"weights": language_model.weights(layout)},
                     max_workers=sandbox.max_workers,
                 ))  # fmt: skip

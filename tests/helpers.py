@@ -118,6 +118,9 @@ def check_phase1(layout: DataLayout, task_range: str, task_ids: list[int], n_lay
     validation = pd.read_parquet(layout.split_file("validation")).task_id
     assert set(sampled.task_id) == set(validation)
     assert len(sampled) == 2 * len(validation) and not sampled.duplicated(["task_id", "sample"]).any()
+    for task_id, files in sampled.groupby("task_id").activation_files:  # both samples share the task's files
+        shared = [str(layout.phase1_2_activation(task_id, layer)) for layer in range(n_layers)]
+        assert [list(f) for f in files] == [shared, shared]
 
 
 def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) -> None:

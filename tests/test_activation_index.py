@@ -44,6 +44,23 @@ def test_index_selects_tasks_and_layers_and_files_load(tmp_path):
     assert residuals[:, 0].tolist() == [23.0, 33.0, 63.0]
 
 
+def test_phase1_2_samples_and_temperatures_sharing_a_task_file_each_get_a_row(tmp_path):
+    layout = DataLayout(tmp_path)
+    for task_id in (1, 2):
+        storage.write_npz(layout.phase1_2_activation(task_id, 3), residual=np.full(4, task_id, dtype=np.float32))
+    records = pd.DataFrame([
+        {"task_id": task_id, "sample": sample, "temperature": temperature, "passed": sample == 0,
+         "label": "correct" if sample == 0 else "incorrect", "layers": [3],
+         "activation_files": [str(layout.phase1_2_activation(task_id, 3))]}
+        for temperature in (0.3, 0.6) for task_id in (1, 2) for sample in (0, 1)
+    ])
+    with duckdb.connect() as conn:
+        index = activation_index(conn, records, task_ids=[1, 2], layers=[3])
+    assert len(index) == 8 and index.file.nunique() == 2
+    residuals = load_residuals(index.file.tolist())
+    assert residuals[:, 0].tolist() == index.task_id.astype(float).tolist()
+
+
 def test_no_records_and_wrong_columns_are_named():
     with pytest.raises(ValueError, match="hold no records: materialize Phase 1"):
         phase1_records([pd.DataFrame(), pd.DataFrame()])

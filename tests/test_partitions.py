@@ -35,9 +35,8 @@ def test_phase1_2_partitions_are_temperature_by_range():
 def test_layout_names_follow_the_seed_study(tmp_path):
     layout = DataLayout(tmp_path)
     assert layout.phase1_0_activation("correct", 12, 3) == tmp_path / "phase1_0/activations/correct/12_layer_3.npz"
-    assert layout.phase1_2_activation(0.3, "incorrect", 5, 2, 7) == (
-        tmp_path / "phase1_2/activations/temp_0.3/incorrect/5_sample2_layer_7.npz"
-    )
+    # Phase 1.2: one file per task and layer, shared by every sample and temperature.
+    assert layout.phase1_2_activation(5, 7) == tmp_path / "phase1_2/activations/task_0005_layer_7.npz"
     assert layout.metadata_for(layout.phase1_0_dataset("0000-0049")).name == "dataset_0000-0049_metadata.json"
     with pytest.raises(ValueError, match="unknown label"):
         layout.phase1_0_activation("maybe", 1, 1)

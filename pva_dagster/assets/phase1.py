@@ -18,10 +18,13 @@ from pva_dagster.partitions import (
 from pva_dagster.profiles import ACTIVE
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, Sandbox, StudyDesign
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, VALIDATION_SPLIT
+from pva_dagster.study.generation.activation_store import PerRecordActivations, SharedTaskActivations
 from pva_dagster.study.generation.phase1 import Generator, Partition, generate_and_label, write_metadata
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
 CODE_VERSION = "2"
+# Phase 1.2 alone: 3 = its residuals stored once per task and layer, shared by samples and temperatures.
+PHASE1_2_CODE_VERSION = "3"
 PHASE1_0_PARTITIONS = phase1_0_partitions(ACTIVE.design)
 PHASE1_2_PARTITIONS = phase1_2_partitions(ACTIVE.design)
 
@@ -62,14 +65,16 @@ def phase1_0_solutions(
     task_range, layout = TaskRange.parse(context.partition_key), data_store.layout
     partition = Partition(
         task_range, temperature=GREEDY_TEMPERATURE, samples=1, dataset_path=layout.phase1_0_dataset(task_range.key),
-        activation_path=lambda label, task_id, _sample, layer: layout.phase1_0_activation(label, task_id, layer),
+        activations=PerRecordActivations(
+            lambda label, task_id, _sample, layer: layout.phase1_0_activation(label, task_id, layer)
+        ),
     )
     return _run(context, mbpp_problems, partition, language_model, study_design, data_store, sandbox, device_pool)
 
 
 @dg.asset(
     group_name=GROUP_GENERATION, partitions_def=PHASE1_2_PARTITIONS, deps=[language_model_weights],
-    op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION,
+    op_tags=GPU_STEP_TAGS, code_version=PHASE1_2_CODE_VERSION,
 )
 def phase1_2_solutions(
     context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
@@ -83,8 +88,9 @@ def phase1_2_solutions(
     partition = Partition(
         task_range, temperature, samples=study_design.samples_per_temperature,
         dataset_path=layout.phase1_2_dataset(temperature, task_range.key),
-        activation_path=lambda label, task_id, sample, layer: layout.phase1_2_activation(
-            temperature, label, task_id, sample, layer
+        # The prompt residual is the same for every sample and temperature: stored once per task and layer.
+        activations=SharedTaskActivations(
+            layout.phase1_2_activation, legacy=lambda task_id: layout.phase1_2_legacy_activations(temperature, task_id)
         ),
     )
     validation = mbpp_problems.task_id.isin(problem_splits.task_id[problem_splits.split == VALIDATION_SPLIT])

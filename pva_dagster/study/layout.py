@@ -80,11 +80,14 @@ class DataLayout:
     def phase1_2_dataset(self, temperature: float, partition: str) -> Path:
         return self.phase1_2_dir / f"dataset_temp_{temperature_tag(temperature)}_{partition}.parquet"
 
-    def phase1_2_activation(
-        self, temperature: float, label: str, task_id: int, sample: int, layer: int
-    ) -> Path:
-        folder = self.phase1_2_dir / "activations" / f"temp_{temperature_tag(temperature)}" / _label(label)
-        return folder / f"{task_id}_sample{sample}_layer_{layer}.npz"
+    def phase1_2_activation(self, task_id: int, layer: int) -> Path:
+        """A task's residual at one layer, shared by its samples at every temperature (made once per task)."""
+        return self.phase1_2_dir / "activations" / f"task_{task_id:04d}_layer_{layer}.npz"
+
+    def phase1_2_legacy_activations(self, temperature: float, task_id: int) -> list[Path]:
+        """A task's files in the layout before the shared one: ``temp_{t}/{label}/{task}_sample{k}_layer_{L}``."""
+        folder = self.phase1_2_dir / "activations" / f"temp_{temperature_tag(temperature)}"
+        return sorted(path for label in LABELS for path in (folder / label).glob(f"{task_id}_sample*_layer_*.npz"))
 
     @staticmethod
     def metadata_for(dataset: Path) -> Path:

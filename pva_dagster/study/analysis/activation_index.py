@@ -58,9 +58,13 @@ def activation_index(
 
 
 def load_residuals(files: Sequence[str]) -> np.ndarray:
-    """Stack the ``residual`` arrays of NPZ files -> [n, d_model] float32; raise naming a missing/broken file."""
+    """Stack the ``residual`` arrays of NPZ files -> [n, d_model] float32; raise naming a missing/broken file.
+
+    A file named several times (Phase 1.2: every sample and temperature of a task shares its files) is read once.
+    """
+    distinct = list(dict.fromkeys(files))
     arrays = []
-    for file in files:
+    for file in distinct:
         try:
             with np.load(file) as npz:
                 arrays.append(np.asarray(npz["residual"], dtype=np.float32))
@@ -75,4 +79,5 @@ def load_residuals(files: Sequence[str]) -> np.ndarray:
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise ValueError(f"activation files disagree on shape: {sorted(shapes)}")
-    return np.stack(arrays)
+    row_of = {file: row for row, file in enumerate(distinct)}
+    return np.stack(arrays)[[row_of[file] for file in files]]

@@ -11,11 +11,12 @@ from typing import Any
 import pandas as pd
 
 from pva_dagster.study import storage
+from pva_dagster.study.generation.activation_store import ActivationStore
 from pva_dagster.study.generation.batched import GenerationSettings
 from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
-from pva_dagster.study.generation.solutions import ActivationPath, run_solutions, summarize, tasks_from_problems
+from pva_dagster.study.generation.solutions import run_solutions, summarize, tasks_from_problems
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.task_ranges import TaskRange
 from pva_dagster.study.sandbox.sandbox import SandboxLimits
@@ -29,7 +30,7 @@ class Partition:
     temperature: float
     samples: int
     dataset_path: Path
-    activation_path: ActivationPath
+    activations: ActivationStore
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def generate_and_label(
     frame = run_solutions(
         tasks, model=generator.model, tokenizer=generator.tokenizer, settings=settings,
         stop_token_ids=stop_token_ids(generator.model, generator.tokenizer), layers=layers,
-        dataset_path=partition.dataset_path, activation_path=partition.activation_path, limits=generator.limits,
+        dataset_path=partition.dataset_path, activations=partition.activations, limits=generator.limits,
         seed=seed, producer={"model": model, "layers": layers, "limits": generator.limits},
         extra_columns={"temperature": partition.temperature, "partition": task_range.key},
         max_workers=generator.max_workers, log=log,

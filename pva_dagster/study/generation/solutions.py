@@ -12,19 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from pva_dagster.study import storage
 from pva_dagster.study.domain import label_of
+from pva_dagster.study.generation.activation_store import ActivationStore, residual_source
 from pva_dagster.study.generation.batched import Generation, GenerationSettings, generate
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.records import RecordTable, fingerprint
 from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, run_many
 
 RECORD_KEY = ("task_id", "sample")
-# activation_path(label, task_id, sample, layer) -> file of that residual
-ActivationPath = Callable[[str, int, int, int], Path]
 
 
 @dataclass(frozen=True)
@@ -92,20 +89,6 @@ def label_generations(
     return records
 
 
-def save_activations(
-    record: dict[str, Any], residuals: np.ndarray, layers: Sequence[int], activation_path: ActivationPath
-) -> list[str]:
-    """Write one NPZ per layer (residual[d_model]) under the record's label; drop a stale other-label copy."""
-    paths = []
-    other = "incorrect" if record["label"] == "correct" else "correct"
-    for row, layer in enumerate(layers):
-        path = activation_path(record["label"], record["task_id"], record["sample"], layer)
-        storage.write_npz(path, residual=residuals[row].astype(np.float32), layer=np.int64(layer))
-        activation_path(other, record["task_id"], record["sample"], layer).unlink(missing_ok=True)
-        paths.append(str(path))
-    return paths
-
-
 def run_solutions(
     tasks: Sequence[Task],
     *,
@@ -115,7 +98,7 @@ def run_solutions(
     stop_token_ids: Sequence[int],
     layers: Sequence[int] | None,
     dataset_path: Path,
-    activation_path: ActivationPath | None,
+    activations: ActivationStore | None,
     limits: SandboxLimits,
     seed: int,
     producer: Mapping[str, Any],
@@ -128,11 +111,16 @@ def run_solutions(
     Tasks whose samples are all in ``dataset_path`` already, made from the same task by the same ``producer``
     (model identity, settings, anything else their records depend on), are skipped, so a re-run after a crash
     ends with exactly one record per (task, sample); a task or producer that changed is generated again, and a
-    task no longer asked for is dropped from the file.
+    task no longer asked for is dropped from the file. ``activations`` stores each record's prompt residuals
+    (None: none stored); its layout enters the records' fingerprint, and ``producer["model"]`` (the model's
+    identity) the fingerprint of the residual files.
     """
     samples = range(settings.num_samples)
     # The batch size is left out: it may follow free memory, and resuming whole batches is what keeps samples.
-    producer = {**producer, "settings": {**settings.describe(), "batch_size": None}, "seed": seed}
+    producer = {
+        **producer, "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
+        **(activations.producer() if activations else {}),
+    }
     expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}
     table = RecordTable(dataset_path, RECORD_KEY, expected)
     todo = [t for t in tasks if not all((t.task_id, s) in table for s in samples)]
@@ -145,6 +133,11 @@ def run_solutions(
             table.flush()
         return table.frame()
     layers = list(layers or [])
+    # producer["model"] identifies the model (weights, sizes); the residuals depend on it, not on the sampling.
+    dtype = str(next(model.parameters()).dtype)
+    sources = {
+        t.task_id: residual_source(t.prompt, producer.get("model"), settings.max_prompt_tokens, dtype) for t in todo
+    }
     seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in todo]
     started, done, tokens = time.perf_counter(), 0, 0
     for batch in generate(
@@ -155,7 +148,9 @@ def run_solutions(
             record.update(extra_columns or {})
             record["layers"] = layers
             record["activation_files"] = (
-                save_activations(record, generation.residuals, layers, activation_path) if activation_path else []
+                activations.save(record, generation.residuals, layers, sources[record["task_id"]])
+                if activations
+                else []
             )
         table.add(records)
         table.flush()

@@ -109,7 +109,7 @@ def run_unit(
     def generate() -> pd.DataFrame:
         return run_solutions(
             tasks, model=model, tokenizer=tokenizer, settings=settings, stop_token_ids=stop_token_ids,
-            layers=None, dataset_path=out_dir / f"{unit.name}.parquet", activation_path=None, limits=limits,
+            layers=None, dataset_path=out_dir / f"{unit.name}.parquet", activations=None, limits=limits,
             seed=seed, producer=producer, extra_columns={"unit": unit.name}, log=log,
         )
 
