@@ -1,4 +1,4 @@
-"""Phase 1 generation throughput: today's path against the one before it, in one run, as ratios.
+"""Phase 1 generation throughput: the decode loop against the path of an earlier commit, in one run, as ratios.
 
     .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N]
         [--rounds 1] [--baseline-ref f71fee2] [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda]
@@ -6,12 +6,13 @@
 Three paths over the same prompts, all greedy with residual capture on every layer and the function-end stop
 rule on, as Phase 1 runs them, alternated round by round so that load from other processes hits each alike:
 
-- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git), batches of 8 in task order;
-- new @ 8: ``generate`` now, batches of 8, sorted by prompt length;
+- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git; f71fee2 is the path issue #9 measured,
+  ``model.generate`` with a stop rule that decoded every row each step), batches of 8 in task order;
+- new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
 - new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or --batch-size.
 
-It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the cost
-of the stop rule alone (old: decode every row each step; new: incremental) over 8 rows x 800 steps.
+It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
+average (other processes share the cores) at the start and end of each run.
 Default model: the embedded SmolLM2-135M-Instruct (converted once under --cache). ``--gemma2-random`` builds
 google/gemma-2-2b's architecture (Gemma2Config: hidden 2304, 26 layers, vocab 256000) with random weights and
 a small trained tokenizer: the real study's compute without a download, meant for a GPU.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +34,7 @@ from typing import Any
 
 import torch
 
-from pva_dagster.study.generation.batched import FunctionEndStop, GenerationSettings, auto_batch_size, generate
+from pva_dagster.study.generation.batched import GenerationSettings, auto_batch_size, generate
 from pva_dagster.study.generation.models import (
     DTYPES,
     convert_gguf_to_safetensors,
@@ -62,14 +64,33 @@ def random_gemma2_2b(device: str, dtype: str) -> tuple[Any, Any]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Where the generation module lived, newest first, and the imports its older versions used.
+MODULE_PATHS = ("pva_dagster/study/generation/batched.py", "pva_dagster/study/generation.py")
+MOVED_IMPORTS = {
+    "pva_dagster.study.prompts import": "pva_dagster.study.generation.prompts import",
+    "pva_dagster.study.residual import": "pva_dagster.study.generation.residual import",
+}
+
+
 def baseline_module(ref: str) -> ModuleType:
-    """``pva_dagster.study.generation.batched`` as it was at git ``ref``, imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:pva_dagster/study/generation.py"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / f"generation_at_{ref}.py"
+    """The generation module (``generate`` and its settings) as it was at git ``ref``, under another name.
+
+    Its imports of modules that have moved since are pointed at their new place (the functions it uses kept
+    their behaviour: the prompt rule and the residual hooks).
+    """
+    for module_path in MODULE_PATHS:
+        shown = subprocess.run(["git", "show", f"{ref}:{module_path}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise ValueError(f"git ref {ref!r} has none of {MODULE_PATHS}")
+    for old, new in MOVED_IMPORTS.items():
+        source = source.replace(old, new)
+    path = Path(tempfile.mkdtemp()) / f"generation_at_{ref.replace('/', '_')}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -87,15 +108,6 @@ def timed(generate_fn: Any, model: Any, tokenizer: Any, prompts: list[str], laye
     seconds = time.perf_counter() - started
     generations.sort(key=lambda g: g.prompt_index)
     return generations, sum(g.n_new_tokens for g in generations) / seconds
-
-
-def stop_rule_seconds(rule: Any, tokenizer: Any, rows: list[list[int]], steps: int) -> float:
-    """Seconds the stop rule alone takes over ``steps`` decode steps of ``rows`` (token lists, tiled)."""
-    ids = torch.tensor([(row * (steps // max(1, len(row)) + 1))[:steps] for row in rows])
-    started = time.perf_counter()
-    for step in range(1, steps + 1):
-        rule(ids[:, :step], None)
-    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     outputs: dict[str, list[Any]] = {}
     for round_ in range(args.rounds):
         for name, (generate_fn, settings) in paths.items():
+            load_before = os.getloadavg()[0]
             outputs[name], rate = timed(generate_fn, model, tokenizer, prompts, layers, settings)
             rates[name].append(rate)
-            print(f"round {round_ + 1}: {name:>14}: {rate:8.1f} new tokens/s", flush=True)
+            print(
+                f"round {round_ + 1}: {name:>14}: {rate:8.1f} new tokens/s "
+                f"(1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
 
     base = outputs["baseline @ 8"]
     n_tokens = sum(g.n_new_tokens for g in base)
@@ -180,12 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"chosen batch size {chosen} vs 8: {median[f'new @ {chosen}'] / median['new @ 8']:.2f}x")
 
-    rows = [tokenizer(g.completion)["input_ids"] or [0] for g in base[:8]]
-    steps = 800
-    old_rule = stop_rule_seconds(old.FunctionEndStop(tokenizer, 0), tokenizer, rows, steps)
-    new_rule = stop_rule_seconds(FunctionEndStop(tokenizer, 0), tokenizer, rows, steps)
-    print(f"stop rule alone, {len(rows)} rows x {steps} steps: old {old_rule:.2f} s, new {new_rule:.2f} s "
-          f"({old_rule / new_rule:.0f}x)")
     if model.device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     return 0
