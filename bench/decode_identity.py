@@ -4,8 +4,8 @@
         [--out-dir /tmp/decode_identity] [--cache DIR]
 
 Greedy completions of the 200 embedded problems (Phase 1.0's settings: function-end stop, residuals of every
-layer) from three runs, each saved as JSON lines under --out-dir and reused if there (so an interrupted
-comparison resumes):
+layer) from three runs, each saved batch by batch as JSON lines under --out-dir and reused if there (so an
+interrupted comparison resumes):
 
 - ``ref``: ``generate`` at git ``--ref`` (``model.generate``), batches of --batch-size sorted by length;
 - ``new``: ``generate`` now (``decoding.decode``), the same batches;
@@ -44,19 +44,31 @@ from pva_dagster.study.runtime import apply_offline_defaults
 
 
 def run(module: Any, model: Any, tokenizer: Any, prompts: list[str], batch_size: int, max_new: int, path: Path):
-    """Completions (prompt order) of ``module.generate``; read from ``path`` if an earlier run saved them."""
-    if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines()]
+    """Completions (prompt order) of ``module.generate``; batches saved by an earlier run are read, not redone.
+
+    Each batch is appended to ``path`` as it finishes, so an interrupted run resumes (the batches are formed
+    from the prompts alone: those left re-form the batches not yet saved).
+    """
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    done = {row["index"] for row in rows}
+    todo = [i for i in range(len(prompts)) if i not in done]
     settings = module.GenerationSettings(max_new_tokens=max_new, batch_size=batch_size, sort_by_length=True)
     layers = list(range(len(decoder_blocks(model))))
-    started, rows = time.perf_counter(), []
-    for batch in module.generate(model, tokenizer, prompts, layers, settings, stop_token_ids(model, tokenizer)):
-        rows += [{"index": g.prompt_index, "completion": g.completion, "n_new_tokens": g.n_new_tokens} for g in batch]
-        print(f"  {path.stem}: {len(rows)}/{len(prompts)} prompts, {time.perf_counter() - started:.0f} s", flush=True)
-    rows.sort(key=lambda row: row["index"])
+    started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return rows
+    if todo:
+        batches = module.generate(
+            model, tokenizer, [prompts[i] for i in todo], layers, settings, stop_token_ids(model, tokenizer)
+        )
+        for batch in batches:
+            new = [{"index": todo[g.prompt_index], "completion": g.completion, "n_new_tokens": g.n_new_tokens}
+                   for g in batch]
+            with path.open("a") as out:
+                out.write("".join(json.dumps(row) + "\n" for row in new))
+            rows += new
+            print(f"  {path.stem}: {len(rows)}/{len(prompts)} prompts, {time.perf_counter() - started:.0f} s",
+                  flush=True)
+    return sorted(rows, key=lambda row: row["index"])
 
 
 def compare(name: str, a: list[dict[str, Any]], b: list[dict[str, Any]], tokenizer: Any, task_ids: list[int]) -> int:

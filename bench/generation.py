@@ -1,15 +1,16 @@
 """Phase 1 generation throughput: the decode loop against the path of an earlier commit, in one run, as ratios.
 
-    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N]
+    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N [N ...]]
         [--rounds 1] [--baseline-ref f71fee2] [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda]
 
-Three paths over the same prompts, all greedy with residual capture on every layer and the function-end stop
+The paths run over the same prompts, all greedy with residual capture on every layer and the function-end stop
 rule on, as Phase 1 runs them, alternated round by round so that load from other processes hits each alike:
 
 - baseline: ``generate`` as it was at ``--baseline-ref`` (read from git; f71fee2 is the path issue #9 measured,
   ``model.generate`` with a stop rule that decoded every row each step), batches of 8 in task order;
 - new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
-- new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or --batch-size.
+- new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or at each
+  --batch-size (``--baseline-ref none`` leaves the baseline out: a table of batch sizes).
 
 It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
 average (other processes share the cores) at the start and end of each run.
@@ -114,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: auto_batch_size here")
+    parser.add_argument(
+        "--batch-size", type=int, nargs="+", default=None, help="one or more sizes (default: auto_batch_size here)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the three paths")
-    parser.add_argument("--baseline-ref", default="f71fee2", help="git commit of the baseline generation.py")
+    parser.add_argument(
+        "--baseline-ref", default="f71fee2", help="git commit of the baseline generate; 'none': new paths only"
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model", default=None, help="local folder or hub id (default: the embedded SmolLM2)"
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    old = baseline_module(args.baseline_ref)
+    old = None if args.baseline_ref == "none" else baseline_module(args.baseline_ref)
 
     started = time.perf_counter()
     if args.gemma2_random:
@@ -153,21 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
     )
     # Phase 1's choice: prompt budget + new tokens, as LanguageModel.batch_size_for does.
-    chosen = args.batch_size or auto_batch_size(model, GenerationSettings().max_prompt_tokens + args.max_new_tokens)
+    sizes = args.batch_size or [auto_batch_size(model, GenerationSettings().max_prompt_tokens + args.max_new_tokens)]
 
     embedded = load_embedded()
     problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
     prompts = [build_prompt(p.text, p.test_list) for p in problems]
     layers = list(range(len(decoder_blocks(model))))
-    paths = {
-        "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8)),
-        "new @ 8": (
-            generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8, sort_by_length=True)
-        ),
-        f"new @ {chosen}": (
-            generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=chosen, sort_by_length=True)
-        ),
+    paths = {} if old is None else {
+        "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8))
     }
+    for size in dict.fromkeys([8, *sizes]):
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=size, sort_by_length=True)
+        paths[f"new @ {size}"] = (generate, settings)
     timed(generate, model, tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in paths}
     outputs: dict[str, list[Any]] = {}
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    base = outputs["baseline @ 8"]
+    reference = next(iter(paths))  # the baseline, or new @ 8 without one
+    base = outputs[reference]
     n_tokens = sum(g.n_new_tokens for g in base)
     print(f"{len(prompts)} prompts, <= {args.max_new_tokens} new tokens ({n_tokens} generated), capture = all "
           f"{len(layers)} layers, stop rule on, median of {args.rounds} round(s)")
@@ -192,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a.completion == b.completion for a, b in pairs)
         residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in pairs)
         print(
-            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median['baseline @ 8']:5.2f}x baseline; "
-            f"greedy completions equal to baseline {same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
+            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median[reference]:5.2f}x {reference}, "
+            f"{median[name] / median['new @ 8']:5.2f}x new @ 8; greedy completions equal to {reference} "
+            f"{same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
         )
-    print(f"chosen batch size {chosen} vs 8: {median[f'new @ {chosen}'] / median['new @ 8']:.2f}x")
 
     if model.device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
