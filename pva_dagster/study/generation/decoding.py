@@ -96,11 +96,10 @@ def _forward(model: Any, keep_last: bool, **inputs: Any) -> torch.Tensor:
     return output.logits[:, -1].float()
 
 
-@lru_cache(maxsize=32)
-def _accepts_logits_to_keep(model_type: type) -> bool:
+def _accepts_logits_to_keep(model: Any) -> bool:
     # As generate: compute vocabulary logits for the last position only (the prefill's [rows, seq, vocab]
     # would be hundreds of MB for nothing).
-    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def decode(
@@ -125,7 +124,7 @@ def decode(
     sampling = temperature > 0
     if sampling and (generators is None or len(generators) != n_rows):
         raise ValueError(f"sampling {n_rows} rows needs one generator per row, got {generators and len(generators)}")
-    keep_last = _accepts_logits_to_keep(type(model))
+    keep_last = _accepts_logits_to_keep(model)
     # As generate: positions count real tokens (pad positions get 0), and a mask of ones is left out.
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     mask = None if bool((attention_mask == 1).all()) else attention_mask

@@ -131,7 +131,7 @@ def run_solutions(
     task no longer asked for is dropped from the file.
     """
     samples = range(settings.num_samples)
-    # The batch size is left out: it may follow free memory, and resuming whole batches is what keeps samples.
+    # The batch size is left out: it may follow free memory, and no output depends on it (generation.decoding).
     producer = {**producer, "settings": {**settings.describe(), "batch_size": None}, "seed": seed}
     expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}
     table = RecordTable(dataset_path, RECORD_KEY, expected)
