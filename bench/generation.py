@@ -10,7 +10,7 @@ rule on, as Phase 1 runs them, alternated round by round so that load from other
   ``model.generate`` with a stop rule that decoded every row each step), batches of 8 in task order;
 - new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
 - new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or at each
-  --batch-size (``--baseline-ref none`` leaves the baseline out: a table of batch sizes).
+  --batch-size (``--baseline-ref none`` leaves the baseline and new @ 8 out: a table of batch sizes).
 
 It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
 average (other processes share the cores) at the start and end of each run.
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = {} if old is None else {
         "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8))
     }
-    for size in dict.fromkeys([8, *sizes]):
+    for size in dict.fromkeys([8, *sizes] if old is not None else sizes):
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=size, sort_by_length=True)
         paths[f"new @ {size}"] = (generate, settings)
     timed(generate, model, tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))  # warm-up
@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a.completion == b.completion for a, b in pairs)
         residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in pairs)
         print(
-            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median[reference]:5.2f}x {reference}, "
-            f"{median[name] / median['new @ 8']:5.2f}x new @ 8; greedy completions equal to {reference} "
+            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median[reference]:5.2f}x {reference}"
+            + (f", {median[name] / median['new @ 8']:5.2f}x new @ 8" if "new @ 8" in median else "")
+            + f"; greedy completions equal to {reference} "
             f"{same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
         )
 

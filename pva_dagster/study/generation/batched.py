@@ -192,9 +192,13 @@ def generate(
         )
 
 
-# Rows a batch on the CPU (the embedded SmolLM2-135M on 2 cores): throughput per row keeps rising to 16 (notes:
-# 37.7 new tokens/s at 8, 52.2 at 16) while a batch of 16 x 128 new tokens still takes well under a minute.
-CPU_BATCH_SIZE = 16
+# Rows a batch on the CPU, measured with the decode loop (finished rows cost nothing) on the embedded
+# SmolLM2-135M, 1 torch thread, 2 shared cores (load average ~3), 64 embedded prompts x <= 128 new tokens,
+# function-end stop on, residuals of all 30 layers (bench/generation.py --baseline-ref none):
+#   batch 16: 55.9 new tokens/s | 32: 74.5 (1.33x) | 64: 81.3 (1.45x)
+# 32: 64 adds under a tenth more while a crash loses twice the rows, and an embedded partition (25 tasks)
+# fits in one batch of 32 anyway.
+CPU_BATCH_SIZE = 32
 MAX_AUTO_BATCH_SIZE = 128
 GPU_MEMORY_FRACTION = 0.7  # of the free memory, for the estimate's slack (allocator fragmentation, sampling)
 
