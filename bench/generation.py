@@ -1,17 +1,19 @@
-"""Phase 1 generation throughput: today's path against the one before it, in one run, as ratios.
+"""Phase 1 generation throughput: the decode loop against the path of an earlier commit, in one run, as ratios.
 
-    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N]
+    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N [N ...]]
         [--rounds 1] [--baseline-ref f71fee2] [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda]
 
-Three paths over the same prompts, all greedy with residual capture on every layer and the function-end stop
+The paths run over the same prompts, all greedy with residual capture on every layer and the function-end stop
 rule on, as Phase 1 runs them, alternated round by round so that load from other processes hits each alike:
 
-- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git), batches of 8 in task order;
-- new @ 8: ``generate`` now, batches of 8, sorted by prompt length;
-- new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or --batch-size.
+- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git; f71fee2 is the path issue #9 measured,
+  ``model.generate`` with a stop rule that decoded every row each step), batches of 8 in task order;
+- new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
+- new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or at each
+  --batch-size (``--baseline-ref none`` leaves the baseline and new @ 8 out: a table of batch sizes).
 
-It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the cost
-of the stop rule alone (old: decode every row each step; new: incremental) over 8 rows x 800 steps.
+It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
+average (other processes share the cores) at the start and end of each run.
 Default model: the embedded SmolLM2-135M-Instruct (converted once under --cache). ``--gemma2-random`` builds
 google/gemma-2-2b's architecture (Gemma2Config: hidden 2304, 26 layers, vocab 256000) with random weights and
 a small trained tokenizer: the real study's compute without a download, meant for a GPU.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +35,7 @@ from typing import Any
 
 import torch
 
-from pva_dagster.study.generation.batched import FunctionEndStop, GenerationSettings, auto_batch_size, generate
+from pva_dagster.study.generation.batched import GenerationSettings, auto_batch_size, generate
 from pva_dagster.study.generation.models import (
     DTYPES,
     convert_gguf_to_safetensors,
@@ -62,14 +65,33 @@ def random_gemma2_2b(device: str, dtype: str) -> tuple[Any, Any]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Where the generation module lived, newest first, and the imports its older versions used.
+MODULE_PATHS = ("pva_dagster/study/generation/batched.py", "pva_dagster/study/generation.py")
+MOVED_IMPORTS = {
+    "pva_dagster.study.prompts import": "pva_dagster.study.generation.prompts import",
+    "pva_dagster.study.residual import": "pva_dagster.study.generation.residual import",
+}
+
+
 def baseline_module(ref: str) -> ModuleType:
-    """``pva_dagster.study.generation.batched`` as it was at git ``ref``, imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:pva_dagster/study/generation.py"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / f"generation_at_{ref}.py"
+    """The generation module (``generate`` and its settings) as it was at git ``ref``, under another name.
+
+    Its imports of modules that have moved since are pointed at their new place (the functions it uses kept
+    their behaviour: the prompt rule and the residual hooks).
+    """
+    for module_path in MODULE_PATHS:
+        shown = subprocess.run(["git", "show", f"{ref}:{module_path}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise ValueError(f"git ref {ref!r} has none of {MODULE_PATHS}")
+    for old, new in MOVED_IMPORTS.items():
+        source = source.replace(old, new)
+    path = Path(tempfile.mkdtemp()) / f"generation_at_{ref.replace('/', '_')}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -89,22 +111,17 @@ def timed(generate_fn: Any, model: Any, tokenizer: Any, prompts: list[str], laye
     return generations, sum(g.n_new_tokens for g in generations) / seconds
 
 
-def stop_rule_seconds(rule: Any, tokenizer: Any, rows: list[list[int]], steps: int) -> float:
-    """Seconds the stop rule alone takes over ``steps`` decode steps of ``rows`` (token lists, tiled)."""
-    ids = torch.tensor([(row * (steps // max(1, len(row)) + 1))[:steps] for row in rows])
-    started = time.perf_counter()
-    for step in range(1, steps + 1):
-        rule(ids[:, :step], None)
-    return time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: auto_batch_size here")
+    parser.add_argument(
+        "--batch-size", type=int, nargs="+", default=None, help="one or more sizes (default: auto_batch_size here)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the three paths")
-    parser.add_argument("--baseline-ref", default="f71fee2", help="git commit of the baseline generation.py")
+    parser.add_argument(
+        "--baseline-ref", default="f71fee2", help="git commit of the baseline generate; 'none': new paths only"
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model", default=None, help="local folder or hub id (default: the embedded SmolLM2)"
@@ -128,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    old = baseline_module(args.baseline_ref)
+    old = None if args.baseline_ref == "none" else baseline_module(args.baseline_ref)
 
     started = time.perf_counter()
     if args.gemma2_random:
@@ -141,31 +158,34 @@ def main(argv: list[str] | None = None) -> int:
         f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
     )
     # Phase 1's choice: prompt budget + new tokens, as LanguageModel.batch_size_for does.
-    chosen = args.batch_size or auto_batch_size(model, GenerationSettings().max_prompt_tokens + args.max_new_tokens)
+    sizes = args.batch_size or [auto_batch_size(model, GenerationSettings().max_prompt_tokens + args.max_new_tokens)]
 
     embedded = load_embedded()
     problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
     prompts = [build_prompt(p.text, p.test_list) for p in problems]
     layers = list(range(len(decoder_blocks(model))))
-    paths = {
-        "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8)),
-        "new @ 8": (
-            generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8, sort_by_length=True)
-        ),
-        f"new @ {chosen}": (
-            generate, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=chosen, sort_by_length=True)
-        ),
+    paths = {} if old is None else {
+        "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8))
     }
+    for size in dict.fromkeys([8, *sizes] if old is not None else sizes):
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=size, sort_by_length=True)
+        paths[f"new @ {size}"] = (generate, settings)
     timed(generate, model, tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in paths}
     outputs: dict[str, list[Any]] = {}
     for round_ in range(args.rounds):
         for name, (generate_fn, settings) in paths.items():
+            load_before = os.getloadavg()[0]
             outputs[name], rate = timed(generate_fn, model, tokenizer, prompts, layers, settings)
             rates[name].append(rate)
-            print(f"round {round_ + 1}: {name:>14}: {rate:8.1f} new tokens/s", flush=True)
+            print(
+                f"round {round_ + 1}: {name:>14}: {rate:8.1f} new tokens/s "
+                f"(1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
 
-    base = outputs["baseline @ 8"]
+    reference = next(iter(paths))  # the baseline, or new @ 8 without one
+    base = outputs[reference]
     n_tokens = sum(g.n_new_tokens for g in base)
     print(f"{len(prompts)} prompts, <= {args.max_new_tokens} new tokens ({n_tokens} generated), capture = all "
           f"{len(layers)} layers, stop rule on, median of {args.rounds} round(s)")
@@ -175,17 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a.completion == b.completion for a, b in pairs)
         residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in pairs)
         print(
-            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median['baseline @ 8']:5.2f}x baseline; "
-            f"greedy completions equal to baseline {same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
+            f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median[reference]:5.2f}x {reference}"
+            + (f", {median[name] / median['new @ 8']:5.2f}x new @ 8" if "new @ 8" in median else "")
+            + f"; greedy completions equal to {reference} "
+            f"{same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
         )
-    print(f"chosen batch size {chosen} vs 8: {median[f'new @ {chosen}'] / median['new @ 8']:.2f}x")
 
-    rows = [tokenizer(g.completion)["input_ids"] or [0] for g in base[:8]]
-    steps = 800
-    old_rule = stop_rule_seconds(old.FunctionEndStop(tokenizer, 0), tokenizer, rows, steps)
-    new_rule = stop_rule_seconds(FunctionEndStop(tokenizer, 0), tokenizer, rows, steps)
-    print(f"stop rule alone, {len(rows)} rows x {steps} steps: old {old_rule:.2f} s, new {new_rule:.2f} s "
-          f"({old_rule / new_rule:.0f}x)")
     if model.device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     return 0

@@ -9,16 +9,16 @@ from transformers import AutoModelForCausalLM, Gemma2Config
 
 from pva_dagster.study.generation.batched import (
     CPU_BATCH_SIZE,
-    FunctionEndStop,
     GenerationSettings,
     auto_batch_size,
     batch_order,
     bytes_per_row,
     generate,
 )
+from pva_dagster.study.generation.decoding import FunctionEndRule
 from pva_dagster.study.generation.models import load_causal_lm, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, extract_code, function_end_reached
-from pva_dagster.study.generation.residual import decoder_blocks
+from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
 from pva_dagster.study.rehearsal.random_models import GEMMA2_2B
 
 PROMPTS = [
@@ -150,12 +150,14 @@ def test_incremental_stop_rule_agrees_with_decoding_every_step(smollm):
         output = model.generate(
             **encoded, max_new_tokens=96, do_sample=False, pad_token_id=tokenizer.pad_token_id
         )
-    rule, verdicts = FunctionEndStop(tokenizer, prompt_length), []
+    rule, stopped, verdicts = FunctionEndRule(tokenizer), [False] * output.shape[0], []
     for step in range(prompt_length + 1, output.shape[1] + 1):
-        ids = output[:, :step]
-        texts = tokenizer.batch_decode(ids[:, prompt_length:], skip_special_tokens=True)
-        expected = [function_end_reached(text) for text in texts]
-        assert rule(ids, None).tolist() == expected, step
+        new = output[:, prompt_length:step]
+        expected = [function_end_reached(text) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        check = [i for i, closed in enumerate(rule.closes_line(new[:, -1]).tolist()) if closed and not stopped[i]]
+        for i, ended in zip(check, rule.reached(new[check].tolist()), strict=True):
+            stopped[i] = ended
+        assert stopped == expected, step
         verdicts.append(expected)
     assert any(verdicts[-1]) and not all(verdicts[0]), "the rows should stop part-way, not at once"
 
@@ -206,9 +208,76 @@ def test_sampling_is_reproducible_by_seed_and_on_resume(gemma):
     first, again = run(PROMPTS[:4], [7, 8, 9, 10]), run(PROMPTS[:4], [7, 8, 9, 10])
     other = run(PROMPTS[:4], [70, 8, 9, 10])
     assert len(first) == 12 and first == again
-    assert first[:6] != other[:6] and first[6:] == other[6:], "a seed changes its own batch only"
+    assert first[:3] != other[:3] and first[3:] == other[3:], "a seed changes its own prompt's samples only"
     assert len(set(first[:3])) > 1, "three samples of one prompt should differ"
     assert run(PROMPTS[2:4], [9, 10]) == first[6:]  # a run resumed after the first batch redraws the rest
+    assert run(PROMPTS[1:3], [8, 9]) == first[3:9], "batched with other prompts, a prompt draws the same"
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_seeded_samples_do_not_depend_on_the_batch_size(gemma, num_samples):
+    """Each sample draws from its own generator: batches of 1 and 8 rows (rows leaving at different steps,
+    the function-end rule on) give the same samples."""
+    model, tokenizer = gemma
+    stops, seeds = stop_token_ids(model, tokenizer), [11, 12, 13, 14, 15, 16]
+
+    def run(batch_size: int) -> list[tuple[int, int, str]]:
+        settings = GenerationSettings(
+            max_new_tokens=24, temperature=0.9, num_samples=num_samples, batch_size=batch_size, sort_by_length=True
+        )
+        generations = run_all(model, tokenizer, PROMPTS, [], settings, stops, seeds=seeds)
+        return sorted((g.prompt_index, g.sample, g.completion) for g in generations)
+
+    alone, batched = run(1), run(8)
+    assert len(alone) == len(PROMPTS) * num_samples
+    assert batched == alone
+
+
+def test_rows_that_finish_leave_the_batch_and_change_nothing(smollm):
+    """A prompt that stops early next to one that runs to the cap: the batch shrinks to the live row, and
+    each output equals that prompt's output alone."""
+    model, tokenizer = smollm
+    stops, prompts, cap = stop_token_ids(model, tokenizer), [PROMPTS[0], PROMPTS[5]], 64
+    alone = [
+        run_all(model, tokenizer, [p], [4], GenerationSettings(max_new_tokens=cap, batch_size=1), stops)[0]
+        for p in prompts
+    ]
+    rows_per_call: list[int] = []
+    hook = decoder_blocks(model)[0].register_forward_pre_hook(lambda _m, args: rows_per_call.append(args[0].shape[0]))
+    try:
+        together = run_all(model, tokenizer, prompts, [4], GenerationSettings(max_new_tokens=cap, batch_size=2), stops)
+    finally:
+        hook.remove()
+    early, late = (g.n_new_tokens for g in together)
+    assert early < cap == late, "the first prompt should stop at its function's end, the second run to the cap"
+    assert rows_per_call[0] == 2 and rows_per_call.count(2) == early, "two rows until the first one finished"
+    assert rows_per_call[early:] == [1] * (cap - early), "then one row alone"
+    assert [g.completion for g in together] == [g.completion for g in alone]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
+
+
+def test_steering_hooks_apply_at_every_decode_step(gemma):
+    """A steering hook registered for the whole generate call acts on the prefill and every decode step: the
+    tokens equal those of ``model.generate`` under the same hook."""
+    model, tokenizer = gemma
+    stops, steps = stop_token_ids(model, tokenizer), 8
+    vector = 40.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    settings = GenerationSettings(max_new_tokens=steps, stop_at_function_end=False)
+    plain = run_all(model, tokenizer, PROMPTS[:1], [], settings, stops)[0]
+    encoded = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with add_to_block_output(model, 1, vector):
+        steered = run_all(model, tokenizer, PROMPTS[:1], [], settings, stops)[0]
+        with torch.no_grad():
+            reference = model.generate(
+                **encoded, max_new_tokens=steps, do_sample=False, eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    assert steered.completion != plain.completion
+    new = reference[0, encoded["input_ids"].shape[1]:].tolist()
+    new = new[: next((i for i, token in enumerate(new) if token in stops), len(new))]
+    assert steered.n_new_tokens == len(new)
+    assert steered.completion == tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_long_prompts_keep_their_last_tokens(gemma):

@@ -1,9 +1,10 @@
 """Batched generation that records the residual stream at the last prompt token.
 
-Greedy batches are left-padded, so the last prompt token sits at position -1 of every row during the prefill
-(the first forward call of ``generate``), which is where the activations are read. Sampling puts
-``batch_size // num_samples`` prompts with all their samples in one batch, seeded from its first prompt, so a
-run that re-forms the same batches (Phase 1 resumes whole batches) redraws exactly the same samples.
+Batches are left-padded, so the last prompt token sits at position -1 of every row during the prefill (the
+first forward call of the decode loop, ``decoding.decode``), which is where the activations are read. Sampling
+puts ``batch_size // num_samples`` prompts with all their samples in one batch; each sample draws from its own
+generator seeded by its prompt's seed and its index, so its tokens do not depend on the batching and a resumed
+run (or one with another batch size) redraws the same samples.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
-from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
-from pva_dagster.study.generation.prompts import function_end_reached
+from pva_dagster.study.generation.decoding import FunctionEndRule, decode, row_generator
 from pva_dagster.study.generation.residual import (
     record_first_call_last_position,
     validate_layers,
 )
 
-# Rows per generate call when neither the configuration nor a loaded model chooses (see auto_batch_size).
+# Rows per batch when neither the configuration nor a loaded model chooses (see auto_batch_size).
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -33,7 +32,7 @@ DEFAULT_BATCH_SIZE = 8
 class GenerationSettings:
     max_new_tokens: int = 800
     max_prompt_tokens: int = 2048  # longer prompts keep their last tokens (the asserts and "# Solution:")
-    batch_size: int = DEFAULT_BATCH_SIZE  # rows per generate call: prompts when greedy, prompts x samples when sampling
+    batch_size: int = DEFAULT_BATCH_SIZE  # rows per batch: prompts when greedy, prompts x samples when sampling
     temperature: float = 0.0  # 0 = greedy
     num_samples: int = 1  # samples per prompt (sampling only)
     seed: int = 0  # recorded with the outputs; per-prompt sampling seeds come from the caller
@@ -71,48 +70,6 @@ class Generation:
     residuals: np.ndarray  # [n_layers, d_model] float32: last prompt token, output of each layer's block
 
 
-@lru_cache(maxsize=8)
-def newline_token_mask(tokenizer: Any) -> torch.Tensor:
-    """[len(tokenizer)] bool: which token ids decode to text containing a newline.
-
-    A newline is one byte (0x0A) that no multi-byte character can contain, so a completion gains a line only
-    when a token whose own decoding holds ``\n`` is appended (byte-level BPE and SentencePiece byte fallback
-    alike). Special tokens are included too, which can only cause an extra check, never a missed one.
-    """
-    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return torch.tensor(["\n" in piece for piece in pieces], dtype=torch.bool)
-
-
-class FunctionEndStop(StoppingCriteria):
-    """Stops each row once its completion holds a complete function and has moved on to something else.
-
-    ``function_end_reached`` judges closed lines only and, once true, stays true as lines are appended, so a
-    row's verdict can change only at a step that appends a newline token: only those rows are decoded, and a
-    stopped row is remembered. The verdicts are those of decoding every row at every step (the rule before
-    this, quadratic in the completion length), at about one decode per line instead of one per token.
-    """
-
-    def __init__(self, tokenizer: Any, prompt_length: int, newline_mask: torch.Tensor | None = None):
-        self.tokenizer, self.prompt_length = tokenizer, prompt_length
-        self.newline_mask = newline_token_mask(tokenizer) if newline_mask is None else newline_mask
-        self.stopped: torch.Tensor | None = None
-
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
-    ) -> torch.BoolTensor:
-        if self.stopped is None:
-            self.stopped = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-        last = input_ids[:, -1].cpu()
-        known = last < len(self.newline_mask)  # ids past the tokenizer (padded embeddings): check them
-        line_closed = torch.where(known, self.newline_mask[last.clamp(max=len(self.newline_mask) - 1)], True)
-        rows = (line_closed & ~self.stopped).nonzero().flatten().tolist()
-        if rows:
-            texts = self.tokenizer.batch_decode(input_ids[rows, self.prompt_length :], skip_special_tokens=True)
-            for row, text in zip(rows, texts, strict=True):
-                self.stopped[row] = function_end_reached(text)
-        return cast(torch.BoolTensor, self.stopped.to(input_ids.device, copy=True))
-
-
 def _encode(
     tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int, device: Any
 ) -> tuple[Any, list[bool]]:
@@ -126,69 +83,56 @@ def _encode(
     return encoded, [n > max_prompt_tokens for n in lengths]
 
 
-def _completion_length(new_tokens: list[int], stop_ids: set[int]) -> int:
-    return next((i for i, token in enumerate(new_tokens) if token in stop_ids), len(new_tokens))
-
-
 def _generate_batch(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[str],
     layers: list[int],
     settings: GenerationSettings,
-    stop_token_ids: Sequence[int],
+    stop_ids: set[int],
     indices: Sequence[int],
-    newline_mask: torch.Tensor | None = None,
+    function_end: FunctionEndRule | None,
+    seeds: Sequence[int] | None,
 ) -> list[Generation]:
     """Generate for ``prompts`` (one batch); ``indices`` are their positions in the caller's list."""
     started = time.perf_counter()
     encoded, truncated = _encode(tokenizer, prompts, settings.max_prompt_tokens, model.device)
-    prompt_length = encoded["input_ids"].shape[1]
     sampling = settings.temperature > 0
     repeats = settings.num_samples if sampling else 1
+    generators = (
+        [row_generator(seed, sample) for seed in seeds or [] for sample in range(repeats)] if sampling else None
+    )
     # Hooks only for the prefill (they remove themselves); steering records no layers.
     recorder: AbstractContextManager[dict[int, torch.Tensor]] = (
         record_first_call_last_position(model, layers) if layers else nullcontext({})
     )
     with torch.no_grad(), recorder as recorded:
-        criteria: list[StoppingCriteria] = []
-        if settings.stop_at_function_end:
-            criteria.append(FunctionEndStop(tokenizer, prompt_length, newline_mask))
-        output = model.generate(
-            **encoded,
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=sampling,
-            # Pure temperature sampling: no top-k / top-p from the model's generation_config.
-            temperature=settings.temperature if sampling else None,
-            top_k=0 if sampling else None,
-            top_p=1.0 if sampling else None,
-            num_return_sequences=repeats,
-            eos_token_id=list(stop_token_ids),
-            pad_token_id=tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList(criteria),
+        completions = decode(
+            model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=settings.max_new_tokens,
+            stop_ids=stop_ids, function_end=function_end, repeats=repeats, temperature=settings.temperature,
+            generators=generators,
         )
-        residuals = (
-            torch.stack([recorded[layer] for layer in layers], dim=1).float().cpu().numpy()
-            if layers
-            else np.zeros((output.shape[0], 0, model.config.hidden_size), dtype=np.float32)
-        )
+    # [prompts, n_layers, d_model]: the samples of a prompt share its prefill, hence its residuals
+    residuals = (
+        torch.stack([recorded[layer] for layer in layers], dim=1).float().cpu().numpy()
+        if layers
+        else np.zeros((len(prompts), 0, model.config.hidden_size), dtype=np.float32)
+    )
     seconds = time.perf_counter() - started
-    stops = {*stop_token_ids, tokenizer.pad_token_id}
     n_prompt = encoded["attention_mask"].sum(dim=1).tolist()
     generations = []
-    for row, new in enumerate(output[:, prompt_length:].tolist()):
-        n_new = _completion_length(new, stops)
+    for row, tokens in enumerate(completions):
         prompt_row = row // repeats
         generations.append(
             Generation(
                 prompt_index=indices[prompt_row],
                 sample=row % repeats,
-                completion=tokenizer.decode(new[:n_new], skip_special_tokens=True),
+                completion=tokenizer.decode(tokens, skip_special_tokens=True),
                 n_prompt_tokens=int(n_prompt[prompt_row]),
-                n_new_tokens=n_new,
+                n_new_tokens=len(tokens),
                 prompt_truncated=truncated[prompt_row],
                 seconds=seconds,
-                residuals=residuals[row],
+                residuals=residuals[prompt_row],
             )
         )
     return generations
@@ -223,11 +167,11 @@ def generate(
     """Yield generations batch by batch, so the caller can label, save and log after each one.
 
     Greedy: ``batch_size`` prompts a batch. Sampling (temperature > 0): ``batch_size // num_samples`` prompts
-    a batch (at least one), each with its ``num_samples`` samples, after ``torch.manual_seed`` with the seed of
-    the batch's first prompt (``seeds``, one per prompt, is required). A batch's samples therefore depend on
-    which prompts share it; Phase 1 persists whole batches and re-forms the rest the same way (``batch_order``),
-    so a resumed run redraws exactly the same samples. ``layers`` may be empty (rows of shape [0, d_model]).
-    Within a batch generations come in prompt order; with ``settings.sort_by_length`` the batches do not.
+    a batch (at least one), each with its ``num_samples`` samples; ``seeds`` (one per prompt) is required, and
+    sample ``s`` of prompt ``i`` draws from ``row_generator(seeds[i], s)`` alone, so its tokens do not depend on
+    the batch size or on which prompts share its batch (see ``decoding``): a resumed run redraws the same.
+    ``layers`` may be empty (rows of shape [0, d_model]). Within a batch generations come in prompt order (the
+    samples of a prompt in order); with ``settings.sort_by_length`` the batches do not.
     """
     layers = validate_layers(model, layers) if len(layers) else []
     if not stop_token_ids:
@@ -237,20 +181,24 @@ def generate(
         got = "none" if seeds is None else len(seeds)
         raise ValueError(f"sampling needs one seed per prompt: {len(prompts)} prompts, seeds {got}")
     per_batch = max(1, settings.batch_size // settings.num_samples) if sampling else settings.batch_size
-    newline_mask = newline_token_mask(tokenizer) if settings.stop_at_function_end else None
+    # A pad token ends a completion too (model.generate's output, before this loop, was cut at the first pad).
+    stop_ids = {int(i) for i in stop_token_ids} | ({tokenizer.pad_token_id} - {None})
+    function_end = FunctionEndRule(tokenizer) if settings.stop_at_function_end else None
     for indices in batch_order(tokenizer, prompts, per_batch, settings):
-        if sampling:
-            assert seeds is not None  # sampling without seeds raised above
-            torch.manual_seed(int(seeds[indices[0]]))
-        batch = [prompts[i] for i in indices]
+        batch_seeds = [int(seeds[i]) for i in indices] if seeds is not None and sampling else None
         yield _generate_batch(
-            model, tokenizer, batch, layers, settings, stop_token_ids, indices, newline_mask
+            model, tokenizer, [prompts[i] for i in indices], layers, settings, stop_ids, indices, function_end,
+            batch_seeds,
         )
 
 
-# Rows a batch on the CPU (the embedded SmolLM2-135M on 2 cores): throughput per row keeps rising to 16 (notes:
-# 37.7 new tokens/s at 8, 52.2 at 16) while a batch of 16 x 128 new tokens still takes well under a minute.
-CPU_BATCH_SIZE = 16
+# Rows a batch on the CPU, measured with the decode loop (finished rows cost nothing) on the embedded
+# SmolLM2-135M, 1 torch thread, 2 shared cores (load average ~3), 64 embedded prompts x <= 128 new tokens,
+# function-end stop on, residuals of all 30 layers (bench/generation.py --baseline-ref none):
+#   batch 16: 55.9 new tokens/s | 32: 74.5 (1.33x) | 64: 81.3 (1.45x)
+# 32: 64 adds under a tenth more while a crash loses twice the rows, and an embedded partition (25 tasks)
+# fits in one batch of 32 anyway.
+CPU_BATCH_SIZE = 32
 MAX_AUTO_BATCH_SIZE = 128
 GPU_MEMORY_FRACTION = 0.7  # of the free memory, for the estimate's slack (allocator fragmentation, sampling)
 
@@ -274,7 +222,7 @@ def bytes_per_row(config: Any, n_tokens: int, dtype_bytes: int) -> int:
 
 
 def auto_batch_size(model: Any, n_tokens: int, free_bytes: int | None = None) -> int:
-    """Rows per generate call for ``model`` on its device, from the device's free memory.
+    """Rows per batch for ``model`` on its device, from the device's free memory.
 
     CPU: ``CPU_BATCH_SIZE`` (measured). CUDA: ``GPU_MEMORY_FRACTION`` of the free memory (``free_bytes``, or
     ``torch.cuda.mem_get_info`` after the model is loaded) over ``bytes_per_row``, rounded down to a power of

@@ -17,6 +17,7 @@ import pandas as pd
 from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.activation_store import ActivationStore, residual_source
 from pva_dagster.study.generation.batched import Generation, GenerationSettings, generate
+from pva_dagster.study.generation.decoding import SAMPLER
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.records import RecordTable, fingerprint
 from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, run_many
@@ -116,10 +117,12 @@ def run_solutions(
     identity) the fingerprint of the residual files.
     """
     samples = range(settings.num_samples)
-    # The batch size is left out: it may follow free memory, and resuming whole batches is what keeps samples.
+    # The batch size is left out: it may follow free memory, and no output depends on it (generation.decoding).
     producer = {
         **producer, "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
         **(activations.producer() if activations else {}),
+        # Samples drawn another way (before the per-row samplers) are other records; greedy ones are not.
+        **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
     }
     expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}
     table = RecordTable(dataset_path, RECORD_KEY, expected)
