@@ -18,9 +18,11 @@ DEFAULT_PROFILE = "embedded"
 # Where outputs go; the default is <project root>/data.
 DATA_DIR_ENV = "PVA_DATA_DIR"
 
-# Executors that spread runs over machines read these tags: dagster-k8s asks the scheduler for one GPU per
-# step; dagster-celery routes the step to the queue that GPU workers listen on.
+# Executors that spread runs over machines read these tags: dagster-dask asks the Dask scheduler for one unit of
+# the workers' GPU resource (`dask worker --resources GPU=1`, so one GPU step per worker at a time); dagster-k8s
+# asks the scheduler for one GPU per step; dagster-celery routes the step to the queue that GPU workers listen on.
 GPU_STEP_TAGS = {
+    "dagster-dask/resource_requirements": {"GPU": 1},
     "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
     "dagster-celery/queue": "gpu",
 }

@@ -6,7 +6,7 @@ import pandas as pd
 from transformers import AutoConfig
 
 from pva_dagster.assets.loading import model_on_device
-from pva_dagster.constants import GROUP_MODELS
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.study.plots import markdown_table
 
@@ -30,7 +30,7 @@ def language_model_weights(
     )
 
 
-@dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights])
+@dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights], op_tags=GPU_STEP_TAGS)
 def sae_weights(
     context: dg.AssetExecutionContext,
     sae_source: SAESource,

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.models import sae_weights
 from pva_dagster.assets.phase1 import phase1_0_solutions, phase1_2_solutions
-from pva_dagster.constants import GROUP_SEPARATION
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of
 from pva_dagster.study import storage
@@ -69,6 +69,7 @@ class Phase2Config(dg.Config):
 @dg.asset(
     group_name=GROUP_SEPARATION,
     deps=[phase1_0_solutions, phase1_2_solutions, sae_weights],
+    op_tags=GPU_STEP_TAGS,
 )
 def phase2(
     context: dg.AssetExecutionContext,

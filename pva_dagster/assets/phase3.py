@@ -9,7 +9,7 @@ from pydantic import Field
 
 from pva_dagster.assets.phase2 import phase2
 from pva_dagster.assets.phase3_steering import phase3_steering
-from pva_dagster.constants import GROUP_VALIDATION
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.study import storage
 from pva_dagster.study.analysis.activation_index import activation_index
@@ -25,7 +25,7 @@ class ClassificationConfig(dg.Config):
     per_direction: int = Field(default=20, description="Top latents per direction to validate (best first).")
 
 
-@dg.asset(group_name=GROUP_VALIDATION, deps=[phase2])
+@dg.asset(group_name=GROUP_VALIDATION, deps=[phase2], op_tags=GPU_STEP_TAGS)
 def phase3_classification(
     context: dg.AssetExecutionContext,
     config: ClassificationConfig,

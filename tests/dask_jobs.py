@@ -1,0 +1,77 @@
+"""The study's jobs on the Dask executor with test-sized resources, rebuilt by name on every Dask worker.
+
+``build_reconstructable_job`` carries the arguments (the temp folder, the problem file, the model folder) to the
+workers, which call :func:`study_job` again to rebuild the same job. ``python -m tests.dask_jobs`` runs one job in
+its own process, as the run queue would (the tests start two at once); bench/scaleout.py uses it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from pva_dagster.cluster import dask_executor
+from pva_dagster.resources import LanguageModel, WorkerDevice
+from tests.helpers import small_resources
+
+
+def tiny_model(model_dir: str) -> LanguageModel:
+    """The random-weight Gemma 2 of tests/conftest.py, a few tokens per solution, a record saved every 2."""
+    return LanguageModel(
+        source="pretrained", name_or_path=model_dir, max_new_tokens=24, batch_size=2, stop_at_function_end=False
+    )
+
+
+def cluster_resources(tmp: str, problems: str, model_dir: str, device_source: str = "worker") -> dict[str, Any]:
+    """``small_resources`` with the tiny model; the device from the Dask worker (or the lock-file pool)."""
+    resources = small_resources(Path(tmp), Path(problems), language_model=tiny_model(model_dir))
+    if device_source == "worker":
+        resources["device_pool"] = WorkerDevice()
+    return resources
+
+
+def study_job(job_name: str, tmp: str, problems: str, model_dir: str) -> dg.JobDefinition:
+    from pva_dagster.definitions import defs
+
+    return dg.Definitions(
+        assets=list(defs.assets or []), jobs=list(defs.jobs or []),
+        resources=cluster_resources(tmp, problems, model_dir), executor=dask_executor,
+    ).resolve_job_def(job_name)
+
+
+def execute_on_dask(
+    instance: dg.DagsterInstance, address: str, job_name: str, tmp: str, problems: str, model_dir: str,
+    partition: str | None = None,
+) -> dg.ExecutionResult:
+    job = dg.build_reconstructable_job(
+        "tests.dask_jobs", "study_job",
+        reconstructable_kwargs={"job_name": job_name, "tmp": tmp, "problems": problems, "model_dir": model_dir},
+        reconstructor_working_directory=str(Path(__file__).resolve().parents[1]),
+    )
+    return dg.execute_job(
+        job, instance=instance, tags={"dagster/partition": partition} if partition else None,
+        run_config={"execution": {"config": {"cluster": {"existing": {"address": address}}}}},
+        raise_on_error=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one pva-dagster job on a Dask cluster (test resources).")
+    for name in ("dagster-home", "address", "job", "tmp", "problems", "model"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--partition")
+    args = parser.parse_args(argv)
+    with dg.DagsterInstance.from_config(args.dagster_home) as instance:
+        result = execute_on_dask(
+            instance, args.address, args.job, args.tmp, args.problems, args.model, args.partition
+        )
+    print(f"run {result.run_id} success={result.success}", flush=True)
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
