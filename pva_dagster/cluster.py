@@ -34,8 +34,6 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 from dagster_dask.executor import dask_executor as upstream_dask_executor
 
-from pva_dagster.resources import WorkerDevice
-
 DASK_SCHEDULER_ENV = "PVA_DASK_SCHEDULER"
 DASK_CONFIG_ENV = "PVA_DASK_CONFIG"
 DEVICE_RESOURCE = "device_pool"
@@ -152,6 +150,8 @@ def for_cluster(
     resources: Mapping[str, Any], environ: Mapping[str, str] = os.environ
 ) -> tuple[dg.ExecutorDefinition | None, dict[str, Any]]:
     """The executor and resources for the Definitions: Dask and the worker's device when the environment asks."""
+    from pva_dagster.resources import WorkerDevice  # here: the executor alone stays light for Dask workers
+
     config = dask_config_from_environment(environ)
     if config is None:
         return None, dict(resources)
