@@ -34,8 +34,8 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 from dagster_dask.executor import dask_executor as upstream_dask_executor
 
-DASK_SCHEDULER_ENV = "PVA_DASK_SCHEDULER"
-DASK_CONFIG_ENV = "PVA_DASK_CONFIG"
+from pva_dagster.constants import DASK_CONFIG_ENV, DASK_SCHEDULER_ENV
+
 DEVICE_RESOURCE = "device_pool"
 
 # The cluster classes dagster-dask's config names (dask-jobqueue for the batch schedulers), by import path.

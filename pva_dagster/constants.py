@@ -17,6 +17,9 @@ PROFILE_ENV = "PVA_PROFILE"
 DEFAULT_PROFILE = "embedded"
 # Where outputs go; the default is <project root>/data.
 DATA_DIR_ENV = "PVA_DATA_DIR"
+# Run the steps on a Dask cluster: a scheduler's address, or a file with the Dask executor's config (cluster.py).
+DASK_SCHEDULER_ENV = "PVA_DASK_SCHEDULER"
+DASK_CONFIG_ENV = "PVA_DASK_CONFIG"
 
 # Executors that spread runs over machines read these tags: dagster-dask asks the Dask scheduler for one unit of
 # the workers' GPU resource (`dask worker --resources GPU=1`, so one GPU step per worker at a time); dagster-k8s

@@ -25,7 +25,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, field_validator
 
-from pva_dagster.constants import GPU_TAG
+from pva_dagster.constants import DASK_SCHEDULER_ENV, DATA_DIR_ENV, GPU_TAG, PROFILE_ENV
 
 DEVICES_ENV = "PVA_DEVICES"
 CUDA_VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
@@ -89,6 +89,12 @@ class DevicePool(DeviceSource):
 
     @contextmanager
     def claim(self, run_tags: Mapping[str, str], log: Callable[[str], None] = print) -> Iterator[str]:
+        worker = worker_identity()["worker"]
+        if worker != "local":  # a lock on this worker's disk says nothing about which GPU Dask gave the step
+            raise RuntimeError(
+                f"this step runs on Dask worker {worker!r}, which loaded the Definitions without {DASK_SCHEDULER_ENV}: "
+                f"start each worker with the orchestrator's {DASK_SCHEDULER_ENV}, {PROFILE_ENV} and {DATA_DIR_ENV}"
+            )
         self.check_available()
         candidates = self._candidates(run_tags)
         Path(self.lock_dir).mkdir(parents=True, exist_ok=True)
