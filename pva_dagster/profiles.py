@@ -47,10 +47,16 @@ class Profile:
         return partitions.temperature_by_task_range(d.temperatures, d.max_task_id, d.task_range_size)
 
 
+def step_io_manager(data_store: DataStore) -> dg.FilesystemIOManager:
+    """Values passed between the steps of a graph asset (the steering units), beside the data every worker sees."""
+    return dg.FilesystemIOManager(base_dir=str(data_store.layout.root / "dagster_steps"))
+
+
 def _shared(data_store: DataStore) -> dict[str, Any]:
     return {
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
+        "step_io_manager": step_io_manager(data_store),
         "duckdb": DuckDBResource(database=":memory:"),
     }
 

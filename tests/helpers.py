@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pva_dagster.profiles import load_profile
+from pva_dagster.profiles import load_profile, step_io_manager
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, ProblemSource, SAESource, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.resources.parquet_io import ParquetIOManager
@@ -45,6 +45,7 @@ def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[st
         **load_profile("embedded").resources,
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
+        "step_io_manager": step_io_manager(data_store),
         "problem_source": ProblemSource(source="local", path=str(problems)),
         "language_model": LanguageModel(source="embedded", max_new_tokens=64, batch_size=8),
         "sae_source": SAESource(
