@@ -16,7 +16,12 @@ import dagster as dg
 
 from pva_dagster.cluster import dask_executor
 from pva_dagster.resources import LanguageModel, WorkerDevice
-from tests.helpers import small_resources
+from tests.helpers import FIRST_RANGE, materialize, small_resources, write_problems
+
+# The steering sweep alone (Phase 2 done before): what bench/scaleout.py times on 1 and on 2 workers.
+STEERING_SWEEP_JOB = dg.define_asset_job("steering_sweep", selection=["phase3_steering_coefficients"])
+# Embedded problems SmolLM2 mostly gets right and mostly gets wrong (tests/test_pipeline.py): both labels.
+STEERING_SOURCE_IDS = [*range(1, 13), *range(60, 72)]
 
 
 def tiny_model(model_dir: str) -> LanguageModel:
@@ -27,8 +32,10 @@ def tiny_model(model_dir: str) -> LanguageModel:
 
 
 def cluster_resources(tmp: str, problems: str, model_dir: str, device_source: str = "worker") -> dict[str, Any]:
-    """``small_resources`` with the tiny model; the device from the Dask worker (or the lock-file pool)."""
-    resources = small_resources(Path(tmp), Path(problems), language_model=tiny_model(model_dir))
+    """``small_resources`` with the tiny model (``model_dir=""``: the embedded SmolLM2); the device from the Dask
+    worker (or the lock-file pool)."""
+    model = {"language_model": tiny_model(model_dir)} if model_dir else {}
+    resources = small_resources(Path(tmp), Path(problems), **model)
     if device_source == "worker":
         resources["device_pool"] = WorkerDevice()
     return resources
@@ -38,7 +45,7 @@ def study_job(job_name: str, tmp: str, problems: str, model_dir: str) -> dg.JobD
     from pva_dagster.definitions import defs
 
     return dg.Definitions(
-        assets=list(defs.assets or []), jobs=list(defs.jobs or []),
+        assets=list(defs.assets or []), jobs=[*(defs.jobs or []), STEERING_SWEEP_JOB],
         resources=cluster_resources(tmp, problems, model_dir), executor=dask_executor,
     ).resolve_job_def(job_name)
 
@@ -57,6 +64,25 @@ def execute_on_dask(
         run_config={"execution": {"config": {"cluster": {"existing": {"address": address}}}}},
         raise_on_error=False,
     )
+
+
+def prepare_steering_inputs(tmp: Path) -> str:
+    """Phases 0, 1.0 and 2 (sae split: what steering reads) in-process on the embedded model, as
+    tests/test_pipeline.py runs them; returns the problem file. The steering sweep then has its latents,
+    problems and SAEs."""
+    problems = write_problems(tmp / "problems.jsonl", STEERING_SOURCE_IDS)
+    resources = cluster_resources(str(tmp), str(problems), "", device_source="pool")
+    steps = [
+        (["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights"], None),
+        (["phase1_0_solutions"], FIRST_RANGE),
+        (["phase2"], None),
+    ]
+    for selection, partition in steps:
+        phase2 = {"general_documents": 300, "splits": ["sae"]}
+        config = {"ops": {"phase2": {"config": phase2}}} if selection == ["phase2"] else None
+        if not materialize(resources, selection, partition=partition, run_config=config).success:
+            raise RuntimeError(f"preparing the steering inputs: {selection} failed")
+    return str(problems)
 
 
 def main(argv: list[str] | None = None) -> int:
