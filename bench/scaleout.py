@@ -57,7 +57,10 @@ def sweep_on(workers: dict[str, str], workdir: Path, problems: str, home: Path) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="where to run (default: a new temp folder)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None,
+        help="where to run (default: a new temp folder); one prepared before skips Phases 0-2",
+    )
     parser.add_argument("--devices", default="cpu,cpu", help="the two workers' PVA_DEVICES (default cpu,cpu)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pva_scaleout_"))
@@ -69,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--devices names the two workers' devices, e.g. cuda:0,cuda:1")
 
     started = time.perf_counter()
-    problems = prepare_steering_inputs(workdir)
-    print(f"Phases 0-2 in-process: {time.perf_counter() - started:.0f} s", flush=True)
+    if (DataLayout(workdir / "data").phase2_dir("sae") / "top_latents.parquet").exists():
+        problems = str(workdir / "problems.jsonl")  # a --workdir prepared by an earlier run
+        print(f"Phases 0-2 already in {workdir}", flush=True)
+    else:
+        problems = prepare_steering_inputs(workdir)
+        print(f"Phases 0-2 in-process: {time.perf_counter() - started:.0f} s", flush=True)
     one = sweep_on({"gpu-0": devices[0]}, workdir, problems, home)
     print(f"sweep on 1 worker:  {one[0]:7.1f} s, {one[2]} unit steps on {sorted(one[1])}", flush=True)
     two = sweep_on({"gpu-0": devices[0], "gpu-1": devices[1]}, workdir, problems, home)

@@ -42,7 +42,7 @@ def test_units_spread_over_two_workers_and_match_an_in_process_sweep(prepared):
     on_dask = _copy(prepared, "dask")
     with (
         local_dask_cluster(prepared[0] / "cluster", WORKERS) as cluster,
-        dg.instance_for_test(temp_dir=str(prepared[0] / "dagster_home")) as instance,
+        dg.instance_for_test(temp_dir=str(prepared[0])) as instance,
     ):
         result = execute_on_dask(instance, cluster.address, "steering_sweep", on_dask, problems, "")
         assert result.success
