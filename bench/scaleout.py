@@ -48,10 +48,10 @@ def sweep_on(workers: dict[str, str], workdir: Path, problems: str, home: Path) 
             used = {
                 e.event_specific_data.metadata["worker"].value
                 for e in result.all_events
-                if e.event_type_value == "STEP_OUTPUT" and e.step_key.startswith("steer_unit")
+                if e.event_type_value == "STEP_OUTPUT" and ".steer_unit[" in (e.step_key or "")
             }
             units = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
-                        and e.step_key.startswith("steer_unit"))
+                        and ".steer_unit[" in (e.step_key or ""))
     return seconds, used, units
 
 

@@ -49,7 +49,7 @@ def test_units_spread_over_two_workers_and_match_an_in_process_sweep(prepared):
         spans: dict[str, dict] = {}
         for entry in instance.all_logs(result.run_id):
             event = entry.dagster_event
-            if event is None or not (event.step_key or "").startswith("steer_unit"):
+            if event is None or ".steer_unit[" not in (event.step_key or ""):
                 continue
             span = spans.setdefault(event.step_key, {})
             if event.event_type_value == "STEP_START":
