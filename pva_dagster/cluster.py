@@ -119,12 +119,13 @@ class DynamicDaskExecutor(DaskExecutor):
 @dg.executor(
     name="dask",
     requirements=dg.multiple_process_executor_requirements(),
-    config_schema=upstream_dask_executor.config_schema,
+    config_schema=upstream_dask_executor.config_schema.as_field(),
 )
 def dask_executor(init_context: dg.InitExecutorContext) -> DynamicDaskExecutor:
     """dagster-dask's ``dask`` executor (same config: ``cluster: {existing: {address: ...}}``, ``slurm``, ...)
     that also runs dynamic fan-outs such as the steering sweep's units."""
-    ((cluster_type, cluster_configuration),) = init_context.executor_config["cluster"].items()
+    cluster: Mapping[str, Any] = init_context.executor_config["cluster"]  # type: ignore[assignment]
+    ((cluster_type, cluster_configuration),) = cluster.items()
     return DynamicDaskExecutor(cluster_type, cluster_configuration)
 
 
