@@ -1,4 +1,6 @@
-"""The one way an asset gets the language model: claim a device from the pool, then load onto it."""
+"""The one way an asset gets a device and the language model: claim a device (from the pool, or the Dask worker's
+own), then load the model onto it. Every such step records where it ran (worker, host, pid), which is how a
+cluster run is read."""
 
 import gc
 from collections.abc import Callable, Iterator
@@ -8,18 +10,31 @@ from typing import Any, TypeVar
 import dagster as dg
 import torch
 
-from pva_dagster.resources import DataStore, DevicePool, LanguageModel
+from pva_dagster.resources import DataStore, DeviceSource, LanguageModel
+from pva_dagster.resources.devices import worker_identity
 from pva_dagster.study.layout import DataLayout
 
 T = TypeVar("T")
+StepContext = dg.AssetExecutionContext | dg.OpExecutionContext
+
+
+@contextmanager
+def claimed_device(context: StepContext, device_pool: DeviceSource, keep_model: bool = False) -> Iterator[str]:
+    """Yield the step's device, claimed until the block ends, and record where the step runs."""
+    with device_pool.claim(context.run.tags, context.log.info) as device:
+        where = worker_identity()
+        context.add_output_metadata(
+            {"worker": where["worker"], "worker_host": where["host"], "worker_pid": where["pid"]}
+        )
+        yield device
 
 
 @contextmanager
 def model_on_device(
-    context: dg.AssetExecutionContext, device_pool: DevicePool, language_model: LanguageModel, data_store: DataStore
+    context: StepContext, device_pool: DeviceSource, language_model: LanguageModel, data_store: DataStore
 ) -> Iterator[tuple[str, Any, Any]]:
     """Yield ``(device, model, tokenizer)``; the device stays claimed (locked) until the block ends."""
-    with device_pool.claim(context.run.tags, context.log.info) as device:
+    with claimed_device(context, device_pool, keep_model=True) as device:
         model, tokenizer = language_model.load(data_store.layout, device)
         yield device, model, tokenizer
 
