@@ -33,4 +33,4 @@ def fan_out():
 
 def fan_out_job(upstream: bool = False) -> dg.JobDefinition:
     executor = upstream_dask_executor if upstream else dask_executor
-    return fan_out.to_job(name="fan_out", executor_def=executor, resource_defs={"io_manager": dg.fs_io_manager})
+    return fan_out.to_job(name="fan_out", executor_def=executor, resource_defs={"io_manager": dg.FilesystemIOManager()})
