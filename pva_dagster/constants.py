@@ -18,10 +18,16 @@ DEFAULT_PROFILE = "embedded"
 # The devices of the study profile's pool, e.g. "cuda:0,cuda:1,cuda:2" (the data folder's setting,
 # PVA_DATA_DIR, is study.layout.DATA_DIR_ENV).
 DEVICES_ENV = "PVA_DEVICES"
+# Run the steps on a Dask cluster: a scheduler's address, or a file with the Dask executor's config (cluster.py).
+# A Dask worker's one device is its own PVA_DEVICES (resources/devices.py, WorkerDevice).
+DASK_SCHEDULER_ENV = "PVA_DASK_SCHEDULER"
+DASK_CONFIG_ENV = "PVA_DASK_CONFIG"
 
-# Executors that spread runs over machines read these tags: dagster-k8s asks the scheduler for one GPU per
-# step; dagster-celery routes the step to the queue that GPU workers listen on.
+# Executors that spread runs over machines read these tags: dagster-dask asks the Dask scheduler for one unit of
+# the workers' GPU resource (`dask worker --resources GPU=1`, so one GPU step per worker at a time); dagster-k8s
+# asks the scheduler for one GPU per step; dagster-celery routes the step to the queue that GPU workers listen on.
 GPU_STEP_TAGS = {
+    "dagster-dask/resource_requirements": {"GPU": 1},
     "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
     "dagster-celery/queue": "gpu",
 }

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from pva_dagster.constants import DEFAULT_PROFILE, DEVICES_ENV, PROFILE_ENV
@@ -40,10 +41,16 @@ class Profile:
         return self.resources["study_design"]
 
 
+def step_io_manager(data_store: DataStore) -> dg.FilesystemIOManager:
+    """Values passed between the steps of a graph asset (the steering units), beside the data every worker sees."""
+    return dg.FilesystemIOManager(base_dir=str(data_store.layout.root / "dagster_steps"))
+
+
 def _shared(data_store: DataStore) -> dict[str, Any]:
     return {
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
+        "step_io_manager": step_io_manager(data_store),
         "duckdb": DuckDBResource(database=":memory:"),
     }
 

@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pva_dagster.profiles import load_profile
+from pva_dagster.profiles import load_profile, step_io_manager
 from pva_dagster.resources import DataStore, DevicePool, EmbeddedModel, LocalProblems, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.resources.parquet_io import ParquetIOManager
@@ -61,6 +61,7 @@ def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[st
         **load_profile("embedded").resources,
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
+        "step_io_manager": step_io_manager(data_store),
         "problem_source": LocalProblems(path=str(problems)),
         "language_model": EmbeddedModel(batch_size=8),
         "study_design": small_design(),

@@ -16,6 +16,7 @@ from pva_dagster.study.steering.sweep import (
     EXPERIMENTS,
     SteeringUnit,
     baseline_unit,
+    combine_units,
     noise_floor,
     unit_outcomes,
 )
@@ -137,3 +138,27 @@ def test_outcomes_merge_on_task_and_noise_floor_counts_changed_labels():
     noise = noise_floor(phase1, {baseline_unit("validation", "incorrect"): baseline})
     assert noise.label_changed.item() == 1 and noise.n.item() == 3
     assert np.isfinite(summary.mean_similarity).all()
+
+
+def test_units_combine_in_any_order_against_their_groups_baseline():
+    """Unit steps finish in any order (on a cluster, a steered unit may finish before its baseline)."""
+    def records(passed):
+        return pd.DataFrame({"task_id": range(1, len(passed) + 1), "passed": passed, "completion": "c",
+                             "generated_code": "x = 1"})
+
+    on_wrong = baseline_unit("hyperparams", "incorrect"), records([False, False])
+    on_right = baseline_unit("hyperparams", "correct"), records([True])
+    target = SteeringUnit("hyperparams", 0.5, 2.0, "correct", "target", 3, 7, "incorrect"), records([True, False])
+    control = SteeringUnit("hyperparams", 0.5, 2.0, "correct", "control", 3, 9, "incorrect"), records([False, False])
+    in_order, in_order_baselines = combine_units([on_wrong, on_right, target, control])
+    shuffled, shuffled_baselines = combine_units([control, on_right, target, on_wrong])
+    key = ["kind", "latent", "task_id"]
+    pd.testing.assert_frame_equal(
+        in_order.sort_values(key).reset_index(drop=True), shuffled.sort_values(key).reset_index(drop=True)
+    )
+    assert in_order_baselines.keys() == shuffled_baselines.keys() == {on_wrong[0], on_right[0]}
+    assert in_order[in_order.kind == "target"].after.tolist() == ["correct", "incorrect"]
+    with pytest.raises(ValueError, match="without the baseline of its incorrect problems"):
+        combine_units([on_right, target])
+    with pytest.raises(ValueError, match="no steering unit"):
+        combine_units([on_wrong, on_right])

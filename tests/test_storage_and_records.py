@@ -22,6 +22,21 @@ def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]  # no temp file left behind
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_writes_take_the_mode_the_umask_gives_a_new_file(tmp_path, umask, mode):
+    # Other workers of a cluster (other processes, often other users) read what one worker wrote.
+    old = os.umask(umask)
+    try:
+        for write, name in [(storage.write_json, "a.json"), (lambda p, v: storage.write_npz(p, x=v), "b.npz")]:
+            write(tmp_path / name, np.zeros(2) if name.endswith("npz") else {"a": 1})
+        storage.write_parquet(tmp_path / "c.parquet", pd.DataFrame({"a": [1]}))
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+        ["a.json", "b.npz", "c.parquet"], mode
+    )
+
+
 def test_npz_round_trip_keeps_exact_name_and_values(tmp_path):
     target = tmp_path / "deep" / "7_layer_3.npz"
     values = np.random.default_rng(0).normal(size=16).astype(np.float32)

@@ -8,7 +8,7 @@ from transformers import AutoConfig
 
 from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.provenance import data_version
-from pva_dagster.constants import GROUP_MODELS
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
 from pva_dagster.study.plots import markdown_table
@@ -58,7 +58,7 @@ def language_model_weights(
     )
 
 
-@dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights], code_version=CODE_VERSION)
+@dg.asset(group_name=GROUP_MODELS, deps=[language_model_weights], op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def sae_weights(
     context: dg.AssetExecutionContext,
     config: SAETrainingConfig,

@@ -10,10 +10,10 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
-from pva_dagster.assets.loading import with_model_released
+from pva_dagster.assets.loading import claimed_device, with_model_released
 from pva_dagster.assets.models import language_model_weights, sae_weights
 from pva_dagster.assets.provenance import data_version
-from pva_dagster.constants import GROUP_SEPARATION
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of
 from pva_dagster.resources.parquet_io import PartitionFrames
@@ -73,7 +73,10 @@ class TopLatentsConfig(dg.Config):
     keep: int = Field(default=KEEP, description="Latents kept per direction after the filter.")
 
 
-@dg.asset(group_name=GROUP_SEPARATION, deps=[language_model_weights, sae_weights], code_version=CODE_VERSION)
+@dg.asset(
+    group_name=GROUP_SEPARATION, deps=[language_model_weights, sae_weights], op_tags=GPU_STEP_TAGS,
+    code_version=CODE_VERSION,
+)
 def general_text_frequency(
     context: dg.AssetExecutionContext, config: GeneralTextConfig, sae_source: SAESource,
     language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
@@ -82,7 +85,7 @@ def general_text_frequency(
     layout, seed = data_store.layout, study_design.seed
     texts = corpus_texts(config.general_corpus)
     layers = study_design.sae_layers
-    with device_pool.claim(context.run.tags, context.log.info) as device:
+    with claimed_device(context, device_pool, keep_model=True) as device:  # taken by with_model_released
         # The model is needed for the residuals only: it is freed before the SAEs load and encode them.
         residuals = with_model_released(
             language_model, layout, device,
@@ -100,7 +103,7 @@ def general_text_frequency(
     })
 
 
-@dg.asset(group_name=GROUP_SEPARATION, deps=[sae_weights], code_version=CODE_VERSION)
+@dg.asset(group_name=GROUP_SEPARATION, deps=[sae_weights], op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase2(
     context: dg.AssetExecutionContext, config: Phase2Config, phase1_0_solutions: PartitionFrames,
     phase1_2_solutions: PartitionFrames, problem_splits: pd.DataFrame, duckdb: DuckDBResource,
@@ -113,7 +116,7 @@ def phase2(
         pd.read_parquet(config.input_dataset) if config.input_dataset else phase1_records(phase1_0_solutions.values())
     )
     scores, metadata = {}, {"input_dataset": config.input_dataset or "the phase1_0_solutions partitions"}
-    with device_pool.claim(context.run.tags, context.log.info) as device:
+    with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
         for split in config.splits:
             records = phase1_records([greedy, *(phase1_2_solutions.values() if split == VALIDATION_SPLIT else [])])

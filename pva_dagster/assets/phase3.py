@@ -6,8 +6,9 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from pva_dagster.assets.loading import claimed_device
 from pva_dagster.assets.provenance import data_version
-from pva_dagster.constants import GROUP_VALIDATION
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.data_store import DataStore
 from pva_dagster.resources.parquet_io import PartitionFrames
@@ -42,7 +43,7 @@ def _curves_metadata(best: pd.DataFrame, greedy: pd.DataFrame) -> dict[str, dg.M
     }
 
 
-@dg.asset(group_name=GROUP_VALIDATION, code_version=CODE_VERSION)
+@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_classification(
     context: dg.AssetExecutionContext, config: ClassificationConfig, top_latents: dict[str, pd.DataFrame],
     phase1_0_solutions: PartitionFrames, phase1_2_solutions: PartitionFrames,
@@ -52,7 +53,7 @@ def phase3_classification(
     """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds from the hyperparams split."""
     selected = selected_latents(top_latents[SAE_SPLIT], config.per_direction)
     pairs, samples = list(zip(selected.layer, selected.latent, strict=True)), {}
-    with device_pool.claim(context.run.tags, context.log.info) as device:
+    with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in sorted(set(selected.layer))}
         for split in (HYPERPARAMS_SPLIT, VALIDATION_SPLIT):
             sampled = phase1_2_solutions.values() if split == VALIDATION_SPLIT else []

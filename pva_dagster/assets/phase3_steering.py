@@ -1,9 +1,15 @@
 """Phase 3 steering: sweep the coefficients on the hyperparams split, choose one per direction there, then run
-only the chosen ones on the validation split (the reported result), each against random-latent controls."""
+only the chosen ones on the validation split (the reported result), each against random-latent controls.
 
-from collections.abc import Callable, Sequence
+Each of the two assets is a graph of steps: a plan (which units, on which problems, along which decoder row),
+one step per unit (mapped from the plan's dynamic output, each on a device of its own, resumable from its own
+fingerprinted file), and one step that combines the units' records into the asset's tables. On a Dask cluster
+the unit steps spread over every GPU worker (README "Running on a cluster"); in-process they run one after the
+other, reusing the model the process loaded once (resources/model_cache.py).
+"""
+
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -13,12 +19,13 @@ from pydantic import Field, field_validator
 from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
-from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, Sandbox, StudyDesign
+from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, SAESource, Sandbox, StudyDesign
 from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
+from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.plots import line_sweep, markdown_table
 from pva_dagster.study.steering.plan import (
     build_units,
@@ -34,7 +41,7 @@ from pva_dagster.study.steering.results import (
     sweep_series,
     unit_summary,
 )
-from pva_dagster.study.steering.sweep import noise_floor, run_plan, run_unit
+from pva_dagster.study.steering.sweep import SteeringUnit, combine_units, noise_floor, run_unit
 from pva_dagster.study.steering.vectors import (
     CONTROL_MAX_ABS_SCORE,
     CoefficientMode,
@@ -43,6 +50,8 @@ from pva_dagster.study.steering.vectors import (
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
 CODE_VERSION = "2"
+# Values passed between the steps of a graph are pickled beside the data (every worker sees that folder).
+STEP_IO = "step_io_manager"
 
 
 class SteeringConfig(dg.Config):
@@ -82,65 +91,153 @@ def _inputs(
     )
 
 
-def _steer_split(
-    context: dg.AssetExecutionContext, split: str, coefficients_for: Callable[[str], Sequence[float]], mode: str,
-    inputs: SteeringInputs, language_model: LanguageModel, sae_source: SAESource, design: StudyDesign,
-    data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Steer one split's problems: returns (per-problem outcomes, noise floor, run facts for metadata)."""
+@dataclass(frozen=True)
+class UnitJob:
+    """What one unit step needs: the unit, its problems' tasks (Phase 1.0's prompts) and the decoder row added."""
+
+    unit: SteeringUnit
+    tasks: tuple[Task, ...]
+    decoder_row: Any  # torch.Tensor[d_model] on the CPU, a copy of the SAE's W_dec row; None for a baseline
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """What the combining step needs besides the units' records."""
+
+    coefficient_mode: str
+    coefficients: list[float]  # the sweep (hyperparams) or every chosen coefficient (validation)
+    phase1_labels: pd.DataFrame  # task_id, passed of Phase 1.0: the noise floor's reference
+    facts: dict[str, Any]  # for metadata
+
+
+def step_key(unit: SteeringUnit) -> str:
+    """The unit's name as a Dagster mapping key (letters, digits and _ only): ``+0.500`` -> ``p0_500``."""
+    return unit.name.replace("+", "p").replace("-", "m").replace(".", "_")
+
+
+def _plan_split(
+    context: dg.OpExecutionContext, split: str, coefficients: dict[str, list[float]] | list[float], mode: str,
+    inputs: SteeringInputs, sae_source: SAESource, design: StudyDesign, data_store: DataStore,
+) -> Iterator[dg.DynamicOutput | dg.Output]:
+    """The units of one split (baselines first), one dynamic output each, then the plan the combining step reads.
+
+    ``coefficients``: per direction, or one list for every direction. A problem group with no problems is left
+    out with a log line (a small split may have no incorrect problems)."""
     layout, records, splits = data_store.layout, inputs.records, inputs.splits
     targets = steering_targets(inputs.top, pooled(inputs.scores), design.steering_controls, design.seed)
-    in_split = splits.task_id[splits.split == split].tolist()
-    problems = steering_problems(records, in_split, design.steering_max_tasks, design.seed)
+    problems = steering_problems(
+        records, splits.task_id[splits.split == split].tolist(), design.steering_max_tasks, design.seed
+    )
     discovery = records[records.task_id.isin(splits.task_id[splits.split == SAE_SPLIT])]
-    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        saes = {layer: sae_source.load(layer, layout, device) for layer, _ in targets.best.values()}
-        norms = {layer: mean_norm_at_layer(discovery, layer) for layer in saes}
-        coefficients = {d: list(coefficients_for(d)) for d in targets.best}
-        scales = {
-            d: resolve_coefficients(mode, coefficients[d], norms[layer]) for d, (layer, _) in targets.best.items()
-        }
-        units = build_units(split, coefficients, scales, targets.best, targets.controls)
-        run = partial(
-            run_unit, model=model, tokenizer=tokenizer, settings=language_model.settings(design, GREEDY_TEMPERATURE),
-            stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.steering_units_dir,
-            limits=sandbox.limits, seed=design.seed,
-            producer={"model": {"weights": language_model.weights(layout), **model_fingerprint(model)}},
-        )
-        outcomes, baselines = run_plan(
-            units, problems, tasks_from_records(records, inputs.problems),
-            lambda layer, latent: saes[layer].W_dec[latent].detach(), run, context.log.info,
-        )
+    norms = {layer: mean_norm_at_layer(discovery, layer) for layer, _ in targets.best.values()}
+    per_direction = {d: list(coefficients[d] if isinstance(coefficients, dict) else coefficients) for d in targets.best}
+    scales = {d: resolve_coefficients(mode, per_direction[d], norms[layer]) for d, (layer, _) in targets.best.items()}
+    units = build_units(split, per_direction, scales, targets.best, targets.controls)
+    # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
+    saes = {layer: sae_source.load(layer, layout, "cpu") for layer in norms}
+    tasks = tasks_from_records(records, inputs.problems)
+    jobs = []
+    for unit in units:
+        unit_tasks = tuple(tasks[int(t)] for t in problems[unit.problems].task_id)
+        if not unit_tasks:
+            context.log.info(f"steering unit {unit.name} skipped: no {unit.problems} problems in the split")
+            continue
+        row = None if unit.layer < 0 else saes[unit.layer].W_dec[unit.latent].detach().clone()  # [d_model]
+        jobs.append(UnitJob(unit, unit_tasks, row))
+    if not jobs:
+        raise ValueError(f"no steering unit of the {split} split has problems to run on")
+    context.log.info(f"{len(jobs)} steering units on the {split} split, one step each")
+    for job in jobs:
+        yield dg.DynamicOutput(job, output_name="units", mapping_key=step_key(job.unit))
     facts = {
         "mean residual norm per layer (discovery split)": {str(k): float(v) for k, v in norms.items()},
-        "controls": dg.MetadataValue.md(
+        "controls": (
             f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the latents of the "
             f"target's layer with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the top "
             f"latents: {targets.controls}"
         ),
-        "units": len(units),
+        "units": len(jobs),
         "directions": sorted(targets.best),
         "problems per label": {label: len(frame) for label, frame in problems.items()},
     }
-    return outcomes, noise_floor(records, baselines), facts
+    coefficients_run = sorted({c for values in per_direction.values() for c in values})
+    yield dg.Output(SplitPlan(mode, coefficients_run, records[["task_id", "passed"]].copy(), facts), "plan")
 
 
-@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
-def phase3_steering_coefficients(
-    context: dg.AssetExecutionContext, config: SteeringConfig, top_latents: dict[str, pd.DataFrame],
+PLAN_OUTS = {"units": dg.DynamicOut(io_manager_key=STEP_IO), "plan": dg.Out(io_manager_key=STEP_IO)}
+
+
+@dg.op(out=PLAN_OUTS)
+def plan_sweep(
+    context: dg.OpExecutionContext, config: SteeringConfig, top_latents: dict[str, pd.DataFrame],
     phase2: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame,
-    problem_splits: pd.DataFrame, language_model: LanguageModel, sae_source: SAESource, study_design: StudyDesign,
-    data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
-) -> dg.Output[dict[str, pd.DataFrame]]:
-    """The coefficient sweep on the hyperparams split (exploratory) and the coefficient chosen per direction."""
+    problem_splits: pd.DataFrame, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
+) -> Iterator[dg.DynamicOutput | dg.Output]:
+    """The hyperparams sweep's units: every configured coefficient for every direction's best latent."""
     sweep = config.coefficients or study_design.steering_coefficients
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
-    outcomes, noise, facts = _steer_split(
-        context, HYPERPARAMS_SPLIT, lambda _direction: sweep, config.coefficient_mode, inputs, language_model,
-        sae_source, study_design, data_store, sandbox, device_pool,
+    yield from _plan_split(
+        context, HYPERPARAMS_SPLIT, list(sweep), config.coefficient_mode, inputs, sae_source, study_design, data_store
     )
+
+
+@dg.op(out=PLAN_OUTS)
+def plan_validation(
+    context: dg.OpExecutionContext, phase3_steering_coefficients: dict[str, pd.DataFrame],
+    top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames,
+    mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame, sae_source: SAESource, study_design: StudyDesign,
+    data_store: DataStore,
+) -> Iterator[dg.DynamicOutput | dg.Output]:
+    """The validation split's units: the coefficient chosen for each direction, once."""
+    chosen = phase3_steering_coefficients["phase3_steering_coefficients"]
+    coefficients = {d: [float(c)] for d, c in chosen.set_index("direction").coefficient.items()}
+    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
+    yield from _plan_split(
+        context, VALIDATION_SPLIT, coefficients, str(chosen.coefficient_mode.iloc[0]), inputs, sae_source,
+        study_design, data_store,
+    )
+
+
+@dg.op(tags=GPU_STEP_TAGS, out=dg.Out(io_manager_key=STEP_IO))
+def steer_unit(
+    context: dg.OpExecutionContext, job: UnitJob, language_model: LanguageModel, study_design: StudyDesign,
+    data_store: DataStore, sandbox: Sandbox, device_pool: DeviceSource,
+) -> tuple[SteeringUnit, pd.DataFrame]:
+    """One unit on one device: its problems generated with the unit's vector added (resumes from its file)."""
+    unit, layout, design = job.unit, data_store.layout, study_design
+    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
+        context.log.info(f"steering unit {unit.name} on {len(job.tasks)} problems, on {device}")
+        records = run_unit(
+            unit, job.tasks, None if job.decoder_row is None else job.decoder_row.to(device),
+            model=model, tokenizer=tokenizer, settings=language_model.settings(design, GREEDY_TEMPERATURE),
+            stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.steering_units_dir,
+            limits=sandbox.limits, seed=design.seed,
+            producer={"model": {"weights": language_model.weights(layout), **model_fingerprint(model)}},
+            log=context.log.info,
+        )
+    context.add_output_metadata({"unit": unit.name, "records": len(records)})
+    return unit, records
+
+
+def _combined(
+    plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(per-problem outcomes, noise floor, metadata facts) of every unit of a split."""
+    outcomes, baselines = combine_units(results)
+    facts = {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
+    return outcomes, noise_floor(plan.phase1_labels, baselines), facts
+
+
+@dg.op
+def choose_from_sweep(
+    plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    """The sweep's tests (exploratory) and the coefficient chosen per direction on the hyperparams split."""
+    outcomes, noise, facts = _combined(plan, results)
     tests = experiment_tests(outcomes)
-    chosen = choose_coefficients(tests, facts["directions"], sweep).assign(coefficient_mode=config.coefficient_mode)
+    chosen = choose_coefficients(tests, facts["directions"], plan.coefficients).assign(
+        coefficient_mode=plan.coefficient_mode
+    )
     tables = {
         "phase3_steering_coefficients": chosen, "steering_sweep_tests": tests,
         "steering_sweep_units": unit_summary(outcomes), "steering_sweep_noise": noise,
@@ -152,28 +249,18 @@ def phase3_steering_coefficients(
         "sweep (exploratory, hyperparams split)": dg.MetadataValue.md(markdown_table(tests)),
         "sweep plot": dg.MetadataValue.md(line_sweep(
             sorted(tests.coefficient.unique()), sweep_series(tests), title="Rate by steering coefficient",
-            xlabel=f"coefficient ({config.coefficient_mode})", ylabel="rate",
+            xlabel=f"coefficient ({plan.coefficient_mode})", ylabel="rate",
         )),
         "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(noise)),
     })
 
 
-@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
-def phase3_steering(
-    context: dg.AssetExecutionContext, phase3_steering_coefficients: dict[str, pd.DataFrame],
-    top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
-    phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
-    language_model: LanguageModel, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
-    sandbox: Sandbox, device_pool: DevicePool,
+@dg.op
+def report_validation(
+    plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    """The reported steering result: the chosen coefficient per direction on the validation split, once."""
-    chosen = phase3_steering_coefficients["phase3_steering_coefficients"].set_index("direction")
-    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
-    outcomes, noise, facts = _steer_split(
-        context, VALIDATION_SPLIT, lambda direction: [float(chosen.coefficient[direction])],
-        str(chosen.coefficient_mode.iloc[0]), inputs, language_model, sae_source, study_design, data_store,
-        sandbox, device_pool,
-    )
+    """The reported result: target vs control with the chosen coefficients on the validation split."""
+    outcomes, noise, facts = _combined(plan, results)
     tests = experiment_tests(outcomes)
     tables = {"steering_tests": tests, "steering_effects": unit_summary(outcomes), "steering_noise": noise}
     return dg.Output(tables, data_version=data_version(tables), metadata={
@@ -181,3 +268,29 @@ def phase3_steering(
         "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(tests)),
         "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(noise)),
     })
+
+
+def _steering_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Config given for the asset (``ops: {phase3_steering_coefficients: {config: ...}}``) goes to its plan."""
+    return {"plan_sweep": {"config": config}}
+
+
+@dg.graph_asset(
+    group_name=GROUP_VALIDATION, code_version=CODE_VERSION,
+    config=dg.ConfigMapping(config_fn=_steering_config, config_schema=SteeringConfig.to_config_schema()),
+)
+def phase3_steering_coefficients(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits):
+    """The coefficient sweep on the hyperparams split (exploratory) and the coefficient chosen per direction."""
+    units, plan = plan_sweep(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
+    return choose_from_sweep(plan, units.map(steer_unit).collect())
+
+
+@dg.graph_asset(group_name=GROUP_VALIDATION, code_version=CODE_VERSION)
+def phase3_steering(
+    phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits
+):
+    """The reported steering result: the chosen coefficient per direction on the validation split, once."""
+    units, plan = plan_validation(
+        phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits
+    )
+    return report_validation(plan, units.map(steer_unit).collect())

@@ -2,7 +2,7 @@
 
 from pva_dagster.resources.data_store import DataStore
 from pva_dagster.resources.design import StudyDesign
-from pva_dagster.resources.devices import DevicePool
+from pva_dagster.resources.devices import DevicePool, DeviceSource, WorkerDevice
 from pva_dagster.resources.language_model import EmbeddedModel, HubModel, LanguageModel, LocalModel
 from pva_dagster.resources.problem_source import EmbeddedProblems, HubProblems, LocalProblems, ProblemSource
 from pva_dagster.resources.sae_source import EmbeddedSAEs, LocalSAEs, PretrainedSAEs, SAESource
@@ -12,6 +12,7 @@ from pva_dagster.resources.sandbox import Sandbox
 __all__ = [
     "DataStore",
     "DevicePool",
+    "DeviceSource",
     "EmbeddedModel",
     "EmbeddedProblems",
     "EmbeddedSAEs",
@@ -26,4 +27,5 @@ __all__ = [
     "SAESource",
     "Sandbox",
     "StudyDesign",
+    "WorkerDevice",
 ]

@@ -1,14 +1,16 @@
 """Atomic writes: every file the study produces is written to a temporary sibling, then renamed.
 
 A crash mid-write therefore leaves either the old file or no file, never a truncated one, which is what lets a
-re-run resume from what is on disk.
+re-run resume from what is on disk. Files get the mode the process's umask gives a new file (0644 under the usual
+022), as ``open`` would: on a cluster, the workers that read a file are often other processes or users than the
+one that wrote it (``mkstemp``'s private 0600 would lock them out).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +26,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed onto ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    # O_EXCL: a fresh name no other writer holds; 0o666 & ~umask: the mode any new file of this process gets.
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
         with open(tmp, "rb") as handle:

@@ -1,17 +1,17 @@
 """Phase 3 causal validation: steer generation along a latent's decoder direction and record what changes.
 
-A unit is one (split, coefficient, latent, problem group); its records go to their own resumable file, so a
-sweep can be spread over devices or resumed after a crash. Every problem group of a split also gets a
-*baseline* unit: the same problems generated unsteered, in the same order and so in the same batches, so that
-padding or batching noise never counts as an effect. Which latent runs on which problems is set by the
-experiments (:data:`EXPERIMENTS`):
+A unit is one (split, coefficient, latent, problem group); its records go to their own resumable file, and each
+unit is a step of its own (assets/phase3_steering.py), so a sweep spreads over devices and resumes after a
+crash. Every problem group of a split also gets a *baseline* unit: the same problems generated unsteered, in the
+same order and so in the same batches, so that padding or batching noise never counts as an effect. Which latent
+runs on which problems is set by the experiments (:data:`EXPERIMENTS`):
 
 - correction: the correct-preferring latent on problems the model got wrong; success = now correct;
 - preservation: the correct-preferring latent on problems it got right; success = still correct;
 - corruption: the incorrect-preferring latent on problems it got right; success = now incorrect.
 
-Random *control* latents of the same layer (ones that do not discriminate) run on the same problems at the
-same coefficient; :mod:`steering_results` compares target and control problem by problem.
+Random *control* latents of the same layer (ones that do not discriminate) run on the same problems at the same
+coefficient; :mod:`steering_results` compares target and control problem by problem.
 """
 
 from __future__ import annotations
@@ -154,34 +154,23 @@ def noise_floor(phase1_records: pd.DataFrame, baselines: dict[SteeringUnit, pd.D
     return pd.DataFrame(rows)
 
 
-def run_plan(
-    units: Sequence[SteeringUnit],
-    problems: dict[str, pd.DataFrame],
-    tasks: dict[int, Task],
-    decoder_row: Callable[[int, int], Any],
-    run: Callable[..., pd.DataFrame],
-    log: Callable[[str], None] = print,
+def combine_units(
+    results: Sequence[tuple[SteeringUnit, pd.DataFrame]],
 ) -> tuple[pd.DataFrame, dict[SteeringUnit, pd.DataFrame]]:
-    """Run every unit (baselines first) and return the per-problem outcomes and the baselines' records.
+    """Per-problem outcomes of every steered unit against its problem group's baseline, and the baselines.
 
-    ``problems[label]``: the Phase 1.0 records of the problem group; ``decoder_row(layer, latent)``: the SAE's
-    W_dec row; ``run``: :func:`run_unit` with the model and settings bound. A problem group with no problems
-    is skipped with a log line (a small split may have no incorrect problems).
+    ``results``: each unit that ran with its records (:func:`run_unit`), in any order: units run as separate
+    steps, on whichever device is free, so a steered unit may finish before its baseline does.
     """
-    baselines: dict[str, pd.DataFrame] = {}
-    baseline_units: dict[SteeringUnit, pd.DataFrame] = {}
+    baselines = {unit: records for unit, records in results if unit.kind == BASELINE}
+    by_group = {unit.problems: records for unit, records in baselines.items()}
     outcomes = []
-    for i, unit in enumerate(units, 1):
-        task_list = [tasks[int(t)] for t in problems[unit.problems].task_id]
-        if not task_list:
-            log(f"steering unit {i}/{len(units)}: {unit.name} skipped, no {unit.problems} problems in the split")
-            continue
-        log(f"steering unit {i}/{len(units)}: {unit.name} on {len(task_list)} problems")
+    for unit, records in results:
         if unit.kind == BASELINE:
-            baselines[unit.problems] = baseline_units[unit] = run(unit, task_list, None, log=log)
-        else:
-            records = run(unit, task_list, decoder_row(unit.layer, unit.latent), log=log)
-            outcomes.append(unit_outcomes(unit, records, baselines[unit.problems]))
+            continue
+        if unit.problems not in by_group:
+            raise ValueError(f"unit {unit.name} ran without the baseline of its {unit.problems} problems")
+        outcomes.append(unit_outcomes(unit, records, by_group[unit.problems]))
     if not outcomes:
         raise ValueError("no steering unit had problems to run on")
-    return pd.concat(outcomes, ignore_index=True), baseline_units
+    return pd.concat(outcomes, ignore_index=True), baselines
