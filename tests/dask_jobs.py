@@ -32,6 +32,17 @@ STEERING_SWEEP_JOB = dg.define_asset_job("steering_sweep", selection=["phase3_st
 STEERING_SOURCE_IDS = [*range(1, 13), *range(60, 72)]
 
 
+def instance_home(folder: Path) -> Path:
+    """A Dagster home under ``folder`` (telemetry off) whose storage exists before runs start at the same moment;
+    runs of one test share it, so the partition-aware IO manager finds what earlier runs materialized."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
+    return home
+
+
 def cluster_resources(tmp: str, problems: str, model_dir: str, device_source: str = "worker") -> dict[str, Any]:
     """``small_resources`` with the random-weight Gemma 2 of tests/conftest.py writing a few tokens per solution
     (``model_dir=""``: the embedded SmolLM2); the device from the Dask worker (or the lock-file pool)."""

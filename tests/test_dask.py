@@ -19,7 +19,7 @@ import pytest
 
 from pva_dagster.study.layout import DataLayout
 from tests.dask_cluster import ROOT, local_dask_cluster
-from tests.dask_jobs import cluster_resources, execute_on_dask
+from tests.dask_jobs import cluster_resources, execute_on_dask, instance_home
 from tests.helpers import materialize, write_problems
 
 pytestmark = pytest.mark.slow  # ~6 min on the shared 2-core machine: a cluster, three runs and a reference run
@@ -32,11 +32,7 @@ COMPARED = ["task_id", "sample", "completion", "generated_code", "passed", "outc
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tiny_gemma2_dir):
     tmp = tmp_path_factory.mktemp("dask")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with dg.DagsterInstance.from_config(str(home)):
-        pass  # create the run and event storage once, before two runs start at the same moment
+    home = instance_home(tmp)
     problems = write_problems(tmp / "problems.jsonl", list(range(1, 37)))
     with local_dask_cluster(tmp / "cluster", WORKERS) as running:
         yield {"cluster": running, "tmp": tmp, "home": home, "problems": str(problems), "model": str(tiny_gemma2_dir)}

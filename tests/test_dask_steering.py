@@ -13,7 +13,7 @@ import pytest
 
 from pva_dagster.study.layout import DataLayout
 from tests.dask_cluster import local_dask_cluster
-from tests.dask_jobs import cluster_resources, execute_on_dask, prepare_steering_inputs
+from tests.dask_jobs import cluster_resources, execute_on_dask, instance_home, prepare_steering_inputs
 from tests.helpers import link_embedded_model, materialize
 
 pytestmark = pytest.mark.slow  # Phases 0-2 on SmolLM2, then the sweep twice: ~15 min on the shared 2-core machine
@@ -25,9 +25,7 @@ TABLES = ["phase3_steering_coefficients", "steering_sweep_tests", "steering_swee
 def prepared(tmp_path_factory, embedded_model_dir):
     """Phases 0-2 once, recorded in a persistent instance that the in-process and the Dask sweep share."""
     tmp = tmp_path_factory.mktemp("steering")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = instance_home(tmp)
     link_embedded_model(tmp / "data", embedded_model_dir)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         problems = prepare_steering_inputs(tmp, instance)
