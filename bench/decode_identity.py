@@ -11,7 +11,7 @@ interrupted comparison resumes):
 - ``new``: ``generate`` now (``decoding.decode``), the same batches;
 - ``new_alone``: ``generate`` now, one prompt at a time.
 
-The saved runs of ``new`` are not tied to a commit: clear --out-dir after changing the decode loop.
+The saved runs of ``new`` are named by a hash of the decode modules' source, so an edit starts them afresh.
 
 It prints, for ``new`` against each of the others (and ``ref`` against ``new_alone``), how many completions are
 equal, and for each that is not, where the tokens part and the two texts from there on.
@@ -20,6 +20,7 @@ equal, and for each that is not, where the tokens part and the two texts from th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from typing import Any
 
 from generation import DEFAULT_CACHE, ROOT, baseline_module
 
-from pva_dagster.study.generation import batched
+from pva_dagster.study.generation import batched, decoding
 from pva_dagster.study.generation.models import (
     convert_gguf_to_safetensors,
     load_causal_lm,
@@ -103,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "rev-parse", "--short", args.ref], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.strip()
     size, max_new, out = args.batch_size, args.max_new_tokens, args.out_dir
+    # Saved runs of the working tree are named by its decode code, so an edited loop never reuses old ones.
+    code = hashlib.sha1(b"".join(Path(m.__file__).read_bytes() for m in (batched, decoding))).hexdigest()[:10]
     ref = run(baseline_module(commit), *common, size, max_new, out / f"ref_{commit}_b{size}_{max_new}.jsonl")
-    new = run(batched, *common, size, max_new, out / f"new_b{size}_{max_new}.jsonl")
-    alone = run(batched, *common, 1, max_new, out / f"new_b1_{max_new}.jsonl")
+    new = run(batched, *common, size, max_new, out / f"new_{code}_b{size}_{max_new}.jsonl")
+    alone = run(batched, *common, 1, max_new, out / f"new_{code}_b1_{max_new}.jsonl")
     print(f"{len(prompts)} embedded problems, greedy, <= {max_new} new tokens, batches of {size}; ref {commit}")
     compare(f"new @ {args.batch_size} vs {args.ref} @ {args.batch_size}", new, ref, tokenizer, task_ids)
     compare(f"new @ {args.batch_size} vs new one at a time", new, alone, tokenizer, task_ids)
