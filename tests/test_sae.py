@@ -116,20 +116,28 @@ def test_general_text_is_english_prose_not_python():
 def test_one_random_position_per_document_is_that_prefixs_own_forward(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     texts = fortunes_corpus()[:40]
+    widths: list[int] = []  # of each batch the model reads
+    embed = model.get_input_embeddings().register_forward_pre_hook(lambda _m, args: widths.append(args[0].shape[1]))
     with one_thread():
-        got = sample_position_residuals(model, tokenizer, texts, [LAYER], 6, context_len=32, batch_size=4, seed=5)
+        try:
+            got = sample_position_residuals(model, tokenizer, texts, [LAYER], 6, context_len=32, batch_size=4, seed=5)
+        finally:
+            embed.remove()
         again = sample_position_residuals(model, tokenizer, texts, [LAYER], 6, context_len=32, batch_size=3, seed=5)
         # Redraw the same documents and positions, and run each prefix alone.
         rng = random.Random(5)
-        expected = []
+        expected, expected_prefixes = [], []
         for text in rng.sample(texts, 6):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"][:31]
             prefix = [tokenizer.bos_token_id, *ids[: rng.randrange(len(ids)) + 1]]
+            expected_prefixes.append(prefix)
             with torch.no_grad(), record_block_outputs(model, [LAYER]) as recorded:
                 model.model(input_ids=torch.tensor([prefix]))
             expected.append(recorded[LAYER][0][0, -1])
     assert got[LAYER].shape == (6, 576)
-    torch.testing.assert_close(got[LAYER], torch.stack(expected), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[LAYER], torch.stack(expected), rtol=1e-4, atol=1e-4)  # rows in draw order
+    # Shortest prefixes first: the first batch pads only to the 4th-shortest length (BOS included).
+    assert len(widths) == 2 and widths[0] == sorted(len(p) for p in expected_prefixes)[3] <= widths[1]
     torch.testing.assert_close(got[LAYER], again[LAYER], rtol=1e-4, atol=1e-4)  # batching does not matter
     with pytest.raises(ValueError, match="n_documents"):
         sample_position_residuals(model, tokenizer, texts, [LAYER], 41, context_len=32, batch_size=4, seed=5)

@@ -16,12 +16,14 @@ import tokenize
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from pva_dagster.study.domain import DEFAULT_SEED
 from pva_dagster.study.generation.residual import decoder_blocks, record_block_outputs, validate_layers
+
+T = TypeVar("T")
 
 DEFAULT_CODE_FILES = 200
 # Folders of the standard library that are not ordinary library code (test suites with deliberately odd
@@ -125,10 +127,10 @@ def _chunks(tokenizer: Any, texts: Sequence[str], body_len: int) -> Iterator[lis
             yield ids[start : start + body_len]
 
 
-def _batches(chunks: Iterator[list[int]], batch_size: int) -> Iterator[list[list[int]]]:
-    batch: list[list[int]] = []
-    for chunk in chunks:
-        batch.append(chunk)
+def _batches(items: Iterator[T], batch_size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
         if len(batch) == batch_size:
             yield batch
             batch = []
@@ -245,7 +247,9 @@ def sample_position_residuals(
     ``n_documents`` texts are drawn with ``seed``; in each, one position among its first ``context_len - 1``
     tokens is drawn with the same generator (after a BOS token, never the BOS itself), as the original study
     read one random position of each pile-10k document. The model sees the text only up to that position: a
-    causal model's residual there does not depend on what follows.
+    causal model's residual there does not depend on what follows. Prefixes are batched shortest first, so a
+    batch pads to little more than its own lengths (drawn at random, they would pad to about twice the tokens);
+    rows come back in draw order.
     """
     if not 1 <= n_documents <= len(texts) or context_len < 2 or batch_size < 1:
         raise ValueError(
@@ -261,11 +265,13 @@ def sample_position_residuals(
         if not ids:
             raise ValueError(f"a general-text document produced no tokens: {text[:60]!r}")
         prefixes.append(ids[: rng.randrange(len(ids)) + 1])
-    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    for batch in _batches(iter(prefixes), batch_size):
-        recorded, mask = _forward_with_bos(model, batch, layers, bos, pad)
+    d_model = int(model.config.hidden_size)
+    out = {layer: torch.empty(n_documents, d_model, dtype=torch.float32) for layer in layers}
+    by_length = sorted(range(n_documents), key=lambda i: len(prefixes[i]))  # stable: ties keep draw order
+    for indices in _batches(iter(by_length), batch_size):
+        recorded, mask = _forward_with_bos(model, [prefixes[i] for i in indices], layers, bos, pad)
         last = mask.sum(dim=1) - 1  # each row's sampled position (its last real token)
-        rows = torch.arange(len(batch))
+        rows = torch.arange(len(indices))
         for layer in layers:
-            out[layer].append(recorded[layer][0].to("cpu", torch.float32)[rows, last])
-    return {layer: torch.cat(parts) for layer, parts in out.items()}
+            out[layer][indices] = recorded[layer][0].to("cpu", torch.float32)[rows, last]
+    return out
