@@ -1,6 +1,6 @@
 """Phase 1 generation throughput: the decode loop against the path of an earlier commit, in one run, as ratios.
 
-    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N [N ...]]
+    .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N|auto [N|auto ...]]
         [--rounds 1] [--baseline-ref f71fee2] [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda]
 
 The paths run over the same prompts, all greedy with residual capture on every layer and the function-end stop
@@ -10,7 +10,9 @@ rule on, as Phase 1 runs them, alternated round by round so that load from other
   ``model.generate`` with a stop rule that decoded every row each step), batches of 8 in task order;
 - new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
 - new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or at each
-  --batch-size (``--baseline-ref none`` leaves the baseline and new @ 8 out: a table of batch sizes).
+  --batch-size (``--baseline-ref none`` leaves the baseline out, and with --batch-size new @ 8 too: a table of
+  batch sizes). It prints the automatic choice for this run's and Phase 1's default token budgets, and on CUDA
+  each path's peak memory.
 
 It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
 average (other processes share the cores) at the start and end of each run.
@@ -111,12 +113,22 @@ def timed(generate_fn: Any, model: Any, tokenizer: Any, prompts: list[str], laye
     return generations, sum(g.n_new_tokens for g in generations) / seconds
 
 
+def batch_size_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    size = int(value)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"a batch size is a positive integer or 'auto', got {value!r}")
+    return size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument(
-        "--batch-size", type=int, nargs="+", default=None, help="one or more sizes (default: auto_batch_size here)"
+        "--batch-size", type=batch_size_arg, nargs="+", default=None,
+        help="one or more sizes, 'auto' for auto_batch_size here (default: auto)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the three paths")
     parser.add_argument(
@@ -158,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
     )
     # Phase 1's choice: prompt budget + new tokens, as LanguageModel.batch_size_for does.
-    sizes = args.batch_size or [auto_batch_size(model, GenerationSettings().max_prompt_tokens + args.max_new_tokens)]
+    defaults = GenerationSettings()
+    chosen = auto_batch_size(model, defaults.max_prompt_tokens + args.max_new_tokens)
+    print(
+        f"auto_batch_size here: {chosen} rows for {defaults.max_prompt_tokens}+{args.max_new_tokens} tokens a row, "
+        f"{auto_batch_size(model, defaults.max_prompt_tokens + defaults.max_new_tokens)} for Phase 1's default "
+        f"{defaults.max_prompt_tokens}+{defaults.max_new_tokens}"
+    )
+    sizes = [chosen if size == "auto" else size for size in args.batch_size or ["auto"]]
 
     embedded = load_embedded()
     problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
@@ -167,17 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     paths = {} if old is None else {
         "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8))
     }
-    for size in dict.fromkeys([8, *sizes] if old is not None else sizes):
+    for size in dict.fromkeys([8, *sizes] if old is not None or not args.batch_size else sizes):
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=size, sort_by_length=True)
         paths[f"new @ {size}"] = (generate, settings)
     timed(generate, model, tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in paths}
+    peak_gib: dict[str, float] = {}
     outputs: dict[str, list[Any]] = {}
     for round_ in range(args.rounds):
         for name, (generate_fn, settings) in paths.items():
             load_before = os.getloadavg()[0]
+            if model.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             outputs[name], rate = timed(generate_fn, model, tokenizer, prompts, layers, settings)
             rates[name].append(rate)
+            if model.device.type == "cuda":
+                peak_gib[name] = torch.cuda.max_memory_allocated() / 2**30
             print(
                 f"round {round_ + 1}: {name:>14}: {rate:8.1f} new tokens/s "
                 f"(1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})",
@@ -199,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             + (f", {median[name] / median['new @ 8']:5.2f}x new @ 8" if "new @ 8" in median else "")
             + f"; greedy completions equal to {reference} "
             f"{same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
+            + (f"; peak GPU memory {peak_gib[name]:.1f} GiB" if name in peak_gib else "")
         )
-
     if model.device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        _free, total = torch.cuda.mem_get_info(model.device)
+        print(f"{torch.cuda.get_device_name(model.device)}: {total / 2**30:.0f} GiB")
     return 0
 
 
