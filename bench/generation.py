@@ -214,13 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(prompts)} prompts, <= {args.max_new_tokens} new tokens ({n_tokens} generated), capture = all "
           f"{len(layers)} layers, stop rule on, median of {args.rounds} round(s)")
     median = {name: statistics.median(values) for name, values in rates.items()}
+    second_ratio = "new @ 8" in median and reference != "new @ 8"
     for name in paths:
         pairs = list(zip(base, outputs[name], strict=True))
         same = sum(a.completion == b.completion for a, b in pairs)
         residual_diff = max(float(abs(a.residuals - b.residuals).max()) for a, b in pairs)
         print(
             f"{name:>14}: {median[name]:8.1f} new tokens/s, {median[name] / median[reference]:5.2f}x {reference}"
-            + (f", {median[name] / median['new @ 8']:5.2f}x new @ 8" if "new @ 8" in median else "")
+            + (f", {median[name] / median['new @ 8']:5.2f}x new @ 8" if second_ratio else "")
             + f"; greedy completions equal to {reference} "
             f"{same}/{len(prompts)}, max residual diff {residual_diff:.1e}"
             + (f"; peak GPU memory {peak_gib[name]:.1f} GiB" if name in peak_gib else "")

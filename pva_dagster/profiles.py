@@ -73,7 +73,9 @@ def embedded_profile() -> Profile:
                 # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
                 max_new_tokens=128,
                 max_task_id=max(p.task_id for p in load_embedded()),
-                task_range_size=25,
+                # Two partitions of 100 tasks (IDs 1-200): Phase 1.2's partitions then hold ~40 validation
+                # rows, so its batches of 32 fill (ranges of 25 left 9-13 rows a batch, at ~60 % of the rate).
+                task_range_size=101,
                 sae_layers=[6, 12, 18, 24],
                 # One sample per temperature: with 200 problems (80 validation), Phase 1.2 is 320 generations,
                 # about what 84 problems x 2 samples were; the study profile samples 5.
