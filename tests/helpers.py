@@ -18,9 +18,15 @@ from pva_dagster.resources.parquet_io import ParquetIOManager
 from pva_dagster.study.domain import DEFAULT_SEED, SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.embedded import embedded_records
+from pva_dagster.study.problems.task_ranges import task_ranges
 from pva_dagster.study.sandbox.isolation import probe
 
-FIRST_RANGE = "0000-0024"
+# The asset definitions' task ranges: the default (embedded) profile's, fixed when the definitions are imported,
+# whatever study_design a test passes as a resource.
+EMBEDDED_DESIGN: StudyDesign = load_profile("embedded").resources["study_design"]
+FIRST_RANGE, SECOND_RANGE = (
+    r.key for r in task_ranges(EMBEDDED_DESIGN.max_task_id, EMBEDDED_DESIGN.task_range_size)[:2]
+)
 # Small embedded SAEs, as run config of the sae_weights asset (its training settings are asset config).
 SMALL_SAE_TRAINING = {
     "ops": {"sae_weights": {"config": {
@@ -29,11 +35,12 @@ SMALL_SAE_TRAINING = {
 }
 
 
-def write_problems(path: Path, source_ids: list[int]) -> Path:
-    """An MBPP .jsonl of the given embedded problems, renumbered 1..n so they fall in the first task range."""
+def write_problems(path: Path, source_ids: list[int], task_ids: list[int] | None = None) -> Path:
+    """An MBPP .jsonl of the given embedded problems, renumbered ``task_ids`` (default 1..n: the first task range)."""
     by_id = {p["task_id"]: p for p in embedded_records()}
+    new_ids = task_ids or list(range(1, len(source_ids) + 1))
     with path.open("w") as handle:
-        for new_id, source_id in enumerate(source_ids, start=1):
+        for new_id, source_id in zip(new_ids, source_ids, strict=True):
             handle.write(json.dumps({**by_id[source_id], "task_id": new_id}) + "\n")
     return path
 
@@ -46,9 +53,11 @@ def link_embedded_model(data_root: Path, converted: Path) -> None:
 
 
 def small_design(**changes: Any) -> StudyDesign:
-    """One task range, two SAE layers, one Phase 1.2 temperature, a few tokens, a short steering sweep."""
+    """The definitions' task ranges, two SAE layers, one Phase 1.2 temperature, a few tokens, a short steering
+    sweep."""
     return StudyDesign(**{
-        "max_task_id": 24, "task_range_size": 25, "sae_layers": [3, 9], "temperatures": [0.3],
+        "max_task_id": EMBEDDED_DESIGN.max_task_id, "task_range_size": EMBEDDED_DESIGN.task_range_size,
+        "sae_layers": [3, 9], "temperatures": [0.3],
         "samples_per_temperature": 2, "max_new_tokens": 64, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
         "steering_controls": 1, "steering_max_tasks": 3, **changes,
     })

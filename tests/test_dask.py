@@ -18,12 +18,14 @@ import pandas as pd
 import pytest
 
 from pva_dagster.study.layout import DataLayout
+from pva_dagster.study.problems.task_ranges import TaskRange
 from tests.dask_cluster import ROOT, local_dask_cluster
 from tests.dask_jobs import cluster_resources, execute_on_dask, instance_home
-from tests.helpers import materialize, write_problems
+from tests.helpers import FIRST_RANGE, SECOND_RANGE, materialize, write_problems
 
 pytestmark = pytest.mark.slow  # ~6 min on the shared 2-core machine: a cluster, three runs and a reference run
-PARTITIONS = ["0000-0024", "0025-0049"]  # tasks 1-24 and 25-36 of the problem file below
+PARTITIONS = [FIRST_RANGE, SECOND_RANGE]  # 24 and 12 problems of the file below
+SECOND_FIRST_ID = TaskRange.parse(SECOND_RANGE).first
 WORKERS = {"gpu-a": "cpu", "gpu-b": "cpu"}
 RUN_TIMEOUT_S = 400
 COMPARED = ["task_id", "sample", "completion", "generated_code", "passed", "outcome", "n_new_tokens", "layers"]
@@ -33,7 +35,8 @@ COMPARED = ["task_id", "sample", "completion", "generated_code", "passed", "outc
 def cluster(tmp_path_factory, tiny_gemma2_dir):
     tmp = tmp_path_factory.mktemp("dask")
     home = instance_home(tmp)
-    problems = write_problems(tmp / "problems.jsonl", list(range(1, 37)))
+    task_ids = [*range(1, 25), *range(SECOND_FIRST_ID, SECOND_FIRST_ID + 12)]
+    problems = write_problems(tmp / "problems.jsonl", list(range(1, 37)), task_ids)
     with local_dask_cluster(tmp / "cluster", WORKERS) as running:
         yield {"cluster": running, "tmp": tmp, "home": home, "problems": str(problems), "model": str(tiny_gemma2_dir)}
 
