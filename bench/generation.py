@@ -11,8 +11,8 @@ rule on, as Phase 1 runs them, alternated round by round so that load from other
 - new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
 - new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or at each
   --batch-size (``--baseline-ref none`` leaves the baseline out, and with --batch-size new @ 8 too: a table of
-  batch sizes). It prints the automatic choice for this run's and Phase 1's default token budgets, and on CUDA
-  each path's peak memory.
+  batch sizes). It prints the automatic choice for these prompts (as Phase 1 makes it) and for the whole
+  prompt budget, and on CUDA each path's peak memory.
 
 It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
 average (other processes share the cores) at the start and end of each run.
@@ -37,7 +37,12 @@ from typing import Any
 
 import torch
 
-from pva_dagster.study.generation.batched import GenerationSettings, auto_batch_size, generate
+from pva_dagster.study.generation.batched import (
+    GenerationSettings,
+    auto_batch_size,
+    generate,
+    longest_prompt_tokens,
+)
 from pva_dagster.study.generation.models import (
     DTYPES,
     convert_gguf_to_safetensors,
@@ -169,19 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         f"model {model_fingerprint(model)} on {args.device} ({dtype}), "
         f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
     )
-    # Phase 1's choice: prompt budget + new tokens, as LanguageModel.batch_size_for does.
-    defaults = GenerationSettings()
-    chosen = auto_batch_size(model, defaults.max_prompt_tokens + args.max_new_tokens)
-    print(
-        f"auto_batch_size here: {chosen} rows for {defaults.max_prompt_tokens}+{args.max_new_tokens} tokens a row, "
-        f"{auto_batch_size(model, defaults.max_prompt_tokens + defaults.max_new_tokens)} for Phase 1's default "
-        f"{defaults.max_prompt_tokens}+{defaults.max_new_tokens}"
-    )
-    sizes = [chosen if size == "auto" else size for size in args.batch_size or ["auto"]]
-
     embedded = load_embedded()
     problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
     prompts = [build_prompt(p.text, p.test_list) for p in problems]
+    # Phase 1's choice (LanguageModel.settings): the longest prompt, at most max_prompt_tokens, + new tokens.
+    defaults = GenerationSettings()
+    prompt_budget = min(longest_prompt_tokens(tokenizer, prompts), defaults.max_prompt_tokens)
+    chosen = auto_batch_size(model, prompt_budget + args.max_new_tokens)
+    print(
+        f"auto_batch_size here: {chosen} rows for {prompt_budget}+{args.max_new_tokens} tokens a row (the longest "
+        f"prompt), {auto_batch_size(model, defaults.max_prompt_tokens + args.max_new_tokens)} for the whole prompt "
+        f"budget {defaults.max_prompt_tokens}+{args.max_new_tokens}"
+    )
+    sizes = [chosen if size == "auto" else size for size in args.batch_size or ["auto"]]
     layers = list(range(len(decoder_blocks(model))))
     paths = {} if old is None else {
         "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8))

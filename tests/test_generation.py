@@ -14,6 +14,7 @@ from pva_dagster.study.generation.batched import (
     batch_order,
     bytes_per_row,
     generate,
+    longest_prompt_tokens,
 )
 from pva_dagster.study.generation.decoding import FunctionEndRule
 from pva_dagster.study.generation.models import load_causal_lm, stop_token_ids
@@ -133,6 +134,24 @@ def test_batch_size_follows_free_memory_for_gemma2_2b():
     assert all(size & (size - 1) == 0 for size in sizes), "powers of two"
     assert sizes[3] * per_row <= 0.7 * 70 * 2**30 < 2 * sizes[3] * per_row
     assert auto_batch_size(model, n_tokens, free_bytes=70 * 2**30) >= 16, "an H100 should not run at batch 8"
+
+
+def test_batch_size_is_sized_for_the_longest_prompt_as_the_batch_encodes_it(smollm):
+    """Phase 1 and steering size rows for their longest prompt, not the 2048-token prompt budget: on an H200's
+    free memory (130 GiB) Gemma-2-2B then gets 128 rows where the whole budget gives 64 (both measured to fit on
+    one: 18.5 and 11.4 GiB at peak, README)."""
+    _, tokenizer = smollm
+    prompts = list(PROMPTS)
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True)
+    assert longest_prompt_tokens(tokenizer, prompts) == int(encoded["attention_mask"].sum(dim=1).max())
+    assert longest_prompt_tokens(tokenizer, prompts[:1]) == int(encoded["attention_mask"][0].sum())
+    config = Gemma2Config(**GEMMA2_2B, vocab_size=256_000)
+    with torch.device("meta"):
+        gemma2 = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    h200 = 130 * 2**30
+    assert auto_batch_size(gemma2, 2048 + 800, free_bytes=h200) == 64
+    assert auto_batch_size(gemma2, 300 + 800, free_bytes=h200) == 128
 
 
 def test_cpu_batch_size_is_the_measured_one(gemma):

@@ -38,7 +38,9 @@ def _run(
         generator = Generator(
             model, tokenizer, language_model.weights(data_store.layout), study_design.prompt_template,
             study_design.use_chat_template,
-            lambda temperature, samples: language_model.settings(study_design, temperature, samples, model=model),
+            lambda temperature, samples, prompt_tokens: language_model.settings(
+                study_design, temperature, samples, model=model, prompt_tokens=prompt_tokens
+            ),
             sandbox.limits, sandbox.max_workers,
         )
         context.log.info(f"generating on {device}")

@@ -24,6 +24,7 @@ from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.generation.batched import longest_prompt_tokens
 from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.plots import line_sweep, markdown_table
@@ -206,10 +207,14 @@ def steer_unit(
     """One unit on one device: its problems generated with the unit's vector added (resumes from its file)."""
     unit, layout, design = job.unit, data_store.layout, study_design
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        context.log.info(f"steering unit {unit.name} on {len(job.tasks)} problems, on {device}")
+        longest = longest_prompt_tokens(tokenizer, [task.prompt for task in job.tasks])
+        settings = language_model.settings(design, GREEDY_TEMPERATURE, model=model, prompt_tokens=longest)
+        context.log.info(
+            f"steering unit {unit.name} on {len(job.tasks)} problems, on {device}, batches of {settings.batch_size}"
+        )
         records = run_unit(
             unit, job.tasks, None if job.decoder_row is None else job.decoder_row.to(device),
-            model=model, tokenizer=tokenizer, settings=language_model.settings(design, GREEDY_TEMPERATURE),
+            model=model, tokenizer=tokenizer, settings=settings,
             stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.steering_units_dir,
             limits=sandbox.limits, seed=design.seed,
             producer={"model": {"weights": language_model.weights(layout), **model_fingerprint(model)}},

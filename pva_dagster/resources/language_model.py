@@ -77,13 +77,19 @@ class LanguageModel(dg.ConfigurableResource, ABC):
         return auto_batch_size(model, token_budget)
 
     def settings(
-        self, design: StudyDesign, temperature: float, num_samples: int = 1, model: Any | None = None
+        self, design: StudyDesign, temperature: float, num_samples: int = 1, model: Any | None = None,
+        prompt_tokens: int | None = None,
     ) -> GenerationSettings:
-        """The study design's generation settings, run in this machine's batches."""
+        """The study design's generation settings, run in this machine's batches.
+
+        The batch size is sized for ``prompt_tokens`` (the longest prompt of the work at hand; at most
+        ``max_prompt_tokens``, which is also the default) plus ``max_new_tokens``.
+        """
+        prompt_budget = min(prompt_tokens or design.max_prompt_tokens, design.max_prompt_tokens)
         return GenerationSettings(
             max_new_tokens=design.max_new_tokens,
             max_prompt_tokens=design.max_prompt_tokens,
-            batch_size=self.batch_size_for(model, design.max_prompt_tokens + design.max_new_tokens),
+            batch_size=self.batch_size_for(model, prompt_budget + design.max_new_tokens),
             sort_by_length=self.sort_by_length,
             temperature=temperature,
             num_samples=num_samples,

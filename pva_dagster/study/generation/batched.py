@@ -221,6 +221,13 @@ def bytes_per_row(config: Any, n_tokens: int, dtype_bytes: int) -> int:
     return kv_cache + mlp + attention + logits
 
 
+def longest_prompt_tokens(tokenizer: Any, prompts: Sequence[str]) -> int:
+    """Tokens of the longest prompt as ``_encode`` counts them (before truncation): the prompt part of the token
+    budget ``auto_batch_size`` sizes rows for. Measured over all of a partition's prompts, not those left after a
+    crash, so a resumed partition gets the same batch size and re-forms the same batches."""
+    return max((len(ids) for ids in tokenizer(list(prompts))["input_ids"]), default=1)
+
+
 def auto_batch_size(model: Any, n_tokens: int, free_bytes: int | None = None) -> int:
     """Rows per batch for ``model`` on its device, from the device's free memory.
 

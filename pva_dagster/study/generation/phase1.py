@@ -12,7 +12,7 @@ import pandas as pd
 
 from pva_dagster.study import storage
 from pva_dagster.study.generation.activation_store import ActivationStore
-from pva_dagster.study.generation.batched import GenerationSettings
+from pva_dagster.study.generation.batched import GenerationSettings, longest_prompt_tokens
 from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
@@ -42,7 +42,8 @@ class Generator:
     weights: str  # what from_pretrained loaded: identifies the model in fingerprints and metadata
     prompt_template: str
     use_chat_template: bool
-    settings: Callable[[float, int], GenerationSettings]  # (temperature, samples) -> settings
+    # (temperature, samples, longest prompt's tokens) -> settings
+    settings: Callable[[float, int, int], GenerationSettings]
     limits: SandboxLimits
     max_workers: int | None
 
@@ -77,7 +78,9 @@ def generate_and_label(
     layers = validate_layers(generator.model, layers or range(len(decoder_blocks(generator.model))))
     prompts = prompts_for(rows, generator.tokenizer, generator.prompt_template, generator.use_chat_template)
     tasks = tasks_from_problems(rows, prompts)
-    settings = generator.settings(partition.temperature, partition.samples)
+    settings = generator.settings(
+        partition.temperature, partition.samples, longest_prompt_tokens(generator.tokenizer, list(prompts.values()))
+    )
     model = {"weights": generator.weights, **model_fingerprint(generator.model)}
     log(
         f"{len(tasks)} tasks in {task_range.key} at temperature {partition.temperature}, {partition.samples} "
