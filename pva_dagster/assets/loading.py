@@ -47,9 +47,9 @@ def model_on_device(
     loaded in this process for the next step that asks for the same weights on the same device."""
     layout = data_store.layout
     with claimed_device(context, device_pool, keep_model=True) as device:
-        key = _key(language_model, layout, device)
-        reused = MODELS.held == key
+        key, loads_before = _key(language_model, layout, device), MODELS.loads
         with MODELS.borrow(key, lambda: language_model.load(layout, device)) as (model, tokenizer):
+            reused = MODELS.loads == loads_before
             context.log.info(f"model {key.weights} on {device}: {'reused in this process' if reused else 'loaded'}")
             context.add_output_metadata({"model": "reused" if reused else "loaded"})
             yield device, model, tokenizer

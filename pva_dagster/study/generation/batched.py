@@ -70,13 +70,18 @@ class Generation:
     residuals: np.ndarray  # [n_layers, d_model] float32: last prompt token, output of each layer's block
 
 
+def prompt_token_counts(tokenizer: Any, prompts: Sequence[str]) -> list[int]:
+    """Tokens of each prompt as a batch encodes it (special tokens included), before truncation."""
+    return [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+
+
 def _encode(
     tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int, device: Any
 ) -> tuple[Any, list[bool]]:
     """Left-padded batch keeping each prompt's last ``max_prompt_tokens`` tokens; which prompts were cut."""
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
-    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    lengths = prompt_token_counts(tokenizer, prompts)
     encoded = tokenizer(
         list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens
     ).to(device)
@@ -150,7 +155,7 @@ def batch_order(
     """
     order = list(range(len(prompts)))
     if settings.sort_by_length and len(prompts) > per_batch:
-        lengths = [min(len(ids), settings.max_prompt_tokens) for ids in tokenizer(list(prompts))["input_ids"]]
+        lengths = [min(n, settings.max_prompt_tokens) for n in prompt_token_counts(tokenizer, prompts)]
         order.sort(key=lambda i: -lengths[i])  # stable: ties keep prompt order
     return [sorted(order[start : start + per_batch]) for start in range(0, len(order), per_batch)]
 
@@ -222,10 +227,10 @@ def bytes_per_row(config: Any, n_tokens: int, dtype_bytes: int) -> int:
 
 
 def longest_prompt_tokens(tokenizer: Any, prompts: Sequence[str]) -> int:
-    """Tokens of the longest prompt as ``_encode`` counts them (before truncation): the prompt part of the token
-    budget ``auto_batch_size`` sizes rows for. Measured over all of a partition's prompts, not those left after a
+    """Tokens of the longest prompt (``prompt_token_counts``): the prompt part of the token budget
+    ``auto_batch_size`` sizes rows for. Measured over all of a partition's prompts, not those left after a
     crash, so a resumed partition gets the same batch size and re-forms the same batches."""
-    return max((len(ids) for ids in tokenizer(list(prompts))["input_ids"]), default=1)
+    return max(prompt_token_counts(tokenizer, prompts), default=1)
 
 
 def auto_batch_size(model: Any, n_tokens: int, free_bytes: int | None = None) -> int:

@@ -140,7 +140,7 @@ def run_solutions(
     dtype = str(next(model.parameters()).dtype)
     sources = {
         t.task_id: residual_source(t.prompt, producer.get("model"), settings.max_prompt_tokens, dtype) for t in todo
-    }
+    } if activations else {}
     seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in todo]
     started, done, tokens = time.perf_counter(), 0, 0
     for batch in generate(
