@@ -19,7 +19,7 @@ from pva_dagster.study.domain import DEFAULT_SEED, SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.embedded import embedded_records
 from pva_dagster.study.problems.task_ranges import task_ranges
-from pva_dagster.study.sandbox.isolation import probe
+from pva_dagster.study.sandbox.sandbox import probe
 
 # The asset definitions' task ranges: the default (embedded) profile's, fixed when the definitions are imported,
 # whatever study_design a test passes as a resource.

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pva_dagster.study.sandbox import containment
-from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, probe, uid_drop_works
+from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, uid_drop_works
 from pva_dagster.study.sandbox.sandbox import (
     Outcome,
     SandboxFailure,
@@ -30,6 +30,7 @@ from pva_dagster.study.sandbox.sandbox import (
     SandboxLimits,
     SandboxResult,
     fork_containment,
+    probe,
     run_many,
     run_solution,
 )
@@ -49,16 +50,19 @@ def _is_dead(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def _alive_started_in(workdir: str) -> list[int]:
-    """Live host processes whose command line names the job file in ``workdir``: the run's runner and every
-    fork of it (not the sandbox around them, which outlives a run).
+PRINT_LABEL = "import sys\nprint(sys.argv[-1], flush=True)\n"  # the run's label, which its forks keep
 
-    Inside a pid namespace the pids a solution sees mean nothing outside, but its folder has the same path
-    on both sides, and the runner's argv (inherited by forks) holds the job file in it."""
+
+def _alive_started_in(label: str) -> list[int]:
+    """Live host processes whose command line holds the run's ``label``: the run's runner and every fork of
+    it (not the sandbox around them, which outlives a run).
+
+    Inside a pid namespace the pids a solution sees mean nothing outside, but the runner's argv, inherited
+    by every fork, ends with a label fresh for each run (``sandbox._runner_argv``)."""
     alive = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            found = f"{workdir}/job.json".encode() in cmdline.read_bytes()
+            found = label.encode() + b"\0" in cmdline.read_bytes()
         except OSError:  # exited while we looked
             continue
         if found and not _is_dead(int(cmdline.parent.name)):
@@ -183,7 +187,7 @@ def test_child_left_running_in_the_process_group_is_killed(
     if not cgroup:  # the path taken where no cgroup can be made: the process-group kill alone must do it
         monkeypatch.setattr(containment, "pids_cgroup_root", lambda: None)
     solution = (
-        "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(os.getcwd())\n"
+        PRINT_LABEL + "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\n"
     )
     result = run_solution(solution, ["assert True"], limits=FAST)
     assert result.passed
@@ -195,7 +199,7 @@ def test_child_left_running_in_the_process_group_is_killed(
 )
 def test_daemonized_child_in_its_own_session_is_killed() -> None:
     solution = "import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)\n"
-    result = run_solution(solution + "print(os.getcwd())\n", ["assert True"], limits=FAST)
+    result = run_solution(PRINT_LABEL + solution, ["assert True"], limits=FAST)
     assert result.passed
     assert _alive_started_in(result.stdout.strip()) == []
 
@@ -205,7 +209,7 @@ def test_daemonized_child_in_its_own_session_is_killed() -> None:
 )
 def test_fork_bomb_is_contained() -> None:
     bomb = (
-        "import os\nprint(os.getcwd(), flush=True)\n"
+        PRINT_LABEL + "import os\n"
         "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     )
     result = run_solution(bomb, ["assert True"], limits=FAST)
@@ -498,14 +502,14 @@ def test_processes_outside_cannot_be_signalled(user: _User) -> None:
 
 
 def test_no_capabilities_and_kernel_settings_stay_unwritable(user: _User) -> None:
-    """Root inside is only root of an empty namespace: no capabilities, and /proc/sys and /sys read-only.
+    """Root inside is only root of an empty namespace: no capabilities, /proc/sys read-only, /sys absent.
     The setting written is its own current value, so that the old sandbox, which allowed it, changed nothing."""
     solution = (
         "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines())\n"
         "caps = [int(status[name], 16) for name in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb')]\n"
         "def rewrite(path):\n"
-        "    value = open(path).read()\n"
         "    try:\n"
+        "        value = open(path).read()\n"
         "        with open(path, 'w') as fh:\n"
         "            fh.write(value)\n"
         "    except OSError as exc:\n"

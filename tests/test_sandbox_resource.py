@@ -13,7 +13,8 @@ import dagster as dg
 import pytest
 
 from pva_dagster.resources import Sandbox
-from pva_dagster.study.sandbox.isolation import Isolation, probe
+from pva_dagster.study.sandbox.isolation import Isolation
+from pva_dagster.study.sandbox.sandbox import probe
 
 _RUN_BOTH = """
 import json

@@ -21,8 +21,6 @@ class SandboxFailure(RuntimeError):
     """The sandbox itself could not run a solution (not a verdict on the solution)."""
 
 
-
-
 @cache
 def pids_cgroup_root() -> Path | None:
     """A cgroup directory (v1 ``pids`` hierarchy or v2 with ``pids`` delegated) this process may create in."""

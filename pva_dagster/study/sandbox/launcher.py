@@ -1,8 +1,10 @@
 """The bubblewrap sandbox's trusted launcher: the pid namespace's init, run by path as
-``python -I -S launcher.py SOCKET_FD`` (``worker.py``). For each job received on the socket it starts the
-runner (``runner.py``) with the job's descriptors as stdout, stderr and report pipe, waits until it ends or
-the caller says time is up, kills and reaps every other process of the namespace, removes its System V IPC
-objects, and answers with the runner's exit status.
+``python -I -S launcher.py SOCKET_FD FOLDER`` (``worker.py``). It says ``ready`` once it runs (so a sandbox
+that cannot start is told by bwrap's own message, not by a silence later). For each job received on the
+socket it starts the runner (``runner.py``) with the job's descriptors as stdout, stderr, report pipe and
+job file, waits until it ends or the caller says time is up, kills and reaps every other process of the
+namespace, removes its System V IPC objects, empties FOLDER (the size-capped tmpfs that is the solutions'
+only writable place) and answers with the runner's exit status.
 
 Standard library only, and nothing of ``pva_dagster``: it runs under ``-I -S`` inside the sandbox.
 """
@@ -11,6 +13,7 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import socket
 import sys
 
@@ -47,9 +50,28 @@ def clean(runner: int) -> int | None:
             status = os.waitstatus_to_exitcode(raw)
 
 
-def serve(sock: socket.socket) -> None:
+def empty(folder: str) -> None:
+    # what one solution wrote must not reach the next; it may have locked its folders (same uid as ours)
+    def unlock(_function: object, path: str, _exc: object) -> None:
+        os.chmod(os.path.dirname(path), 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+    os.chmod(folder, 0o700)
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, onerror=unlock)
+        else:
+            os.unlink(entry.path)
+
+
+def serve(sock: socket.socket, folder: str) -> None:
+    sock.send(b"ready")
     while True:
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
         if not data:
             os._exit(0)
         if data == b"kill":  # crossed the answer for a solution that had just ended
@@ -64,8 +86,9 @@ def serve(sock: socket.socket) -> None:
                 os.dup2(fds[0], 1)
                 os.dup2(fds[1], 2)
                 os.dup2(fds[2], 3)
+                os.dup2(fds[3], 4)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                os.closerange(4, 65536)
+                os.closerange(5, 65536)
                 os.chdir(job["cwd"])
                 os.execve(job["argv"][0], job["argv"], job["env"])
             finally:
@@ -75,9 +98,11 @@ def serve(sock: socket.socket) -> None:
         pidfd = os.pidfd_open(pid)
         select.select([pidfd, sock.fileno()], [], [])  # the runner ended, or the caller says time is up
         os.close(pidfd)
-        sock.send(json.dumps({"pid": pid, "status": clean(pid)}).encode())
+        status = clean(pid)
+        empty(folder)
+        sock.send(json.dumps({"pid": pid, "status": status}).encode())
 
 
 if __name__ == "__main__":
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0, before anything else: no ptrace, no /proc/1/mem
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2])

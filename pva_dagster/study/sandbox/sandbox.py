@@ -1,29 +1,28 @@
 """Run model-generated code (hostile input) against MBPP asserts in a separate, limited, killable process.
 
 Each run is a fresh ``python -I`` in its own session, in an empty folder, with stdin closed, stdout/stderr
-written to unnamed files and read back only up to a cap, and rlimits on CPU time, address space, file size
-and processes. A trusted runner (``runner.py``, run by path, read-only inside the namespaces) executes setup
-code, solution and each assert, and reports the outcome on a private pipe prefixed by a random per-run nonce:
-a run has passed only if the launched process itself reported so, never because of its exit code
-(``sys.exit(0)``/``os._exit(0)`` before the asserts is a failure). The python is started with ``-S`` and
-given the parent's site-packages directly (a third of the start-up time); ``exit()``/``quit()`` are
-restored.
+written to unnamed files and read back only up to a cap, and rlimits on CPU time, address space, file size,
+processes and POSIX message queues. A trusted runner (``runner.py``, run by path, read-only inside the
+namespaces) runs the setup code, then judges the solution from a separate process: the solution runs in a
+fork that can only send back plain values, and the asserts' comparisons run in the runner, which alone
+holds the report pipe and the run's random nonce. A run has passed only if the runner reported so, never
+because of an exit code, and no code of the solution can write that report (``runner.py`` says how).
 
-Isolation (``isolation.py`` says what the machine allows): with ``namespaces`` the runner is started by the
-thread's long-lived bubblewrap sandbox (``sandbox_worker.py``: read-only filesystem but its folder, no
-network, its own pid namespace, whose init kills every other process in it after each run). Otherwise it
-is a child of this process in a fresh folder, for ``uid-drop`` switching to ``nobody`` after joining its
-cgroup and setting its rlimits. Fork containment (``fork_containment()``, ``containment.py``): a ``pids``
-cgroup where root can make one, else RLIMIT_NPROC (counted inside the sandbox's own user namespace), and the
-pid namespace or the process group to kill what is left.
-
-The nonce is hidden from the solution's namespace but lives in the same interpreter: it defends against
-early exits and crashes, not against code written to forge the report.
+Isolation (``isolation.py`` says what each level means; ``probe()`` finds the best this machine allows by
+running a real solution through it): with ``namespaces`` the runner is started by the thread's long-lived
+bubblewrap sandbox (``worker.py``: only the interpreter and system libraries visible, read-only; a
+size-capped folder of its own; no network; its own pid namespace, whose init kills every other process in
+it and empties the folder after each run). Otherwise it is a child of this process in a fresh folder, for
+``uid-drop`` switching to ``nobody`` after joining its cgroup and setting its rlimits. Fork containment
+(``fork_containment()``, ``containment.py``): a ``pids`` cgroup where root can make one, else RLIMIT_NPROC
+(counted inside the sandbox's own user namespace), and the pid namespace or the process group to kill what
+is left.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -33,28 +32,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from pathlib import Path
+from functools import cache
 from typing import BinaryIO
 
 from pva_dagster.study.sandbox import containment
 from pva_dagster.study.sandbox.containment import SandboxFailure
 from pva_dagster.study.sandbox.isolation import (
+    HOW_TO_GET,
     RUNNER,
     SANDBOX_GID,
     SANDBOX_UID,
     Isolation,
+    IsolationProbe,
     IsolationUnavailable,
-    probe,
     uid_drop_works,
 )
-from pva_dagster.study.sandbox.worker import REPORT_FD, worker_for_thread
+from pva_dagster.study.sandbox.worker import FOLDER, JOB_FD, REPORT_FD, worker_for_thread
 
-__all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxResult", "fork_containment",
-           "run_many", "run_solution"]  # fmt: skip
+log = logging.getLogger(__name__)
+
+__all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxResult", "check", "fork_containment",
+           "probe", "run_many", "run_solution"]  # fmt: skip
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
 _MAX_REPORT_BYTES = 256 * 1024
@@ -67,6 +69,7 @@ class SandboxLimits:
     memory_mb: int = 1024
     max_processes: int = 64  # processes + threads, the runner included
     output_bytes: int = 64_000  # per stream kept in the result
+    disk_mb: int = 64  # all a solution may write to its folder (namespaces); past it a write fails (ENOSPC)
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -109,6 +112,7 @@ _STATUS_OUTCOME = {
     "assertion": Outcome.FAILED_ASSERTION,
     "error": Outcome.ERROR,
     "resource": Outcome.RESOURCE_KILLED,
+    "timeout": Outcome.TIMEOUT,
 }
 
 
@@ -158,6 +162,7 @@ def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[i
         ("RLIMIT_FSIZE", (_MAX_FILE_BYTES, _MAX_FILE_BYTES)),
         ("RLIMIT_NPROC", (nproc, nproc)),
         ("RLIMIT_CORE", (0, 0)),
+        ("RLIMIT_MSGQUEUE", (0, 0)),  # POSIX message queues outlive their processes: none may be made
     ]
 
 
@@ -213,22 +218,30 @@ def run_solution(
 ) -> SandboxResult:
     """Run ``setup_code``, then ``solution``, then each assert of ``test_list`` in a sandboxed interpreter.
 
-    ``isolation`` defaults to the best the machine allows (``isolation.probe()``); a lower level may be
-    asked for (the benchmark compares against ``none``), a higher one raises ``IsolationUnavailable``."""
+    ``isolation`` defaults to the best the machine allows (``probe()``); a lower level may be asked for
+    (the benchmark compares against ``none``), a higher one raises ``IsolationUnavailable``."""
     if isinstance(test_list, str):
         raise TypeError("test_list must be a sequence of assert statements, not one string")
     level = _level(isolation)
+    return _judge(SandboxJob(solution, tuple(test_list), setup_code), limits, level, probe().bwrap)
+
+
+def _judge(job: SandboxJob, limits: SandboxLimits, level: Isolation, bwrap: str | None) -> SandboxResult:
     nonce = secrets.token_hex(16)
-    job = {
+    fields = {
         "nonce": nonce, "rlimits": _rlimits(limits, level), "cgroup": "", "site_packages": site.getsitepackages(),
         "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
-        "setup": setup_code, "solution": solution, "tests": list(test_list),
+        "setup": job.setup_code, "solution": job.solution, "tests": list(job.test_list),
     }  # fmt: skip
     report_r, report_w = os.pipe()
     try:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            run = _run_in_worker if level is Isolation.NAMESPACES else _run_directly
-            returncode, runner_pid, timed_out, duration = run(job, out, err, report_w, limits, level)
+            if level is Isolation.NAMESPACES:
+                assert bwrap is not None  # the probe found it
+                ran = _run_in_worker(fields, out, err, report_w, limits, bwrap)
+            else:
+                ran = _run_directly(fields, out, err, report_w, limits, level)
+            returncode, runner_pid, timed_out, duration = ran
             os.close(report_w)  # only now: the runner's copy is what a read sees the end of
             report_w = -1
             report = _read_report(report_r, nonce, runner_pid)
@@ -246,45 +259,51 @@ def run_solution(
 _Ran = tuple[int, int, bool, float]  # exit status, the runner's pid as it saw it, timed out, seconds
 
 
-def _env(folder: Path) -> dict[str, str]:
-    return {"PATH": os.defpath, "HOME": str(folder), "TMPDIR": str(folder), "LANG": "C.UTF-8"}
+def _env(folder: str) -> dict[str, str]:
+    return {"PATH": os.defpath, "HOME": folder, "TMPDIR": folder, "LANG": "C.UTF-8"}
 
 
-def _runner_argv(job_file: Path) -> list[str]:
-    return [sys.executable, "-I", "-S", "-X", "utf8", str(RUNNER), str(job_file)]
+def _runner_argv(job_fd: int) -> list[str]:
+    """The runner's command line; its last word, a fresh label, is in every process the run starts (forks
+    keep it), so that a test can tell whether any of them outlived the run."""
+    return [sys.executable, "-I", "-S", "-X", "utf8", str(RUNNER), str(job_fd), f"pva-run-{secrets.token_hex(8)}"]
 
 
-def _run_in_worker(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
-                   _level: Isolation) -> _Ran:  # fmt: skip
-    """In this thread's long-lived namespaces (``sandbox_worker``), in its emptied folder."""
-    worker = worker_for_thread(limits.max_processes, containment.make_cgroup, containment.kill_cgroup)
-    try:
-        (worker.folder / "job.json").write_text(json.dumps({**job, "report_fd": REPORT_FD}), encoding="utf-8")
+def _job_file(fields: dict) -> BinaryIO:
+    """The job as an unnamed file, handed to the runner as a descriptor (nothing on disk to find)."""
+    job = tempfile.TemporaryFile()
+    job.write(json.dumps(fields).encode())
+    job.seek(0)
+    return job
+
+
+def _run_in_worker(fields: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+                   bwrap: str) -> _Ran:  # fmt: skip
+    """In this thread's long-lived namespaces (``worker.py``), in its emptied folder."""
+    worker = worker_for_thread(bwrap, limits.max_processes, limits.disk_mb * 1024 * 1024, containment.make_cgroup,
+                               containment.kill_cgroup)  # fmt: skip
+    with _job_file({**fields, "report_fd": REPORT_FD}) as job:
         start = time.monotonic()
-        status, pid, timed_out = worker.run(_runner_argv(worker.folder / "job.json"), _env(worker.folder),
-                                            out, err, report_w, limits.wall_time_s)  # fmt: skip
-        return status, pid, timed_out, time.monotonic() - start
-    finally:
-        if worker.alive:
-            worker.empty_folder()
+        status, pid, timed_out = worker.run(_runner_argv(JOB_FD), _env(FOLDER), (out, err, report_w, job),
+                                            limits.wall_time_s)  # fmt: skip
+    return status, pid, timed_out, time.monotonic() - start
 
 
-def _run_directly(job: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+def _run_directly(fields: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
                   level: Isolation) -> _Ran:  # fmt: skip
     """A child of this process, in a fresh folder (as ``nobody`` for ``uid-drop``)."""
-    workdir = Path(tempfile.mkdtemp(prefix="pva-sandbox-"))
+    workdir = tempfile.mkdtemp(prefix="pva-sandbox-")
     cgroup = None
     try:
         if level is Isolation.UID_DROP:
             os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
         cgroup = containment.make_cgroup(limits.max_processes)
-        job = {**job, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}
-        (workdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            _runner_argv(workdir / "job.json"), cwd=workdir, env=_env(workdir), stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True,
-        )  # fmt: skip
+        with _job_file({**fields, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}) as job:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                _runner_argv(job.fileno()), cwd=workdir, env=_env(workdir), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=err, pass_fds=(report_w, job.fileno()), start_new_session=True,
+            )  # fmt: skip
         try:
             timed_out = not containment.wait_exited(proc.pid, limits.wall_time_s)
             duration = time.monotonic() - start
@@ -315,3 +334,44 @@ def run_many(
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
         return list(pool.map(run, jobs))
+
+
+@cache
+def probe() -> IsolationProbe:
+    """The best isolation this machine allows, found once per process by judging a known-good solution
+    exactly as every run is judged (the same bwrap options, interpreter, launcher and runner), and logged."""
+    bwrap = shutil.which("bwrap")
+    missing = _namespaces_fail(bwrap) if bwrap else "bubblewrap (bwrap) is not installed"
+    if not missing:
+        found = IsolationProbe(Isolation.NAMESPACES, bwrap, "")
+    else:
+        found = IsolationProbe(Isolation.UID_DROP if uid_drop_works() else Isolation.NONE, None, missing)
+    log.info("sandbox isolation: %s", found.describe())
+    return found
+
+
+def _namespaces_fail(bwrap: str) -> str:
+    """'' if a known-good solution passes in the bwrap sandbox, else what went wrong, in bwrap's words."""
+    known_good = SandboxJob("x = 1\n", ("assert x == 1",))
+    try:
+        result = _judge(known_good, SandboxLimits(wall_time_s=30.0), Isolation.NAMESPACES, bwrap)
+    except (OSError, SandboxFailure) as exc:
+        return f"{bwrap} could not run a solution: {exc}"
+    if not result.passed:
+        return f"{bwrap} ran a known-good solution, judged {result.outcome.value}: {result.message} {result.stderr}"
+    return ""
+
+
+def check(required: bool, warn: Callable[[str], None]) -> IsolationProbe:
+    """The probe's result; below ``namespaces`` raises ``IsolationUnavailable``, or calls ``warn``."""
+    found = probe()
+    if found.level is not Isolation.NAMESPACES:
+        message = (
+            f"sandbox isolation is only '{found.level.value}' ({found.describe()}); model-written code could "
+            f"overwrite the pipeline's files, read the user's secrets or reach the network. To get it: "
+            f"{HOW_TO_GET}."
+        )
+        if required:
+            raise IsolationUnavailable(message + " (Or set the sandbox resource's isolation to 'warn'.)")
+        warn(message)
+    return found
