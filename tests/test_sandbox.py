@@ -17,11 +17,12 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from pva_dagster.study.sandbox import containment
+from pva_dagster.study.sandbox import containment, sandbox, worker
 from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, uid_drop_works
 from pva_dagster.study.sandbox.sandbox import (
     Outcome,
@@ -227,6 +228,20 @@ def test_a_sandbox_that_cannot_start_raises_instead_of_judging(
     monkeypatch.setattr(containment, "make_cgroup", lambda max_processes: tmp_path / "no-such-cgroup")
     with pytest.raises(SandboxFailure, match="could not start.*no-such-cgroup"):  # a fresh thread: a new sandbox
         run_many([SandboxJob(ADD_ONE, ("assert add_one(1) == 2",))], max_workers=1, isolation=level)
+
+
+def test_a_sandbox_that_cannot_show_its_interpreter_says_what_bwrap_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe runs what every run runs: where the interpreter is not visible inside, both the probe and a
+    run fail with bwrap's own message (not "did not answer")."""
+    if probe().level is not Isolation.NAMESPACES:
+        pytest.skip(f"no namespaces here: {probe().missing}")
+    if os.path.realpath(sys.executable).startswith("/usr/"):
+        pytest.skip("this interpreter lives in /usr, which the sandbox always shows")
+    monkeypatch.setattr(worker, "python_paths", lambda: [])
+    with pytest.raises(SandboxFailure, match="could not start: bwrap exited with 1, saying: bwrap: execvp"):
+        run_many([SandboxJob(ADD_ONE, ("assert add_one(1) == 2",))], max_workers=1)  # a fresh thread: a new sandbox
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert "execvp" in pool.submit(sandbox._namespaces_fail, str(probe().bwrap)).result()
 
 
 def test_limits_are_validated_by_name() -> None:
@@ -485,7 +500,8 @@ def test_parent_environment_is_invisible(user: _User, monkeypatch: pytest.Monkey
     )
     # /proc/PID/environ shows a process's environment as it was started: a process started with the secret,
     # as the same user, is what a solution could read it from.
-    holder = subprocess.Popen(["sleep", "60"], env={**os.environ}, user=user.uid, group=user.uid, extra_groups=[])
+    as_user = {"user": user.uid, "group": user.uid, "extra_groups": []} if os.geteuid() == 0 else {}
+    holder = subprocess.Popen(["sleep", "60"], env={**os.environ}, **as_user)  # type: ignore[call-overload]
     try:
         result = user.run(solution, [f"assert leaked({secret!r}) == []",
                                      "assert set(os.environ) <= {'PATH', 'HOME', 'TMPDIR', 'LANG'}"])  # fmt: skip

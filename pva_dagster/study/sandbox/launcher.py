@@ -3,8 +3,10 @@
 that cannot start is told by bwrap's own message, not by a silence later). For each job received on the
 socket it starts the runner (``runner.py``) with the job's descriptors as stdout, stderr, report pipe and
 job file, waits until it ends or the caller says time is up, kills and reaps every other process of the
-namespace, removes its System V IPC objects, empties FOLDER (the size-capped tmpfs that is the solutions'
-only writable place) and answers with the runner's exit status.
+namespace, removes its System V IPC objects, empties the keyrings of the sandbox's user (keys outlive their
+processes too; the launcher starts with a session keyring of its own, so the host's is out of reach),
+empties FOLDER (the size-capped tmpfs that is the solutions' only writable place) and answers with the
+runner's exit status.
 
 Standard library only, and nothing of ``pva_dagster``: it runs under ``-I -S`` inside the sandbox.
 """
@@ -17,12 +19,23 @@ import shutil
 import socket
 import sys
 
-libc = ctypes.CDLL(None)
+libc = ctypes.CDLL(None, use_errno=True)
 REMOVE = {  # IPC_RMID = 0
     "shm": lambda i: libc.shmctl(i, 0, None),
     "sem": lambda i: libc.semctl(i, 0, 0),
     "msg": lambda i: libc.msgctl(i, 0, None),
 }
+
+
+# keyctl(2) has no libc wrapper; its number per architecture (a new one fails the sandbox's start, loudly).
+KEYCTL = {"x86_64": 250, "aarch64": 219}[os.uname().machine]
+JOIN_SESSION_KEYRING, CLEAR = 1, 7
+SESSION, USER, USER_SESSION = -3, -4, -5  # KEY_SPEC_* keyrings
+
+
+def forget_keys() -> None:
+    for keyring in (SESSION, USER, USER_SESSION):
+        libc.syscall(KEYCTL, CLEAR, keyring)
 
 
 def remove_ipc() -> None:
@@ -99,10 +112,13 @@ def serve(sock: socket.socket, folder: str) -> None:
         select.select([pidfd, sock.fileno()], [], [])  # the runner ended, or the caller says time is up
         os.close(pidfd)
         status = clean(pid)
+        forget_keys()
         empty(folder)
         sock.send(json.dumps({"pid": pid, "status": status}).encode())
 
 
 if __name__ == "__main__":
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0, before anything else: no ptrace, no /proc/1/mem
+    if libc.syscall(KEYCTL, JOIN_SESSION_KEYRING, None) < 0:  # a new, anonymous session keyring
+        raise OSError(ctypes.get_errno(), "keyctl(JOIN_SESSION_KEYRING) failed")
     serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2])

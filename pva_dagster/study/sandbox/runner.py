@@ -17,21 +17,19 @@ Two processes judge a solution, so that no code of the solution can produce a "p
   ``gc``, an early exit or a killed judge therefore cannot pass a wrong solution: the verdict is written only
   by this process, and only after every assert held here.
 
-Names in an assert resolve as they would in one module, with one exception: a builtin or standard-library
-name that the solution defines again (by ``def``, ``class`` or assignment at its top level) is the solution's
-only in an assert that names nothing else of the solution (MBPP task 126 tests a function called ``sum``);
-next to the function under test (``set(f(x)) == set(y)``) it stays the real one. The solution's own imports
-of standard-library names are imported again here, the real ones.
+Which pieces of an assert are the solution's is decided before the run, in the pipeline's process
+(``judging.py``): the job carries each assert twice, as written (for messages) and rewritten, its pieces
+that name the solution replaced by ``__pva_solution__(source, {names})`` calls, with the imports of the real
+standard-library names it uses.
 
 Standard library only, and nothing of ``pva_dagster``: it runs under ``-I -S``, before the site-packages are
 on ``sys.path``. ``-I`` also keeps this file's folder off ``sys.path``, so a solution cannot import the
 package's modules by their bare names.
 """
 
-import ast
+import _json
 import builtins
 import errno
-import json
 import os
 import resource
 import signal
@@ -40,6 +38,46 @@ import sys
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # one answer of the solution process; more is an error, not a verdict
 RESOURCE_ERRNOS = (errno.EFBIG, errno.EAGAIN, errno.ENOSPC, errno.EDQUOT)  # file size, processes, disk
+
+
+# ---- JSON without ``json``: importing it imports ``re``, ~4 ms of every run's start. Its C half does the
+# work (``_json``, what ``json`` itself uses); the texts are ours (a job from the pipeline, messages between
+# the two processes), but the solution's process writes half of them, so they are parsed strictly.
+class _Strict:
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError(f"{name} is not plain JSON")
+
+
+_scan = _json.make_scanner(_Strict())  # type: ignore[arg-type]  # it reads these attributes only
+
+
+def json_loads(text):
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        raise ValueError("text after the JSON value")
+    return value
+
+
+def json_dumps(value):
+    if value is None or value is True or value is False:
+        return "null" if value is None else "true" if value else "false"
+    if type(value) is int:
+        return str(value)
+    if type(value) is str:
+        return _json.encode_basestring_ascii(value)
+    if type(value) is list:
+        return "[" + ",".join(json_dumps(item) for item in value) + "]"
+    if type(value) is dict:
+        return "{" + ",".join(_json.encode_basestring_ascii(k) + ":" + json_dumps(v) for k, v in value.items()) + "}"
+    raise TypeError(f"{type(value).__name__} is not a JSON message part")
 
 
 # ---- plain data across the pipe (both sides) -----------------------------------------------------------
@@ -60,7 +98,7 @@ def encode(value, handles):
         return ["b" if isinstance(value, bytes) else "B", bytes(memoryview(value)).hex()]
     for kind, tag in ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "F")):
         if isinstance(value, kind):
-            return [tag, [encode(item, handles) for item in kind.__iter__(value)]]
+            return [tag, [encode(item, handles) for item in value]]
     if isinstance(value, dict):
         return ["d", [[encode(k, handles), encode(v, handles)] for k, v in dict.items(value)]]
     return handles(value)
@@ -98,7 +136,7 @@ def flush_output():
 
 def send(fd, message):
     flush_output()  # the solution's prints so far, before the judge may kill it
-    data = json.dumps(message).encode()
+    data = json_dumps(message).encode()
     data = len(data).to_bytes(4, "big") + data
     while data:
         data = data[os.write(fd, data) :]
@@ -113,7 +151,7 @@ def receive(fd):
     if size > MAX_MESSAGE_BYTES:
         raise ValueError(f"an answer of {size} bytes from the solution process is over the limit")
     body = _read_exactly(fd, size)
-    return None if body is None else json.loads(body)
+    return None if body is None else json_loads(body.decode())
 
 
 def _read_exactly(fd, size):
@@ -242,93 +280,9 @@ class Judge:
         return self.ask({"op": "eval", "source": source, "stage": stage, "bound": bound})
 
 
-def solution_bindings(solution):
-    """Top-level names the solution binds: name -> (module, attribute) for imports, None for definitions."""
-    try:
-        tree = ast.parse(solution)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return {}  # the solution process reports the error
-    found = {}
-    statements = list(tree.body)
-    while statements:
-        node = statements.pop()
-        if isinstance(node, (ast.If, ast.For, ast.While, ast.With, ast.Try)):
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                statements.extend(getattr(node, field, []))
-        elif isinstance(node, ast.ExceptHandler):
-            statements.extend(node.body)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                found[alias.asname or alias.name.split(".")[0]] = (alias.name if alias.asname else
-                                                                   alias.name.split(".")[0], None)  # fmt: skip
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            for alias in node.names:
-                found[alias.asname or alias.name] = (node.module, alias.name)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            found[node.name] = None
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                for name in ast.walk(target):
-                    if isinstance(name, ast.Name):
-                        found[name.id] = None
-    return found
-
-
-def remote_names(tree, local, namespace, bindings):
-    """The names that ``tree`` (an assert) loads from the solution; binds the judge's own for the others."""
-    loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    remote, shadowing = set(), set()
-    for name in sorted(loaded - local - namespace.keys()):  # the setup's names are the setup's
-        real = hasattr(builtins, name) or name in sys.stdlib_module_names
-        bound = bindings.get(name, False)
-        if bound is None:
-            (shadowing if real else remote).add(name)
-        elif bound and bound[0].split(".")[0] in sys.stdlib_module_names:  # imported again, the real one
-            module = __import__(bound[0], fromlist=["_"] if "." in bound[0] or bound[1] else [])
-            namespace[name] = getattr(module, bound[1]) if bound[1] else module
-        elif not real:
-            remote.add(name)
-    if not remote:  # the function under test has a builtin's name (MBPP task 126: ``sum``)
-        return shadowing
-    for name in loaded - local - namespace.keys() - remote:
-        if name in sys.stdlib_module_names and not hasattr(builtins, name):
-            namespace[name] = __import__(name)
-    return remote
-
-
-class _ToSolution(ast.NodeTransformer):
-    """Replaces each piece of an assert that starts from a name of the solution's (``f``, ``f(x)``,
-    ``f(x)[0]``, ``f(x).y``) by ``__pva_solution__(source, {names the piece uses from the assert's own
-    comprehensions and lambdas})``, evaluated by the solution process."""
-
-    def __init__(self, remote, local):
-        self.remote, self.local = remote, local
-
-    def visit(self, node):
-        root = node
-        while isinstance(root, (ast.Call, ast.Attribute, ast.Subscript)):
-            root = root.func if isinstance(root, ast.Call) else root.value
-        if isinstance(node, ast.expr) and isinstance(root, ast.Name) and root.id in self.remote:
-            names = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in self.local})
-            bound = ast.Dict([ast.Constant(n) for n in names], [ast.Name(n, ast.Load()) for n in names])
-            call = ast.Call(ast.Name("__pva_solution__", ast.Load()), [ast.Constant(ast.unparse(node)), bound], [])
-            return ast.copy_location(call, node)
-        return self.generic_visit(node)
-
-
-def judged(test, namespace, bindings):
-    """``test`` compiled to run here, its pieces that name the solution sent to the solution process."""
-    tree = ast.parse(test)
-    local = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
-    local |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
-    remote = remote_names(tree, local, namespace, bindings)
-    return ast.fix_missing_locations(_ToSolution(remote, local).visit(tree))
-
-
 def main(job_fd, _label):
     with os.fdopen(job_fd, encoding="utf-8") as fh:
-        job = json.load(fh)
+        job = json_loads(fh.read())
     fd, nonce = job["report_fd"], job["nonce"]
     solution_pid = 0
 
@@ -340,7 +294,7 @@ def main(job_fd, _label):
         fields = {"pid": os.getpid(), "status": status}
         if error_type is not None:
             fields["error_type"], fields["message"] = error_type, message[:2000]
-        os.write(fd, (nonce + " " + json.dumps(fields) + "\n").encode())
+        os.write(fd, (nonce + " " + json_dumps(fields) + "\n").encode())
         os._exit(0)  # never returns
 
     try:  # a failure here is the sandbox's, not the solution's
@@ -380,19 +334,20 @@ def main(job_fd, _label):
     os.close(requests_r)
     os.close(answers_w)
     judge = Judge(requests_w, answers_r)
-    bindings = solution_bindings(job["solution"])
-    namespace["__pva_solution__"] = lambda source, bound: judge.evaluate(source, "<" + stage + ">", bound)
     stage = "solution"
+    # the name judging.SOLUTION_CALL, which the rewritten asserts call
+    namespace["__pva_solution__"] = lambda source, bound: judge.evaluate(source, "<" + stage + ">", bound)
     try:
         ready = receive(answers_r)
         if ready is not None and "raise" in ready:
             raise SolutionRaised(*ready["raise"])
         if ready != {"ready": True}:
             raise SolutionRaised(None, "", "gone")
-        for i, test in enumerate(job["tests"]):
+        for i, (test, (prelude, body)) in enumerate(zip(job["tests"], job["judged"], strict=True)):
             stage = f"test {i}"
+            exec(prelude, namespace)
             try:
-                exec(compile(judged(test, namespace, bindings), "<" + stage + ">", "exec"), namespace)
+                exec(compile(body, "<" + stage + ">", "exec"), namespace)
             except AssertionError as exc:
                 report("assertion", "AssertionError", stage + ": " + (str(exc) or test.strip()))
     except SolutionRaised as exc:
@@ -421,11 +376,12 @@ def _gone(pid, stage):
 
 def _not_dumpable():
     """PR_SET_DUMPABLE 0: the solution process, same uid, may neither ptrace this one nor open its /proc
-    files (memory, descriptors)."""
-    import ctypes  # here only: ~2 ms of every run's start, and the judge is the one process that needs it
+    files (memory, descriptors). Through ``_ctypes`` directly: importing ``ctypes`` costs ~2 ms a run."""
+    import _ctypes
 
-    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    prctl = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")  # type: ignore[arg-type]  # None: this process
+    if _ctypes.call_function(prctl, (4, 0, 0, 0, 0)) != 0 or _ctypes.call_function(prctl, (3, 0, 0, 0, 0)) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE, 0) did not take effect")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from pva_dagster.study.sandbox.isolation import (
     IsolationUnavailable,
     uid_drop_works,
 )
+from pva_dagster.study.sandbox.judging import judged_tests
 from pva_dagster.study.sandbox.worker import FOLDER, JOB_FD, REPORT_FD, worker_for_thread
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ def _judge(job: SandboxJob, limits: SandboxLimits, level: Isolation, bwrap: str 
         "nonce": nonce, "rlimits": _rlimits(limits, level), "cgroup": "", "site_packages": site.getsitepackages(),
         "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
         "setup": job.setup_code, "solution": job.solution, "tests": list(job.test_list),
+        "judged": [[test.prelude, test.body] for test in judged_tests(job.setup_code, job.solution, job.test_list)],
     }  # fmt: skip
     report_r, report_w = os.pipe()
     try:

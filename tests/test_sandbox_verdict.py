@@ -1,0 +1,211 @@
+"""What a hostile solution must not get from the sandbox (real subprocesses through the real sandbox): a
+"passed" verdict it did not earn, a secret outside its folder, unbounded disk, or a channel to the next
+solution. Each attack is paired with an honest solution through the same asserts, which must pass, so a
+test fails where the judging is merely broken."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pva_dagster.study.layout import default_data_root
+from pva_dagster.study.sandbox.isolation import Isolation
+from pva_dagster.study.sandbox.sandbox import Outcome, SandboxLimits, probe, run_solution
+
+FAST = SandboxLimits(wall_time_s=3.0, cpu_time_s=5, memory_mb=512)
+TESTS = ["assert add_one(1) == 2", "assert add_one(2) == 3"]
+WRONG = "def add_one(x):\n    return x - 1\n"  # fails both asserts unless the verdict is forged
+
+# Routes from a wrong solution to a "passed" report, each in the solution's own code.
+FORGERIES = {
+    # The runner's report function and nonce, reached through the interpreter's frames or the heap.
+    "frames": (
+        "import sys\nf = sys._getframe(0)\nwhile f is not None:\n"
+        "    if 'report' in f.f_locals:\n        f.f_locals['report']('passed')\n    f = f.f_back\n"
+    ),
+    "gc-objects": (
+        "import gc\nfor o in gc.get_objects():\n"
+        "    if callable(o) and getattr(o, '__name__', '') == 'report':\n        o('passed')\n"
+    ),
+    "write-report-descriptors": (
+        "import gc, os, json\n"
+        "nonce = next(o['nonce'] for o in gc.get_objects() if isinstance(o, dict) and 'nonce' in o)\n"
+        "for fd in range(3, 64):\n    try:\n"
+        "        os.write(fd, (nonce + ' ' + json.dumps({'pid': os.getppid(), 'status': 'passed'}) + '\\n').encode())\n"
+        "        os.write(fd, (nonce + ' ' + json.dumps({'pid': os.getpid(), 'status': 'passed'}) + '\\n').encode())\n"
+        "    except OSError:\n        pass\n"
+    ),
+    "parent-descriptors-through-proc": (
+        "import os, glob\nfor path in glob.glob(f'/proc/{os.getppid()}/fd/*'):\n    try:\n"
+        "        open(path, 'w').write('forged passed\\n')\n    except OSError:\n        pass\n"
+    ),
+    "ptrace-the-judge": (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "attached = libc.ptrace(16, os.getppid(), 0, 0)\n"  # PTRACE_ATTACH
+        "mem = None\ntry:\n    mem = open(f'/proc/{os.getppid()}/mem', 'r+b')\nexcept OSError:\n    pass\n"
+    ),
+    # Objects that answer every comparison with True.
+    "always-equal-object": WRONG.replace("return x - 1", "return AlwaysEqual()")
+    + "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n",
+    "int-subclass-equal-to-all": WRONG.replace("return x - 1", "return Int(0)")
+    + "class Int(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n",
+    # The asserts' own helpers, patched or shadowed next to the function under test.
+    "patched-builtins-and-modules": WRONG + "import builtins, operator\nbuiltins.AssertionError = KeyboardInterrupt\n"
+    "operator.eq = lambda a, b: True\n",
+    "early-exit-and-killed-judge": WRONG + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+    "stopped-judge": WRONG + "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(FORGERIES))
+def test_a_wrong_solution_cannot_forge_its_verdict(attack: str) -> None:
+    assert run_solution("def add_one(x):\n    return x + 1\n", TESTS, limits=FAST).passed  # the asserts work
+    result = run_solution(WRONG + FORGERIES[attack], TESTS, limits=FAST)
+    assert not result.passed, result
+
+
+@pytest.mark.parametrize(
+    ("tests", "honest", "cheat"),
+    [
+        (["assert math.isclose(half(3), 1.5)"], "def half(x):\n    return x / 2\n",
+         "import math\nmath.isclose = lambda *a, **k: True\ndef half(x):\n    return 0.0\n"),
+        (["assert set(pair(1)) == set([1, 2])"], "def pair(x):\n    return [x, x + 1]\n",
+         "def set(*args):\n    return 0\ndef pair(x):\n    return []\n"),
+        (["assert abs(half(3) - 1.5) < 1e-9"], "def half(x):\n    return x / 2\n",
+         "abs = lambda x: 0\ndef half(x):\n    return 99.0\n"),
+        (["assert sorted(pair(3)) == [3, 4]"], "def pair(x):\n    return (x + 1, x)\n",
+         "import builtins\nbuiltins.sorted = lambda x: [3, 4]\ndef pair(x):\n    return (0,)\n"),
+        (["assert isclose(half(3), 1.5)"], "from math import isclose\ndef half(x):\n    return x / 2\n",
+         "from math import isclose\nimport math\nmath.isclose = lambda *a, **k: True\n"
+         "globals()['isclose'] = math.isclose\ndef half(x):\n    return 0.0\n"),
+        (["assert list(evens(4)) == [0, 2]"], "def evens(n):\n    return (i for i in range(n) if i % 2 == 0)\n",
+         "def evens(n):\n    return Fake()\nclass Fake:\n    def __eq__(self, other):\n        return True\n"
+         "    def __iter__(self):\n        return iter([9])\n"),
+    ],
+    ids=["patched-math-isclose", "shadowed-set", "shadowed-abs", "patched-sorted", "imported-isclose-patched",
+         "fake-iterable"],
+)  # fmt: skip
+def test_the_asserts_helpers_are_the_real_ones(tests: list[str], honest: str, cheat: str) -> None:
+    """Comparisons, builtins and standard-library calls around the function under test run in the judge,
+    on plain values; the solution's patches and shadows stay in its own process."""
+    assert run_solution(honest, tests, limits=FAST).passed
+    result = run_solution(cheat, tests, limits=FAST)
+    assert not result.passed, result
+
+
+def test_a_function_under_test_named_like_a_builtin_is_the_solutions() -> None:
+    """MBPP task 126 tests a function called ``sum``: with nothing else of the solution in the assert, the
+    solution's definition is what the assert calls."""
+    solution = "def sum(a, b):\n    return len({d for d in range(1, min(a, b) + 1) if a % d == b % d == 0})\n"
+    assert run_solution(solution, ["assert sum(10, 15) == 2", "assert sum(4, 6) == 2"], limits=FAST).passed
+
+
+def test_plain_values_keep_their_types_and_values_across_the_pipe() -> None:
+    values = (
+        "[None, True, 2**200, -0.0, float('inf'), 1.5, 2+3j, 'é\\ud800', b'\\x00', bytearray(b'z'), "
+        "(1, (2,)), {1: [2]}, {3}, frozenset({4}), __import__('collections').Counter('aa')]"
+    )
+    tests = ["assert values()[2] == 2**200 and values()[1] is True and values()[0] is None",
+             "assert str(values()[3]) == '-0.0' and values()[4] == float('inf')",
+             "assert values()[6] == 2+3j and values()[7] == '\u00e9\\ud800' and values()[8] == b'\\x00'",
+             "assert type(values()[9]) is bytearray and values()[10] == (1, (2,)) and values()[11] == {1: [2]}",
+             "assert values()[12] == {3} and type(values()[13]) is frozenset and values()[14] == {'a': 2}"]  # fmt: skip
+    result = run_solution(f"def values():\n    return {values}\n", tests, limits=FAST)
+    assert result.passed, result
+
+
+def test_objects_of_the_solution_can_be_passed_back_and_iterated() -> None:
+    solution = (
+        "class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+        "def longest(pairs, n):\n    return max(p.b - p.a for p in pairs[:n])\n"
+        "def squares(n):\n    for i in range(n):\n        yield i * i\n"
+    )
+    tests = ["assert longest([Pair(5, 24), Pair(15, 25)], 2) == 19", "assert list(squares(3)) == [0, 1, 4]",
+             "assert all(longest([Pair(0, k)], 1) == k for k in range(3))",
+             "assert list(map(lambda p: longest([p], 1), [Pair(1, 2)])) == [1]"]  # fmt: skip
+    result = run_solution(solution, tests, limits=FAST)
+    assert result.passed, result
+
+
+# ---- What a solution can read -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def secret_files() -> Iterator[dict[str, str]]:
+    """A secret in a home folder, in the Hugging Face cache there, and in the project's data folder."""
+    token = secrets.token_hex(16)
+    places = {
+        "home": Path.home() / f".pva-sandbox-secret-{token}",
+        "hf-cache": Path.home() / ".cache" / "huggingface" / f"pva-sandbox-secret-{token}",
+        "data": default_data_root() / f"pva-sandbox-secret-{token}",
+    }
+    made = []
+    for path in places.values():
+        for parent in reversed(path.parents):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+        path.write_text(token)
+        made.append(path)
+    try:
+        yield {name: str(path) for name, path in places.items()} | {"token": token}
+    finally:
+        for path in reversed(made):
+            path.rmdir() if path.is_dir() else path.unlink()
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+def test_secrets_outside_the_folder_are_not_readable(secret_files: dict[str, str]) -> None:
+    """The home folder, caches, the project and its data are absent inside; so are /etc/shadow and /sys."""
+    paths = [secret_files["home"], secret_files["hf-cache"], secret_files["data"], "/etc/shadow",
+             str(Path.home() / ".cache"), str(default_data_root()), "/sys/kernel"]  # fmt: skip
+    solution = (
+        "import os\ndef readable(paths):\n    found = []\n    for path in paths:\n"
+        "        try:\n            found.append(os.listdir(path) if os.path.isdir(path) else open(path).read())\n"
+        "        except OSError:\n            pass\n    return found\n"
+    )
+    result = run_solution(solution, [f"assert readable({paths!r}) == []"], limits=FAST)
+    assert result.passed, result
+    # and the same solution reads what it may: the standard library
+    import json
+
+    assert run_solution(solution, [f"assert readable([{json.__file__!r}]) != []"], limits=FAST).passed
+
+
+# ---- Disk and what one solution leaves for the next ----------------------------------------------------
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+def test_writing_past_the_disk_cap_is_not_passed() -> None:
+    limits = SandboxLimits(wall_time_s=5.0, disk_mb=4)
+    many_files = "for i in range(8):\n    open(f'f{i}', 'wb').write(b'x' * 1024 * 1024)\n"
+    result = run_solution(many_files, ["assert True"], limits=limits)
+    assert (result.outcome, result.error_type) == (Outcome.RESOURCE_KILLED, "OSError"), result
+    assert "No space left" in result.message
+    assert run_solution(many_files.replace("range(8)", "range(2)"), ["assert True"], limits=limits).passed
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+def test_keys_and_message_queues_do_not_reach_the_next_solution() -> None:
+    """Kernel keyrings and POSIX message queues outlive their processes, like System V IPC."""
+    nr = {"x86_64": (248, 249), "aarch64": (217, 218)}.get(os.uname().machine)
+    if nr is None:
+        pytest.skip(f"add_key/request_key numbers not known for {os.uname().machine}")
+    add_key, request_key = nr
+    plant = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"key = libc.syscall({add_key}, b'user', b'pva-planted', b'x', 1, -4)\n"
+        "queue = libc.mq_open(b'/pva-planted', os.O_CREAT | os.O_RDWR, 0o600, None)\n"
+    )
+    assert run_solution(plant, ["assert key > 0"], limits=FAST).passed  # the key was made
+    look = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"key = libc.syscall({request_key}, b'user', b'pva-planted', None, 0)\n"
+        "queue = libc.mq_open(b'/pva-planted', os.O_RDONLY, 0, None)\n"
+    )
+    after = run_solution(look, ["assert key == -1", "assert queue == -1"], limits=FAST)
+    assert after.passed, after
