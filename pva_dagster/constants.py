@@ -18,6 +18,9 @@ DEFAULT_PROFILE = "embedded"
 # The devices of the study profile's pool, e.g. "cuda:0,cuda:1,cuda:2" (the data folder's setting,
 # PVA_DATA_DIR, is study.layout.DATA_DIR_ENV).
 DEVICES_ENV = "PVA_DEVICES"
+# The language model's dtype, overriding the profile's ("auto" in the embedded profile, "bfloat16" in the study's):
+# float32, float16, bfloat16 or auto (resources/language_model.py).
+MODEL_DTYPE_ENV = "PVA_MODEL_DTYPE"
 # Run the steps on a Dask cluster: a scheduler's address, or a file with the Dask executor's config (cluster.py).
 # A Dask worker's one device is its own PVA_DEVICES (resources/devices.py, WorkerDevice).
 DASK_SCHEDULER_ENV = "PVA_DASK_SCHEDULER"

@@ -11,8 +11,12 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from pva_dagster.resources.language_model import LocalModel
 from pva_dagster.study.generation.models import (
+    CPU_BF16_FLAGS,
+    choose_dtype,
     convert_gguf_to_safetensors,
+    cpu_flags,
     load_causal_lm,
     locate_embedded_gguf,
     model_fingerprint,
@@ -127,3 +131,40 @@ def test_tiny_gemma2_loads_through_the_same_path(tiny_gemma2_dir):
         logits = model(**encoded).logits
     assert logits.shape == (2, encoded["input_ids"].shape[1], len(tokenizer))
     assert torch.isfinite(logits).all()
+
+
+X86_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_vnni avx512_bf16\nbugs\t\t: spectre\n"
+ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd sha2 bf16 i8mm\n"
+
+
+def test_cpu_flags_are_read_from_x86_and_arm_cpuinfo():
+    assert {"avx512_bf16", "avx512_vnni", "sse2"} <= cpu_flags(X86_CPUINFO)
+    assert "spectre" not in cpu_flags(X86_CPUINFO)  # "bugs" is not a feature line
+    assert "bf16" in cpu_flags(ARM_CPUINFO)
+
+
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_it_natively():
+    assert choose_dtype("auto", "cpu", cpu_flags(X86_CPUINFO))[0] == "bfloat16"
+    assert choose_dtype("auto", "cpu", cpu_flags(ARM_CPUINFO))[0] == "bfloat16"
+    dtype, why = choose_dtype("auto", "cpu", {"fpu", "sse2", "avx2", "avx512f"})
+    assert dtype == "float32" and "emulated" in why
+    assert choose_dtype("float16", "cpu", set()) == ("float16", "set explicitly")
+    with pytest.raises(ValueError, match="'float8'"):
+        choose_dtype("float8", "cpu")
+    # and on this machine, from its own /proc/cpuinfo
+    native = set(CPU_BF16_FLAGS) & cpu_flags()
+    assert choose_dtype("auto", "cpu")[0] == ("bfloat16" if native else "float32")
+
+
+def test_the_dtype_is_part_of_the_model_fingerprint(tiny_gemma2_dir):
+    """Records and steering units are keyed by the model's fingerprint: one made in float32 is not resumed by
+    a run in bfloat16. Loaded for real through the resource, in both dtypes."""
+    prints = {}
+    for dtype in ("float32", "bfloat16"):
+        model, _ = LocalModel(path=str(tiny_gemma2_dir), dtype=dtype).load(layout=None, device="cpu")  # type: ignore[arg-type]
+        assert next(model.parameters()).dtype == getattr(torch, dtype)
+        prints[dtype] = model_fingerprint(model)
+    assert prints["float32"]["dtype"] == "float32" and prints["bfloat16"]["dtype"] == "bfloat16"
+    assert {k: v for k, v in prints["float32"].items() if k != "dtype"} == {
+        k: v for k, v in prints["bfloat16"].items() if k != "dtype"
+    }

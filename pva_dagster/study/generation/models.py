@@ -23,6 +23,44 @@ EMBEDDED_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 # A folder is complete once both exist: they only ever appear together, by the rename of a finished folder.
 COMPLETE_FILES = ("config.json", "model.safetensors")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTO_DTYPE = "auto"  # bfloat16 where the device computes it natively, else float32 (``choose_dtype``)
+# CPU flags of native bfloat16 arithmetic (x86: AVX-512 BF16, AMX; Arm: the BF16 extension). Without them torch
+# emulates bfloat16 on the CPU, which is slower than float32.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags as the kernel reports them (x86 ``flags``, Arm ``Features``)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags |= set(value.split())
+    return flags
+
+
+def choose_dtype(requested: str, device: str, flags: set[str] | None = None) -> tuple[str, str]:
+    """(dtype, why): ``requested`` itself unless it is ``auto``, which picks bfloat16 where ``device`` computes it
+    natively (a CUDA device with bfloat16 support, a CPU with one of ``CPU_BF16_FLAGS``) and float32 elsewhere."""
+    if requested != AUTO_DTYPE:
+        if requested not in DTYPES:
+            raise ValueError(f"unknown dtype {requested!r}; expected {AUTO_DTYPE!r} or one of {sorted(DTYPES)}")
+        return requested, "set explicitly"
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return "bfloat16", f"auto: {device} computes bfloat16 natively"
+        return "float32", f"auto: {device} has no native bfloat16"
+    native = sorted(set(CPU_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    if native:
+        return "bfloat16", f"auto: the CPU computes bfloat16 natively ({', '.join(native)})"
+    return "float32", (
+        f"auto: the CPU reports none of {', '.join(CPU_BF16_FLAGS)}, so bfloat16 would be emulated (slower)"
+    )
 
 
 def locate_embedded_gguf() -> Path:
@@ -130,10 +168,12 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 
 def model_fingerprint(model: Any) -> dict[str, Any]:
-    """What identifies the model in metadata: architecture and its sizes."""
+    """What identifies the model in metadata and in every fingerprint made from it (records, steering units):
+    architecture, sizes and the dtype it computes in (greedy tokens depend on it)."""
     config = model.config
     return {
         "architecture": config.model_type,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "n_layers": int(config.num_hidden_layers),
         "d_model": int(config.hidden_size),
         "vocab": int(config.vocab_size),
