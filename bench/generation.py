@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/generation.py [--n-prompts 24] [--max-new-tokens 128] [--batch-size N|auto [N|auto ...]]
         [--rounds 1] [--baseline-ref f71fee2] [--model PATH_OR_HUB_ID | --gemma2-random] [--device cpu|cuda]
+        [--dtype float32 [bfloat16 ...]]
 
 The paths run over the same prompts, all greedy with residual capture on every layer and the function-end stop
 rule on, as Phase 1 runs them, alternated round by round so that load from other processes hits each alike:
@@ -13,6 +14,9 @@ rule on, as Phase 1 runs them, alternated round by round so that load from other
   --batch-size (``--baseline-ref none`` leaves the baseline out, and with --batch-size new @ 8 too: a table of
   batch sizes). It prints the automatic choice for these prompts (as Phase 1 makes it) and for the whole
   prompt budget, and on CUDA each path's peak memory.
+
+With several ``--dtype`` values every path runs in each dtype (one model loaded per dtype), side by side,
+as ratios to the first: ``--baseline-ref none --dtype float32 bfloat16`` is the dtype comparison.
 
 It prints new tokens/s of each, the ratios, whether the greedy completions equal the baseline's, and the load
 average (other processes share the cores) at the start and end of each run.
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--gemma2-random", action="store_true", help="random-weight Gemma-2-2B architecture")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--dtype", default=None, choices=sorted(DTYPES), help="default: bfloat16 on cuda, else float32"
+        "--dtype", default=None, nargs="+", choices=sorted(DTYPES),
+        help="one or more; several run side by side (default: bfloat16 on cuda, else float32)",
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -161,19 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    dtypes = args.dtype or ["bfloat16" if args.device.startswith("cuda") else "float32"]
     old = None if args.baseline_ref == "none" else baseline_module(args.baseline_ref)
 
-    started = time.perf_counter()
-    if args.gemma2_random:
-        model, tokenizer = random_gemma2_2b(args.device, dtype)
-    else:
-        name = args.model or str(convert_gguf_to_safetensors(locate_embedded_gguf(), args.cache))
-        model, tokenizer = load_causal_lm(name, dtype=dtype, device=args.device)
-    print(
-        f"model {model_fingerprint(model)} on {args.device} ({dtype}), "
-        f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
-    )
+    loaded: dict[str, tuple[Any, Any]] = {}
+    for dtype in dtypes:
+        started = time.perf_counter()
+        if args.gemma2_random:
+            loaded[dtype] = random_gemma2_2b(args.device, dtype)
+        else:
+            name = args.model or str(convert_gguf_to_safetensors(locate_embedded_gguf(), args.cache))
+            loaded[dtype] = load_causal_lm(name, dtype=dtype, device=args.device)
+        print(
+            f"model {model_fingerprint(loaded[dtype][0])} on {args.device}, "
+            f"ready in {time.perf_counter() - started:.1f} s, {torch.get_num_threads()} torch threads"
+        )
+    model, tokenizer = loaded[dtypes[0]]
     embedded = load_embedded()
     problems = (embedded * (args.n_prompts // len(embedded) + 1))[: args.n_prompts]
     prompts = [build_prompt(p.text, p.test_list) for p in problems]
@@ -188,22 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     sizes = [chosen if size == "auto" else size for size in args.batch_size or ["auto"]]
     layers = list(range(len(decoder_blocks(model))))
-    paths = {} if old is None else {
-        "baseline @ 8": (old.generate, old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8))
-    }
-    for size in dict.fromkeys([8, *sizes] if old is not None or not args.batch_size else sizes):
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=size, sort_by_length=True)
-        paths[f"new @ {size}"] = (generate, settings)
-    timed(generate, model, tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))  # warm-up
+    paths: dict[str, tuple[Any, Any, str]] = {}  # name -> (generate, settings, dtype)
+    for dtype in dtypes:
+        tag = f"{dtype} " if len(dtypes) > 1 else ""
+        if old is not None:
+            old_settings = old.GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=8)
+            paths[f"{tag}baseline @ 8"] = (old.generate, old_settings, dtype)
+        for size in dict.fromkeys([8, *sizes] if old is not None or not args.batch_size else sizes):
+            settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=size, sort_by_length=True)
+            paths[f"{tag}new @ {size}"] = (generate, settings, dtype)
+    for warm_model, warm_tokenizer in loaded.values():
+        timed(generate, warm_model, warm_tokenizer, prompts[:2], layers, GenerationSettings(max_new_tokens=4))
     rates: dict[str, list[float]] = {name: [] for name in paths}
     peak_gib: dict[str, float] = {}
     outputs: dict[str, list[Any]] = {}
     for round_ in range(args.rounds):
-        for name, (generate_fn, settings) in paths.items():
+        for name, (generate_fn, settings, dtype) in paths.items():
             load_before = os.getloadavg()[0]
             if model.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            outputs[name], rate = timed(generate_fn, model, tokenizer, prompts, layers, settings)
+            outputs[name], rate = timed(generate_fn, *loaded[dtype], prompts, layers, settings)
             rates[name].append(rate)
             if model.device.type == "cuda":
                 peak_gib[name] = torch.cuda.max_memory_allocated() / 2**30
@@ -219,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(prompts)} prompts, <= {args.max_new_tokens} new tokens ({n_tokens} generated), capture = all "
           f"{len(layers)} layers, stop rule on, median of {args.rounds} round(s)")
     median = {name: statistics.median(values) for name, values in rates.items()}
-    second_ratio = "new @ 8" in median and reference != "new @ 8"
+    second_ratio = "new @ 8" in median and reference != "new @ 8"  # one dtype only: names carry no dtype
     for name in paths:
         pairs = list(zip(base, outputs[name], strict=True))
         same = sum(a.completion == b.completion for a, b in pairs)

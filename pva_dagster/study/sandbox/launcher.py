@@ -65,18 +65,15 @@ def clean(runner: int) -> int | None:
 
 def empty(folder: str) -> None:
     # what one solution wrote must not reach the next; it may have locked its folders (same uid as ours)
-    def unlock(_function: object, path: str, _exc: object) -> None:
-        os.chmod(os.path.dirname(path), 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-
     os.chmod(folder, 0o700)
+    for root, dirs, _files in os.walk(folder):  # top-down: each folder is opened before it is entered
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
     for entry in os.scandir(folder):
         if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, onerror=unlock)
+            shutil.rmtree(entry.path)
         else:
             os.unlink(entry.path)
 
