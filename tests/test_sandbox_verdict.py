@@ -79,15 +79,18 @@ def test_a_wrong_solution_cannot_forge_its_verdict(attack: str) -> None:
          "abs = lambda x: 0\ndef half(x):\n    return 99.0\n"),
         (["assert sorted(pair(3)) == [3, 4]"], "def pair(x):\n    return (x + 1, x)\n",
          "import builtins\nbuiltins.sorted = lambda x: [3, 4]\ndef pair(x):\n    return (0,)\n"),
-        (["assert isclose(half(3), 1.5)"], "from math import isclose\ndef half(x):\n    return x / 2\n",
-         "from math import isclose\nimport math\nmath.isclose = lambda *a, **k: True\n"
-         "globals()['isclose'] = math.isclose\ndef half(x):\n    return 0.0\n"),
+        (["assert math.isclose(half(3), 1.5)"], "import math\ndef half(x):\n    return x / 2\n",
+         "from unittest.mock import call as math\ndef half(x):\n    return 0.0\n"),
+        (["assert set(pair(1)) == set([1, 2])"], "def pair(x):\n    return [x, x + 1]\n",
+         "from builtins import type as set\ndef pair(x):\n    return []\n"),
+        (["assert abs(half(3) - 1.5) < 1e-9"], "def half(x):\n    return x / 2\n",
+         "from operator import neg as abs\ndef half(x):\n    return 99.0\n"),
         (["assert list(evens(4)) == [0, 2]"], "def evens(n):\n    return (i for i in range(n) if i % 2 == 0)\n",
          "def evens(n):\n    return Fake()\nclass Fake:\n    def __eq__(self, other):\n        return True\n"
          "    def __iter__(self):\n        return iter([9])\n"),
     ],
-    ids=["patched-math-isclose", "shadowed-set", "shadowed-abs", "patched-sorted", "imported-isclose-patched",
-         "fake-iterable"],
+    ids=["patched-math-isclose", "shadowed-set", "shadowed-abs", "patched-sorted", "math-imported-as-mock-call",
+         "set-imported-as-type", "abs-imported-as-neg", "fake-iterable"],
 )  # fmt: skip
 def test_the_asserts_helpers_are_the_real_ones(tests: list[str], honest: str, cheat: str) -> None:
     """Comparisons, builtins and standard-library calls around the function under test run in the judge,
@@ -208,4 +211,76 @@ def test_keys_and_message_queues_do_not_reach_the_next_solution() -> None:
         "queue = libc.mq_open(b'/pva-planted', os.O_RDONLY, 0, None)\n"
     )
     after = run_solution(look, ["assert key == -1", "assert queue == -1"], limits=FAST)
+    assert after.passed, after
+
+
+def test_pieces_keep_their_own_comprehensions_lambdas_and_walrus() -> None:
+    solution = "def f(x):\n    return x\n"
+    tests = ["assert f([x for x in range(3)]) == [0, 1, 2]", "assert f(lambda x: x * 2)(3) == 6",
+             "assert f((y := 3)) == 3", "assert all(f(k) == k for k in range(3))",
+             "assert f({k: v for k, v in [(1, 2)]}) == {1: 2}"]  # fmt: skip
+    result = run_solution(solution, tests, limits=FAST)
+    assert result.passed, result
+
+
+def test_numbers_that_are_not_builtin_types_compare_as_they_would() -> None:
+    """NumPy scalars, Decimal, Fraction and range come back rebuilt exactly, not as opaque objects."""
+    solution = (
+        "import numpy as np\nfrom decimal import Decimal\nfrom fractions import Fraction\n"
+        "def total(xs):\n    return np.sum(xs)\ndef third(x):\n    return Fraction(x, 3)\n"
+        "def exact(x):\n    return Decimal(x) / 2\ndef upto(n):\n    return range(n)\ndef ratio(x):\n"
+        "    return np.float32(x) / 2\ndef kind(x):\n    return type(x)\n"
+    )
+    tests = ["assert total([1, 2, 3]) == 6", "assert third(1) == Fraction(1, 3) and third(3) == 1",
+             "assert exact(3) == 1.5", "assert upto(3) == range(3)", "assert ratio(3) == 1.5",
+             "assert kind(1) is int"]  # fmt: skip
+    result = run_solution(solution, tests, setup_code="from fractions import Fraction\n", limits=FAST)
+    assert result.passed, result
+
+
+HIDDEN = "hidden-token-12347"
+
+
+def test_the_asserts_are_never_in_the_solutions_memory() -> None:
+    """Extended tests must stay hidden from the code they judge: the solution's process is forked before the
+    runner reads the asserts, so a scan of all its readable memory does not find them."""
+    scan = (
+        "import re\npattern = re.compile(rb'hidden-token-[0-9]{4}7')\n"  # matches HIDDEN, not its own text
+        "def seen():\n    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', 0) as mem:\n"
+        "        for line in maps:\n            span, perms = line.split()[:2]\n"
+        "            low, high = (int(x, 16) for x in span.split('-'))\n"
+        "            if 'r' not in perms or high - low > 1 << 30:\n                continue\n"
+        "            try:\n                mem.seek(low)\n                chunk = mem.read(high - low)\n"
+        "            except (OSError, ValueError, OverflowError):\n                continue\n"
+        "            if pattern.search(chunk):\n                return True\n    return False\n"
+        "found = seen()\n"
+    )
+    result = run_solution(scan, ["assert found is False", f"assert True, {HIDDEN!r}"], limits=FAST)
+    assert result.passed, result
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+def test_a_deep_tree_and_marks_on_the_folder_do_not_reach_the_next_solution() -> None:
+    """A tree deeper than any recursion or path limit is removed; the folder's extended attributes, mode and
+    times are reset; the persistent keyring is emptied. The pipeline never sees the sandbox fail."""
+    nr = {"x86_64": (248, 250), "aarch64": (217, 219)}.get(os.uname().machine)
+    if nr is None:
+        pytest.skip(f"add_key/keyctl numbers not known for {os.uname().machine}")
+    add_key, keyctl = nr
+    plant = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"persistent = libc.syscall({keyctl}, 22, -1, -3)\n"
+        f"key = libc.syscall({add_key}, b'user', b'pva-persistent', b'x', 1, persistent)\n"
+        "os.setxattr('.', 'user.pva', b'planted')\nos.utime('.', (12345, 12345))\n"
+        "for i in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\nopen('leaf', 'w').write('x')\n"
+    )
+    assert run_solution(plant, ["assert key > 0"], limits=FAST).passed
+    look = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"persistent = libc.syscall({keyctl}, 22, -1, -3)\n"
+        f"key = libc.syscall({keyctl}, 10, persistent, b'user', b'pva-persistent', 0)\n"  # KEYCTL_SEARCH
+        "left, marks, when = os.listdir('.'), os.listxattr('.'), os.stat('.').st_mtime\n"
+    )
+    after = run_solution(look, ["assert key == -1", "assert left == [] and marks == []", "assert when != 12345"],
+                         limits=FAST)  # fmt: skip
     assert after.passed, after

@@ -21,6 +21,11 @@ class SandboxFailure(RuntimeError):
     """The sandbox itself could not run a solution (not a verdict on the solution)."""
 
 
+class SandboxBroken(SandboxFailure):
+    """A sandbox that had started broke while running a solution (its launcher stopped answering): the
+    solution may be the cause, so ``sandbox.py`` runs it once more in a fresh sandbox before judging it."""
+
+
 @cache
 def pids_cgroup_root() -> Path | None:
     """A cgroup directory (v1 ``pids`` hierarchy or v2 with ``pids`` delegated) this process may create in."""

@@ -15,7 +15,6 @@ import ctypes
 import json
 import os
 import select
-import shutil
 import socket
 import sys
 
@@ -33,8 +32,13 @@ JOIN_SESSION_KEYRING, CLEAR = 1, 7
 SESSION, USER, USER_SESSION = -3, -4, -5  # KEY_SPEC_* keyrings
 
 
+GET_PERSISTENT = 22
+
+
 def forget_keys() -> None:
-    for keyring in (SESSION, USER, USER_SESSION):
+    # the persistent keyring too, which outlives sessions (linked into the session keyring to reach it)
+    persistent = libc.syscall(KEYCTL, GET_PERSISTENT, -1, SESSION)
+    for keyring in ([persistent] if persistent > 0 else []) + [SESSION, USER, USER_SESSION]:
         libc.syscall(KEYCTL, CLEAR, keyring)
 
 
@@ -64,18 +68,33 @@ def clean(runner: int) -> int | None:
 
 
 def empty(folder: str) -> None:
-    # what one solution wrote must not reach the next; it may have locked its folders (same uid as ours)
-    os.chmod(folder, 0o700)
-    for root, dirs, _files in os.walk(folder):  # top-down: each folder is opened before it is entered
-        for name in dirs:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o700)
-    for entry in os.scandir(folder):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
+    """Remove what one solution wrote, so that none of it reaches the next: depth first, one folder at a time
+    by relative names (no recursion, no path length or descriptor count to overflow, however deep the tree);
+    folders it locked are opened first (same uid as ours). The folder itself gets its mode, times and extended
+    attributes reset (it stays: it is the mount point)."""
+    os.chdir(folder)
+    os.chmod(".", 0o700)
+    for name in os.listxattr("."):
+        os.removexattr(".", name)
+    names: list[str] = []  # the path from ``folder`` down to where we are
+    while True:
+        down = None
+        with os.scandir(".") as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    down = entry.name
+                    break
+                os.unlink(entry.name)
+        if down is not None:
+            os.chmod(down, 0o700)
+            os.chdir(down)
+            names.append(down)
+        elif names:
+            os.chdir("..")
+            os.rmdir(names.pop())
         else:
-            os.unlink(entry.path)
+            break
+    os.utime(".", (0, 0))
 
 
 def serve(sock: socket.socket, folder: str) -> None:

@@ -100,6 +100,28 @@ def encode(value, handles):
             return [tag, [encode(item, handles) for item in value]]
     if isinstance(value, dict):
         return ["d", [[encode(k, handles), encode(v, handles)] for k, v in dict.items(value)]]
+    return _encode_other(value, handles)
+
+
+def _encode_other(value, handles):
+    """Numbers and ranges that are not built-in plain types but compare like them, rebuilt exactly by the
+    judge; builtin types by name; anything else stays in the solution's process as a handle."""
+    kind = type(value)
+    if kind is range:
+        return ["R", encode(value.start, handles), encode(value.stop, handles), encode(value.step, handles)]
+    if (kind.__module__, kind.__name__) == ("decimal", "Decimal"):
+        return ["D", str(value)]
+    if (kind.__module__, kind.__name__) == ("fractions", "Fraction"):
+        return ["Q", encode(value.numerator, handles), encode(value.denominator, handles)]
+    if kind.__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return encode(value.item(), handles)  # a NumPy scalar (int64, float32, bool_) as its Python value
+    if hasattr(kind, "__index__"):
+        index = kind.__index__(value)
+        if type(index) is int:
+            return ["i", hex(index)]
+    name = getattr(value, "__name__", "")
+    if isinstance(value, type) and getattr(builtins, name, None) is value:
+        return ["T", name]
     return handles(value)
 
 
@@ -122,6 +144,18 @@ def decode(data, handle):
         return {decode(k, handle): decode(v, handle) for k, v in data[1]}
     if tag == "r" and type(data[1]) is int:
         return handle(data[1])
+    if tag == "R":
+        return range(*(decode(part, handle) for part in data[1:4]))
+    if tag == "D":
+        import decimal  # here only: rare, and not free to import on every run
+
+        return decimal.Decimal(data[1])
+    if tag == "Q":
+        import fractions
+
+        return fractions.Fraction(decode(data[1], handle), decode(data[2], handle))
+    if tag == "T" and isinstance(getattr(builtins, data[1], None), type):
+        return getattr(builtins, data[1])
     raise ValueError("malformed value from the solution process")
 
 
@@ -248,11 +282,14 @@ class SolutionObject:
 
 class Judge:
     def __init__(self, requests, answers):
-        self.requests, self.answers, self.objects = requests, answers, {}
+        self.requests, self.answers, self.objects = requests, answers, []
 
     def handle(self, ref):
-        if ref not in self.objects:
-            self.objects[ref] = SolutionObject(ref, self)
+        # The solution's process numbers each object it hands over anew, 0, 1, 2, ...: a number seen before
+        # would make two different objects compare equal (``f(1) == f(2)``), so it is refused.
+        if ref != len(self.objects):
+            raise ValueError("the solution process reused or skipped an object number")
+        self.objects.append(SolutionObject(ref, self))
         return self.objects[ref]
 
     def outgoing(self, value):
@@ -279,21 +316,34 @@ class Judge:
         return self.ask({"op": "eval", "source": source, "stage": stage, "bound": bound})
 
 
+def read_job_part(fd, size=None):
+    """The job file is ``<10-digit length of part 1><part 1><part 2>`` (``sandbox._job_file``); read unbuffered,
+    so that part 2 (the asserts, the nonce) is read only after the fork and never is in the solution's memory."""
+    if size is None:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return json_loads(b"".join(chunks).decode())
+    data = _read_exactly(fd, size)
+    return json_loads((data or b"").decode())
+
+
 def main(job_fd, _label):
-    with os.fdopen(job_fd, encoding="utf-8") as fh:
-        job = json_loads(fh.read())
-    fd, nonce = job["report_fd"], job["nonce"]
+    job = read_job_part(job_fd, int(_read_exactly(job_fd, 10) or b"0"))
+    judging: dict = {}  # part 2, read after the fork: nonce, tests, judged
     solution_pid = 0
 
     def report(status, error_type=None, message=""):
         if solution_pid:  # it shares our stdout and stderr: nothing more of it after the verdict
             os.kill(solution_pid, 9)  # SIGKILL; not reaped yet, so the pid is still its
         flush_output()  # what the setup code printed
+        if not judging:  # a failure before the fork
+            judging.update(read_job_part(job_fd))
         # the pid: a forked copy that reports is told apart
         fields = {"pid": os.getpid(), "status": status}
         if error_type is not None:
             fields["error_type"], fields["message"] = error_type, message[:2000]
-        os.write(fd, (nonce + " " + json_dumps(fields) + "\n").encode())
+        os.write(job["report_fd"], (judging["nonce"] + " " + json_dumps(fields) + "\n").encode())
         os._exit(0)  # never returns
 
     try:  # a failure here is the sandbox's, not the solution's
@@ -326,12 +376,12 @@ def main(job_fd, _label):
         report("error", error_type, "setup: " + message)
     solution_pid = os.fork()
     if solution_pid == 0:
-        os.close(fd)
-        os.close(requests_w)
-        os.close(answers_r)
+        for fd in (job["report_fd"], job_fd, requests_w, answers_r):
+            os.close(fd)
         serve_solution(namespace, job["solution"], requests_r, answers_w)
     os.close(requests_r)
     os.close(answers_w)
+    judging.update(read_job_part(job_fd))
     judge = Judge(requests_w, answers_r)
     stage = "solution"
     # the name judging.SOLUTION_CALL, which the rewritten asserts call
@@ -342,7 +392,7 @@ def main(job_fd, _label):
             raise SolutionRaised(*ready["raise"])
         if ready != {"ready": True}:
             raise SolutionRaised(None, "", "gone")
-        for i, (test, (prelude, body)) in enumerate(zip(job["tests"], job["judged"], strict=True)):
+        for i, (test, (prelude, body)) in enumerate(zip(judging["tests"], judging["judged"], strict=True)):
             stage = f"test {i}"
             exec(prelude, namespace)
             try:

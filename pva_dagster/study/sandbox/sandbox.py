@@ -40,7 +40,7 @@ from functools import cache
 from typing import BinaryIO
 
 from pva_dagster.study.sandbox import containment
-from pva_dagster.study.sandbox.containment import SandboxFailure
+from pva_dagster.study.sandbox.containment import SandboxBroken, SandboxFailure
 from pva_dagster.study.sandbox.isolation import (
     HOW_TO_GET,
     RUNNER,
@@ -229,12 +229,28 @@ def run_solution(
 
 def _judge(job: SandboxJob, limits: SandboxLimits, level: Isolation, bwrap: str | None) -> SandboxResult:
     nonce = secrets.token_hex(16)
-    fields = {
-        "nonce": nonce, "rlimits": _rlimits(limits, level), "cgroup": "", "site_packages": site.getsitepackages(),
+    head = {
+        "rlimits": _rlimits(limits, level), "cgroup": "", "site_packages": site.getsitepackages(),
         "drop_to": [SANDBOX_UID, SANDBOX_GID] if level is Isolation.UID_DROP else None,
-        "setup": job.setup_code, "solution": job.solution, "tests": list(job.test_list),
+        "setup": job.setup_code, "solution": job.solution,
+    }  # fmt: skip
+    tail = {  # read by the runner only after the solution's process is forked off
+        "nonce": nonce, "tests": list(job.test_list),
         "judged": [[test.prelude, test.body] for test in judged_tests(job.setup_code, job.solution, job.test_list)],
     }  # fmt: skip
+    try:
+        return _attempt((head, tail), nonce, limits, level, bwrap)
+    except SandboxBroken as first:
+        log.warning("the sandbox broke running a solution (%s); running it once more in a fresh one", first)
+    start = time.monotonic()
+    try:
+        return _attempt((head, tail), nonce, limits, level, bwrap)
+    except SandboxBroken as second:  # twice, in two fresh sandboxes: the solution is what breaks them
+        message = f"the sandbox broke twice running this solution, the second time: {second}"
+        return SandboxResult(Outcome.ERROR, "SandboxBroken", message, "", "", time.monotonic() - start)
+
+
+def _attempt(fields: _Job, nonce: str, limits: SandboxLimits, level: Isolation, bwrap: str | None) -> SandboxResult:
     report_r, report_w = os.pipe()
     try:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -259,6 +275,7 @@ def _judge(job: SandboxJob, limits: SandboxLimits, level: Isolation, bwrap: str 
 
 
 _Ran = tuple[int, int, bool, float]  # exit status, the runner's pid as it saw it, timed out, seconds
+_Job = tuple[dict, dict]  # what the runner reads before it forks the solution's process, what after
 
 
 def _env(folder: str) -> dict[str, str]:
@@ -271,27 +288,30 @@ def _runner_argv(job_fd: int) -> list[str]:
     return [sys.executable, "-I", "-S", "-X", "utf8", str(RUNNER), str(job_fd), f"pva-run-{secrets.token_hex(8)}"]
 
 
-def _job_file(fields: dict) -> BinaryIO:
-    """The job as an unnamed file, handed to the runner as a descriptor (nothing on disk to find)."""
+def _job_file(head: dict, tail: dict) -> BinaryIO:
+    """The job as an unnamed file, handed to the runner as a descriptor (nothing on disk to find):
+    ``<10-digit length of head><head><tail>``, so that the runner can read the head alone (``runner.py``)."""
     job = tempfile.TemporaryFile()
-    job.write(json.dumps(fields).encode())
+    first = json.dumps(head).encode()
+    job.write(b"%010d" % len(first) + first + json.dumps(tail).encode())
     job.seek(0)
     return job
 
 
-def _run_in_worker(fields: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+def _run_in_worker(fields: _Job, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
                    bwrap: str) -> _Ran:  # fmt: skip
     """In this thread's long-lived namespaces (``worker.py``), in its emptied folder."""
     worker = worker_for_thread(bwrap, limits.max_processes, limits.disk_mb * 1024 * 1024, containment.make_cgroup,
                                containment.kill_cgroup)  # fmt: skip
-    with _job_file({**fields, "report_fd": REPORT_FD}) as job:
+    head, tail = fields
+    with _job_file({**head, "report_fd": REPORT_FD}, tail) as job:
         start = time.monotonic()
         status, pid, timed_out = worker.run(_runner_argv(JOB_FD), _env(FOLDER), (out, err, report_w, job),
                                             limits.wall_time_s)  # fmt: skip
     return status, pid, timed_out, time.monotonic() - start
 
 
-def _run_directly(fields: dict, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
+def _run_directly(fields: _Job, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
                   level: Isolation) -> _Ran:  # fmt: skip
     """A child of this process, in a fresh folder (as ``nobody`` for ``uid-drop``)."""
     workdir = tempfile.mkdtemp(prefix="pva-sandbox-")
@@ -300,7 +320,8 @@ def _run_directly(fields: dict, out: BinaryIO, err: BinaryIO, report_w: int, lim
         if level is Isolation.UID_DROP:
             os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
         cgroup = containment.make_cgroup(limits.max_processes)
-        with _job_file({**fields, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}) as job:
+        head, tail = fields
+        with _job_file({**head, "report_fd": report_w, "cgroup": str(cgroup) if cgroup else ""}, tail) as job:
             start = time.monotonic()
             proc = subprocess.Popen(
                 _runner_argv(job.fileno()), cwd=workdir, env=_env(workdir), stdin=subprocess.DEVNULL,

@@ -36,11 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from pva_dagster.study.sandbox.containment import SandboxFailure
+from pva_dagster.study.sandbox.containment import SandboxBroken, SandboxFailure
 from pva_dagster.study.sandbox.isolation import RUNNER, SANDBOX_GID, SANDBOX_UID
 
 REPORT_FD, JOB_FD = 3, 4  # where the runner finds the report pipe and its job
-_ANSWER_TIMEOUT_S = 5.0  # for the launcher's cleanup after a solution; then the sandbox itself is killed
+# For the launcher's cleanup after a solution (a solution may leave a deep or wide tree of files to remove);
+# then the sandbox itself is killed.
+_ANSWER_TIMEOUT_S = 30.0
 _READY_TIMEOUT_S = 30.0  # for the launcher's first word: interpreter start on a loaded machine
 
 # The trusted init of each sandbox (run by path, bound read-only inside).
@@ -175,7 +177,7 @@ class Worker:
         """Run ``argv`` in ``FOLDER`` with ``files`` (stdout, stderr, report pipe, job) as descriptors 1-4,
         until it ends or ``wall_time_s`` passes, then kill all it started and empty the folder.
 
-        Returns (exit status, the runner's pid inside, timed out). Raises ``SandboxFailure`` (and kills the
+        Returns (exit status, the runner's pid inside, timed out). Raises ``SandboxBroken`` (and kills the
         sandbox) when the launcher does not answer in time."""
         message = json.dumps({"argv": argv, "env": env, "cwd": FOLDER}).encode()
         out, err, report_w, job = files
@@ -193,11 +195,11 @@ class Worker:
         if not answer:
             why = self._why_not() if self.proc.poll() is not None else "no answer in time"
             self.kill()
-            raise SandboxFailure(f"the sandbox's launcher did not answer ({why}); the sandbox was killed")
+            raise SandboxBroken(f"the sandbox's launcher did not answer ({why}); the sandbox was killed")
         fields = json.loads(answer)
         if fields["status"] is None:
             self.kill()
-            raise SandboxFailure(f"the sandbox's launcher lost its runner (pid {fields['pid']}); sandbox killed")
+            raise SandboxBroken(f"the sandbox's launcher lost its runner (pid {fields['pid']}); sandbox killed")
         return fields["status"], fields["pid"], timed_out
 
     def kill(self) -> None:
