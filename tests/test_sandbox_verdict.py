@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pva_dagster.study.layout import default_data_root
+from pva_dagster.study.sandbox import worker
 from pva_dagster.study.sandbox.isolation import Isolation
 from pva_dagster.study.sandbox.sandbox import Outcome, SandboxLimits, probe, run_solution
 
@@ -284,3 +285,17 @@ def test_a_deep_tree_and_marks_on_the_folder_do_not_reach_the_next_solution() ->
     after = run_solution(look, ["assert key == -1", "assert left == [] and marks == []", "assert when != 12345"],
                          limits=FAST)  # fmt: skip
     assert after.passed, after
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+def test_a_solution_that_breaks_the_sandbox_is_judged_an_error_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files made until the wall-time limit make the launcher's cleanup outlast the (here shortened) wait for its
+    answer: the sandbox is killed, the solution run once more in a fresh one, then judged an error; the caller
+    gets a result."""
+    monkeypatch.setattr(worker, "_ANSWER_TIMEOUT_S", 0.02)
+    many = "i = 0\nwhile True:\n    open(str(i), 'w').close()\n    i += 1\n"
+    result = run_solution(many, ["assert True"], limits=SandboxLimits(wall_time_s=1.0))
+    assert (result.outcome, result.error_type) == (Outcome.ERROR, "SandboxBroken"), result
+    assert "broke twice" in result.message
+    monkeypatch.undo()
+    assert run_solution("def add_one(x):\n    return x + 1\n", TESTS, limits=FAST).passed  # and it goes on
