@@ -265,3 +265,20 @@ def test_sae_templates_must_name_the_layer():
         LocalSAEs(folder="/models/saes")
     with pytest.raises(ValueError, match=r"must contain \{layer\}"):
         PretrainedSAEs(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canonical")
+
+
+def test_embedded_saes_are_retrained_when_the_model_dtype_changes(tiny_gemma2_dir, tmp_path):
+    """A trained SAE carries the fingerprint of the model (dtype included) and plan it was trained from: the
+    same model finds it current, the same weights in another dtype retrain it."""
+    from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan, train_embedded_saes
+
+    plan = SAETrainingPlan(d_sae=16, k=2, corpus_tokens=256, training_tokens=512, batch_size=64, corpus_files=2,
+                           context_len=32)  # fmt: skip
+
+    def train(dtype: str) -> list[int]:
+        model, tokenizer = load_causal_lm(str(tiny_gemma2_dir), dtype=dtype)
+        return sorted(train_embedded_saes(model, tokenizer, [1], lambda layer: tmp_path / f"l{layer}", plan, log=str))
+
+    assert train("float32") == [1]
+    assert train("float32") == []  # current: kept
+    assert train("bfloat16") == [1]  # made in float32: retrained

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pva_dagster.study.analysis.corpus import DEFAULT_CODE_FILES, collect_residuals, stdlib_code_corpus
-from pva_dagster.study.analysis.sae import reconstruction_report, save_sae, train_topk_sae
+from pva_dagster.study.analysis.sae import MADE_BY_FILE, reconstruction_report, save_sae, train_topk_sae
 from pva_dagster.study.domain import DEFAULT_SEED
+from pva_dagster.study.generation.models import model_fingerprint
+from pva_dagster.study.records import fingerprint
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,15 @@ def train_embedded_saes(
     plan: SAETrainingPlan,
     log: Callable[[str], None] = print,
 ) -> dict[int, dict[str, float]]:
-    """Train one SAE per layer that has none yet; return each layer's reconstruction report."""
-    todo = [layer for layer in layers if not out_dir(layer).exists()]
+    """Train one SAE per layer that has none made from this model (its dtype included) and plan; return each
+    trained layer's reconstruction report. An SAE made otherwise (another dtype, plan or model) is retrained."""
+    made_by = {layer: fingerprint(model_fingerprint(model), asdict(plan), layer) for layer in layers}
+
+    def current(layer: int) -> bool:
+        marker = out_dir(layer) / MADE_BY_FILE
+        return marker.is_file() and marker.read_text() == made_by[layer]
+
+    todo = [layer for layer in layers if not current(layer)]
     if not todo:
         return {}
     started = time.perf_counter()
@@ -56,7 +65,7 @@ def train_embedded_saes(
             residuals[layer], layer=layer, d_sae=plan.d_sae, k=plan.k, training_tokens=plan.training_tokens,
             batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
         )
-        save_sae(sae, out_dir(layer))
+        save_sae(sae, out_dir(layer), made_by[layer])
         reports[layer] = {
             **training, **reconstruction_report(sae, residuals[layer]), "seconds": time.perf_counter() - started
         }

@@ -135,13 +135,19 @@ def _inference_sae(trained: TopKTrainingSAE) -> SAE:
     return sae.eval()
 
 
-def save_sae(sae: SAE, out_dir: Path) -> Path:
-    """Save in SAELens's folder format, atomically: written beside ``out_dir`` and renamed into place."""
+MADE_BY_FILE = "made_by.txt"  # beside SAELens's files: a fingerprint of what the SAE was trained from
+
+
+def save_sae(sae: SAE, out_dir: Path, made_by: str | None = None) -> Path:
+    """Save in SAELens's folder format, atomically: written beside ``out_dir`` and renamed into place (with
+    ``made_by`` in ``MADE_BY_FILE``, so that the SAE and its fingerprint appear together)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         sae.save_model(staging)
+        if made_by is not None:
+            (staging / MADE_BY_FILE).write_text(made_by)
         shutil.rmtree(out_dir, ignore_errors=True)
         staging.rename(out_dir)
     finally:
