@@ -1,4 +1,4 @@
-"""Which isolation the sandbox can give model-written code on this machine, probed once, not assumed.
+"""The isolation levels the sandbox can give model-written code (``sandbox.probe()`` finds which this machine allows).
 
 Levels, best first:
 
@@ -19,7 +19,6 @@ Levels, best first:
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -27,8 +26,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 # The trusted runner every sandboxed interpreter starts with (run by path, so whoever runs it must read it).
 RUNNER = Path(__file__).with_name("runner.py")
