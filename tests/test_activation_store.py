@@ -77,7 +77,8 @@ def test_files_without_a_fingerprint_are_rewritten_and_the_old_layout_is_removed
 
 def _resources(tmp_path, problems, model_dir, **design):
     return small_resources(
-        tmp_path, problems, language_model=LocalModel(path=str(model_dir), batch_size=4),
+        # float32: the files are compared with a float32 forward of each prompt alone
+        tmp_path, problems, language_model=LocalModel(path=str(model_dir), batch_size=4, dtype="float32"),
         study_design=small_design(temperatures=list(TEMPERATURES), max_new_tokens=16, **design),
     )
 

@@ -87,7 +87,7 @@ def test_one_borrower_at_a_time():
 
 
 def test_with_model_released_takes_the_held_model_and_frees_it(tiny_gemma2_dir, tmp_path):
-    language_model, layout = LocalModel(path=str(tiny_gemma2_dir)), DataLayout(tmp_path / "data")
+    language_model, layout = LocalModel(path=str(tiny_gemma2_dir), dtype="float32"), DataLayout(tmp_path / "data")
     key = ModelKey.of(str(tiny_gemma2_dir), "float32", "cpu")
     MODELS.release()
     loads = MODELS.loads

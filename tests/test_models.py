@@ -79,6 +79,7 @@ def test_embedded_model_stops_on_both_end_tokens(embedded_model_dir):
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     assert model_fingerprint(model) == {
         "architecture": "llama",
+        "dtype": "float32",
         "n_layers": 30,
         "d_model": 576,
         "vocab": 49152,
