@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,3 +301,47 @@ def test_a_solution_that_breaks_the_sandbox_is_judged_an_error_not_raised(monkey
     assert "broke twice" in result.message
     monkeypatch.undo()
     assert run_solution("def add_one(x):\n    return x + 1\n", TESTS, limits=FAST).passed  # and it goes on
+
+
+def test_ordinary_python_behaves_as_it_does_outside() -> None:
+    """What the second review found judged wrong: multiprocessing (needs /dev/shm and a pickleable
+    ``__main__``), recursion as deep as a plain script allows, a truthy object as an assert's value, deques
+    and dict views compared as Python compares them."""
+    limits = SandboxLimits(wall_time_s=10.0)
+    pool = "from multiprocessing import Pool\ndef sq(x):\n    return x * x\ndef f(xs):\n    with Pool(2) as p:\n"
+    assert run_solution(pool + "        return p.map(sq, xs)\n", ["assert f([1, 2]) == [1, 4]"], limits=limits).passed
+    recursive = "def r(n):\n    return 0 if n == 0 else 1 + r(n - 1)\n"
+    plain = {n: subprocess.run([sys.executable, "-c", recursive + f"assert r({n}) == {n}"], capture_output=True,
+                               timeout=60).returncode == 0 for n in (997, 998, 999)}  # fmt: skip
+    judged = {n: run_solution(recursive, [f"assert r({n}) == {n}"], limits=limits).passed for n in plain}
+    assert judged == plain and plain[997] and not plain[999], (judged, plain)
+    objects = "import re\nfrom collections import deque\ndef m(s):\n    return re.match('a', s)\n"
+    objects += "def q(x):\n    return deque(x)\ndef keys(d):\n    return d.keys()\n"
+    tests = ["assert m('abc')", "assert not m('xyz')", "assert q([1, 2]) == deque([1, 2])",
+             "assert keys({1: 2, 3: 4}) == {1, 3}"]  # fmt: skip
+    result = run_solution(objects, tests, setup_code="from collections import deque\n", limits=limits)
+    assert result.passed, result
+
+
+def test_odd_deaths_and_names_are_judged_not_raised() -> None:
+    """A real-time signal has no name; an exception class named with 200,000 letters would overflow the report
+    pipe: both are verdicts, not errors of the caller."""
+    killed = run_solution("import os\nos.kill(os.getppid(), 40)\n", ["assert True"], limits=FAST)
+    assert (killed.outcome, killed.error_type) == (Outcome.RESOURCE_KILLED, "signal 40"), killed
+    named = run_solution("raise type('E' * 200000, (Exception,), {})('boom')\n", ["assert True"], limits=FAST)
+    assert named.outcome is Outcome.ERROR and named.error_type == "E" * 200 and named.duration_s < 2, named
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+def test_a_keyring_locked_by_the_solution_is_still_emptied() -> None:
+    if os.uname().machine != "x86_64":
+        pytest.skip("add_key/keyctl numbers are x86-64's here")
+    lock = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "key = libc.syscall(248, b'user', b'pva-locked', b'secret', 6, -4)\n"
+        "locked = libc.syscall(250, 5, -4, 0x3b3b3b3b) == 0\n"  # KEYCTL_SETPERM: no write for anyone
+    )
+    assert run_solution(lock, ["assert key > 0 and locked"], limits=FAST).passed
+    look = "import ctypes\nkey = ctypes.CDLL(None).syscall(249, b'user', b'pva-locked', None, 0)\n"
+    after = run_solution(look, ["assert key == -1"], limits=FAST)
+    assert after.passed, after

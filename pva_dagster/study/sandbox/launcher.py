@@ -1,12 +1,12 @@
 """The bubblewrap sandbox's trusted launcher: the pid namespace's init, run by path as
-``python -I -S launcher.py SOCKET_FD FOLDER`` (``worker.py``). It says ``ready`` once it runs (so a sandbox
+``python -I -S launcher.py SOCKET_FD FOLDER...`` (``worker.py``). It says ``ready`` once it runs (so a sandbox
 that cannot start is told by bwrap's own message, not by a silence later). For each job received on the
 socket it starts the runner (``runner.py``) with the job's descriptors as stdout, stderr, report pipe and
 job file, waits until it ends or the caller says time is up, kills and reaps every other process of the
 namespace, removes its System V IPC objects, empties the keyrings of the sandbox's user (keys outlive their
 processes too; the launcher starts with a session keyring of its own, so the host's is out of reach),
-empties FOLDER (the size-capped tmpfs that is the solutions' only writable place) and answers with the
-runner's exit status.
+empties the FOLDERs (the size-capped tmpfs that are the solutions' only writable places: their folder and
+/dev/shm) and answers with the runner's exit status.
 
 Standard library only, and nothing of ``pva_dagster``: it runs under ``-I -S`` inside the sandbox.
 """
@@ -28,18 +28,21 @@ REMOVE = {  # IPC_RMID = 0
 
 # keyctl(2) has no libc wrapper; its number per architecture (a new one fails the sandbox's start, loudly).
 KEYCTL = {"x86_64": 250, "aarch64": 219}[os.uname().machine]
-JOIN_SESSION_KEYRING, CLEAR = 1, 7
+JOIN_SESSION_KEYRING, SETPERM, CLEAR, GET_PERSISTENT = 1, 5, 7, 22
 SESSION, USER, USER_SESSION = -3, -4, -5  # KEY_SPEC_* keyrings
-
-
-GET_PERSISTENT = 22
+ALL_RIGHTS = 0x3F3F0000  # possessor and owner: view, read, write, search, link, setattr
 
 
 def forget_keys() -> None:
-    # the persistent keyring too, which outlives sessions (linked into the session keyring to reach it)
+    """Empty every keyring a solution could leave keys in, or fail (the sandbox is then replaced): the
+    persistent one too, which outlives sessions. A solution shares our uid and may have taken write permission
+    off a keyring it owns, so the rights are given back first (the owner may always do that; the persistent
+    keyring is not ours, nor the solution's, to change, and stays writable for its possessors)."""
     persistent = libc.syscall(KEYCTL, GET_PERSISTENT, -1, SESSION)
     for keyring in ([persistent] if persistent > 0 else []) + [SESSION, USER, USER_SESSION]:
-        libc.syscall(KEYCTL, CLEAR, keyring)
+        libc.syscall(KEYCTL, SETPERM, keyring, ALL_RIGHTS)
+        if libc.syscall(KEYCTL, CLEAR, keyring) < 0:
+            raise OSError(ctypes.get_errno(), f"keyring {keyring} could not be emptied")
 
 
 def remove_ipc() -> None:
@@ -97,7 +100,7 @@ def empty(folder: str) -> None:
     os.utime(".", (0, 0))
 
 
-def serve(sock: socket.socket, folder: str) -> None:
+def serve(sock: socket.socket, folders: list[str]) -> None:
     sock.send(b"ready")
     while True:
         data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
@@ -118,6 +121,7 @@ def serve(sock: socket.socket, folder: str) -> None:
                 os.dup2(fds[3], 4)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
                 os.closerange(5, 65536)
+                libc.syscall(KEYCTL, JOIN_SESSION_KEYRING, None)  # a session keyring of the run's own
                 os.chdir(job["cwd"])
                 os.execve(job["argv"][0], job["argv"], job["env"])
             finally:
@@ -129,7 +133,8 @@ def serve(sock: socket.socket, folder: str) -> None:
         os.close(pidfd)
         status = clean(pid)
         forget_keys()
-        empty(folder)
+        for folder in folders:
+            empty(folder)
         sock.send(json.dumps({"pid": pid, "status": status}).encode())
 
 
@@ -137,4 +142,4 @@ if __name__ == "__main__":
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0, before anything else: no ptrace, no /proc/1/mem
     if libc.syscall(KEYCTL, JOIN_SESSION_KEYRING, None) < 0:  # a new, anonymous session keyring
         raise OSError(ctypes.get_errno(), "keyctl(JOIN_SESSION_KEYRING) failed")
-    serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2])
+    serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])

@@ -107,6 +107,10 @@ def _encode_other(value, handles):
     """Numbers and ranges that are not built-in plain types but compare like them, rebuilt exactly by the
     judge; builtin types by name; anything else stays in the solution's process as a handle."""
     kind = type(value)
+    if kind is type({}.keys()):  # set-like, and compares as a set does
+        return ["s", [encode(item, handles) for item in value]]
+    if (kind.__module__, kind.__name__) == ("collections", "deque"):
+        return ["dq", [encode(item, handles) for item in value]]
     if kind is range:
         return ["R", encode(value.start, handles), encode(value.stop, handles), encode(value.step, handles)]
     if (kind.__module__, kind.__name__) == ("decimal", "Decimal"):
@@ -146,8 +150,12 @@ def decode(data, handle):
         return handle(data[1])
     if tag == "R":
         return range(*(decode(part, handle) for part in data[1:4]))
+    if tag == "dq":
+        import collections  # here only: rare, and not free to import on every run
+
+        return collections.deque(decode(item, handle) for item in data[1])
     if tag == "D":
-        import decimal  # here only: rare, and not free to import on every run
+        import decimal
 
         return decimal.Decimal(data[1])
     if tag == "Q":
@@ -210,7 +218,25 @@ def describe(exc):
 
 
 # ---- the solution process (untrusted from its first line of solution code) ------------------------------
+def _has_frame(depth):
+    try:
+        sys._getframe(depth)
+    except ValueError:
+        return False
+    return True
+
+
 def serve_solution(namespace, solution, requests, answers):
+    # As a script's: ``__main__`` is the solution's module (pickle finds its functions: multiprocessing), and
+    # the frames of this runner above it do not count against its recursion limit.
+    module = type(sys)("__main__")
+    module.__dict__.update(namespace)
+    sys.modules["__main__"] = module
+    namespace = module.__dict__
+    depth = 1
+    while _has_frame(depth):
+        depth += 1
+    sys.setrecursionlimit(sys.getrecursionlimit() + depth)
     try:
         exec(compile(solution, "<solution>", "exec"), namespace)
     except BaseException as exc:
@@ -236,6 +262,8 @@ def serve_solution(namespace, solution, requests, answers):
                 value = objects[request["ref"]](*args, **kwargs)
             elif op == "iter":
                 value = iter(objects[request["ref"]])
+            elif op == "bool":  # the solution's object's own truth, as a plain bool
+                value = bool(objects[request["ref"]])
             else:  # next
                 value = next(objects[request["ref"]])
             answer = {"value": encode(value, handle)}
@@ -256,8 +284,8 @@ class SolutionRaised(Exception):
 
 
 class SolutionObject:
-    """A value of the solution's that is not plain data. It stays in the solution process: it can be called
-    and iterated there, and compares equal only to itself here; it has no truth value."""
+    """A value of the solution's that is not plain data. It stays in the solution process: it can be called,
+    iterated and asked for its truth there (each answer a plain value), and compares equal only to itself."""
 
     __slots__ = ("ref", "judge")
 
@@ -265,7 +293,10 @@ class SolutionObject:
         self.ref, self.judge = ref, judge
 
     def __bool__(self):
-        raise TypeError("a value of the solution's that is not plain data has no truth value in an assert")
+        truth = self.judge.ask({"op": "bool", "ref": self.ref})
+        if type(truth) is not bool:
+            raise ValueError("the solution process answered a truth value that is not a bool")
+        return truth
 
     def __call__(self, *args, **kwargs):
         return self.judge.ask({"op": "call", "ref": self.ref, "args": self.judge.outgoing(args),
@@ -342,7 +373,7 @@ def main(job_fd, _label):
         # the pid: a forked copy that reports is told apart
         fields = {"pid": os.getpid(), "status": status}
         if error_type is not None:
-            fields["error_type"], fields["message"] = error_type, message[:2000]
+            fields["error_type"], fields["message"] = error_type[:200], message[:2000]  # the report stays small
         os.write(job["report_fd"], (judging["nonce"] + " " + json_dumps(fields) + "\n").encode())
         os._exit(0)  # never returns
 
@@ -411,16 +442,23 @@ def main(job_fd, _label):
     report("passed")
 
 
+def signal_name(number):
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
+
+
 def _gone(pid, stage):
     """Why the solution process ended without answering: (status, error type, message)."""
-    import signal  # here only, on this rare path: ~0.4 ms of every run's start otherwise
-
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    if code == -signal.SIGXCPU:
+    if signal_name(-code) == "SIGXCPU":
         return "timeout", "SIGXCPU", f"{stage}: CPU-time limit exceeded"
     if code < 0:
-        name = signal.Signals(-code).name
+        name = signal_name(-code)
         return "resource", name, f"{stage}: killed by {name} before the asserts finished"
     return "error", "EarlyExit", f"{stage}: exited with code {code} before the asserts finished"
 

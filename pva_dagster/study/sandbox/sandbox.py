@@ -189,10 +189,20 @@ def _read_report(fd: int, nonce: str, pid: int) -> dict[str, str] | None:
     for line in b"".join(chunks).decode("utf-8", errors="replace").splitlines():
         head, _, body = line.partition(" ")
         if head == nonce:
-            fields = json.loads(body)
+            try:
+                fields = json.loads(body)
+            except ValueError:  # cut off: not a report
+                continue
             if fields.get("pid") == pid:  # a forked child's report does not count
                 return fields
     return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
 
 
 def _verdict(
@@ -205,7 +215,7 @@ def _verdict(
     if returncode == -signal.SIGXCPU:
         return Outcome.TIMEOUT, None, f"CPU-time limit of {limits.cpu_time_s} s exceeded"
     if returncode < 0:
-        name = signal.Signals(-returncode).name
+        name = _signal_name(-returncode)
         return Outcome.RESOURCE_KILLED, name, f"killed by {name} before reporting a result"
     return Outcome.ERROR, "EarlyExit", f"exited with code {returncode} before the asserts finished"
 

@@ -48,6 +48,8 @@ _READY_TIMEOUT_S = 30.0  # for the launcher's first word: interpreter start on a
 # The trusted init of each sandbox (run by path, bound read-only inside).
 LAUNCHER = Path(__file__).with_name("launcher.py")
 FOLDER = "/pva-sandbox"  # inside only: the solutions' working folder, HOME and TMPDIR
+SHM = "/dev/shm"  # POSIX shared memory and semaphores (multiprocessing needs them), a tmpfs of its own
+_SHM_BYTES = 16 * 1024 * 1024
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the dynamic linker, time zones, users, services and mime types need; no keys, no shadow, no ssh.
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
@@ -86,8 +88,10 @@ def bwrap_argv(bwrap: str, info_fd: int, block_fd: int, disk_bytes: int) -> list
     # bwrap mounts its binds nodev, so /dev/null & co. come from a fresh, then read-only, /dev. /proc is
     # read-only too: as root the run keeps the host's uid 0 (no capabilities), which the kernel lets write
     # /proc/sys and /proc/sysrq-trigger of the whole machine, namespace or not.
-    argv += ["--dev", "/dev", "--proc", "/proc", "--size", str(disk_bytes), "--tmpfs", FOLDER, "--chdir", FOLDER]
-    # read-only last: the root (where bwrap made the mount points), /dev and /proc; FOLDER stays writable
+    argv += ["--dev", "/dev", "--size", str(min(disk_bytes, _SHM_BYTES)), "--tmpfs", SHM, "--proc", "/proc"]
+    argv += ["--size", str(disk_bytes), "--tmpfs", FOLDER, "--chdir", FOLDER]
+    # read-only last: the root (where bwrap made the mount points), /dev and /proc (not recursively: FOLDER and
+    # /dev/shm, mounts of their own, stay writable)
     argv += ["--remount-ro", "/", "--remount-ro", "/dev", "--remount-ro", "/proc", "--as-pid-1"]
     return argv + ["--info-fd", str(info_fd), "--block-fd", str(block_fd), "--"]
 
@@ -110,7 +114,7 @@ class Worker:
         try:
             argv = bwrap_argv(bwrap, info_w, block_r, disk_bytes)
             self.proc = subprocess.Popen(
-                [*argv, sys.executable, "-I", "-S", str(LAUNCHER), str(inner.fileno()), FOLDER],
+                [*argv, sys.executable, "-I", "-S", str(LAUNCHER), str(inner.fileno()), FOLDER, SHM],
                 cwd="/", env={"PATH": os.defpath, "LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self.err, pass_fds=(inner.fileno(), info_w, block_r),
                 start_new_session=True,
