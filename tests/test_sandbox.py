@@ -322,6 +322,16 @@ def _interpreter_for(uid: int) -> str | None:
     return None
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _can_import_the_sandbox(python: str, uid: int) -> bool:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    done = subprocess.run([python, "-c", "import pva_dagster.study.sandbox.sandbox"], capture_output=True, timeout=60,
+                          check=False, cwd="/", env=env, user=uid, group=uid, extra_groups=[])  # fmt: skip
+    return done.returncode == 0
+
+
 class _User:
     """Runs the sandbox as ``who``: this (root) process itself, or a child process as an unprivileged uid."""
 
@@ -335,6 +345,9 @@ class _User:
             self.python = _interpreter_for(UNPRIVILEGED_UID)
             if self.python is None:
                 pytest.skip(f"no Python {sys.version_info[:2]} that uid {UNPRIVILEGED_UID} may run here")
+            if not _can_import_the_sandbox(self.python, UNPRIVILEGED_UID):
+                pytest.skip(f"uid {UNPRIVILEGED_UID} cannot read the project at {PROJECT} (a private folder above it, "
+                            "as `mktemp -d` makes): tests/test_sandbox_location.py covers that user from a copy")
 
     def run(
         self, solution: str, tests: Sequence[str] = ("assert True",), limits: SandboxLimits = FAST
@@ -342,7 +355,7 @@ class _User:
         if self.python is None:  # root, or the suite itself runs unprivileged
             return run_solution(solution, list(tests), limits=limits)
         job = {"solution": solution, "tests": list(tests), "limits": dataclasses.asdict(limits)}
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": "/"}
+        env = {**os.environ, "PYTHONPATH": str(PROJECT), "HOME": "/"}
         done = subprocess.run([self.python, "-c", _AS_USER], input=json.dumps(job), capture_output=True,
                               text=True, timeout=60, check=True, cwd="/", env=env,
                               user=self.uid, group=self.uid, extra_groups=[])  # fmt: skip
@@ -589,7 +602,7 @@ def test_uid_drop_runs_as_nobody_and_protects_roots_files() -> None:
     target = folder / "target.txt"
     target.write_text("precious")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     try:
         for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
             if not Path(python).exists():

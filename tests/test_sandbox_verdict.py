@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pva_dagster.study.layout import default_data_root
-from pva_dagster.study.sandbox import worker
+from pva_dagster.study.sandbox import containment, worker
 from pva_dagster.study.sandbox.isolation import Isolation
 from pva_dagster.study.sandbox.sandbox import Outcome, SandboxLimits, probe, run_solution
 
@@ -345,3 +345,24 @@ def test_a_keyring_locked_by_the_solution_is_still_emptied() -> None:
     look = "import ctypes\nkey = ctypes.CDLL(None).syscall(249, b'user', b'pva-locked', None, 0)\n"
     after = run_solution(look, ["assert key == -1"], limits=FAST)
     assert after.passed, after
+
+
+@pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
+@pytest.mark.skipif(
+    containment.cgroup_root("memory") in (None, containment.pids_cgroup_root()),
+    reason="no cgroup v1 memory hierarchy this process may write to",
+)
+def test_the_whole_sandbox_has_a_memory_cap_not_only_each_process() -> None:
+    """RLIMIT_AS binds each process: forks holding 700 MB each would add up without the sandbox's memory
+    cgroup (2 x memory_mb + 256 MB); past it the kernel kills inside the sandbox."""
+    hold = (
+        "import os, time\ndef hold(n):\n    pids = []\n    for _ in range(n):\n        pid = os.fork()\n"
+        "        if pid == 0:\n            block = bytearray(700 * 1024 * 1024)\n"
+        "            for i in range(0, len(block), 4096):\n                block[i] = 1\n"
+        "            time.sleep(2)\n            os._exit(0)\n        pids.append(pid)\n"
+        "    return [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]\n"
+    )
+    limits = SandboxLimits(wall_time_s=20.0, memory_mb=1024)
+    assert run_solution(hold, ["assert hold(2) == [0, 0]"], limits=limits).passed  # 1.4 GB: under the cap
+    over = run_solution(hold, ["assert hold(4) == [0, 0, 0, 0]"], limits=limits)  # 2.8 GB: over it
+    assert not over.passed, over

@@ -27,18 +27,22 @@ class SandboxBroken(SandboxFailure):
 
 
 @cache
-def pids_cgroup_root() -> Path | None:
-    """A cgroup directory (v1 ``pids`` hierarchy or v2 with ``pids`` delegated) this process may create in."""
+def cgroup_root(controller: str) -> Path | None:
+    """A cgroup directory (v1 ``controller`` hierarchy or v2 with it delegated) this process may create in."""
     if os.geteuid() != 0:
         return None
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         mount_point, (fs_type, _source, options) = line.split()[4], line.split(" - ")[1].split()[:3]
         root = Path(mount_point)
-        v1 = fs_type == "cgroup" and "pids" in options.split(",")
-        v2 = fs_type == "cgroup2" and "pids" in _read(root / "cgroup.subtree_control").split()
+        v1 = fs_type == "cgroup" and controller in options.split(",")
+        v2 = fs_type == "cgroup2" and controller in _read(root / "cgroup.subtree_control").split()
         if (v1 or v2) and os.access(root, os.W_OK):
             return root
     return None
+
+
+def pids_cgroup_root() -> Path | None:
+    return cgroup_root("pids")
 
 
 def _read(path: Path) -> str:
@@ -55,6 +59,19 @@ def make_cgroup(max_processes: int) -> Path | None:
     cgroup = root / f"pva-sandbox-{os.getpid()}-{secrets.token_hex(8)}"
     cgroup.mkdir()
     (cgroup / "pids.max").write_text(str(max_processes))
+    return cgroup
+
+
+def make_memory_cgroup(memory_bytes: int) -> Path | None:
+    """Where memory is a cgroup v1 hierarchy of its own (root only): a cgroup capping the memory of all it
+    holds at ``memory_bytes`` (its OOM killer then kills inside it, not elsewhere on the machine). None
+    elsewhere: on cgroup v2, one hierarchy, a process can be in one cgroup only (the pids one)."""
+    root = cgroup_root("memory")
+    if root is None or root == pids_cgroup_root():
+        return None
+    cgroup = root / f"pva-sandbox-{os.getpid()}-{secrets.token_hex(8)}"
+    cgroup.mkdir()
+    (cgroup / "memory.limit_in_bytes").write_text(str(memory_bytes))
     return cgroup
 
 

@@ -61,6 +61,8 @@ __all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxR
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
 _MAX_REPORT_BYTES = 256 * 1024
+_MIB = 1024 * 1024
+_SANDBOX_OVERHEAD_MB = 256  # the launcher, the tmpfs folders (charged to the cgroup) and slack
 
 
 @dataclass(frozen=True)
@@ -311,8 +313,10 @@ def _job_file(head: dict, tail: dict) -> BinaryIO:
 def _run_in_worker(fields: _Job, out: BinaryIO, err: BinaryIO, report_w: int, limits: SandboxLimits,
                    bwrap: str) -> _Ran:  # fmt: skip
     """In this thread's long-lived namespaces (``worker.py``), in its emptied folder."""
-    worker = worker_for_thread(bwrap, limits.max_processes, limits.disk_mb * 1024 * 1024, containment.make_cgroup,
-                               containment.kill_cgroup)  # fmt: skip
+    # The whole sandbox's memory: the judge's and the solution's processes may each use memory_mb.
+    memory_bytes = _MIB * (2 * limits.memory_mb + _SANDBOX_OVERHEAD_MB)
+    worker = worker_for_thread(bwrap, limits.max_processes, _MIB * limits.disk_mb, memory_bytes,
+                               containment.make_cgroup, containment.kill_cgroup)  # fmt: skip
     head, tail = fields
     with _job_file({**head, "report_fd": REPORT_FD}, tail) as job:
         start = time.monotonic()

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from pva_dagster.study.sandbox.containment import SandboxBroken, SandboxFailure
+from pva_dagster.study.sandbox.containment import SandboxBroken, SandboxFailure, make_memory_cgroup
 from pva_dagster.study.sandbox.isolation import RUNNER, SANDBOX_GID, SANDBOX_UID
 
 REPORT_FD, JOB_FD = 3, 4  # where the runner finds the report pipe and its job
@@ -100,9 +100,9 @@ class Worker:
     """One bwrap sandbox and its launcher; ``FOLDER`` (a tmpfs of ``disk_bytes``) is the only writable place
     inside. Raises ``SandboxFailure`` with bwrap's own message when the sandbox or its launcher cannot start."""
 
-    def __init__(self, bwrap: str, max_processes: int, disk_bytes: int, make_cgroup: Callable[[int], Path | None],
-                 kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
-        self.key = (bwrap, max_processes, disk_bytes)
+    def __init__(self, bwrap: str, max_processes: int, disk_bytes: int, memory_bytes: int,
+                 make_cgroup: Callable[[int], Path | None], kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
+        self.key = (bwrap, max_processes, disk_bytes, memory_bytes)
         self.owner = os.getpid()
         self.alive = False
         self.pidfd = -1
@@ -110,7 +110,8 @@ class Worker:
         self.sock, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
-        cgroup = make_cgroup(max_processes + 1)  # + the launcher
+        # the processes (+ the launcher) and, where a memory hierarchy allows, the memory of everything inside
+        cgroups = [c for c in (make_cgroup(max_processes + 1), make_memory_cgroup(memory_bytes)) if c is not None]
         try:
             argv = bwrap_argv(bwrap, info_w, block_r, disk_bytes)
             self.proc = subprocess.Popen(
@@ -125,7 +126,7 @@ class Worker:
             inner.close()
             self.sock.close()
             self.err.close()
-            _remove(cgroup, kill_cgroup)
+            _remove(cgroups, kill_cgroup)
             raise
         for fd in (info_w, block_r):
             os.close(fd)
@@ -134,7 +135,7 @@ class Worker:
             pid = _read_child_pid(info_r, self.err)
             # Held on --block-fd until released: the pid cannot have been recycled, the pidfd names it.
             self.pidfd = os.pidfd_open(pid)
-            if cgroup is not None:  # before any fork: every process inside counts against pids.max
+            for cgroup in cgroups:  # before any fork: every process inside counts against the limits
                 try:
                     (cgroup / "cgroup.procs").write_text(str(pid))
                 except OSError as exc:
@@ -152,13 +153,13 @@ class Worker:
             self.proc.wait()
             self.sock.close()
             self.err.close()
-            _remove(cgroup, kill_cgroup)
+            _remove(cgroups, kill_cgroup)
             raise
         finally:
             os.close(info_r)
             os.close(block_w)
         self.alive = True
-        self._finalizer = weakref.finalize(self, _shut_down, self.sock, self.pidfd, self.proc, self.err, cgroup,
+        self._finalizer = weakref.finalize(self, _shut_down, self.sock, self.pidfd, self.proc, self.err, cgroups,
                                            kill_cgroup)  # fmt: skip
 
     def _why_not(self) -> str:
@@ -211,7 +212,7 @@ class Worker:
         self._finalizer()
 
 
-def _shut_down(sock: socket.socket, pidfd: int, proc: subprocess.Popen, err: BinaryIO, cgroup: Path | None,
+def _shut_down(sock: socket.socket, pidfd: int, proc: subprocess.Popen, err: BinaryIO, cgroups: list[Path],
                kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
     """Kill the launcher (the namespace's init: the kernel then kills everything in it) and clean up."""
     sock.close()
@@ -219,7 +220,7 @@ def _shut_down(sock: socket.socket, pidfd: int, proc: subprocess.Popen, err: Bin
     proc.kill()
     proc.wait()
     err.close()
-    _remove(cgroup, kill_cgroup)
+    _remove(cgroups, kill_cgroup)
 
 
 def _kill_init(pidfd: int) -> None:
@@ -233,8 +234,8 @@ def _kill_init(pidfd: int) -> None:
     os.close(pidfd)
 
 
-def _remove(cgroup: Path | None, kill_cgroup: Callable[[Path], None]) -> None:
-    if cgroup is not None:
+def _remove(cgroups: list[Path], kill_cgroup: Callable[[Path], None]) -> None:
+    for cgroup in cgroups:
         kill_cgroup(cgroup)
 
 
@@ -259,16 +260,18 @@ def _read_child_pid(info_r: int, err: BinaryIO) -> int:
 _local = threading.local()  # a thread's worker dies with the thread (bwrap --die-with-parent)
 
 
-def worker_for_thread(bwrap: str, max_processes: int, disk_bytes: int, make_cgroup: Callable[[int], Path | None],
-                      kill_cgroup: Callable[[Path], None]) -> Worker:  # fmt: skip
+def worker_for_thread(
+    bwrap: str, max_processes: int, disk_bytes: int, memory_bytes: int, make_cgroup: Callable[[int], Path | None],
+    kill_cgroup: Callable[[Path], None],
+) -> Worker:
     worker = getattr(_local, "worker", None)
     if worker is not None and worker.owner != os.getpid():  # a forked copy: the sandbox is the parent's
         worker._finalizer.detach()
         worker = None
-    if worker is None or not worker.alive or worker.key != (bwrap, max_processes, disk_bytes):
+    if worker is None or not worker.alive or worker.key != (bwrap, max_processes, disk_bytes, memory_bytes):
         if worker is not None:
             worker.kill()
-        worker = _local.worker = Worker(bwrap, max_processes, disk_bytes, make_cgroup, kill_cgroup)
+        worker = _local.worker = Worker(bwrap, max_processes, disk_bytes, memory_bytes, make_cgroup, kill_cgroup)
     return worker
 
 
