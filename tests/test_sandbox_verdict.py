@@ -195,13 +195,22 @@ def test_writing_past_the_disk_cap_is_not_passed() -> None:
     assert run_solution(many_files.replace("range(8)", "range(2)"), ["assert True"], limits=limits).passed
 
 
+# The key-management system calls have no libc wrapper: their numbers per architecture.
+KEY_SYSCALLS = {"x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250},
+                "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219}}  # fmt: skip
+
+
+def _key_syscalls() -> dict[str, int]:
+    numbers = KEY_SYSCALLS.get(os.uname().machine)
+    if numbers is None:
+        pytest.skip(f"key system call numbers not known for {os.uname().machine}")
+    return numbers
+
+
 @pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
 def test_keys_and_message_queues_do_not_reach_the_next_solution() -> None:
     """Kernel keyrings and POSIX message queues outlive their processes, like System V IPC."""
-    nr = {"x86_64": (248, 249), "aarch64": (217, 218)}.get(os.uname().machine)
-    if nr is None:
-        pytest.skip(f"add_key/request_key numbers not known for {os.uname().machine}")
-    add_key, request_key = nr
+    add_key, request_key = (_key_syscalls()[name] for name in ("add_key", "request_key"))
     plant = (
         "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         f"key = libc.syscall({add_key}, b'user', b'pva-planted', b'x', 1, -4)\n"
@@ -266,10 +275,7 @@ def test_the_asserts_are_never_in_the_solutions_memory() -> None:
 def test_a_deep_tree_and_marks_on_the_folder_do_not_reach_the_next_solution() -> None:
     """A tree deeper than any recursion or path limit is removed; the folder's extended attributes, mode and
     times are reset; the persistent keyring is emptied. The pipeline never sees the sandbox fail."""
-    nr = {"x86_64": (248, 250), "aarch64": (217, 219)}.get(os.uname().machine)
-    if nr is None:
-        pytest.skip(f"add_key/keyctl numbers not known for {os.uname().machine}")
-    add_key, keyctl = nr
+    add_key, keyctl = (_key_syscalls()[name] for name in ("add_key", "keyctl"))
     plant = (
         "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         f"persistent = libc.syscall({keyctl}, 22, -1, -3)\n"
@@ -334,15 +340,15 @@ def test_odd_deaths_and_names_are_judged_not_raised() -> None:
 
 @pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
 def test_a_keyring_locked_by_the_solution_is_still_emptied() -> None:
-    if os.uname().machine != "x86_64":
-        pytest.skip("add_key/keyctl numbers are x86-64's here")
+    numbers = _key_syscalls()
     lock = (
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-        "key = libc.syscall(248, b'user', b'pva-locked', b'secret', 6, -4)\n"
-        "locked = libc.syscall(250, 5, -4, 0x3b3b3b3b) == 0\n"  # KEYCTL_SETPERM: no write for anyone
+        f"key = libc.syscall({numbers['add_key']}, b'user', b'pva-locked', b'secret', 6, -4)\n"
+        f"locked = libc.syscall({numbers['keyctl']}, 5, -4, 0x3b3b3b3b) == 0\n"  # KEYCTL_SETPERM: no write
     )
     assert run_solution(lock, ["assert key > 0 and locked"], limits=FAST).passed
-    look = "import ctypes\nkey = ctypes.CDLL(None).syscall(249, b'user', b'pva-locked', None, 0)\n"
+    request_key = numbers["request_key"]
+    look = f"import ctypes\nkey = ctypes.CDLL(None).syscall({request_key}, b'user', b'pva-locked', None, 0)\n"
     after = run_solution(look, ["assert key == -1"], limits=FAST)
     assert after.passed, after
 
