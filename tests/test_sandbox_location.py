@@ -62,6 +62,10 @@ def test_sandbox_suites_pass_from_a_copy_under_tmp_with_a_space(who: str) -> Non
     env = {"PATH": os.defpath, "HOME": str(root / "home"), "LANG": "C.UTF-8",
            "PYTHONPATH": os.pathsep.join([str(project), *site.getsitepackages()])}  # fmt: skip
     run = dict(cwd=project, env=env, capture_output=True, text=True, user=uid, group=uid, extra_groups=[])
+    if subprocess.run([python, "-c", "import pytest"], timeout=120, check=False, **run).returncode != 0:  # type: ignore[call-overload]
+        shutil.rmtree(root)
+        pytest.skip(f"uid {uid} cannot read this environment's pytest ({site.getsitepackages()[0]}: a private "
+                    "folder above it, as `mktemp -d` makes)")
     try:
         level = subprocess.run([python, "-c", _PROBE], timeout=120, check=True, **run)  # type: ignore[call-overload]
         assert level.stdout.split()[0] == "namespaces", level.stdout + level.stderr

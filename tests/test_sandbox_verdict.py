@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import site
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -236,17 +237,26 @@ def test_pieces_keep_their_own_comprehensions_lambdas_and_walrus() -> None:
 
 
 def test_numbers_that_are_not_builtin_types_compare_as_they_would() -> None:
-    """NumPy scalars, Decimal, Fraction and range come back rebuilt exactly, not as opaque objects."""
+    """Decimal, Fraction, range and builtin types come back rebuilt exactly, not as opaque objects."""
     solution = (
-        "import numpy as np\nfrom decimal import Decimal\nfrom fractions import Fraction\n"
-        "def total(xs):\n    return np.sum(xs)\ndef third(x):\n    return Fraction(x, 3)\n"
-        "def exact(x):\n    return Decimal(x) / 2\ndef upto(n):\n    return range(n)\ndef ratio(x):\n"
-        "    return np.float32(x) / 2\ndef kind(x):\n    return type(x)\n"
+        "from decimal import Decimal\nfrom fractions import Fraction\n"
+        "def third(x):\n    return Fraction(x, 3)\ndef exact(x):\n    return Decimal(x) / 2\n"
+        "def upto(n):\n    return range(n)\ndef kind(x):\n    return type(x)\n"
     )
-    tests = ["assert total([1, 2, 3]) == 6", "assert third(1) == Fraction(1, 3) and third(3) == 1",
-             "assert exact(3) == 1.5", "assert upto(3) == range(3)", "assert ratio(3) == 1.5",
-             "assert kind(1) is int"]  # fmt: skip
+    tests = ["assert third(1) == Fraction(1, 3) and third(3) == 1", "assert exact(3) == 1.5",
+             "assert upto(3) == range(3)", "assert kind(1) is int"]  # fmt: skip
     result = run_solution(solution, tests, setup_code="from fractions import Fraction\n", limits=FAST)
+    assert result.passed, result
+
+
+@pytest.mark.skipif(
+    not any((Path(folder) / "numpy").is_dir() for folder in site.getsitepackages()),
+    reason="NumPy is not in the site-packages the sandbox shows",
+)
+def test_numpy_scalars_compare_as_their_python_values() -> None:
+    solution = "import numpy as np\ndef total(xs):\n    return np.sum(xs)\n"
+    solution += "def ratio(x):\n    return np.float32(x) / 2\n"
+    result = run_solution(solution, ["assert total([1, 2, 3]) == 6", "assert ratio(3) == 1.5"], limits=FAST)
     assert result.passed, result
 
 
@@ -256,16 +266,14 @@ HIDDEN = "hidden-token-12347"
 def test_the_asserts_are_never_in_the_solutions_memory() -> None:
     """Extended tests must stay hidden from the code they judge: the solution's process is forked before the
     runner reads the asserts, so a scan of all its readable memory does not find them."""
-    scan = (
-        "import re\npattern = re.compile(rb'hidden-token-[0-9]{4}7')\n"  # matches HIDDEN, not its own text
-        "def seen():\n    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', 0) as mem:\n"
-        "        for line in maps:\n            span, perms = line.split()[:2]\n"
-        "            low, high = (int(x, 16) for x in span.split('-'))\n"
-        "            if 'r' not in perms or high - low > 1 << 30:\n                continue\n"
-        "            try:\n                mem.seek(low)\n                chunk = mem.read(high - low)\n"
-        "            except (OSError, ValueError, OverflowError):\n                continue\n"
-        "            if pattern.search(chunk):\n                return True\n    return False\n"
-        "found = seen()\n"
+    scan = (  # its heap and anonymous memory, where Python keeps its objects (read directly: it is not dumpable)
+        "import ctypes, re\npattern = re.compile(rb'hidden-token-[0-9]{4}7')\n"  # matches HIDDEN, not its text
+        "def seen():\n    for line in open('/proc/self/maps'):\n        fields = line.split()\n"
+        "        span, perms, name = fields[0], fields[1], (fields[5] if len(fields) > 5 else '')\n"
+        "        if 'r' not in perms or name not in ('', '[heap]', '[stack]'):\n            continue\n"
+        "        low, high = (int(x, 16) for x in span.split('-'))\n"
+        "        if pattern.search(ctypes.string_at(low, high - low)):\n            return True\n"
+        "    return False\nfound = seen()\n"
     )
     result = run_solution(scan, ["assert found is False", f"assert True, {HIDDEN!r}"], limits=FAST)
     assert result.passed, result
