@@ -7,9 +7,9 @@ Levels, best first:
   programs and libraries, a few files of ``/etc``, this interpreter's folders and site-packages, the
   launcher and the runner); home folders, the project, its data, caches, ``/tmp`` and ``/run`` (and the
   host's UNIX sockets in them) are absent. ``/dev`` is a minimal read-only one (null, zero, urandom, ...),
-  the run's own folder, a tmpfs of ``disk_mb``, is the only writable place, the network has nothing but a
-  loopback of its own, other processes are invisible, and capabilities and further user namespaces are
-  dropped. The uid inside is ``nobody`` when the pipeline is root.
+  the run's own folder, a tmpfs of ``disk_mb``, and a small /dev/shm are the only writable places, the
+  network has nothing but a loopback of its own, other processes are invisible, and capabilities and further
+  user namespaces are dropped. The uid inside is ``nobody`` when the pipeline is root.
 - ``uid-drop``: root where user namespaces are refused (e.g. Docker's default seccomp profile) and the
   interpreter and the trusted runner (``runner.py``) are readable by ``nobody``: the solution runs as
   ``nobody`` and can write only where ``nobody`` may (its folder and world-writable places such as

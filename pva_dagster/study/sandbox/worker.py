@@ -14,8 +14,8 @@ libraries (``/usr``, ``/bin``, ``/lib*``), a few files of ``/etc`` that the C li
 read, and this interpreter's own folders (its prefix, the virtual environment's, the site-packages the
 runner adds), wherever they live (``/tmp``, a path with spaces, a home folder), plus the launcher and the
 runner files. All of it read-only. Home folders, the project and its data, caches (Hugging Face, pip) and
-every other path of the host are simply absent. The one writable place is ``FOLDER``, a tmpfs of
-``SandboxLimits.disk_mb``.
+every other path of the host are simply absent. The writable places are ``FOLDER``, a tmpfs of
+``SandboxLimits.disk_mb``, and ``SHM`` (/dev/shm), a small tmpfs of its own.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def bwrap_argv(bwrap: str, info_fd: int, block_fd: int, disk_bytes: int) -> list
 
 
 class Worker:
-    """One bwrap sandbox and its launcher; ``FOLDER`` (a tmpfs of ``disk_bytes``) is the only writable place
-    inside. Raises ``SandboxFailure`` with bwrap's own message when the sandbox or its launcher cannot start."""
+    """One bwrap sandbox and its launcher; ``FOLDER`` (a tmpfs of ``disk_bytes``) and ``SHM`` are the only
+    writable places inside. Raises ``SandboxFailure`` with bwrap's own message when the sandbox or its
+    launcher cannot start."""
 
     def __init__(self, bwrap: str, max_processes: int, disk_bytes: int, memory_bytes: int,
                  make_cgroup: Callable[[int], Path | None], kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
