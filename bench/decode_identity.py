@@ -31,16 +31,17 @@ from typing import Any
 from generation import DEFAULT_CACHE, ROOT, baseline_module
 
 from pva_dagster.study.generation import batched, decoding
-from pva_dagster.study.generation.models import (
+from pva_dagster.study.generation.labelled_generation import prompts_for
+from pva_dagster.study.generation.model_loading import (
     convert_gguf_to_safetensors,
     load_causal_lm,
     locate_embedded_gguf,
     stop_token_ids,
 )
-from pva_dagster.study.generation.phase1 import prompts_for
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.generation.residual import decoder_blocks
-from pva_dagster.study.problems.mbpp import load_embedded, problems_to_frame
+from pva_dagster.study.problems.embedded import load_embedded
+from pva_dagster.study.problems.mbpp import problems_to_frame
 from pva_dagster.study.runtime import apply_offline_defaults
 
 

@@ -20,12 +20,12 @@ import pandas as pd
 
 from pva_dagster.profiles import load_profile
 from pva_dagster.study.domain import GREEDY_TEMPERATURE
-from pva_dagster.study.generation.models import stop_token_ids
-from pva_dagster.study.generation.phase1 import prompts_for
-from pva_dagster.study.generation.solutions import run_solutions, tasks_from_problems
+from pva_dagster.study.generation.labelled_generation import prompts_for
+from pva_dagster.study.generation.solutions import Generator, run_solutions, tasks_from_problems
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.difficulty import cyclomatic_complexity
-from pva_dagster.study.problems.mbpp import Problem, load_embedded, problems_to_frame
+from pva_dagster.study.problems.embedded import load_embedded
+from pva_dagster.study.problems.mbpp import Problem, problems_to_frame
 from pva_dagster.study.problems.task_ranges import task_ranges
 from pva_dagster.study.runtime import apply_offline_defaults
 
@@ -59,6 +59,9 @@ def main() -> None:
     language_model.prepare(layout)
     model, tokenizer = language_model.load(layout, device="cpu")
     settings = language_model.settings(design, GREEDY_TEMPERATURE)
+    generator = Generator(
+        model, tokenizer, language_model.weights(layout), lambda *_: settings, sandbox.limits, sandbox.max_workers
+    )
     print(f"{len(problems)} tasks, {settings.describe()}")
 
     table = problems_to_frame(problems)
@@ -70,12 +73,9 @@ def main() -> None:
             tasks = tasks_from_problems(table[table.task_id.between(task_range.first, task_range.last)], prompts)
             if tasks:
                 frames.append(run_solutions(
-                    tasks, model=model, tokenizer=tokenizer, settings=settings,
-                    stop_token_ids=stop_token_ids(model, tokenizer), layers=None,
-                    dataset_path=Path(scratch) / f"records_{task_range.key}.parquet", activations=None,
-                    limits=sandbox.limits, seed=design.seed, producer={"weights": language_model.weights(layout)},
-                    max_workers=sandbox.max_workers,
-                ))  # fmt: skip
+                    tasks, generator, settings, seed=design.seed,
+                    records_path=Path(scratch) / f"records_{task_range.key}.parquet",
+                ))
         frame = pd.concat(frames, ignore_index=True)
         if args.out:
             frame.to_parquet(args.out, index=False)

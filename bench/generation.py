@@ -41,13 +41,13 @@ from typing import Any
 
 import torch
 
+from pva_dagster.rehearsal.random_models import GEMMA2_2B, GEMMA2_2B_VOCAB, random_gemma2, train_code_tokenizer
 from pva_dagster.study.generation.batched import (
-    GenerationSettings,
     auto_batch_size,
     generate,
     longest_prompt_tokens,
 )
-from pva_dagster.study.generation.models import (
+from pva_dagster.study.generation.model_loading import (
     DTYPES,
     convert_gguf_to_safetensors,
     load_causal_lm,
@@ -57,9 +57,9 @@ from pva_dagster.study.generation.models import (
 )
 from pva_dagster.study.generation.prompts import build_prompt
 from pva_dagster.study.generation.residual import decoder_blocks
+from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.problems.mbpp import load_embedded
-from pva_dagster.study.rehearsal.random_models import GEMMA2_2B, GEMMA2_2B_VOCAB, random_gemma2, train_code_tokenizer
+from pva_dagster.study.problems.embedded import load_embedded
 from pva_dagster.study.runtime import apply_offline_defaults
 
 # The folder the pipeline converts the embedded model into (resources.language_model.EMBEDDED_MODEL_DIR).

@@ -41,49 +41,45 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def base_resources(data: Path) -> dict:
+def base_profile(data: Path, **changes: object):
     from pva_dagster.profiles import load_profile
-    from pva_dagster.resources import DataStore, DevicePool, StudyDesign
-    from pva_dagster.resources.parquet_io import ParquetIOManager
+    from pva_dagster.resources import DataStore, DevicePool
 
-    store = DataStore(root=str(data / "data"))
-    return {
-        **load_profile("embedded").resources,
-        "data_store": store,
-        "io_manager": ParquetIOManager(store=store),
-        "study_design": StudyDesign(**DESIGN),
-        "device_pool": DevicePool(devices=["cpu"], lock_dir=str(data / "locks"), poll_seconds=0.2),
-    }
+    return load_profile("embedded").with_design(**DESIGN, **changes).with_resources(
+        data_store=DataStore(root=str(data / "data")),
+        device_pool=DevicePool(devices=["cpu"], lock_dir=str(data / "locks"), poll_seconds=0.2),
+    )
 
 
-def assets() -> list:
-    from pva_dagster.definitions import defs
+def definitions(profile):
+    from pva_dagster.definitions import build_definitions
 
-    return [*defs.assets, *(defs.asset_checks or [])]
+    defs = build_definitions(profile, environ={})
+    return [*defs.assets, *(defs.asset_checks or [])], defs.resources
 
 
 def prepare(data: Path) -> None:
-    from pva_dagster.partitions import phase1_0_partitions, phase1_2_partitions
-    from pva_dagster.resources import EmbeddedModel, LocalProblems, StudyDesign
+    from pva_dagster.resources import EmbeddedModel, LocalProblems
     from pva_dagster.study.problems.embedded import embedded_records
 
     data.mkdir(parents=True, exist_ok=True)
     by_id = {record["task_id"]: record for record in embedded_records()}
     problems = data / "problems.jsonl"
     problems.write_text("".join(json.dumps({**by_id[i], "task_id": n}) + "\n" for n, i in enumerate(SOURCE_IDS, 1)))
-    resources = {**base_resources(data), "problem_source": LocalProblems(path=str(problems)),
-                 "language_model": EmbeddedModel(batch_size=8),
-                 "study_design": StudyDesign(**DESIGN, max_new_tokens=64)}  # fmt: skip
-    design = resources["study_design"]
+    profile = base_profile(data, max_new_tokens=64).with_resources(
+        problem_source=LocalProblems(path=str(problems)), language_model=EmbeddedModel(batch_size=8)
+    )
+    assets, resources = definitions(profile)
+    partitions = {name: assets_def.partitions_def for assets_def in assets for name in [assets_def.key.path[-1]]}
     runs = [
         (["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights"], None,
          {"ops": {"sae_weights": {"config": SAE_TRAINING}}}),
-        *((["phase1_0_solutions"], key, None) for key in phase1_0_partitions(design).get_partition_keys()),
-        *((["phase1_2_solutions"], key, None) for key in phase1_2_partitions(design).get_partition_keys()),
+        *((["phase1_0_solutions"], key, None) for key in partitions["phase1_0_solutions"].get_partition_keys()),
+        *((["phase1_2_solutions"], key, None) for key in partitions["phase1_2_solutions"].get_partition_keys()),
     ]
     for selection, partition, run_config in runs:
         started = time.perf_counter()
-        result = dg.materialize(assets(), selection=selection, partition_key=partition, resources=resources,
+        result = dg.materialize(assets, selection=selection, partition_key=partition, resources=resources,
                                 run_config=run_config)  # fmt: skip
         print(f"{selection} {partition or ''}: {result.success} in {time.perf_counter() - started:.0f} s")
 
@@ -91,7 +87,7 @@ def prepare(data: Path) -> None:
 def measure(data: Path) -> dict:
     import pva_dagster.assets.phase2 as phase2_module
 
-    resources = base_resources(data)
+    assets_list, resources = definitions(base_profile(data))
     marks: dict[str, float] = {}
     samples: list[tuple[float, float]] = []
     original = phase2_module.score_split
@@ -109,7 +105,6 @@ def measure(data: Path) -> dict:
             samples.append((time.perf_counter(), rss_mib()))
             time.sleep(0.01)
 
-    assets_list = assets()
     before = rss_mib()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

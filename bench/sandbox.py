@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from pva_dagster.study.sandbox.execution import SandboxJob, SandboxResult, fork_containment, probe, run_many
 from pva_dagster.study.sandbox.isolation import Isolation
-from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxResult, fork_containment, probe, run_many
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 

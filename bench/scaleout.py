@@ -19,18 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests/ holds the cluster launcher and the test-sized resources
-
 from pva_dagster.study.runtime import apply_offline_defaults  # noqa: E402
 
 apply_offline_defaults()
 
 import dagster as dg  # noqa: E402
 
+from pva_dagster.rehearsal.dask_jobs import execute_on_dask, prepare_steering_inputs  # noqa: E402
+from pva_dagster.rehearsal.dask_loopback import local_dask_cluster  # noqa: E402
 from pva_dagster.study.layout import DataLayout  # noqa: E402
-from tests.dask_cluster import local_dask_cluster  # noqa: E402
-from tests.dask_jobs import execute_on_dask, prepare_steering_inputs  # noqa: E402
 
 
 def sweep_on(workers: dict[str, str], workdir: Path, problems: str, home: Path) -> tuple[float, set[str], int]:

@@ -1,7 +1,11 @@
 """The Dagster Definitions of pva-dagster, found by ``dg`` and ``dagster dev`` through ``[tool.dg]`` in
 pyproject.toml (and by ``dagster asset materialize`` through .venv/bin/activate, see the Makefile).
-``PVA_PROFILE`` picks the resources (see profiles.py); ``PVA_DASK_SCHEDULER`` or ``PVA_DASK_CONFIG`` runs the
-steps on a Dask cluster (see cluster.py)."""
+
+``build_definitions(profile)`` makes them from one ``Profile`` value: its study design fixes the Phase 1
+partitions, its resources are bound, and ``PVA_DASK_SCHEDULER`` or ``PVA_DASK_CONFIG`` in ``environ`` picks the
+Dask executor (cluster.py). ``defs`` builds them, when Dagster loads this module, for the profile that
+``PVA_PROFILE`` names; a test or ``pva-rehearse`` builds its own from its own profile.
+"""
 
 # ruff: noqa: E402  (the offline defaults are set before the assets import transformers and huggingface_hub)
 from __future__ import annotations
@@ -10,18 +14,33 @@ from pva_dagster.study.runtime import apply_offline_defaults
 
 apply_offline_defaults()
 
+import os
+from collections.abc import Mapping
+
 import dagster as dg
 
-from pva_dagster.assets import models, phase0, phase0_1, phase1, phase2, phase3, phase3_steering
+from pva_dagster.assets import phase0, phase0_1, phase1, phase2, phase3, phase3_steering, weights
 from pva_dagster.cluster import for_cluster
 from pva_dagster.jobs import JOBS
-from pva_dagster.profiles import ACTIVE
+from pva_dagster.profiles import Profile, load_profile
 
-executor, resources = for_cluster(ACTIVE.resources)
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([phase0, phase0_1, models, phase1, phase2, phase3, phase3_steering]),
-    asset_checks=dg.load_asset_checks_from_modules([phase0_1]),
-    jobs=JOBS,
-    resources=resources,
-    executor=executor,
-)
+
+def build_definitions(profile: Profile, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
+    """Assets (partitioned as ``profile.design`` says), checks, jobs, resources and executor of one profile."""
+    executor, resources = for_cluster(profile.resources, environ)
+    return dg.Definitions(
+        assets=[
+            *dg.load_assets_from_modules([phase0, phase0_1, weights, phase2, phase3, phase3_steering]),
+            *phase1.phase1_assets(profile.design),
+        ],
+        asset_checks=dg.load_asset_checks_from_modules([phase0_1]),
+        jobs=JOBS,
+        resources=resources,
+        executor=executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The Definitions of the profile ``PVA_PROFILE`` names (default ``embedded``), built when Dagster loads them."""
+    return build_definitions(load_profile())

@@ -2,28 +2,23 @@
 
 A task range is one unit of work a backfill hands out (to one GPU). Keys are readable zero-padded task-ID
 ranges such as ``0000-0049``; they are fixed by the problem set's largest task ID and the range size, both
-set by the run profile's ``StudyDesign``, so the same key always means the same tasks.
+set by the run profile's ``StudyDesign`` (the Phase 1 asset factory passes them in), so the same key always
+means the same tasks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from pva_dagster.study.domain import temperature_tag
 from pva_dagster.study.problems.task_ranges import TaskRange, task_ranges
 
-if TYPE_CHECKING:  # not imported at run time: the IO manager imports this module, and profiles import it
-    from pva_dagster.resources.design import StudyDesign
-
 TASK_RANGE_DIM = "task_range"
 TEMPERATURE_DIM = "temperature"
 __all__ = [
     "TaskRange",
-    "phase1_0_partitions",
-    "phase1_2_partitions",
     "task_range_partitions",
     "task_ranges",
     "temperature_by_task_range",
@@ -48,12 +43,3 @@ def temperature_by_task_range(
         }
     )
 
-
-def phase1_0_partitions(design: StudyDesign) -> dg.StaticPartitionsDefinition:
-    """Phase 1.0: one partition per task range of the design."""
-    return task_range_partitions(design.max_task_id, design.task_range_size)
-
-
-def phase1_2_partitions(design: StudyDesign) -> dg.MultiPartitionsDefinition:
-    """Phase 1.2: one partition per sampling temperature and task range of the design."""
-    return temperature_by_task_range(design.temperatures, design.max_task_id, design.task_range_size)

@@ -1,13 +1,15 @@
 """Run profiles in one table: ``embedded`` (offline, on a laptop CPU) and ``study`` (the real study).
 
-The profiles differ only in the resources below; the assets are the same code. Pick one with
-``PVA_PROFILE=embedded|study`` (default ``embedded``) before starting Dagster.
+A profile is one value: its resources, the study design among them. ``definitions.build_definitions(profile)``
+makes the Definitions from it, partitions included, so two profiles give two Definitions in one process. Pick
+one with ``PVA_PROFILE=embedded|study`` (default ``embedded``) before starting Dagster; a small run (a test,
+``pva-rehearse``) derives its own profile with ``Profile.with_design`` / ``with_resources``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -28,7 +30,7 @@ from pva_dagster.resources import (
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
 from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
-from pva_dagster.study.problems.mbpp import load_embedded
+from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,38 @@ class Profile:
     def design(self) -> StudyDesign:
         return self.resources["study_design"]
 
+    @property
+    def data_store(self) -> DataStore:
+        return self.resources["data_store"]
+
+    def with_resources(self, **overrides: Any) -> Profile:
+        """This profile with some resources replaced; a new ``data_store`` moves every store that lives in it."""
+        resources = {**self.resources, **overrides}
+        if "data_store" in overrides:
+            resources = {**resources, **_stores(overrides["data_store"]), **overrides}
+        return replace(self, resources=resources)
+
+    def with_design(self, **changes: Any) -> Profile:
+        """This profile with some study-design fields changed (validated as a new ``StudyDesign``)."""
+        return self.with_resources(study_design=StudyDesign(**{**self.design.model_dump(), **changes}))
+
 
 def step_io_manager(data_store: DataStore) -> dg.FilesystemIOManager:
     """Values passed between the steps of a graph asset (the steering units), beside the data every worker sees."""
     return dg.FilesystemIOManager(base_dir=str(data_store.layout.root / "dagster_steps"))
 
 
-def _shared(data_store: DataStore) -> dict[str, Any]:
+def _stores(data_store: DataStore) -> dict[str, Any]:
+    """The resources that keep their files under the data store's root."""
     return {
         "data_store": data_store,
         "io_manager": ParquetIOManager(store=data_store),
         "step_io_manager": step_io_manager(data_store),
-        "duckdb": DuckDBResource(database=":memory:"),
     }
+
+
+def _shared(data_store: DataStore) -> dict[str, Any]:
+    return {**_stores(data_store), "duckdb": DuckDBResource(database=":memory:")}
 
 
 def embedded_profile() -> Profile:
@@ -73,7 +94,7 @@ def embedded_profile() -> Profile:
             "study_design": StudyDesign(
                 # Sized so that the README's run finishes on a 2-core CPU (see README "Profiles").
                 max_new_tokens=128,
-                max_task_id=max(p.task_id for p in load_embedded()),
+                max_task_id=EMBEDDED_MAX_TASK_ID,
                 # Two partitions of 100 tasks (IDs 1-200): Phase 1.2's partitions then hold ~40 validation
                 # rows, so its batches of 32 fill (ranges of 25 left 9-13 rows a batch, at ~60 % of the rate).
                 task_range_size=101,
@@ -121,5 +142,3 @@ def load_profile(name: str | None = None) -> Profile:
     except KeyError:
         raise ValueError(f"unknown profile {name!r} (${PROFILE_ENV}); expected one of {sorted(PROFILES)}") from None
 
-
-ACTIVE = load_profile()

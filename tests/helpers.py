@@ -1,108 +1,17 @@
-"""Builders shared by the Dagster-level tests: small real problem sets and resource sets in a temp folder."""
+"""What every end-to-end run must leave (tests/test_pipeline.py on the embedded profile, tests/test_rehearsal.py
+on the study profile's stand-ins)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
-import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
 
-from pva_dagster.profiles import load_profile, step_io_manager
-from pva_dagster.resources import DataStore, DevicePool, EmbeddedModel, LocalProblems, StudyDesign
-from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
-from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.domain import DEFAULT_SEED, SHORT_STEERING_COEFFICIENTS
+from pva_dagster.study.domain import DEFAULT_SEED
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.problems.embedded import embedded_records
-from pva_dagster.study.problems.task_ranges import task_ranges
-from pva_dagster.study.sandbox.sandbox import probe
-
-# The asset definitions' task ranges: the default (embedded) profile's, fixed when the definitions are imported,
-# whatever study_design a test passes as a resource.
-EMBEDDED_DESIGN: StudyDesign = load_profile("embedded").resources["study_design"]
-FIRST_RANGE, SECOND_RANGE = (
-    r.key for r in task_ranges(EMBEDDED_DESIGN.max_task_id, EMBEDDED_DESIGN.task_range_size)[:2]
-)
-# Small embedded SAEs, as run config of the sae_weights asset (its training settings are asset config).
-SMALL_SAE_TRAINING = {
-    "ops": {"sae_weights": {"config": {
-        "d_sae": 256, "k": 16, "corpus_tokens": 3000, "training_tokens": 6000, "corpus_files": 8,
-    }}}
-}
-
-
-def write_problems(path: Path, source_ids: list[int], task_ids: list[int] | None = None) -> Path:
-    """An MBPP .jsonl of the given embedded problems, renumbered ``task_ids`` (default 1..n: the first task range)."""
-    by_id = {p["task_id"]: p for p in embedded_records()}
-    new_ids = task_ids or list(range(1, len(source_ids) + 1))
-    with path.open("w") as handle:
-        for new_id, source_id in zip(new_ids, source_ids, strict=True):
-            handle.write(json.dumps({**by_id[source_id], "task_id": new_id}) + "\n")
-    return path
-
-
-def link_embedded_model(data_root: Path, converted: Path) -> None:
-    """Put the session's converted SmolLM2 where the embedded LanguageModel looks, instead of converting again."""
-    target = DataLayout(data_root).models_dir / EMBEDDED_MODEL_DIR
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(converted, target_is_directory=True)
-
-
-def small_design(**changes: Any) -> StudyDesign:
-    """The definitions' task ranges, two SAE layers, one Phase 1.2 temperature, a few tokens, a short steering
-    sweep."""
-    return StudyDesign(**{
-        "max_task_id": EMBEDDED_DESIGN.max_task_id, "task_range_size": EMBEDDED_DESIGN.task_range_size,
-        "sae_layers": [3, 9], "temperatures": [0.3],
-        "samples_per_temperature": 2, "max_new_tokens": 64, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
-        "steering_controls": 1, "steering_max_tasks": 3, **changes,
-    })
-
-
-def small_resources(tmp_path: Path, problems: Path, **overrides: Any) -> dict[str, Any]:
-    """The embedded profile's resources, sized for a test (``small_design``); SAE sizes: ``SMALL_SAE_TRAINING``."""
-    data_store = DataStore(root=str(tmp_path / "data"))
-    resources = {
-        **load_profile("embedded").resources,
-        "data_store": data_store,
-        "io_manager": ParquetIOManager(store=data_store),
-        "step_io_manager": step_io_manager(data_store),
-        "problem_source": LocalProblems(path=str(problems)),
-        "language_model": EmbeddedModel(batch_size=8),
-        "study_design": small_design(),
-        "device_pool": DevicePool(devices=["cpu"], lock_dir=str(tmp_path / "locks"), poll_seconds=0.2),
-    }
-    resources.update(overrides)
-    return resources
-
-
-def materialize(
-    resources: dict[str, Any], selection: str | list[str], partition: str | None = None, run_config=None,
-    instance: dg.DagsterInstance | None = None,
-):
-    from pva_dagster.definitions import defs
-
-    assets = list(defs.assets)
-    checks = list(defs.asset_checks or [])
-    return dg.materialize(
-        [*assets, *checks], selection=selection, partition_key=partition, resources=resources,
-        run_config=run_config, instance=instance,
-    )
-
-
-# The models, Phase 0/0.1 and the general-text frequency: what the `prepare` job makes.
-PREPARE = [
-    "mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights",
-    "general_text_frequency",
-]
-
-
-# What every end-to-end run must leave (tests/test_pipeline.py on the embedded profile, tests/test_rehearsal.py
-# on the study profile's stand-ins).
+from pva_dagster.study.sandbox.execution import probe
 
 
 def check_phase0(layout: DataLayout, task_ids: list[int], seed: int = DEFAULT_SEED) -> None:

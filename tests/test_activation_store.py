@@ -10,23 +10,21 @@ import pandas as pd
 import pytest
 import torch
 
+from pva_dagster.rehearsal.random_models import build_random_gemma2
+from pva_dagster.rehearsal.small_runs import FIRST_RANGE, materialize, small_design, small_profile, write_problems
 from pva_dagster.resources import LocalModel
 from pva_dagster.study import storage
 from pva_dagster.study.generation.activation_store import MADE_BY, SharedTaskActivations, made_by_of
-from pva_dagster.study.generation.models import load_causal_lm
+from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.residual import record_block_outputs
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.rehearsal.random_models import build_random_gemma2
-from tests.helpers import FIRST_RANGE, materialize, small_design, small_resources, write_problems
 
 TEMPERATURES = (0.3, 0.6)
 N_LAYERS = 4  # every block of the tiny Gemma 2
 
 
-def _store(layout: DataLayout, temperature: float = 0.3) -> SharedTaskActivations:
-    return SharedTaskActivations(
-        layout.phase1_2_activation, legacy=lambda task_id: layout.phase1_2_legacy_activations(temperature, task_id)
-    )
+def _store(layout: DataLayout) -> SharedTaskActivations:
+    return SharedTaskActivations(layout.phase1_2_activation)
 
 
 def _record(task_id: int, sample: int) -> dict:
@@ -45,7 +43,7 @@ def test_a_file_is_written_once_reused_and_rewritten_when_made_otherwise(tmp_pat
     assert paths == [str(layout.phase1_2_activation(7, 1)), str(layout.phase1_2_activation(7, 3))]
     inodes = [os.stat(p).st_ino for p in paths]
     # Another sample, and a fresh store as another temperature's partition would have: the file is reused.
-    assert _store(layout, 0.6).save(_record(7, 1), other, [1, 3], source="prompt A") == paths
+    assert _store(layout).save(_record(7, 1), other, [1, 3], source="prompt A") == paths
     assert [os.stat(p).st_ino for p in paths] == inodes
     np.testing.assert_array_equal(_residual(paths[1]), first[1])
     # Made from another prompt or model: rewritten, never reused.
@@ -54,39 +52,32 @@ def test_a_file_is_written_once_reused_and_rewritten_when_made_otherwise(tmp_pat
     assert made_by_of(layout.phase1_2_activation(7, 1)) != made_by_of(layout.phase1_2_activation(7, 3))
 
 
-def test_files_without_a_fingerprint_are_rewritten_and_the_old_layout_is_removed(tmp_path):
+def test_files_without_a_fingerprint_are_rewritten(tmp_path):
     layout = DataLayout(tmp_path)
     shared = layout.phase1_2_activation(7, 1)
     storage.write_npz(shared, residual=np.zeros(8, np.float32), layer=np.int64(1))  # no made_by
     assert made_by_of(shared) is None and made_by_of(tmp_path / "absent.npz") is None
-    folder = layout.phase1_2_dir / "activations"
-    old = [folder / "temp_0.3/correct/7_sample0_layer_1.npz", folder / "temp_0.3/incorrect/7_sample1_layer_1.npz"]
-    kept = [folder / "temp_0.3/correct/17_sample0_layer_1.npz", folder / "temp_0.6/correct/7_sample0_layer_1.npz"]
-    for path in old + kept:
-        storage.write_npz(path, residual=np.zeros(8, np.float32), layer=np.int64(1))
-    assert layout.phase1_2_legacy_activations(0.3, 7) == old
     _store(layout).save(_record(7, 0), np.ones((1, 8), np.float32), [1], source="prompt A")
     np.testing.assert_array_equal(_residual(shared), np.ones(8))
     with np.load(shared) as npz:
         assert MADE_BY in npz.files
-    assert not any(p.exists() for p in old) and all(p.exists() for p in kept)
 
 
 # Phase 1.2 through Dagster on the tiny Gemma 2: two temperatures, two samples each.
 
 
-def _resources(tmp_path, problems, model_dir, **design):
-    return small_resources(
+def _profile(tmp_path, problems, model_dir, **design):
+    return small_profile(
         # float32: the files are compared with a float32 forward of each prompt alone
         tmp_path, problems, language_model=LocalModel(path=str(model_dir), batch_size=4, dtype="float32"),
         study_design=small_design(temperatures=list(TEMPERATURES), max_new_tokens=16, **design),
     )
 
 
-def _run_phase1_2(resources, temperatures=TEMPERATURES) -> None:
+def _run_phase1_2(profile, temperatures=TEMPERATURES) -> None:
     for temperature in temperatures:
         key = dg.MultiPartitionKey({"temperature": str(temperature), "task_range": FIRST_RANGE})
-        assert materialize(resources, ["phase1_2_solutions"], partition=key).success
+        assert materialize(profile, ["phase1_2_solutions"], partition=key).success
 
 
 def _records(layout: DataLayout) -> pd.DataFrame:
@@ -112,12 +103,12 @@ def _assert_files_hold_the_prefill(records: pd.DataFrame, model_dir) -> None:
 def phase1_2_run(tmp_path_factory, tiny_gemma2_dir):
     tmp_path = tmp_path_factory.mktemp("phase1_2")
     problems = write_problems(tmp_path / "problems.jsonl", list(range(1, 25)))
-    resources = _resources(tmp_path, problems, tiny_gemma2_dir)
-    assert materialize(resources, ["mbpp_problems", "difficulty_mapping", "problem_splits"]).success
+    profile = _profile(tmp_path, problems, tiny_gemma2_dir)
+    assert materialize(profile, ["mbpp_problems", "difficulty_mapping", "problem_splits"]).success
     layout = DataLayout(tmp_path / "data")
-    _run_phase1_2(resources, temperatures=TEMPERATURES[:1])
+    _run_phase1_2(profile, temperatures=TEMPERATURES[:1])
     written = _inodes(layout)
-    _run_phase1_2(resources, temperatures=TEMPERATURES[1:])  # another temperature finds the files: not rewritten
+    _run_phase1_2(profile, temperatures=TEMPERATURES[1:])  # another temperature finds the files: not rewritten
     assert _inodes(layout) == written
     return tmp_path, problems, layout
 
@@ -137,14 +128,14 @@ def test_every_sample_and_temperature_of_a_task_points_at_its_one_prefill(phase1
 def test_resume_reuses_the_files_and_a_changed_prompt_or_model_rewrites_them(phase1_2_run, tiny_gemma2_dir):
     tmp_path, problems, layout = phase1_2_run
     before, records = _inodes(layout), _records(layout)
-    _run_phase1_2(_resources(tmp_path, problems, tiny_gemma2_dir))  # nothing to do: no record, no file rewritten
+    _run_phase1_2(_profile(tmp_path, problems, tiny_gemma2_dir))  # nothing to do: no record, no file rewritten
     assert _inodes(layout) == before
     pd.testing.assert_frame_equal(_records(layout), records)
 
     # A changed prompt: the records are made again and the files rewritten from the new prompt's prefill.
     template = small_design().prompt_template.replace("# Solution:", "# Your solution:")
     assert template != small_design().prompt_template
-    _run_phase1_2(_resources(tmp_path, problems, tiny_gemma2_dir, prompt_template=template), temperatures=[0.3])
+    _run_phase1_2(_profile(tmp_path, problems, tiny_gemma2_dir, prompt_template=template), temperatures=[0.3])
     changed = pd.read_parquet(layout.phase1_2_dataset(0.3, FIRST_RANGE))
     assert changed.prompt.str.endswith("# Your solution:").all()
     assert set(_inodes(layout)) == set(before) and not set(_inodes(layout).items()) & set(before.items())
@@ -152,37 +143,5 @@ def test_resume_reuses_the_files_and_a_changed_prompt_or_model_rewrites_them(pha
 
     # Another model (other weights, another folder): the same again.
     other_model = build_random_gemma2(tmp_path / "other_gemma2", seed=1)
-    _run_phase1_2(_resources(tmp_path, problems, other_model), temperatures=[0.3])
+    _run_phase1_2(_profile(tmp_path, problems, other_model), temperatures=[0.3])
     _assert_files_hold_the_prefill(pd.read_parquet(layout.phase1_2_dataset(0.3, FIRST_RANGE)), other_model)
-
-
-def test_records_of_the_old_per_sample_layout_are_regenerated_and_their_files_removed(tmp_path, tiny_gemma2_dir):
-    problems = write_problems(tmp_path / "problems.jsonl", list(range(1, 25)))
-    resources = _resources(tmp_path, problems, tiny_gemma2_dir)
-    assert materialize(resources, ["mbpp_problems", "difficulty_mapping", "problem_splits"]).success
-    _run_phase1_2(resources, temperatures=[0.3])
-    layout = DataLayout(tmp_path / "data")
-    dataset = layout.phase1_2_dataset(0.3, FIRST_RANGE)
-    # What a run before the shared layout left: per-sample files under the label, records pointing at them,
-    # made by a producer whose fingerprint differs (it had no "activation_files" entry).
-    old = pd.read_parquet(dataset)
-    legacy = layout.phase1_2_dir / "activations" / "temp_0.3"
-    old["activation_files"] = [
-        [str(legacy / r.label / f"{r.task_id}_sample{r.sample}_layer_{layer}.npz") for layer in r.layers]
-        for r in old.itertuples()
-    ]
-    for files in old.activation_files:
-        for file in files:
-            storage.write_npz(file, residual=np.zeros(64, np.float32), layer=np.int64(0))
-    old.attrs["fingerprints"] = {k: "made-before" for k in pd.read_parquet(dataset).attrs["fingerprints"]}
-    storage.write_parquet(dataset, old)
-    for shared in (layout.phase1_2_dir / "activations").glob("task_*.npz"):
-        shared.unlink()
-
-    _run_phase1_2(resources, temperatures=[0.3])
-    records = pd.read_parquet(dataset)
-    assert len(records) == len(old) and not records.duplicated(["task_id", "sample"]).any()
-    shared_prefix = str(layout.phase1_2_dir / "activations" / "task_")
-    assert all(file.startswith(shared_prefix) for files in records.activation_files for file in files)
-    assert not list(legacy.rglob("*.npz")), "the old per-sample files are removed"
-    _assert_files_hold_the_prefill(records, tiny_gemma2_dir)

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pva_dagster.rehearsal.dask_jobs import cluster_profile, execute_on_dask, instance_home
+from pva_dagster.rehearsal.dask_loopback import ROOT, local_dask_cluster
+from pva_dagster.rehearsal.small_runs import FIRST_RANGE, SECOND_RANGE, materialize, write_problems
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.task_ranges import TaskRange
-from tests.dask_cluster import ROOT, local_dask_cluster
-from tests.dask_jobs import cluster_resources, execute_on_dask, instance_home
-from tests.helpers import FIRST_RANGE, SECOND_RANGE, materialize, write_problems
 
 pytestmark = pytest.mark.slow  # ~6 min on the shared 2-core machine: a cluster, three runs and a reference run
 PARTITIONS = [FIRST_RANGE, SECOND_RANGE]  # 24 and 12 problems of the file below
@@ -45,23 +45,23 @@ def cluster(tmp_path_factory, tiny_gemma2_dir):
 def in_process(cluster):
     """The reference: both partitions in-process with the lock-file device pool."""
     tmp = cluster["tmp"] / "in_process"
-    resources = cluster_resources(str(tmp), cluster["problems"], cluster["model"], device_source="pool")
-    assert materialize(resources, ["mbpp_problems"]).success
+    profile = cluster_profile(str(tmp), cluster["problems"], cluster["model"], device_source="pool")
+    assert materialize(profile, ["mbpp_problems"]).success
     for partition in PARTITIONS:
-        assert materialize(resources, ["phase1_0_solutions"], partition=partition).success
+        assert materialize(profile, ["phase1_0_solutions"], partition=partition).success
     return DataLayout(tmp / "data")
 
 
 def _prepared(cluster, name: str) -> str:
     tmp = cluster["tmp"] / name
-    resources = cluster_resources(str(tmp), cluster["problems"], cluster["model"], device_source="pool")
-    assert materialize(resources, ["mbpp_problems"]).success
+    profile = cluster_profile(str(tmp), cluster["problems"], cluster["model"], device_source="pool")
+    assert materialize(profile, ["mbpp_problems"]).success
     return str(tmp)
 
 
 def _run_in_subprocess(cluster, tmp: str, partition: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.dask_jobs", "--dagster-home", str(cluster["home"]),
+        [sys.executable, "-m", "pva_dagster.rehearsal.dask_jobs", "--dagster-home", str(cluster["home"]),
          "--address", cluster["cluster"].address, "--job", "phase1_0", "--tmp", tmp, "--problems", cluster["problems"],
          "--model", cluster["model"], "--partition", partition],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

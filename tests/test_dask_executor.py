@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 
 from pva_dagster.cluster import DASK_CONFIG_ENV, DASK_SCHEDULER_ENV, dask_config_from_environment, for_cluster
+from pva_dagster.rehearsal.dask_loopback import local_dask_cluster
 from pva_dagster.resources import DevicePool, WorkerDevice
 from pva_dagster.resources.devices import device_from_environment
-from tests.dask_cluster import local_dask_cluster
 
 
 def _run_fan_out(tmp_path, address: str, upstream: bool) -> tuple[bool, list[str], int | None]:
@@ -76,10 +76,11 @@ def test_the_environment_chooses_the_dask_executor_and_the_worker_device(tmp_pat
 
 
 def test_every_step_that_claims_a_device_asks_dask_for_one_gpu():
-    from pva_dagster.definitions import defs
+    from pva_dagster.definitions import build_definitions
+    from pva_dagster.profiles import load_profile
 
     claiming = {}
-    for asset in defs.assets or []:
+    for asset in build_definitions(load_profile(), environ={}).assets or []:
         for op in asset.node_def.iterate_op_defs():
             if "device_pool" in op.required_resource_keys:
                 claiming[op.name] = json.loads(op.tags.get("dagster-dask/resource_requirements", "{}"))

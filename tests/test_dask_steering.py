@@ -11,10 +11,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from pva_dagster.rehearsal.dask_jobs import cluster_profile, execute_on_dask, instance_home, prepare_steering_inputs
+from pva_dagster.rehearsal.dask_loopback import local_dask_cluster
+from pva_dagster.rehearsal.small_runs import link_embedded_model, materialize
 from pva_dagster.study.layout import DataLayout
-from tests.dask_cluster import local_dask_cluster
-from tests.dask_jobs import cluster_resources, execute_on_dask, instance_home, prepare_steering_inputs
-from tests.helpers import link_embedded_model, materialize
 
 pytestmark = pytest.mark.slow  # Phases 0-2 on SmolLM2, then the sweep twice: ~15 min on the shared 2-core machine
 WORKERS = {"gpu-a": "cpu", "gpu-b": "cpu"}
@@ -43,8 +43,8 @@ def test_units_spread_over_two_workers_and_match_an_in_process_sweep(prepared):
     tmp, home, problems = prepared
     reference, on_dask = _copy(tmp, "in_process"), _copy(tmp, "dask")
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        resources = cluster_resources(reference, problems, "", "pool")
-        assert materialize(resources, ["phase3_steering_coefficients"], instance=instance).success
+        profile = cluster_profile(reference, problems, "", "pool")
+        assert materialize(profile, ["phase3_steering_coefficients"], instance=instance).success
         with local_dask_cluster(tmp / "cluster", WORKERS) as cluster:
             result = execute_on_dask(instance, cluster.address, "steering_sweep", on_dask, problems, "")
         assert result.success

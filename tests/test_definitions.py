@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pva_dagster.definitions import build_definitions
 from pva_dagster.jobs import JOB_ORDER
-from pva_dagster.partitions import phase1_0_partitions
 from pva_dagster.profiles import PROFILES, load_profile
 from pva_dagster.resources import (
     EmbeddedModel,
@@ -34,19 +34,22 @@ PHASE_ASSETS = {
 }
 
 
-def test_definitions_have_every_phase_and_check():
-    from pva_dagster.definitions import defs
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    """What `dagster dev` loads with the default profile (Dask left off)."""
+    return build_definitions(load_profile("embedded"), environ={})
 
+
+def test_definitions_have_every_phase_and_check(defs):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert PHASE_ASSETS <= keys
     assert len(list(graph.asset_check_keys)) == 2
 
 
-def test_pva_study_resolves_its_jobs_without_a_warning():
+def test_pva_study_resolves_its_jobs_without_a_warning(defs):
     """`make run` (pva-study) prints no Dagster warning when it looks its jobs up."""
     from pva_dagster.cli.run_study import jobs_in_order
-    from pva_dagster.definitions import defs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -55,10 +58,8 @@ def test_pva_study_resolves_its_jobs_without_a_warning():
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
 
 
-def test_phase2_star_selects_only_unpartitioned_assets():
+def test_phase2_star_selects_only_unpartitioned_assets(defs):
     """`dagster asset materialize --select 'phase2*'` needs one partitions definition for the whole selection."""
-    from pva_dagster.definitions import defs
-
     graph = defs.resolve_asset_graph()
     selected = dg.AssetSelection.from_string("phase2*").resolve(graph)
     assert {k.to_user_string() for k in selected} == {
@@ -87,7 +88,6 @@ def test_study_profile_binds_the_hub_variants_with_the_real_study_values():
     assert (study.design.max_new_tokens, embedded.design.max_new_tokens) == (800, 128)
     assert isinstance(embedded.resources["language_model"], EmbeddedModel)
     assert isinstance(embedded.resources["sae_source"], EmbeddedSAEs)
-    assert len(phase1_0_partitions(study.design).get_partition_keys()) == 20  # 974 tasks, 50 a range
 
 
 def test_unknown_profile_is_named():
@@ -106,19 +106,17 @@ def test_dagster_cli_validates_the_definitions(profile):
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
-def test_a_bad_choice_in_config_fails_at_launch_before_any_step():
+def test_a_bad_choice_in_config_fails_at_launch_before_any_step(defs):
     """A coefficient mode is checked when the run is launched, not after Phase 2 and a model load."""
-    from pva_dagster.definitions import defs
-
     with pytest.raises(dg.DagsterInvalidConfigError, match="coefficient_mode"):
         dg.materialize(
-            list(defs.assets), selection="phase3_steering_coefficients", resources=load_profile("embedded").resources,
+            list(defs.assets), selection="phase3_steering_coefficients", resources=defs.resources,
             run_config={"ops": {"phase3_steering_coefficients": {"config": {"coefficient_mode": "percent"}}}},
         )
 
 
 def test_sae_training_settings_are_asset_config_with_the_plans_defaults():
-    from pva_dagster.assets.models import SAETrainingConfig
+    from pva_dagster.assets.weights import SAETrainingConfig
     from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
 
     assert SAETrainingConfig().plan(seed=7) == SAETrainingPlan(seed=7)

@@ -16,7 +16,8 @@ from pva_dagster.study.problems.difficulty import (
     difficulty_bucket,
     difficulty_frame,
 )
-from pva_dagster.study.problems.mbpp import Problem, load_embedded, load_local
+from pva_dagster.study.problems.embedded import load_embedded
+from pva_dagster.study.problems.mbpp import Problem, load_local
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config
 
+from pva_dagster.rehearsal.random_models import GEMMA2_2B
 from pva_dagster.study.generation.batched import (
     CPU_BATCH_SIZE,
-    GenerationSettings,
     auto_batch_size,
     batch_order,
     bytes_per_row,
@@ -17,10 +17,10 @@ from pva_dagster.study.generation.batched import (
     longest_prompt_tokens,
 )
 from pva_dagster.study.generation.decoding import FunctionEndRule
-from pva_dagster.study.generation.models import load_causal_lm, stop_token_ids
+from pva_dagster.study.generation.model_loading import load_causal_lm, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, extract_code, function_end_reached
 from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
-from pva_dagster.study.rehearsal.random_models import GEMMA2_2B
+from pva_dagster.study.generation.settings import GenerationSettings
 
 PROMPTS = [
     build_prompt(

@@ -13,7 +13,7 @@ import torch
 from pva_dagster.assets.loading import with_model_released
 from pva_dagster.resources import LocalModel
 from pva_dagster.resources.model_cache import MODELS, ModelCache, ModelKey, hook_count
-from pva_dagster.study.generation.models import load_causal_lm
+from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.steering.vectors import steered
 

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pva_dagster.resources.language_model import LocalModel
-from pva_dagster.study.generation.models import (
+from pva_dagster.study.generation.model_loading import (
     CPU_BF16_FLAGS,
     choose_dtype,
     convert_gguf_to_safetensors,

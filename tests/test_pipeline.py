@@ -9,22 +9,26 @@ import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
+from pva_dagster.definitions import build_definitions
+from pva_dagster.profiles import Profile
+from pva_dagster.rehearsal.small_runs import (
+    FIRST_RANGE,
+    PREPARE,
+    SMALL_SAE_TRAINING,
+    link_embedded_model,
+    materialize,
+    small_profile,
+    write_problems,
+)
 from pva_dagster.study import storage
 from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
-    FIRST_RANGE,
-    PREPARE,
-    SMALL_SAE_TRAINING,
     check_phase0,
     check_phase1,
     check_phase2_scores_and_duckdb_recount,
     check_phase3_classification,
     check_phase3_steering,
-    link_embedded_model,
-    materialize,
-    small_resources,
-    write_problems,
 )
 
 # Embedded problems the model mostly gets right (one-liners) and mostly wrong (loops, branches), renumbered
@@ -36,19 +40,19 @@ SOURCE_IDS = [*range(1, 13), *range(60, 72)]
 def pipeline(tmp_path_factory, embedded_model_dir):
     tmp = tmp_path_factory.mktemp("pipeline")
     instance = dg.DagsterInstance.ephemeral()  # one run history, as `dagster dev` keeps it: staleness is read from it
-    resources = small_resources(tmp, write_problems(tmp / "problems.jsonl", SOURCE_IDS))
+    profile = small_profile(tmp, write_problems(tmp / "problems.jsonl", SOURCE_IDS))
     link_embedded_model(tmp / "data", embedded_model_dir)
     general = {"ops": {"general_text_frequency": {"config": {"general_documents": 300}}}}
     sampled = dg.MultiPartitionKey({"temperature": "0.3", "task_range": FIRST_RANGE})
     results = {
         "prepare": materialize(
-            resources, PREPARE, run_config={"ops": {**SMALL_SAE_TRAINING["ops"], **general["ops"]}}, instance=instance
+            profile, PREPARE, run_config={"ops": {**SMALL_SAE_TRAINING["ops"], **general["ops"]}}, instance=instance
         ),
-        "phase1_0": materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance),
-        "phase1_2": materialize(resources, "phase1_2_solutions", partition=sampled, instance=instance),
+        "phase1_0": materialize(profile, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance),
+        "phase1_2": materialize(profile, "phase1_2_solutions", partition=sampled, instance=instance),
     }
-    results["analysis"] = materialize(resources, "phase2*", instance=instance)
-    return DataLayout(tmp / "data"), resources, results, instance
+    results["analysis"] = materialize(profile, "phase2*", instance=instance)
+    return DataLayout(tmp / "data"), profile, results, instance
 
 
 def test_every_run_succeeds(pipeline):
@@ -76,33 +80,33 @@ def test_phase3_steering_chooses_on_hyperparams_and_reports_validation_once(pipe
     check_phase3_steering(pipeline[0], set(SHORT_STEERING_COEFFICIENTS))
 
 
-def _stale(instance: dg.DagsterInstance, key: str) -> StaleStatus:
+def _stale(instance: dg.DagsterInstance, profile: Profile, key: str) -> StaleStatus:
     """What the web UI shows for an asset: Dagster's own stale-status resolver over the instance."""
-    from pva_dagster.definitions import defs
-
-    return get_stale_status_resolver(instance, list(defs.assets)).get_status(dg.AssetKey(key))
+    assets = build_definitions(profile, environ={}).assets or []
+    return get_stale_status_resolver(instance, list(assets)).get_status(dg.AssetKey(key))
 
 
 def test_a_changed_phase1_record_makes_downstream_stale_and_reruns_only_the_steering_units_it_feeds(pipeline):
     """Runs last (it changes the pipeline's data): edit one Phase 1.0 record, re-materialize its partition (which
     resumes every record, the edit included), then Phase 3 steering: only the units holding that task run it."""
-    layout, resources, _, instance = pipeline
+    layout, profile, _, instance = pipeline
     for key in ("phase2", "top_latents", "phase3_steering", "phase3_report"):
-        assert _stale(instance, key) == StaleStatus.FRESH, key
+        assert _stale(instance, profile, key) == StaleStatus.FRESH, key
     units = layout.steering_units_dir
     before = {path.name: (path.stat().st_mtime_ns, pd.read_parquet(path)) for path in units.glob("*.parquet")}
     group = next(label for label in ("incorrect", "correct") if f"validation_baseline_on_{label}.parquet" in before)
     task_id = int(before[f"validation_baseline_on_{group}.parquet"][1].task_id.iloc[0])
-    dataset = layout.phase1_0_dataset(FIRST_RANGE)
-    records = pd.read_parquet(dataset)  # with its fingerprints (attrs), so Phase 1 resumes the edited record
+    # The records Phase 1 resumes from, with their fingerprints (attrs): the edited record is resumed as it is.
+    dataset = layout.records_in_progress(layout.phase1_0_dataset(FIRST_RANGE))
+    records = pd.read_parquet(dataset)
     edited_prompt = "# edited\n" + records.prompt[records.task_id == task_id].iloc[0]
     records.loc[records.task_id == task_id, "prompt"] = edited_prompt
     storage.write_parquet(dataset, records)
 
-    assert materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance).success
+    assert materialize(profile, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance).success
     for key in ("phase2", "phase3_classification", "phase3_steering_coefficients", "phase3_steering"):
-        assert _stale(instance, key) == StaleStatus.STALE, key  # Phase 1.0's data version changed
-    assert materialize(resources, ["phase3_steering_coefficients", "phase3_steering"], instance=instance).success
+        assert _stale(instance, profile, key) == StaleStatus.STALE, key  # Phase 1.0's data version changed
+    assert materialize(profile, ["phase3_steering_coefficients", "phase3_steering"], instance=instance).success
 
     affected = [name for name, (_, frame) in before.items() if task_id in set(frame.task_id)]
     assert f"validation_baseline_on_{group}.parquet" in affected and len(affected) < len(before)
@@ -115,14 +119,14 @@ def test_a_changed_phase1_record_makes_downstream_stale_and_reruns_only_the_stee
         kept_old, kept_new = old[old.task_id != task_id], new[new.task_id != task_id]
         # The other problems' records were resumed as they were (their wall-clock times included).
         assert kept_new.reset_index(drop=True).equals(kept_old.reset_index(drop=True)), name
-    assert _stale(instance, "phase3_steering") == StaleStatus.FRESH
+    assert _stale(instance, profile, "phase3_steering") == StaleStatus.FRESH
 
     # Restoring the record restores the outputs: the unsteered reruns are generated again (alone this time) and
     # agree with the first run, as greedy generation does across batches.
     records.loc[records.task_id == task_id, "prompt"] = edited_prompt.removeprefix("# edited\n")
     storage.write_parquet(dataset, records)
-    assert materialize(resources, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance).success
-    assert materialize(resources, ["phase3_steering_coefficients", "phase3_steering"], instance=instance).success
+    assert materialize(profile, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance).success
+    assert materialize(profile, ["phase3_steering_coefficients", "phase3_steering"], instance=instance).success
     timing = ["generation_seconds", "sandbox_seconds"]
     for label in ("correct", "incorrect"):
         name = f"validation_baseline_on_{label}.parquet"

@@ -22,17 +22,17 @@ from pva_dagster.study.problems.embedded import (
     EMBEDDED_RESOURCE,
     EMBEDDED_SOURCE,
     embedded_records,
+    load_embedded,
 )
 from pva_dagster.study.problems.mbpp import (
     ProblemDataError,
     frame_to_problems,
-    load_embedded,
     load_huggingface,
     load_local,
     problems_to_frame,
     validate_records,
 )
-from pva_dagster.study.sandbox.sandbox import SandboxJob, run_many
+from pva_dagster.study.sandbox.execution import SandboxJob, run_many
 from pva_dagster.study.storage import write_parquet
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"

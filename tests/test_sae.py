@@ -35,7 +35,7 @@ from pva_dagster.study.analysis.sae import (
     save_sae,
     train_topk_sae,
 )
-from pva_dagster.study.generation.models import load_causal_lm
+from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.residual import decoder_blocks, hook_name, record_block_outputs
 
 LAYER = 3

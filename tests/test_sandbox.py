@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from pva_dagster.study.sandbox import containment, sandbox, worker
-from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, uid_drop_works
-from pva_dagster.study.sandbox.sandbox import (
+from pva_dagster.study.sandbox import containment, execution, worker
+from pva_dagster.study.sandbox.execution import (
     Outcome,
     SandboxFailure,
     SandboxJob,
@@ -35,6 +34,7 @@ from pva_dagster.study.sandbox.sandbox import (
     run_many,
     run_solution,
 )
+from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, uid_drop_works
 from pva_dagster.study.sandbox.worker import LAUNCHER, release_thread_sandbox
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
@@ -59,7 +59,7 @@ def _alive_started_in(label: str) -> list[int]:
     it (not the sandbox around them, which outlives a run).
 
     Inside a pid namespace the pids a solution sees mean nothing outside, but the runner's argv, inherited
-    by every fork, ends with a label fresh for each run (``sandbox._runner_argv``)."""
+    by every fork, ends with a label fresh for each run (``execution._runner_argv``)."""
     alive = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -241,7 +241,7 @@ def test_a_sandbox_that_cannot_show_its_interpreter_says_what_bwrap_said(monkeyp
     with pytest.raises(SandboxFailure, match="could not start: bwrap exited with 1, saying: bwrap: execvp"):
         run_many([SandboxJob(ADD_ONE, ("assert add_one(1) == 2",))], max_workers=1)  # a fresh thread: a new sandbox
     with ThreadPoolExecutor(max_workers=1) as pool:
-        assert "execvp" in pool.submit(sandbox._namespaces_fail, str(probe().bwrap)).result()
+        assert "execvp" in pool.submit(execution._namespaces_fail, str(probe().bwrap)).result()
 
 
 def test_limits_are_validated_by_name() -> None:
@@ -298,7 +298,7 @@ def test_real_mbpp_references_pass_and_broken_variants_fail() -> None:
 UNPRIVILEGED_UID = 61234  # a uid with no passwd entry: a user the kernel knows only by number, owning nothing
 _AS_USER = """
 import json, sys
-from pva_dagster.study.sandbox.sandbox import SandboxLimits, run_solution
+from pva_dagster.study.sandbox.execution import SandboxLimits, run_solution
 job = json.load(sys.stdin)
 result = run_solution(job["solution"], job["tests"], limits=SandboxLimits(**job["limits"]))
 print(json.dumps({"outcome": result.outcome.value, "error_type": result.error_type, "message": result.message,
@@ -327,7 +327,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def _can_import_the_sandbox(python: str, uid: int) -> bool:
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    done = subprocess.run([python, "-c", "import pva_dagster.study.sandbox.sandbox"], capture_output=True, timeout=60,
+    done = subprocess.run([python, "-c", "import pva_dagster.study.sandbox.execution"], capture_output=True, timeout=60,
                           check=False, cwd="/", env=env, user=uid, group=uid, extra_groups=[])  # fmt: skip
     return done.returncode == 0
 
@@ -583,7 +583,7 @@ def test_the_sandbox_survives_attacks_on_its_launcher(attack: str) -> None:
 _UID_DROP = """
 import json, sys
 from pva_dagster.study.sandbox.isolation import uid_drop_works
-from pva_dagster.study.sandbox.sandbox import Isolation, SandboxLimits, run_solution
+from pva_dagster.study.sandbox.execution import Isolation, SandboxLimits, run_solution
 if not uid_drop_works():
     print(json.dumps(None))
     sys.exit()

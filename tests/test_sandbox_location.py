@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from pva_dagster.study.sandbox.execution import probe
 from pva_dagster.study.sandbox.isolation import Isolation
-from pva_dagster.study.sandbox.sandbox import probe
 from tests.test_sandbox import UNPRIVILEGED_UID, _interpreter_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 SUITES = ["tests/test_sandbox.py", "tests/test_sandbox_verdict.py"]
-_PROBE = "from pva_dagster.study.sandbox.sandbox import probe; p = probe(); print(p.level.value, p.missing)"
+_PROBE = "from pva_dagster.study.sandbox.execution import probe; p = probe(); print(p.level.value, p.missing)"
 
 pytestmark = [
     pytest.mark.slow,

@@ -17,8 +17,8 @@ import pytest
 
 from pva_dagster.study.layout import default_data_root
 from pva_dagster.study.sandbox import containment, worker
+from pva_dagster.study.sandbox.execution import Outcome, SandboxLimits, probe, run_solution
 from pva_dagster.study.sandbox.isolation import Isolation
-from pva_dagster.study.sandbox.sandbox import Outcome, SandboxLimits, probe, run_solution
 
 FAST = SandboxLimits(wall_time_s=3.0, cpu_time_s=5, memory_mb=512)
 TESTS = ["assert add_one(1) == 2", "assert add_one(2) == 3"]

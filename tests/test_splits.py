@@ -12,7 +12,8 @@ import pytest
 
 from pva_dagster.study.domain import SPLIT_NAMES
 from pva_dagster.study.problems.difficulty import difficulty_frame
-from pva_dagster.study.problems.mbpp import load_embedded, load_local
+from pva_dagster.study.problems.embedded import load_embedded
+from pva_dagster.study.problems.mbpp import load_local
 from pva_dagster.study.problems.splits import (
     DEFAULT_STRATUM_CAP,
     SPLIT_RATIOS,

@@ -10,10 +10,9 @@ import pytest
 import torch
 from huggingface_hub import hf_hub_download
 
-from pva_dagster.study.generation.prompts import extract_code
-from pva_dagster.study.rehearsal.hub_cache import repo_folder, write_snapshot
-from pva_dagster.study.rehearsal.random_models import TINY_GEMMA2, random_gemma2
-from pva_dagster.study.rehearsal.standins import (
+from pva_dagster.rehearsal.hub_cache import repo_folder, write_snapshot
+from pva_dagster.rehearsal.random_models import TINY_GEMMA2, random_gemma2
+from pva_dagster.rehearsal.standins import (
     choose_planted,
     gemmascope_location,
     gemmascope_params,
@@ -21,6 +20,7 @@ from pva_dagster.study.rehearsal.standins import (
     plantable,
     standin_tokenizer,
 )
+from pva_dagster.study.generation.prompts import extract_code
 
 
 def test_a_snapshot_resolves_offline_like_a_download(tmp_path):

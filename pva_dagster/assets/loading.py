@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from pva_dagster.resources import DataStore, DeviceSource, LanguageModel
+from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, Sandbox, StudyDesign
 from pva_dagster.resources.devices import worker_identity
 from pva_dagster.resources.model_cache import MODELS, ModelKey, release_memory
+from pva_dagster.study.generation.solutions import Generator
 from pva_dagster.study.layout import DataLayout
 
 T = TypeVar("T")
@@ -57,6 +58,23 @@ def model_on_device(
             )
             context.add_output_metadata({"model": "reused" if reused else "loaded", "model_dtype": key.dtype})
             yield device, model, tokenizer
+
+
+@contextmanager
+def generator_on_device(
+    context: StepContext, device_pool: DeviceSource, language_model: LanguageModel, study_design: StudyDesign,
+    data_store: DataStore, sandbox: Sandbox,
+) -> Iterator[tuple[str, Generator]]:
+    """Yield ``(device, generator)``: the model on a claimed device (as :func:`model_on_device`), bundled with the
+    study design's generation settings and the sandbox's limits, as Phase 1 and every steering unit use it."""
+    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
+        yield device, Generator(
+            model, tokenizer, language_model.weights(data_store.layout),
+            lambda temperature, samples, prompt_tokens: language_model.settings(
+                study_design, temperature, samples, model=model, prompt_tokens=prompt_tokens
+            ),
+            sandbox.limits, sandbox.max_workers,
+        )
 
 
 def with_model_released(

@@ -11,8 +11,8 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
 from pva_dagster.assets.loading import claimed_device, with_model_released
-from pva_dagster.assets.models import language_model_weights, sae_weights
 from pva_dagster.assets.provenance import data_version
+from pva_dagster.assets.weights import language_model_weights, sae_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
 from pva_dagster.resources.choices import one_of

@@ -16,16 +16,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from pva_dagster.assets.loading import model_on_device
+from pva_dagster.assets.loading import generator_on_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, SAESource, Sandbox, StudyDesign
 from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
-from pva_dagster.study.domain import GREEDY_TEMPERATURE, HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
-from pva_dagster.study.generation.batched import longest_prompt_tokens
-from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
+from pva_dagster.study.domain import HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.plots import line_sweep, markdown_table
 from pva_dagster.study.steering.plan import (
@@ -205,23 +203,17 @@ def steer_unit(
     data_store: DataStore, sandbox: Sandbox, device_pool: DeviceSource,
 ) -> tuple[SteeringUnit, pd.DataFrame]:
     """One unit on one device: its problems generated with the unit's vector added (resumes from its file)."""
-    unit, layout, design = job.unit, data_store.layout, study_design
-    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        longest = longest_prompt_tokens(tokenizer, [task.prompt for task in job.tasks])
-        settings = language_model.settings(design, GREEDY_TEMPERATURE, model=model, prompt_tokens=longest)
-        context.log.info(
-            f"steering unit {unit.name} on {len(job.tasks)} problems, on {device}, batches of {settings.batch_size}"
-        )
+    with generator_on_device(context, device_pool, language_model, study_design, data_store, sandbox) as (
+        device, generator,
+    ):
+        context.log.info(f"steering unit {job.unit.name} on {device}")
+        row = None if job.decoder_row is None else job.decoder_row.to(device)
         records = run_unit(
-            unit, job.tasks, None if job.decoder_row is None else job.decoder_row.to(device),
-            model=model, tokenizer=tokenizer, settings=settings,
-            stop_token_ids=stop_token_ids(model, tokenizer), out_dir=layout.steering_units_dir,
-            limits=sandbox.limits, seed=design.seed,
-            producer={"model": {"weights": language_model.weights(layout), **model_fingerprint(model)}},
-            log=context.log.info,
+            job.unit, job.tasks, row, generator, out_dir=data_store.layout.steering_units_dir,
+            seed=study_design.seed, log=context.log.info,
         )
-    context.add_output_metadata({"unit": unit.name, "records": len(records)})
-    return unit, records
+    context.add_output_metadata({"unit": job.unit.name, "records": len(records)})
+    return job.unit, records
 
 
 def _combined(

@@ -55,7 +55,7 @@ def _load_local(model_dir: Path, device: torch.device) -> tuple[Any, Any]:
 
 
 def _random_gemma2_2b(device: torch.device) -> tuple[Any, Any]:
-    from pva_dagster.study.rehearsal.random_models import (
+    from pva_dagster.rehearsal.random_models import (
         GEMMA2_2B,
         GEMMA2_2B_VOCAB,
         random_gemma2,

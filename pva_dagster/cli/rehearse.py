@@ -1,11 +1,11 @@
 """``pva-rehearse``: the ``study`` profile end to end, offline, on stand-ins for the hub's files (minutes, CPU).
 
 Builds a Gemma-2 with google/gemma-2-2b's interface, GemmaScope-format SAEs and the MBPP ``datasets`` cache
-(``study/standins.py``) in ``<workdir>/hf_home``, then materializes every asset, Phase 0 to the report, through
-Dagster with ``PVA_PROFILE=study`` and only what a user would override for a small run: a slice of the real MBPP,
-two SAE layers, one Phase 1.2 temperature with two samples, a short steering sweep, 32 new tokens, device
-``cpu`` (``--device cuda:0`` on a GPU machine). The model is loaded as the profile says (bfloat16), on the CPU
-too. Outputs go to ``<workdir>/data``; ``<workdir>/rehearsal.json`` summarises the runs.
+(``rehearsal/standins.py``) in ``<workdir>/hf_home``, then materializes every asset, Phase 0 to the report,
+through Definitions built from the ``study`` profile with only what a user would change for a small run: a
+slice of the real MBPP, two SAE layers, one Phase 1.2 temperature with two samples, a short steering sweep,
+32 new tokens, device ``cpu`` (``--device cuda:0`` on a GPU machine). The model is loaded as the profile says
+(bfloat16), on the CPU too. Outputs go to ``<workdir>/data``; ``<workdir>/rehearsal.json`` summarises the runs.
 
 Run it before the first GPU run: whatever fails here would fail there, after the downloads.
 """
@@ -19,11 +19,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from pva_dagster.constants import DEVICES_ENV, PROFILE_ENV
+from pva_dagster.constants import DEVICES_ENV
 from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DATA_DIR_ENV, PROJECT_ROOT
+from pva_dagster.study.runtime import OFFLINE_DEFAULTS
+
+if TYPE_CHECKING:
+    from pva_dagster.profiles import Profile
 
 DEFAULT_MBPP = PROJECT_ROOT.parent / "shared" / "mbpp" / "mbpp.jsonl"
 # MBPP's first test-split problems: one task range, both labels once the stand-in's program is planted.
@@ -37,41 +41,36 @@ _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_da
 def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
     """The settings of a rehearsal: the study profile, the stand-ins' cache, offline, one device, its own data."""
     return {
-        PROFILE_ENV: "study",
         DEVICES_ENV: device,
         DATA_DIR_ENV: str(workdir / "data"),
         "HF_HOME": str(workdir / "hf_home"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
+        **OFFLINE_DEFAULTS,  # set, not defaulted: a rehearsal never reaches the hub
         "TOKENIZERS_PARALLELISM": "false",
     }
 
 
-def small_run_resources(profile: Any, workdir: Path) -> dict[str, Any]:
-    """The study profile's resources with what a user changes for a small run, and nothing else."""
-    from pva_dagster.resources import DevicePool, StudyDesign
+def small_run_profile(profile: Profile, workdir: Path) -> Profile:
+    """The study profile with what a user changes for a small run, and nothing else."""
+    from pva_dagster.resources import DevicePool
 
-    resources = profile.resources
-    design = resources["study_design"].model_dump()
-    return {
-        **resources,
-        "study_design": StudyDesign(**{
-            **design,
-            "max_new_tokens": 32,
-            "max_task_id": max(TASK_IDS),
-            "sae_layers": SAE_LAYERS,
-            "temperatures": [TEMPERATURE],
-            "samples_per_temperature": 2,
-            "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
-            "steering_controls": 1,
-            "steering_max_tasks": 3,
-        }),
+    pool = profile.resources["device_pool"]
+    return profile.with_design(
+        max_new_tokens=32,
+        max_task_id=max(TASK_IDS),
+        sae_layers=SAE_LAYERS,
+        temperatures=[TEMPERATURE],
+        samples_per_temperature=2,
+        steering_coefficients=list(SHORT_STEERING_COEFFICIENTS),
+        steering_controls=1,
+        steering_max_tasks=3,
+    ).with_resources(
         # Its own lock folder: a rehearsal neither waits for nor blocks other runs on this machine's CPU.
-        "device_pool": DevicePool(
-            **{**resources["device_pool"].model_dump(), "lock_dir": str(workdir / "locks"), "poll_seconds": 0.5}
-        ),
-    }
+        device_pool=DevicePool(**{**pool.model_dump(), "lock_dir": str(workdir / "locks"), "poll_seconds": 0.5})
+    )
+
+
+def _partition_keys(defs: Any, asset: str) -> list[str]:
+    return defs.get_assets_def(asset).partitions_def.get_partition_keys()
 
 
 def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> dict[str, Any]:
@@ -83,26 +82,25 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
 
     import dagster as dg
 
-    from pva_dagster.definitions import defs
-    from pva_dagster.partitions import phase1_0_partitions, phase1_2_partitions
+    from pva_dagster.definitions import build_definitions
     from pva_dagster.profiles import load_profile
-    from pva_dagster.study.rehearsal.standins import build_study_standins
+    from pva_dagster.rehearsal.small_runs import materialize_in_process
+    from pva_dagster.rehearsal.standins import build_study_standins
 
     started = time.perf_counter()
     standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS)
     log(f"[rehearse] stand-ins built in {time.perf_counter() - started:.0f} s under {standins.hf_home}; "
         f"the model's program holds the solutions of tasks {standins.planted_task_ids}")
-    resources = small_run_resources(load_profile("study"), workdir)
-    design = resources["study_design"]
+    defs = build_definitions(small_run_profile(load_profile("study"), workdir), environ={})
     steps: list[tuple[str, Any, Any, Any]] = [
         # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
         ("prepare", ["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights",
                      "sae_weights", "general_text_frequency"], None,
          {"ops": {"general_text_frequency": {"config": {"general_documents": 100}}}}),
         *((f"phase1_0 {key}", "phase1_0_solutions", key, None)
-          for key in phase1_0_partitions(design).get_partition_keys()),
+          for key in _partition_keys(defs, "phase1_0_solutions")),
         *((f"phase1_2 {key}", "phase1_2_solutions", key, None)
-          for key in phase1_2_partitions(design).get_partition_keys()),
+          for key in _partition_keys(defs, "phase1_2_solutions")),
         ("analysis", "phase2*", None, None),
     ]
     summary: dict[str, Any] = {
@@ -111,16 +109,11 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
         "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
         "sae_layers": SAE_LAYERS, "steps": {},
     }
-    # Typed to allow cacheable assets, which this project does not define (dg.materialize takes none).
-    assets = cast(list[dg.AssetsDefinition | dg.SourceAsset], [*(defs.assets or []), *(defs.asset_checks or [])])
     instance = dg.DagsterInstance.ephemeral()  # one run history: Phase 2 reads the Phase 1 partitions it records
     for name, selection, partition, run_config in steps:
         step_started = time.perf_counter()
         log(f"[rehearse] {name} ...")
-        result = dg.materialize(
-            assets, selection=selection, partition_key=partition, resources=resources, run_config=run_config,
-            raise_on_error=False, instance=instance,
-        )
+        result = materialize_in_process(defs, selection, partition, run_config, instance, raise_on_error=False)
         summary["steps"][name] = {"success": result.success, "seconds": round(time.perf_counter() - step_started, 1)}
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)

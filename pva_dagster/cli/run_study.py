@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from pva_dagster.jobs import JOB_ORDER
 from pva_dagster.study.layout import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 def jobs_in_order(defs: dg.Definitions) -> list[dg.JobDefinition]:
     """The jobs of ``JOB_ORDER``, resolved against the Definitions' assets (``define_asset_job`` makes unresolved
     jobs; ``Definitions.get_job_def`` would resolve them too, with a UserWarning for each)."""
-    from pva_dagster.jobs import JOB_ORDER
-
     return [defs.resolve_job_def(name) for name in JOB_ORDER]
 
 
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pva-study", description=__doc__)
     parser.add_argument("--force", action="store_true", help="re-run partitions already materialized")
     parser.add_argument(
-        "--until", choices=["prepare", "phase1_0", "phase1_2", "analysis"], default="analysis",
+        "--until", choices=JOB_ORDER, default=JOB_ORDER[-1],
         help="stop after this job",
     )
     args = parser.parse_args(argv)
@@ -39,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from pva_dagster.definitions import defs
+    from pva_dagster.definitions import build_definitions
+    from pva_dagster.profiles import load_profile
 
+    defs = build_definitions(load_profile())
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         for job in jobs_in_order(defs):

@@ -6,7 +6,7 @@ from pva_dagster.resources.devices import DevicePool, DeviceSource, WorkerDevice
 from pva_dagster.resources.language_model import EmbeddedModel, HubModel, LanguageModel, LocalModel
 from pva_dagster.resources.problem_source import EmbeddedProblems, HubProblems, LocalProblems, ProblemSource
 from pva_dagster.resources.sae_source import EmbeddedSAEs, LocalSAEs, PretrainedSAEs, SAESource
-from pva_dagster.resources.sandbox import Sandbox
+from pva_dagster.resources.sandbox_resource import Sandbox
 
 # Assets take the base classes (LanguageModel, ProblemSource, SAESource); profiles bind one variant of each.
 __all__ = [

@@ -9,8 +9,8 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
-from pva_dagster.study.generation.batched import GenerationSettings
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
+from pva_dagster.study.generation.settings import GenerationSettings
 
 PHASE1_2_TEMPERATURES = [0.3, 0.6, 0.9, 1.2]
 GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_end", "prompt_template",

@@ -17,13 +17,8 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from pva_dagster.resources.choices import one_of
-from pva_dagster.study.generation.batched import (
-    DEFAULT_BATCH_SIZE,
-    MAX_AUTO_BATCH_SIZE,
-    GenerationSettings,
-    auto_batch_size,
-)
-from pva_dagster.study.generation.models import (
+from pva_dagster.study.generation.batched import MAX_AUTO_BATCH_SIZE, auto_batch_size
+from pva_dagster.study.generation.model_loading import (
     AUTO_DTYPE,
     DTYPES,
     choose_dtype,
@@ -31,6 +26,7 @@ from pva_dagster.study.generation.models import (
     load_causal_lm,
     locate_embedded_gguf,
 )
+from pva_dagster.study.generation.settings import DEFAULT_BATCH_SIZE, GenerationSettings
 from pva_dagster.study.layout import DataLayout
 
 if TYPE_CHECKING:

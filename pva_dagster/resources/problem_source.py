@@ -5,7 +5,8 @@ from abc import ABC, abstractmethod
 import dagster as dg
 from pydantic import Field
 
-from pva_dagster.study.problems.mbpp import HF_MBPP_ID, Problem, load_embedded, load_huggingface, load_local
+from pva_dagster.study.problems.embedded import load_embedded
+from pva_dagster.study.problems.mbpp import HF_MBPP_ID, Problem, load_huggingface, load_local
 
 
 class ProblemSource(dg.ConfigurableResource, ABC):

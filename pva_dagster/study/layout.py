@@ -84,10 +84,12 @@ class DataLayout:
         """A task's residual at one layer, shared by its samples at every temperature (made once per task)."""
         return self.phase1_2_dir / "activations" / f"task_{task_id:04d}_layer_{layer}.npz"
 
-    def phase1_2_legacy_activations(self, temperature: float, task_id: int) -> list[Path]:
-        """A task's files in the layout before the shared one: ``temp_{t}/{label}/{task}_sample{k}_layer_{L}``."""
-        folder = self.phase1_2_dir / "activations" / f"temp_{temperature_tag(temperature)}"
-        return sorted(path for label in LABELS for path in (folder / label).glob(f"{task_id}_sample*_layer_*.npz"))
+    @staticmethod
+    def records_in_progress(dataset: Path) -> Path:
+        """``dataset_X.parquet -> dataset_X.records.parquet``: a Phase 1 partition's records as they are made,
+        after each batch (a re-run resumes from them, and keeps them for the next); the dataset file is written
+        once, by the IO manager, when the partition is done."""
+        return dataset.with_name(dataset.stem + ".records.parquet")
 
     @staticmethod
     def metadata_for(dataset: Path) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 from pva_dagster.study.analysis.corpus import DEFAULT_CODE_FILES, collect_residuals, stdlib_code_corpus
 from pva_dagster.study.analysis.sae import MADE_BY_FILE, reconstruction_report, save_sae, train_topk_sae
 from pva_dagster.study.domain import DEFAULT_SEED
-from pva_dagster.study.generation.models import model_fingerprint
+from pva_dagster.study.generation.model_loading import model_fingerprint
 from pva_dagster.study.records import fingerprint
 
 

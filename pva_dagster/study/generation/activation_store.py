@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ RecordPath = Callable[[str, int, int, int], Path]
 # (task_id, layer) -> the file of one task's residual at one layer
 TaskPath = Callable[[int, int], Path]
 # task_id -> files of an older layout that this store replaces (removed once the task is stored anew)
-LegacyFiles = Callable[[int], Iterable[Path]]
 
 
 class ActivationStore(ABC):
@@ -83,10 +82,9 @@ class SharedTaskActivations(ActivationStore):
     beside a prompt differs, which the attention mask hides: the files agree to float rounding.
     """
 
-    def __init__(self, path: TaskPath, legacy: LegacyFiles | None = None):
-        self.path, self.legacy = path, legacy
+    def __init__(self, path: TaskPath):
+        self.path = path
         self._current: set[Path] = set()  # files this store wrote or found current: not read again
-        self._cleaned: set[int] = set()  # tasks whose older-layout files are gone
 
     def producer(self) -> dict[str, Any]:
         return {"activation_files": "one per task and layer, shared by samples and temperatures"}
@@ -106,10 +104,6 @@ class SharedTaskActivations(ActivationStore):
                 )
             self._current.add(path)
             paths.append(str(path))
-        if self.legacy is not None and task_id not in self._cleaned:
-            for old in self.legacy(task_id):
-                old.unlink(missing_ok=True)
-            self._cleaned.add(task_id)
         return paths
 
 
@@ -119,7 +113,7 @@ def made_by_of(path: Path) -> str | None:
         with np.load(path) as npz:
             return str(npz[MADE_BY])
     except (FileNotFoundError, KeyError, zipfile.BadZipFile, EOFError, ValueError, OSError):
-        return None  # absent, from another layout, or unreadable: rewritten, never reused
+        return None  # absent, without a fingerprint, or unreadable: rewritten, never reused
 
 
 def residual_source(prompt: str, model: Any, max_prompt_tokens: int, dtype: str) -> str:

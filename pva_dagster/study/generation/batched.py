@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,39 +23,7 @@ from pva_dagster.study.generation.residual import (
     record_first_call_last_position,
     validate_layers,
 )
-
-# Rows per batch when neither the configuration nor a loaded model chooses (see auto_batch_size).
-DEFAULT_BATCH_SIZE = 8
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 800
-    max_prompt_tokens: int = 2048  # longer prompts keep their last tokens (the asserts and "# Solution:")
-    batch_size: int = DEFAULT_BATCH_SIZE  # rows per batch: prompts when greedy, prompts x samples when sampling
-    temperature: float = 0.0  # 0 = greedy
-    num_samples: int = 1  # samples per prompt (sampling only)
-    seed: int = 0  # recorded with the outputs; per-prompt sampling seeds come from the caller
-    stop_at_function_end: bool = True
-    # Batch prompts of similar token length together (longest first) so rows carry little padding; results
-    # keep their prompt_index, and the batches depend only on the prompts, so a resumed run re-forms them.
-    sort_by_length: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "max_prompt_tokens", "batch_size", "num_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GenerationSettings.{name} must be an integer >= 1, got {value!r}")
-        if self.temperature < 0:
-            raise ValueError(f"GenerationSettings.temperature must be >= 0, got {self.temperature}")
-        if self.temperature == 0 and self.num_samples != 1:
-            raise ValueError(
-                f"GenerationSettings.num_samples={self.num_samples} needs temperature > 0 "
-                "(greedy gives one sample)"
-            )
-
-    def describe(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+from pva_dagster.study.generation.settings import GenerationSettings
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Generate a solution per (task, sample), label it in the sandbox, and store its prompt activations.
 
-This is the body of Phases 1.0 and 1.2 (and of each steering unit in Phase 3, without activations): the two
-phases differ only in the tasks, the temperature, the number of samples and where files go.
+This is the body of Phases 1.0 and 1.2 (and of each steering unit in Phase 3, without activations): they
+differ only in the tasks, the temperature, the number of samples and where files go. What they share, the
+loaded model and how it writes and is judged, is one :class:`Generator`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,35 @@ import pandas as pd
 
 from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.activation_store import ActivationStore, residual_source
-from pva_dagster.study.generation.batched import Generation, GenerationSettings, generate
+from pva_dagster.study.generation.batched import Generation, generate, longest_prompt_tokens
 from pva_dagster.study.generation.decoding import SAMPLER
+from pva_dagster.study.generation.model_loading import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import extract_code
+from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.records import RecordTable, fingerprint
-from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, run_many
+from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, run_many
 
 RECORD_KEY = ("task_id", "sample")
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A loaded model and how it writes and is judged: the same for every partition and steering unit of a run."""
+
+    model: Any
+    tokenizer: Any
+    weights: str  # what from_pretrained loaded: identifies the model in fingerprints and metadata
+    # (temperature, samples per prompt, longest prompt's tokens) -> the settings (batch size sized for them)
+    settings_for: Callable[[float, int, int], GenerationSettings]
+    limits: SandboxLimits
+    max_workers: int | None = None  # sandbox runs at once (None: one per CPU)
+
+    def identity(self) -> dict[str, Any]:
+        """The model's identity in every fingerprint and in metadata: the weights, architecture, sizes, dtype."""
+        return {"weights": self.weights, **model_fingerprint(self.model)}
+
+    def settings(self, temperature: float, samples: int, prompts: Sequence[str]) -> GenerationSettings:
+        return self.settings_for(temperature, samples, longest_prompt_tokens(self.tokenizer, list(prompts)))
 
 
 @dataclass(frozen=True)
@@ -92,43 +115,42 @@ def label_generations(
 
 def run_solutions(
     tasks: Sequence[Task],
-    *,
-    model: Any,
-    tokenizer: Any,
+    generator: Generator,
     settings: GenerationSettings,
-    stop_token_ids: Sequence[int],
-    layers: Sequence[int] | None,
-    dataset_path: Path,
-    activations: ActivationStore | None,
-    limits: SandboxLimits,
+    *,
     seed: int,
-    producer: Mapping[str, Any],
+    records_path: Path,
+    layers: Sequence[int] | None = None,
+    activations: ActivationStore | None = None,
+    producer: Mapping[str, Any] | None = None,
     extra_columns: dict[str, Any] | None = None,
-    max_workers: int | None = None,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Resumably generate ``settings.num_samples`` solutions per task, label them, persist after each batch.
 
-    Tasks whose samples are all in ``dataset_path`` already, made from the same task by the same ``producer``
-    (model identity, settings, anything else their records depend on), are skipped, so a re-run after a crash
-    ends with exactly one record per (task, sample); a task or producer that changed is generated again, and a
-    task no longer asked for is dropped from the file. ``activations`` stores each record's prompt residuals
-    (None: none stored); its layout enters the records' fingerprint, and ``producer["model"]`` (the model's
-    identity) the fingerprint of the residual files.
+    Records are kept in ``records_path`` (rewritten atomically after each batch). Tasks whose samples are all
+    there already, made from the same task by the same producer (the generator's model and limits, the
+    settings, the seed, and ``producer``: anything else the caller's records depend on), are skipped, so a
+    re-run after a crash ends with exactly one record per (task, sample); a task or producer that changed is
+    generated again, and a task no longer asked for is dropped from the file. ``activations`` stores each
+    record's prompt residuals (None: none stored); its layout enters the records' fingerprint, and the model's
+    identity the fingerprint of the residual files.
     """
     samples = range(settings.num_samples)
+    model, identity = generator.model, generator.identity()
     # The batch size is left out: it may follow free memory, and no output depends on it (generation.decoding).
     producer = {
-        **producer, "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
+        "model": identity, "limits": generator.limits, **(producer or {}),
+        "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
         **(activations.producer() if activations else {}),
         # Samples drawn another way (before the per-row samplers) are other records; greedy ones are not.
         **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
     }
     expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}
-    table = RecordTable(dataset_path, RECORD_KEY, expected)
+    table = RecordTable(records_path, RECORD_KEY, expected)
     todo = [t for t in tasks if not all((t.task_id, s) in table for s in samples)]
     log(
-        f"{len(tasks) - len(todo)} of {len(tasks)} tasks already done in {dataset_path.name}; {len(todo)} to go"
+        f"{len(tasks) - len(todo)} of {len(tasks)} tasks already done in {records_path.name}; {len(todo)} to go"
         + (f"; {table.dropped} stored records made from other inputs dropped" if table.dropped else "")
     )
     if not todo:
@@ -136,17 +158,16 @@ def run_solutions(
             table.flush()
         return table.frame()
     layers = list(layers or [])
-    # producer["model"] identifies the model (weights, sizes); the residuals depend on it, not on the sampling.
+    # The residuals depend on the model (weights, sizes), not on the sampling.
     dtype = str(next(model.parameters()).dtype)
     sources = {
-        t.task_id: residual_source(t.prompt, producer.get("model"), settings.max_prompt_tokens, dtype) for t in todo
+        t.task_id: residual_source(t.prompt, identity, settings.max_prompt_tokens, dtype) for t in todo
     } if activations else {}
     seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in todo]
     started, done, tokens = time.perf_counter(), 0, 0
-    for batch in generate(
-        model, tokenizer, [t.prompt for t in todo], layers, settings, stop_token_ids, seeds=seeds
-    ):
-        records = label_generations(todo, batch, limits, max_workers)
+    stops = stop_token_ids(model, generator.tokenizer)
+    for batch in generate(model, generator.tokenizer, [t.prompt for t in todo], layers, settings, stops, seeds=seeds):
+        records = label_generations(todo, batch, generator.limits, generator.max_workers)
         for record, generation in zip(records, batch, strict=True):
             record.update(extra_columns or {})
             record["layers"] = layers

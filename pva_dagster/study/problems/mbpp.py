@@ -162,13 +162,6 @@ def load_huggingface(
     return validate_records(records, source=f"huggingface:{dataset_id}/{config}")
 
 
-def load_embedded() -> list[Problem]:
-    """The hand-written set shipped as package data (see ``embedded_problems``)."""
-    from pva_dagster.study.problems.embedded import EMBEDDED_SOURCE, embedded_records
-
-    return validate_records(embedded_records(), source=EMBEDDED_SOURCE)
-
-
 def load_local(path: str | Path) -> list[Problem]:
     """A local file, read as JSONL or Parquet by its suffix."""
     suffix = Path(path).suffix.lower()

@@ -23,7 +23,7 @@ class SandboxFailure(RuntimeError):
 
 class SandboxBroken(SandboxFailure):
     """A sandbox that had started broke while running a solution (its launcher stopped answering): the
-    solution may be the cause, so ``sandbox.py`` runs it once more in a fresh sandbox before judging it."""
+    solution may be the cause, so ``execution.py`` runs it once more in a fresh sandbox before judging it."""
 
 
 @cache

@@ -1,5 +1,5 @@
 """The sandbox's trusted runner: the first code of every sandboxed run, started by path as
-``python -I -S -X utf8 runner.py JOB_FD LABEL`` (``sandbox.py``). It reads the job from ``JOB_FD``, joins the
+``python -I -S -X utf8 runner.py JOB_FD LABEL`` (``execution.py``). It reads the job from ``JOB_FD``, joins the
 run's cgroup, sets the rlimits, drops to ``nobody`` where asked, runs the setup code, then forks.
 
 Two processes judge a solution, so that no code of the solution can produce a "passed" verdict:

@@ -17,17 +17,15 @@ coefficient; :mod:`steering_results` compares target and control problem by prob
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pva_dagster.study.domain import label_of
-from pva_dagster.study.generation.batched import GenerationSettings
-from pva_dagster.study.generation.solutions import Task, run_solutions
-from pva_dagster.study.sandbox.sandbox import SandboxLimits
+from pva_dagster.study.domain import GREEDY_TEMPERATURE, label_of
+from pva_dagster.study.generation.solutions import Generator, Task, run_solutions
 from pva_dagster.study.steering.vectors import code_similarity, steered, steering_vector
 
 BASELINE, TARGET, CONTROL = "baseline", "target", "control"
@@ -87,35 +85,31 @@ def run_unit(
     unit: SteeringUnit,
     tasks: Sequence[Task],
     decoder_direction: Any,  # torch.Tensor[d_model], the SAE's W_dec row (None for the baseline)
+    generator: Generator,
     *,
-    model: Any,
-    tokenizer: Any,
-    settings: GenerationSettings,
-    stop_token_ids: Sequence[int],
     out_dir: Path,
-    limits: SandboxLimits,
     seed: int,
-    producer: Mapping[str, Any],
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """Generate and label ``tasks`` with the unit's vector added at its layer (resumable per unit).
+    """Generate and label ``tasks`` greedily with the unit's vector added at its layer (resumable per unit).
 
     Each stored record is keyed by a fingerprint of its task (the Phase 1.0 prompt it starts from), the unit,
-    the decoder row added and ``producer`` (the model): a record made from other inputs is generated again.
+    the decoder row added and the generator (the model, the sandbox limits): a record made from other inputs is
+    generated again.
     """
+    settings = generator.settings(GREEDY_TEMPERATURE, 1, [task.prompt for task in tasks])
+    log(f"steering unit {unit.name} on {len(tasks)} problems, batches of {settings.batch_size}")
     vector = None if decoder_direction is None else vector_digest(decoder_direction)
-    producer = {**producer, "unit": asdict(unit), "decoder_row": vector}
 
     def generate() -> pd.DataFrame:
         return run_solutions(
-            tasks, model=model, tokenizer=tokenizer, settings=settings, stop_token_ids=stop_token_ids,
-            layers=None, dataset_path=out_dir / f"{unit.name}.parquet", activations=None, limits=limits,
-            seed=seed, producer=producer, extra_columns={"unit": unit.name}, log=log,
+            tasks, generator, settings, seed=seed, records_path=out_dir / f"{unit.name}.parquet",
+            producer={"unit": asdict(unit), "decoder_row": vector}, extra_columns={"unit": unit.name}, log=log,
         )
 
     if unit.kind == BASELINE:
         return generate()
-    with steered(model, unit.layer, steering_vector(decoder_direction, unit.scale)):
+    with steered(generator.model, unit.layer, steering_vector(decoder_direction, unit.scale)):
         return generate()
 
 

@@ -37,9 +37,9 @@ import torch
 from tokenizers import AddedToken
 from transformers import GenerationConfig
 
+from pva_dagster.rehearsal.hub_cache import write_snapshot, write_snapshot_folder
+from pva_dagster.rehearsal.random_models import random_gemma2, train_gemma_tokenizer
 from pva_dagster.study.problems.mbpp import HF_MBPP_ID
-from pva_dagster.study.rehearsal.hub_cache import write_snapshot, write_snapshot_folder
-from pva_dagster.study.rehearsal.random_models import random_gemma2, train_gemma_tokenizer
 
 GEMMA2_2B_ID = "google/gemma-2-2b"
 GEMMASCOPE_RELEASE = "gemma-scope-2b-pt-res-canonical"

@@ -1,4 +1,4 @@
-"""A real Dask cluster on 127.0.0.1 for tests and bench/scaleout.py: a `dask scheduler` process and one
+"""A real Dask cluster on 127.0.0.1 for the tests and bench/scaleout.py: a `dask scheduler` process and one
 `dask worker --resources GPU=1 --nthreads 1` process per device, each started with its own ``PVA_DEVICES``,
 as README "Running on a cluster" starts them. Workers run without a nanny, so SIGKILL ends a worker for good."""
 
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the project folder: workers start there
 DASK = str(Path(sys.executable).parent / "dask")
 START_TIMEOUT_S = 60
 

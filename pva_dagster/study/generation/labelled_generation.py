@@ -12,14 +12,11 @@ import pandas as pd
 
 from pva_dagster.study import storage
 from pva_dagster.study.generation.activation_store import ActivationStore
-from pva_dagster.study.generation.batched import GenerationSettings, longest_prompt_tokens
-from pva_dagster.study.generation.models import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
-from pva_dagster.study.generation.solutions import run_solutions, summarize, tasks_from_problems
+from pva_dagster.study.generation.solutions import Generator, run_solutions, summarize, tasks_from_problems
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.task_ranges import TaskRange
-from pva_dagster.study.sandbox.sandbox import SandboxLimits
 
 
 @dataclass(frozen=True)
@@ -34,18 +31,14 @@ class Partition:
 
 
 @dataclass(frozen=True)
-class Generator:
-    """The loaded model and how it is prompted, run and judged (the same for every partition of a run)."""
+class PromptFormat:
+    """How a problem becomes the prompt the model continues: the template, and the tokenizer's chat template or not."""
 
-    model: Any
-    tokenizer: Any
-    weights: str  # what from_pretrained loaded: identifies the model in fingerprints and metadata
-    prompt_template: str
+    template: str
     use_chat_template: bool
-    # (temperature, samples, longest prompt's tokens) -> settings
-    settings: Callable[[float, int, int], GenerationSettings]
-    limits: SandboxLimits
-    max_workers: int | None
+
+    def prompts(self, problems: pd.DataFrame, tokenizer: Any) -> dict[int, str]:
+        return prompts_for(problems, tokenizer, self.template, self.use_chat_template)
 
 
 def prompts_for(
@@ -64,39 +57,37 @@ def generate_and_label(
     problems: pd.DataFrame,
     partition: Partition,
     generator: Generator,
+    prompt_format: PromptFormat,
     layers: Sequence[int] | None,
     seed: int,
     log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run the partition's problems (resumably) and write its records; returns (records, metadata).
+    """Run the partition's problems (resumably) and return (records, metadata).
+
+    The records are kept as they are made in ``DataLayout.records_in_progress(partition.dataset_path)``, which a
+    re-run resumes from; the dataset file itself is the caller's to write (the Phase 1 asset's IO manager).
 
     ``problems``: the candidates (the partition keeps those in its task range); ``layers``: the residuals
-    stored (None = every layer). The metadata is also written beside the dataset (``*_metadata.json``).
+    stored (None = every layer).
     """
     task_range = partition.task_range
     rows = problems[problems.task_id.between(task_range.first, task_range.last)].sort_values("task_id")
     layers = validate_layers(generator.model, layers or range(len(decoder_blocks(generator.model))))
-    prompts = prompts_for(rows, generator.tokenizer, generator.prompt_template, generator.use_chat_template)
+    prompts = prompt_format.prompts(rows, generator.tokenizer)
     tasks = tasks_from_problems(rows, prompts)
-    settings = generator.settings(
-        partition.temperature, partition.samples, longest_prompt_tokens(generator.tokenizer, list(prompts.values()))
-    )
-    model = {"weights": generator.weights, **model_fingerprint(generator.model)}
+    settings = generator.settings(partition.temperature, partition.samples, list(prompts.values()))
     log(
         f"{len(tasks)} tasks in {task_range.key} at temperature {partition.temperature}, {partition.samples} "
         f"sample(s) each, {len(layers)} layers stored, batches of {settings.batch_size} rows"
     )
     frame = run_solutions(
-        tasks, model=generator.model, tokenizer=generator.tokenizer, settings=settings,
-        stop_token_ids=stop_token_ids(generator.model, generator.tokenizer), layers=layers,
-        dataset_path=partition.dataset_path, activations=partition.activations, limits=generator.limits,
-        seed=seed, producer={"model": model, "layers": layers, "limits": generator.limits},
-        extra_columns={"temperature": partition.temperature, "partition": task_range.key},
-        max_workers=generator.max_workers, log=log,
+        tasks, generator, settings, seed=seed, records_path=DataLayout.records_in_progress(partition.dataset_path),
+        layers=layers, activations=partition.activations, producer={"layers": layers},
+        extra_columns={"temperature": partition.temperature, "partition": task_range.key}, log=log,
     )
     metadata = {
         **summarize(frame), "partition": task_range.key, "temperature": partition.temperature,
-        "samples_per_task": partition.samples, "seed": seed, "layers": layers, "model": model,
+        "samples_per_task": partition.samples, "seed": seed, "layers": layers, "model": generator.identity(),
         "generation_settings": settings.describe(),  # the batch size actually used
     }
     return frame, metadata

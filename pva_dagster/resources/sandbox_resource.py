@@ -5,7 +5,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from pva_dagster.study.sandbox.sandbox import SandboxLimits, check, probe
+from pva_dagster.study.sandbox.execution import SandboxLimits, check, probe
 
 _LIMITS = SandboxLimits()  # the one place the limits' defaults are declared
 

@@ -1,8 +1,9 @@
-"""The study's jobs on the Dask executor with test-sized resources, rebuilt by name on every Dask worker.
+"""The study's jobs on the Dask executor with a small run's profile, rebuilt by name on every Dask worker.
 
 ``build_reconstructable_job`` carries the arguments (the temp folder, the problem file, the model folder) to the
-workers, which call :func:`study_job` again to rebuild the same job. ``python -m tests.dask_jobs`` runs one job in
-its own process, as the run queue would (the tests start two at once); bench/scaleout.py uses it too.
+workers, which call :func:`study_job` again to rebuild the same job. ``python -m pva_dagster.rehearsal.dask_jobs``
+runs one job in its own process, as the run queue would (the tests start two at once); bench/scaleout.py uses it
+too.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from typing import Any
 import dagster as dg
 
 from pva_dagster.cluster import dask_executor
-from pva_dagster.resources import LocalModel, WorkerDevice
-from tests.helpers import (
+from pva_dagster.definitions import build_definitions
+from pva_dagster.profiles import Profile
+from pva_dagster.rehearsal.small_runs import (
     FIRST_RANGE,
     PREPARE,
     SMALL_SAE_TRAINING,
     materialize,
     small_design,
-    small_resources,
+    small_profile,
     write_problems,
 )
+from pva_dagster.resources import LocalModel, WorkerDevice
 
 # The steering sweep alone (Phase 2 done before): what bench/scaleout.py times on 1 and on 2 workers.
 STEERING_SWEEP_JOB = dg.define_asset_job("steering_sweep", selection=["phase3_steering_coefficients"])
@@ -43,25 +46,22 @@ def instance_home(folder: Path) -> Path:
     return home
 
 
-def cluster_resources(tmp: str, problems: str, model_dir: str, device_source: str = "worker") -> dict[str, Any]:
-    """``small_resources`` with the random-weight Gemma 2 of tests/conftest.py writing a few tokens per solution
+def cluster_profile(tmp: str, problems: str, model_dir: str, device_source: str = "worker") -> Profile:
+    """``small_profile`` with the random-weight Gemma 2 of tests/conftest.py writing a few tokens per solution
     (``model_dir=""``: the embedded SmolLM2); the device from the Dask worker (or the lock-file pool)."""
     tiny = {
         "language_model": LocalModel(path=model_dir, batch_size=2),
         "study_design": small_design(max_new_tokens=24, stop_at_function_end=False),
     }
-    resources = small_resources(Path(tmp), Path(problems), **(tiny if model_dir else {}))
-    if device_source == "worker":
-        resources["device_pool"] = WorkerDevice()
-    return resources
+    profile = small_profile(Path(tmp), Path(problems), **(tiny if model_dir else {}))
+    return profile.with_resources(device_pool=WorkerDevice()) if device_source == "worker" else profile
 
 
 def study_job(job_name: str, tmp: str, problems: str, model_dir: str) -> dg.JobDefinition:
-    from pva_dagster.definitions import defs
-
+    defs = build_definitions(cluster_profile(tmp, problems, model_dir), environ={})
     return dg.Definitions(
         assets=list(defs.assets or []), jobs=[*(defs.jobs or []), STEERING_SWEEP_JOB],
-        resources=cluster_resources(tmp, problems, model_dir), executor=dask_executor,
+        resources=defs.resources, executor=dask_executor,
     ).resolve_job_def(job_name)
 
 
@@ -70,9 +70,9 @@ def execute_on_dask(
     partition: str | None = None,
 ) -> dg.ExecutionResult:
     job = dg.build_reconstructable_job(
-        "tests.dask_jobs", "study_job",
+        "pva_dagster.rehearsal.dask_jobs", "study_job",
         reconstructable_kwargs={"job_name": job_name, "tmp": tmp, "problems": problems, "model_dir": model_dir},
-        reconstructor_working_directory=str(Path(__file__).resolve().parents[1]),
+        reconstructor_working_directory=str(Path(__file__).resolve().parents[2]),
     )
     return dg.execute_job(
         job, instance=instance, tags={"dagster/partition": partition} if partition else None,
@@ -86,7 +86,7 @@ def prepare_steering_inputs(tmp: Path, instance: dg.DagsterInstance) -> str:
     ``instance`` (the sweep reads the Phase 1.0 partitions it lists), as tests/test_pipeline.py runs them; returns
     the problem file. The steering sweep then has its latents, problems and SAEs."""
     problems = write_problems(tmp / "problems.jsonl", STEERING_SOURCE_IDS)
-    resources = cluster_resources(str(tmp), str(problems), "", device_source="pool")
+    profile = cluster_profile(str(tmp), str(problems), "", device_source="pool")
     general = {"general_text_frequency": {"config": {"general_documents": 300}}}
     steps: list[tuple[list[str], str | None, dict[str, Any] | None]] = [
         (PREPARE, None, {"ops": {**SMALL_SAE_TRAINING["ops"], **general}}),
@@ -94,7 +94,7 @@ def prepare_steering_inputs(tmp: Path, instance: dg.DagsterInstance) -> str:
         (["phase2", "top_latents"], None, {"ops": {"phase2": {"config": {"splits": ["sae"]}}}}),
     ]
     for selection, partition, config in steps:
-        if not materialize(resources, selection, partition=partition, run_config=config, instance=instance).success:
+        if not materialize(profile, selection, partition=partition, run_config=config, instance=instance).success:
             raise RuntimeError(f"preparing the steering inputs: {selection} failed")
     return str(problems)
 

@@ -1,0 +1,137 @@
+"""The package's shape: the science knows nothing of Dagster, imports run down the layers only, no cycle, and
+building the Definitions reads no data."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pva_dagster.definitions import build_definitions
+from pva_dagster.profiles import load_profile
+from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID, load_embedded
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "pva_dagster"
+# Lowest first: a module may import its own layer and those below it, never one above.
+LAYERS: list[tuple[str, ...]] = [
+    ("pva_dagster.study",),  # the science: plain Python, no Dagster
+    ("pva_dagster.constants", "pva_dagster.partitions"),
+    ("pva_dagster.resources",),
+    ("pva_dagster.profiles", "pva_dagster.cluster", "pva_dagster.jobs"),
+    ("pva_dagster.assets",),
+    ("pva_dagster.definitions",),
+    ("pva_dagster.rehearsal", "pva_dagster.cli"),  # user-facing commands and the stand-ins they build
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every pva_dagster module ``path`` imports, at module level or inside a function (a lazy import is one)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from package import module`
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def _layer(module: str) -> int:
+    for index, prefixes in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return index
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+
+
+def test_every_import_runs_down_the_layers(graph):
+    upward = sorted(
+        f"{module} -> {target}" for module, targets in graph.items() if module != "pva_dagster"
+        for target in targets if _layer(target) > _layer(module)
+    )
+    assert upward == []
+
+
+def test_the_science_imports_no_dagster():
+    dagster_users = sorted(
+        _module_name(path) for path in (PACKAGE / "study").rglob("*.py")
+        if any(name == "dagster" or name.startswith(("dagster.", "dagster_")) for name in _imports(path))
+    )
+    assert dagster_users == []
+
+
+def test_no_import_cycle(graph):
+    """Depth-first search for a back edge; the cycle found is named."""
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return [*path, module, target]
+            if target not in state and (cycle := visit(target, [*path, module])):
+                return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            assert visit(module, []) is None
+
+
+def test_two_profiles_give_two_definitions_in_one_process():
+    """Partitions come from each profile's design, not from whichever profile was imported first."""
+    embedded, study = load_profile("embedded"), load_profile("study")
+    small = embedded.with_design(max_task_id=40, task_range_size=10, temperatures=[0.6])
+
+    def keys(profile, asset):
+        return sorted(build_definitions(profile, environ={}).get_assets_def(asset).partitions_def.get_partition_keys())
+
+    assert keys(embedded, "phase1_0_solutions") == ["0000-0100", "0101-0201"]
+    assert len(keys(study, "phase1_0_solutions")) == 20  # 974 tasks, 50 a range
+    assert keys(small, "phase1_0_solutions") == ["0000-0009", "0010-0019", "0020-0029", "0030-0039", "0040-0049"]
+    sampled = keys(small, "phase1_2_solutions")
+    assert len(sampled) == 5 and all("0.6" in key.split("|") for key in sampled)
+    assert keys(embedded, "phase1_0_solutions") == ["0000-0100", "0101-0201"], "building another changed nothing"
+
+
+def test_the_embedded_partitions_cover_the_embedded_problems():
+    """The profile fixes its task ranges without reading the problem file; the file must agree."""
+    assert max(problem.task_id for problem in load_embedded()) == EMBEDDED_MAX_TASK_ID
+
+
+# Importing the Definitions and building them for both profiles, with every file the process opens audited.
+NO_DATA_READ = """
+import sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+from pva_dagster.definitions import build_definitions, defs
+from pva_dagster.profiles import load_profile
+defs()
+build_definitions(load_profile("study"), environ={})
+data = [p for p in opened if p.endswith((".jsonl", ".parquet", ".npz", ".safetensors", ".gguf"))]
+print("\\n".join(data))
+"""
+
+
+def test_building_the_definitions_reads_no_data(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", NO_DATA_READ], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PVA_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == ""
