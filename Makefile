@@ -11,7 +11,7 @@ export DAGSTER_HOME := $(CURDIR)
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
-	# Phase 2's general-text corpus: English texts from the Debian package `fortunes` (see study/corpus.py).
+	# Phase 2's general-text corpus: English texts from the Debian package `fortunes` (see pva_dagster/study/analysis/corpus.py).
 	@[ -d /usr/share/games/fortunes ] || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 fortunes; }; } || \
 	  { echo "Phase 2 needs the Debian package 'fortunes': run 'sudo apt-get install fortunes'"; exit 1; }

@@ -86,7 +86,7 @@ def embedded_profile() -> Profile:
             # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash
             # behaviour"). The study profile requires the isolation.
             "sandbox": Sandbox(isolation="warn"),
-            # batch_size None: the measured CPU size (generation.CPU_BATCH_SIZE). dtype auto: bfloat16 on a CPU
+            # batch_size None: the measured CPU size (batched.CPU_BATCH_SIZE). dtype auto: bfloat16 on a CPU
             # that computes it natively (2.5x the float32 throughput of Phase 1 here), else float32.
             "language_model": EmbeddedModel(dtype=os.environ.get(MODEL_DTYPE_ENV, "auto")),
             # Trained by the sae_weights asset with its config's settings (SAETrainingConfig).

@@ -135,3 +135,16 @@ def test_building_the_definitions_reads_no_data(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == ""
+
+
+def test_every_declared_output_name_is_an_asset():
+    """The names the layout and the IO manager share (study/outputs.py) are the assets' keys: they cannot drift."""
+    from pva_dagster.study import outputs
+
+    declared = {value for name, value in vars(outputs).items() if name.isupper() and isinstance(value, str)}
+    tables = {t for name, value in vars(outputs).items() if name.endswith("_TABLES") for t in value}
+    table_names = tables | {outputs.SCORES_TABLE, outputs.TOP_TABLE}
+    keys = build_definitions(load_profile("embedded"), environ={}).resolve_asset_graph().get_all_asset_keys()
+    asset_names = {key.to_user_string() for key in keys}
+    assert declared - table_names <= asset_names
+    assert {"phase1_0_solutions", "phase2", "phase3_report"} <= declared

@@ -1,4 +1,4 @@
-"""The pieces of the study stand-ins (``study/hub_cache.py``, ``study/standins.py``), fast; the whole rehearsal
+"""The pieces of the study stand-ins (``rehearsal/hub_cache.py``, ``rehearsal/standins.py``), fast; the whole rehearsal
 is ``test_rehearsal.py`` (slow)."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class Phase2Config(dg.Config):
     )
     input_dataset: str | None = Field(
         default=None,
-        description="Score this Phase 1.0 dataset file instead of the materialized partitions (as --input did).",
+        description="Score this Phase 1.0 dataset file instead of the materialized partitions.",
     )
 
     @field_validator("splits")
@@ -111,7 +111,7 @@ def phase2(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """Separation scores of every latent per split (per layer and temperature, and pooled over temperatures)."""
     layers = study_design.sae_layers
-    # --input: score one Phase 1.0 file instead of the partitions (the partitions are then never read).
+    # input_dataset: score one Phase 1.0 file instead of the partitions (the partitions are then never read).
     greedy = (
         pd.read_parquet(config.input_dataset) if config.input_dataset else phase1_records(phase1_0_solutions.values())
     )

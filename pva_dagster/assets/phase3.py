@@ -12,6 +12,7 @@ from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.data_store import DataStore
 from pva_dagster.resources.parquet_io import PartitionFrames
+from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
 from pva_dagster.study.analysis.latent_samples import latent_column, latent_samples
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
@@ -67,7 +68,7 @@ def phase3_classification(
     )
     validation = samples[VALIDATION_SPLIT]
     greedy, best = validation[validation.temperature == GREEDY_TEMPERATURE], overall.groupby("direction").head(1)
-    tables = {"classification": overall, "classification_by_group": grouped}
+    tables = {outputs.CLASSIFICATION_OVERALL: overall, outputs.CLASSIFICATION_BY_GROUP: grouped}
     return dg.Output(tables, data_version=data_version(tables), metadata={
         "best latents": dg.MetadataValue.md(markdown_table(best)),
         "all validated latents": dg.MetadataValue.md(markdown_table(overall)),

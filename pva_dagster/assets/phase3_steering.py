@@ -21,6 +21,7 @@ from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, SAESource, Sandbox, StudyDesign
 from pva_dagster.resources.parquet_io import PartitionFrames
+from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.domain import HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
@@ -188,7 +189,7 @@ def plan_validation(
     data_store: DataStore,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
     """The validation split's units: the coefficient chosen for each direction, once."""
-    chosen = phase3_steering_coefficients["phase3_steering_coefficients"]
+    chosen = phase3_steering_coefficients[outputs.CHOSEN_COEFFICIENTS]
     coefficients = {d: [float(c)] for d, c in chosen.set_index("direction").coefficient.items()}
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
     yield from _plan_split(
@@ -236,8 +237,8 @@ def choose_from_sweep(
         coefficient_mode=plan.coefficient_mode
     )
     tables = {
-        "phase3_steering_coefficients": chosen, "steering_sweep_tests": tests,
-        "steering_sweep_units": unit_summary(outcomes), "steering_sweep_noise": noise,
+        outputs.CHOSEN_COEFFICIENTS: chosen, outputs.SWEEP_TESTS: tests,
+        outputs.SWEEP_UNITS: unit_summary(outcomes), outputs.SWEEP_NOISE: noise,
     }
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
@@ -259,7 +260,9 @@ def report_validation(
     """The reported result: target vs control with the chosen coefficients on the validation split."""
     outcomes, noise, facts = _combined(plan, results)
     tests = experiment_tests(outcomes)
-    tables = {"steering_tests": tests, "steering_effects": unit_summary(outcomes), "steering_noise": noise}
+    tables = {
+        outputs.STEERING_TESTS: tests, outputs.STEERING_EFFECTS: unit_summary(outcomes), outputs.STEERING_NOISE: noise
+    }
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
         "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(tests)),

@@ -2,7 +2,7 @@
 
 Reports the torch build, every CUDA device with its free/total memory, and runs one short forward pass on each
 (a small MLP; with ``--model PATH`` also a local Hugging Face causal LM; with ``--gemma2-random`` a random-weight
-model of google/gemma-2-2b's full shape, built offline by ``study/random_models.py``, in bfloat16). Without a GPU
+model of google/gemma-2-2b's full shape, built offline by ``rehearsal/random_models.py``, in bfloat16). Without a GPU
 it says so and exits 0, or 1 with ``--require-gpu``; any failing device exits 1.
 """
 

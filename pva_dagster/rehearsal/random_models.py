@@ -2,7 +2,7 @@
 
 One builder, three shapes: tests use a tiny one to run the Gemma-2 code path that google/gemma-2-2b takes; the
 generation benchmark and ``pva-check-gpu --gemma2-random`` use the full Gemma-2-2B shape on a GPU (same compute
-as the real model, no download); the study rehearsal (``study/standins.py``) uses Gemma-2-2B's interface
+as the real model, no download); the study rehearsal (``rehearsal/standins.py``) uses Gemma-2-2B's interface
 (hidden size, number of blocks) with cheap insides.
 """
 

@@ -64,14 +64,14 @@ def small_design(**changes: Any) -> StudyDesign:
 def small_profile(tmp_path: Path, problems: Path, **overrides: Any) -> Profile:
     """The embedded profile sized for a test (``small_design``), its data under ``tmp_path``; SAE sizes:
     ``SMALL_SAE_TRAINING``. ``overrides`` replace resources by name."""
-    return load_profile("embedded").with_resources(
-        data_store=DataStore(root=str(tmp_path / "data")),
-        problem_source=LocalProblems(path=str(problems)),
-        language_model=EmbeddedModel(batch_size=8),
-        study_design=small_design(),
-        device_pool=DevicePool(devices=["cpu"], lock_dir=str(tmp_path / "locks"), poll_seconds=0.2),
-        **overrides,
-    )
+    small = {
+        "data_store": DataStore(root=str(tmp_path / "data")),
+        "problem_source": LocalProblems(path=str(problems)),
+        "language_model": EmbeddedModel(batch_size=8),
+        "study_design": small_design(),
+        "device_pool": DevicePool(devices=["cpu"], lock_dir=str(tmp_path / "locks"), poll_seconds=0.2),
+    }
+    return load_profile("embedded").with_resources(**{**small, **overrides})
 
 
 def materialize_in_process(

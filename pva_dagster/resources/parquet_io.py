@@ -17,35 +17,32 @@ import pandas as pd
 
 from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM
 from pva_dagster.resources.data_store import DataStore
-from pva_dagster.study import storage
+from pva_dagster.study import outputs, storage
 from pva_dagster.study.layout import SPLIT_NAMES, DataLayout
 
 # Assets whose value is a dict of named tables: the names it may hold and the file of each.
 NAMED_TABLES: dict[str, tuple[tuple[str, ...], Callable[[DataLayout, str], Path]]] = {
-    "phase2": (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, "separation_scores")),
-    "top_latents": (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, "top_latents")),
-    "phase3_classification": (("classification", "classification_by_group"), DataLayout.phase3_table),
-    "phase3_steering_coefficients": (
-        ("phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_units", "steering_sweep_noise"),
-        DataLayout.phase3_table,
-    ),
-    "phase3_steering": (("steering_tests", "steering_effects", "steering_noise"), DataLayout.phase3_table),
+    outputs.SEPARATION_SCORES: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.SCORES_TABLE)),
+    outputs.TOP_LATENTS: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.TOP_TABLE)),
+    outputs.CLASSIFICATION: (outputs.CLASSIFICATION_TABLES, DataLayout.phase3_table),
+    outputs.STEERING_COEFFICIENTS: (outputs.STEERING_COEFFICIENT_TABLES, DataLayout.phase3_table),
+    outputs.STEERING: (outputs.STEERING_TABLES, DataLayout.phase3_table),
 }
 # Assets whose value is one file outside TABLE_FOLDERS.
 SINGLE_FILES: dict[str, Callable[[DataLayout], Path]] = {
-    "general_text_frequency": lambda layout: layout.general_text_frequency_file,
-    "phase3_report": lambda layout: layout.report_file,
+    outputs.GENERAL_TEXT_FREQUENCY: lambda layout: layout.general_text_frequency_file,
+    outputs.REPORT: lambda layout: layout.report_file,
 }
 
 
 def partition_file(layout: DataLayout, asset: str, key: str | dg.MultiPartitionKey) -> Path:
     """The Phase 1 dataset file of one partition (``0000-0024``, or ``task_range|temperature``)."""
-    if asset == "phase1_0_solutions":
+    if asset == outputs.PHASE1_0_SOLUTIONS:
         return layout.phase1_0_dataset(str(key))
-    if asset == "phase1_2_solutions":
+    if asset == outputs.PHASE1_2_SOLUTIONS:
         dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else None
         if dims is None:
-            raise ValueError(f"phase1_2_solutions partition {key!r} is not a task_range|temperature key")
+            raise ValueError(f"{asset} partition {key!r} is not a task_range|temperature key")
         return layout.phase1_2_dataset(float(dims[TEMPERATURE_DIM]), dims[TASK_RANGE_DIM])
     raise ValueError(f"no partitioned file is laid out for asset {asset!r}")
 

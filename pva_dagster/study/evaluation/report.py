@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from pva_dagster.study import outputs
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
 from pva_dagster.study.plots import markdown_table
 from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
@@ -109,16 +110,16 @@ def render_report(
     for split in ("sae", "validation"):
         if split in top_latents:
             sections += _phase2_section(split, top_latents[split])
-    sections += _classification_section(classification["classification"])
+    sections += _classification_section(classification[outputs.CLASSIFICATION_OVERALL])
     sections += _steering_section(
-        steering["steering_tests"], coefficients["phase3_steering_coefficients"], steering["steering_noise"]
+        steering[outputs.STEERING_TESTS], coefficients[outputs.CHOSEN_COEFFICIENTS], steering[outputs.STEERING_NOISE]
     )
     exploratory = [
-        ("Exploratory: all validated latents", classification["classification"]),
-        ("Exploratory: by temperature and difficulty", classification["classification_by_group"]),
+        ("Exploratory: all validated latents", classification[outputs.CLASSIFICATION_OVERALL]),
+        ("Exploratory: by temperature and difficulty", classification[outputs.CLASSIFICATION_BY_GROUP]),
         ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
-         coefficients["steering_sweep_tests"]),
-        ("Exploratory: steering per unit (validation)", steering["steering_effects"]),
+         coefficients[outputs.SWEEP_TESTS]),
+        ("Exploratory: steering per unit (validation)", steering[outputs.STEERING_EFFECTS]),
     ]
     for title, table in exploratory:
         sections += [f"## {title}", markdown_table(table)]

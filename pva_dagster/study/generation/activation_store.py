@@ -53,7 +53,7 @@ class PerRecordActivations(ActivationStore):
         self.path = path
 
     def producer(self) -> dict[str, Any]:
-        return {}  # the seed study's layout: records made before the shared layout existed stay current
+        return {}  # the seed study's layout, one file per record and layer
 
     def save(
         self, record: dict[str, Any], residuals: np.ndarray, layers: Sequence[int], source: str

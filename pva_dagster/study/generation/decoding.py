@@ -70,7 +70,7 @@ class FunctionEndRule:
 
 
 # Names the sampling scheme in the fingerprint of sampled records (solutions.run_solutions): change it with the
-# scheme, so records drawn the old way are generated again rather than mixed with new ones.
+# scheme, so records drawn another way are generated again rather than mixed.
 SAMPLER = "inverse-cdf, one float64 uniform per step from torch.Generator(row_generator(prompt_seed, sample))"
 
 

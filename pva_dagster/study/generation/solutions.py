@@ -143,7 +143,7 @@ def run_solutions(
         "model": identity, "limits": generator.limits, **(producer or {}),
         "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
         **(activations.producer() if activations else {}),
-        # Samples drawn another way (before the per-row samplers) are other records; greedy ones are not.
+        # Sampled records depend on the sampling scheme; greedy ones do not.
         **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
     }
     expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}

@@ -1,4 +1,4 @@
-"""The isolation levels the sandbox can give model-written code (``sandbox.probe()`` finds which this machine allows).
+"""The isolation levels the sandbox can give model-written code (``execution.probe()`` finds which this machine allows).
 
 Levels, best first:
 

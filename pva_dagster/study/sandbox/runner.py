@@ -348,7 +348,7 @@ class Judge:
 
 
 def read_job_part(fd, size=None):
-    """The job file is ``<10-digit length of part 1><part 1><part 2>`` (``sandbox._job_file``); read unbuffered,
+    """The job file is ``<10-digit length of part 1><part 1><part 2>`` (``execution._job_file``); read unbuffered,
     so that part 2 (the asserts, the nonce) is read only after the fork and never is in the solution's memory."""
     if size is None:
         chunks = []

@@ -1,0 +1,36 @@
+"""The study's outputs by name, declared once: each asset's key, and the tables a table-set asset holds.
+
+The asset functions carry these keys as their names (``tests/test_architecture.py`` checks that every key here
+is an asset); the data layout, the IO manager, the jobs and the report address outputs through these constants.
+"""
+
+from __future__ import annotations
+
+# Phase 0 / 0.1
+MBPP_PROBLEMS = "mbpp_problems"
+DIFFICULTY_MAPPING = "difficulty_mapping"
+PROBLEM_SPLITS = "problem_splits"
+# Phase 1 (partitioned: one file per task range, and per temperature for 1.2)
+PHASE1_0_SOLUTIONS = "phase1_0_solutions"
+PHASE1_2_SOLUTIONS = "phase1_2_solutions"
+# Phase 2
+GENERAL_TEXT_FREQUENCY = "general_text_frequency"
+SEPARATION_SCORES = "phase2"  # its key is the phase's name: `--select 'phase2*'` is how users run the analysis
+TOP_LATENTS = "top_latents"
+# Phase 3
+CLASSIFICATION = "phase3_classification"
+STEERING_COEFFICIENTS = "phase3_steering_coefficients"
+STEERING = "phase3_steering"
+REPORT = "phase3_report"
+
+# The tables of each table-set asset (its value is a dict of these names to DataFrames).
+CLASSIFICATION_OVERALL, CLASSIFICATION_BY_GROUP = "classification", "classification_by_group"
+CLASSIFICATION_TABLES = (CLASSIFICATION_OVERALL, CLASSIFICATION_BY_GROUP)
+CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_UNITS, SWEEP_NOISE = (
+    "phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_units", "steering_sweep_noise",
+)
+STEERING_COEFFICIENT_TABLES = (CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_UNITS, SWEEP_NOISE)
+STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE = "steering_tests", "steering_effects", "steering_noise"
+STEERING_TABLES = (STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE)
+# Phase 2's tables per split, under phase2/<split>/
+SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"
