@@ -130,3 +130,37 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
             f"; columns: {', '.join(map(str, frame.columns))}" if len(frame.columns) else ""
         )
     return frame.to_markdown(index=False, floatfmt=floatfmt)
+
+
+# Issue 21: per direction, AUROC against layer of the layered readouts, the surface baselines as bands.
+LAYERED_READOUTS: tuple[str, ...] = ("best_latent", "sparse_probe", "dense_probe")
+
+
+def auroc_by_layer(table: pd.DataFrame, direction: str) -> str:
+    """AUROC (with its bootstrap interval as error bars) against layer for each of LAYERED_READOUTS, and each
+    baseline (rows with a NaN layer) as a horizontal line inside a band of its interval; chance dashed.
+
+    ``table``: :func:`readout_table`'s rows (readout, layer, direction, auroc, auroc_ci_low, auroc_ci_high).
+    """
+    rows = table[table.direction == direction]
+    title = f"AUROC by layer, {direction} direction (validation)"
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    baselines = rows[rows.layer.isna()]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, base in enumerate(baselines.itertuples()):
+        colour = colours[(len(LAYERED_READOUTS) + i) % len(colours)]
+        ax.axhspan(base.auroc_ci_low, base.auroc_ci_high, color=colour, alpha=0.15)
+        ax.axhline(base.auroc, color=colour, linewidth=1, label=f"{base.readout} (baseline)")
+    layered = rows[rows.readout.isin(LAYERED_READOUTS)].sort_values("layer")
+    for i, name in enumerate(LAYERED_READOUTS):
+        line = layered[layered.readout == name]
+        if len(line):
+            error = np.vstack([line.auroc - line.auroc_ci_low, line.auroc_ci_high - line.auroc])
+            ax.errorbar(line.layer, line.auroc, yerr=error, marker="o", capsize=3, color=colours[i], label=name)
+    if rows.empty:
+        _no_data(ax, f"no readouts for the {direction} direction")
+    else:
+        ax.axhline(0.5, linestyle="--", color="grey", linewidth=1, label="chance")
+        ax.legend(fontsize="small", loc="best")
+    ax.set(title=title, xlabel="layer", ylabel="AUROC", ylim=(0, 1))
+    return figure_markdown(fig, title)

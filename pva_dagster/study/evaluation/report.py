@@ -11,8 +11,10 @@ from collections.abc import Mapping
 import pandas as pd
 
 from pva_dagster.study import outputs
+from pva_dagster.study.evaluation.beyond_difficulty import STRATIFIED_AUROC, beyond_difficulty_sentences
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
-from pva_dagster.study.plots import markdown_table
+from pva_dagster.study.evaluation.confirmatory import family_labels
+from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
 from pva_dagster.study.steering.results import COEFFICIENT_RULE
 
@@ -124,3 +126,36 @@ def render_report(
     for title, table in exploratory:
         sections += [f"## {title}", markdown_table(table)]
     return "\n\n".join(sections) + "\n"
+
+
+def readout_sections(
+    readouts: pd.DataFrame, beyond: pd.DataFrame, family: pd.DataFrame, rank1_layers: Mapping[str, int]
+) -> list[str]:
+    """Issue 21's sections: the confirmatory family (Holm), one sentence per direction on the rank-1 latent
+    beyond difficulty, the AUROC-by-layer plots, then every readout and beyond-difficulty row as exploratory
+    (:func:`readout_table`, :func:`beyond_difficulty_table`, :func:`confirmatory_family`)."""
+    reported = beyond[family_labels(beyond, rank1_layers) == "confirmatory"]
+    table = pd.DataFrame({
+        "readout": readouts.readout, "layer": readouts.layer, "direction": readouts.direction,
+        "family": family_labels(readouts, rank1_layers),
+        "AUROC [95% bootstrap]": [
+            _interval(*r) for r in zip(readouts.auroc, readouts.auroc_ci_low, readouts.auroc_ci_high, strict=True)
+        ],
+        "AUROC p (permutation)": readouts.auroc_p_permutation,
+        "AP (prevalence)": [f"{a:.3f} ({p:.3f})" for a, p in zip(readouts.average_precision, readouts.prevalence,
+                                                                 strict=True)],
+        "F1 (majority-class F1)": [f"{f:.3f} ({m:.3f})" for f, m in zip(readouts.f1, readouts.majority_f1,
+                                                                       strict=True)],
+        "balanced accuracy": readouts.balanced_accuracy, "MCC": readouts.mcc,
+        "threshold": [f"{o} {t:.4g}" for o, t in zip(readouts.threshold_operator, readouts.threshold, strict=True)],
+    })
+    return [
+        "## Readouts: the declared confirmatory family (validation, Holm-adjusted together)",
+        markdown_table(family), *beyond_difficulty_sentences(reported),
+        *[auroc_by_layer(readouts, direction) for direction in sorted(readouts.direction.unique())],
+        ("## Readouts: baselines, probes and best latents (exploratory unless marked confirmatory)\n\nFitted on "
+         "the sae split; C and thresholds chosen on hyperparams; scored once on validation."),
+        markdown_table(table),
+        f"## Exploratory: beyond difficulty, every probe and latent ({STRATIFIED_AUROC}, pooled within-bucket pairs)",
+        markdown_table(beyond.drop(columns="test")),
+    ]

@@ -1,0 +1,141 @@
+"""Issue 21, beyond difficulty: what a readout says about correctness once prompt length and complexity are known.
+
+A readout that only tracks "this problem is hard" looks like a correctness detector. Two checks, on the
+``validation`` split with the readout frozen (fitted on ``sae``, chosen on ``hyperparams``):
+
+- :data:`LRT_TEST`: a logistic model of the direction's class on standardised prompt length and reference-solution
+  cyclomatic complexity, against the same model plus the standardised readout score; ``2 (llf1 - llf0)`` is
+  referred to chi-squared with 1 degree of freedom. Beside it the score's odds ratio per standard deviation
+  with its 95 % Wald interval.
+- :data:`STRATIFIED_AUROC`: AUROC counted over pairs of one positive and one negative task *of the same difficulty
+  bucket* (:data:`DIFFICULTY_BUCKETS`), i.e. the per-bucket AUROCs averaged with weights ``n_pos * n_neg``; a
+  bucket with one class only has no pairs. Its 95 % percentile-bootstrap interval resamples tasks within
+  buckets (seeded).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy.stats import chi2
+
+from pva_dagster.study.domain import VALIDATION_SPLIT
+from pva_dagster.study.evaluation.readout_metrics import READOUT_KEY
+from pva_dagster.study.evaluation.readouts import BASELINE
+from pva_dagster.study.evaluation.validation import positive_class
+from pva_dagster.study.problems.difficulty import difficulty_bucket
+from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, CONFIDENCE, _auroc_rows
+
+LRT_TEST = "likelihood-ratio test, chi2 1 df"  # logistic: length + complexity, against the same + readout score
+STRATIFIED_AUROC = "AUROC within difficulty buckets"  # pooled over within-bucket pairs
+BEYOND_COLUMNS: tuple[str, ...] = (
+    *READOUT_KEY, "latent", "test", "lr_stat", "lr_df", "p_lrt", "odds_ratio_per_sd", "odds_ratio_ci_low",
+    "odds_ratio_ci_high", "stratified_auroc", "stratified_auroc_ci_low", "stratified_auroc_ci_high", "strata",
+    "n",
+)
+
+
+def _standardised(columns: list[np.ndarray], names: list[str]) -> np.ndarray:
+    matrix = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+    spread = matrix.std(axis=0)
+    if (spread == 0).any():
+        raise ValueError(f"constant covariate(s) {[n for n, s in zip(names, spread, strict=True) if s == 0]}")
+    return np.asarray(sm.add_constant((matrix - matrix.mean(axis=0)) / spread, has_constant="add"))
+
+
+def likelihood_ratio_test(
+    positive: np.ndarray, prompt_tokens: np.ndarray, complexity: np.ndarray, score: np.ndarray
+) -> dict[str, float]:
+    """:data:`LRT_TEST` of ``score[n]`` added to length and complexity, for the class ``positive[n]``."""
+    positive = np.asarray(positive, dtype=np.float64)
+    base = _standardised([prompt_tokens, complexity], ["prompt_tokens", "complexity"])
+    full = _standardised([prompt_tokens, complexity, score], ["prompt_tokens", "complexity", "score"])
+    null_fit = sm.Logit(positive, base).fit(disp=0, maxiter=200)
+    full_fit = sm.Logit(positive, full).fit(disp=0, maxiter=200)
+    lr_stat = max(2.0 * float(full_fit.llf - null_fit.llf), 0.0)
+    low, high = np.asarray(full_fit.conf_int(alpha=1 - CONFIDENCE))[-1]
+    return {
+        "lr_stat": lr_stat, "lr_df": 1, "p_lrt": float(chi2.sf(lr_stat, 1)),
+        "odds_ratio_per_sd": float(np.exp(full_fit.params[-1])),
+        "odds_ratio_ci_low": float(np.exp(low)), "odds_ratio_ci_high": float(np.exp(high)),
+    }
+
+
+def _pooled_auroc(scores: np.ndarray, positive: np.ndarray, strata: list[np.ndarray]) -> np.ndarray:
+    """Within-stratum pooled AUROC of each row of ``scores[b, n]`` / ``positive[b, n]``; ``strata``: column
+    indices of each stratum. NaN where no stratum has both classes."""
+    pairs = np.zeros(scores.shape[0])
+    wins = np.zeros(scores.shape[0])
+    for columns in strata:
+        pos = positive[:, columns]
+        weight = pos.sum(axis=1) * (~pos).sum(axis=1)
+        area = _auroc_rows(scores[:, columns], pos)
+        wins += np.where(weight > 0, np.nan_to_num(area) * weight, 0.0)
+        pairs += weight
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
+
+
+def stratified_auroc(
+    scores: np.ndarray, positive: np.ndarray, strata: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict[str, float | int]:
+    """:data:`STRATIFIED_AUROC` of ``scores[n]`` for ``positive[n]`` over the labels ``strata[n]``, with its
+    bootstrap interval (tasks resampled with replacement within each stratum)."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    labels = np.asarray(strata)
+    groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    positions = [np.arange(len(g)) + sum(len(h) for h in groups[:i]) for i, g in enumerate(groups)]
+    point = float(_pooled_auroc(scores[None, :], positive[None, :], groups)[0])
+    rng = np.random.default_rng(seed)
+    index = np.concatenate([g[rng.integers(0, len(g), size=(resamples, len(g)))] for g in groups], axis=1)
+    boot = _pooled_auroc(scores[index], positive[index], positions)
+    boot = boot[np.isfinite(boot)]
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail]) if len(boot) else (np.nan, np.nan)
+    informative = sum(0 < positive[g].sum() < len(g) for g in groups)
+    return {"stratified_auroc": point, "stratified_auroc_ci_low": float(low),
+            "stratified_auroc_ci_high": float(high), "strata": int(informative)}
+
+
+def beyond_difficulty_table(
+    scores: pd.DataFrame, tasks: pd.DataFrame, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> pd.DataFrame:
+    """BEYOND_COLUMNS for every probe and latent of :func:`readout_scores`' frame, on ``validation``; ``tasks``
+    supplies ``prompt_tokens`` and ``complexity`` by ``task_id``."""
+    covariates = tasks.set_index("task_id")[["prompt_tokens", "complexity"]]
+    readouts = scores[(scores.kind != BASELINE) & (scores.split == VALIDATION_SPLIT)]
+    rows = []
+    for key, group in readouts.groupby(list(READOUT_KEY), dropna=False, sort=False):
+        direction = str(key[3])
+        known = covariates.loc[group.task_id]
+        positive = positive_class(group.correct.to_numpy(bool), direction)
+        score = group.score.to_numpy(np.float64)
+        buckets = np.array([difficulty_bucket(int(c)) for c in known.complexity])
+        rows.append({
+            **dict(zip(READOUT_KEY, key, strict=True)), "latent": int(group.latent.iloc[0]), "test": LRT_TEST,
+            **likelihood_ratio_test(positive, known.prompt_tokens.to_numpy(), known.complexity.to_numpy(), score),
+            **stratified_auroc(score, positive, buckets, seed, resamples), "n": len(group),
+        })
+    return pd.DataFrame(rows, columns=list(BEYOND_COLUMNS))
+
+
+def beyond_difficulty_sentences(reported: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """One sentence per direction for the ``reported`` rows of :func:`beyond_difficulty_table` (one a direction,
+    e.g. the rank-1 latents): does the readout add anything beyond length and complexity?"""
+    if reported.direction.duplicated().any():
+        raise ValueError(f"one reported row per direction, got directions {reported.direction.tolist()}")
+    sentences = []
+    for row in reported.itertuples():
+        where = f"{row.readout}" + ("" if pd.isna(row.layer) else f" at layer {int(row.layer)}") + (
+            f" (latent {row.latent})" if row.latent >= 0 else ""
+        )
+        verdict = "adds signal" if row.p_lrt < alpha else "adds nothing detectable"
+        sentences.append(
+            f"{row.direction}: the {where} {verdict} beyond prompt length and complexity "
+            f"({LRT_TEST}: chi2 = {row.lr_stat:.2f}, p = {row.p_lrt:.3g}; odds ratio per SD "
+            f"{row.odds_ratio_per_sd:.2f} [{row.odds_ratio_ci_low:.2f}, {row.odds_ratio_ci_high:.2f}]; "
+            f"{STRATIFIED_AUROC} {row.stratified_auroc:.3f} "
+            f"[{row.stratified_auroc_ci_low:.3f}, {row.stratified_auroc_ci_high:.3f}])."
+        )
+    return sentences

@@ -1,0 +1,79 @@
+"""Issue 21's one declared confirmatory family, Holm-adjusted together; every other p-value is exploratory.
+
+Declared before the validation split is read: for each direction's rank-1 latent, its AUROC against 0.5
+(label-permutation p) and its value beyond difficulty (:data:`LRT_TEST`). Later experiments (steering
+correction, corruption) join the same family as extra named p-values, so adding them re-adjusts all members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from pva_dagster.study.evaluation.beyond_difficulty import LRT_TEST
+from pva_dagster.study.evaluation.readouts import BEST_LATENT
+from pva_dagster.study.statistics import holm
+
+CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
+FAMILY_COLUMNS: tuple[str, ...] = ("member", "p", "p_holm", "significant", "family")
+
+
+def auroc_member(direction: str) -> str:
+    return f"rank-1 {direction} latent: AUROC > 0.5 (label permutation)"
+
+
+def beyond_member(direction: str) -> str:
+    return f"rank-1 {direction} latent: beyond length and complexity ({LRT_TEST})"
+
+
+def confirmatory_family(named_p: Mapping[str, float], alpha: float = 0.05) -> pd.DataFrame:
+    """FAMILY_COLUMNS, one row per declared member in the given order, Holm-adjusted over exactly these.
+
+    A declared member without a p-value is an error, not a smaller family.
+    """
+    if not named_p:
+        raise ValueError("the confirmatory family is empty")
+    p = [float(v) for v in named_p.values()]
+    bad = {name: value for name, value in named_p.items() if not 0 <= float(value) <= 1}  # NaN fails too
+    if bad:
+        raise ValueError(f"declared members without a p-value in [0, 1]: {bad}")
+    adjusted = holm(p)
+    return pd.DataFrame({
+        "member": list(named_p), "p": np.array(p), "p_holm": adjusted, "significant": adjusted < alpha,
+        "family": CONFIRMATORY,
+    }, columns=list(FAMILY_COLUMNS))
+
+
+def _rank1_row(table: pd.DataFrame, direction: str, layer: int) -> pd.Series:
+    rows = table[(table.readout == BEST_LATENT) & (table.direction == direction) & (table.layer == layer)]
+    if len(rows) != 1:
+        raise ValueError(f"need one {BEST_LATENT} row for {direction} at layer {layer}, found {len(rows)}")
+    return rows.iloc[0]
+
+
+def declared_p_values(
+    readouts: pd.DataFrame, beyond: pd.DataFrame, rank1_layers: Mapping[str, int],
+    extra: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """The family's named p-values: per direction in ``rank1_layers`` (direction -> layer of its rank-1 latent)
+    the AUROC permutation p from :func:`readout_table` and the LRT p from :func:`beyond_difficulty_table`,
+    then ``extra`` (e.g. steering), whose names must not collide with these."""
+    named: dict[str, float] = {}
+    for direction, layer in rank1_layers.items():
+        named[auroc_member(direction)] = float(_rank1_row(readouts, direction, layer).auroc_p_permutation)
+        named[beyond_member(direction)] = float(_rank1_row(beyond, direction, layer).p_lrt)
+    clash = sorted(set(named) & set(extra or {}))
+    if clash:
+        raise ValueError(f"extra members {clash} repeat declared ones")
+    return {**named, **(extra or {})}
+
+
+def family_labels(table: pd.DataFrame, rank1_layers: Mapping[str, int]) -> pd.Series:
+    """Per row of a readout or beyond-difficulty table: "confirmatory" for the declared rank-1 latents' rows,
+    "exploratory" for every other."""
+    declared = pd.Series(False, index=table.index)
+    for direction, layer in rank1_layers.items():
+        declared |= (table.readout == BEST_LATENT) & (table.direction == direction) & (table.layer == layer)
+    return declared.map({True: CONFIRMATORY, False: EXPLORATORY})

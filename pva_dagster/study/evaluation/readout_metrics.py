@@ -1,0 +1,105 @@
+"""Issue 21's table: every readout's threshold from ``hyperparams``, and its metrics on ``validation`` (touched once).
+
+Beside each number sits what it should be read against: AUROC with its 95 % percentile-bootstrap interval and
+label-permutation p (:mod:`statistics`), average precision beside the prevalence of the direction's class, and F1
+beside the F1 of always predicting the majority class, balanced accuracy and Matthews' correlation.
+
+Thresholds lie on the observed range of the scores they were chosen on: the F1-optimal threshold of
+:func:`choose_threshold` is kept, except that "everything positive", which it spells as a value below the minimum
+(below zero for an SAE activation, which is never negative), becomes ``score >= minimum``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, matthews_corrcoef
+
+from pva_dagster.study.domain import HYPERPARAMS_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.validation import OPERATOR, Threshold, auroc, choose_threshold, positive_class
+from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, auroc_permutation_p, bootstrap_intervals
+
+AT_LEAST = ">="  # the operator of a threshold at the observed minimum: everything positive
+READOUT_KEY: tuple[str, ...] = ("readout", "kind", "layer", "direction")
+TABLE_COLUMNS: tuple[str, ...] = (
+    *READOUT_KEY, "latent", "C", "threshold", "threshold_operator", "hyperparams_f1", "auroc", "auroc_ci_low",
+    "auroc_ci_high", "auroc_p_permutation", "average_precision", "prevalence", "f1", "f1_ci_low", "f1_ci_high",
+    "majority_f1", "balanced_accuracy", "mcc", "predicts_one_class", "n", "n_positive",
+)
+
+
+def observed_range_threshold(scores: np.ndarray, correct: np.ndarray, direction: str) -> Threshold:
+    """:func:`choose_threshold`'s threshold, its value always within ``[min(scores), max(scores)]``."""
+    chosen = choose_threshold(scores, correct, direction)
+    lowest = float(np.min(scores))
+    if chosen.value < lowest:  # "everything positive": the same classification at the minimum, inclusively
+        return dataclasses.replace(chosen, value=lowest, operator=AT_LEAST)
+    return chosen
+
+
+def predict(scores: np.ndarray, threshold: Threshold) -> np.ndarray:
+    """``bool[n]``: the direction's class predicted by ``threshold`` (``>`` or, at the minimum, ``>=``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if threshold.operator == OPERATOR:
+        return scores > threshold.value
+    if threshold.operator == AT_LEAST:
+        return scores >= threshold.value
+    raise ValueError(f"unknown threshold operator {threshold.operator!r}; expected {OPERATOR!r} or {AT_LEAST!r}")
+
+
+def majority_f1(positive: np.ndarray) -> float:
+    """F1 of the positive class when every sample is predicted as the majority class (a tie predicts positive):
+    ``2p / (1 + p)`` for prevalence ``p >= 1/2``, else 0. The floor an F1 must beat to mean anything."""
+    positive = np.asarray(positive, dtype=bool)
+    return float(f1_score(positive, np.full(len(positive), positive.mean() >= 0.5), zero_division=0))
+
+
+def readout_metrics(
+    scores: np.ndarray, correct: np.ndarray, direction: str, threshold: Threshold, seed: int,
+    resamples: int = BOOTSTRAP_RESAMPLES, permutations: int = PERMUTATIONS,
+) -> dict[str, float | int | bool]:
+    """The metrics of one readout's ``scores[n]`` on one split, ``threshold`` applied unchanged."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = positive_class(correct, direction)
+    predicted = predict(scores, threshold)
+    # bootstrap_intervals classifies by ">": just below the value, ">" is ">=" at the value.
+    cut = threshold.value if threshold.operator == OPERATOR else float(np.nextafter(threshold.value, -np.inf))
+    intervals = bootstrap_intervals(scores, positive, cut, seed, resamples)
+    return {
+        "auroc": auroc(scores, correct, direction),
+        "auroc_ci_low": intervals["auroc_ci_low"], "auroc_ci_high": intervals["auroc_ci_high"],
+        "auroc_p_permutation": auroc_permutation_p(scores, positive, seed, permutations),
+        "average_precision": float(average_precision_score(positive, scores)),
+        "prevalence": float(positive.mean()),
+        "f1": float(f1_score(positive, predicted, zero_division=0)),
+        "f1_ci_low": intervals["f1_ci_low"], "f1_ci_high": intervals["f1_ci_high"],
+        "majority_f1": majority_f1(positive),
+        "balanced_accuracy": float(balanced_accuracy_score(positive, predicted)),
+        "mcc": float(matthews_corrcoef(positive, predicted)),
+        "predicts_one_class": bool(predicted.all() or not predicted.any()),
+        "n": len(scores), "n_positive": int(positive.sum()),
+    }
+
+
+def readout_table(
+    scores: pd.DataFrame, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, permutations: int = PERMUTATIONS
+) -> pd.DataFrame:
+    """One row per (readout, kind, layer, direction) of :func:`readout_scores`' long frame: TABLE_COLUMNS, the
+    threshold chosen on ``hyperparams`` and every metric on ``validation``."""
+    rows = []
+    for key, group in scores.groupby(list(READOUT_KEY), dropna=False, sort=False):
+        direction = str(key[3])
+        hyper = group[group.split == HYPERPARAMS_SPLIT]
+        validation = group[group.split == VALIDATION_SPLIT]
+        threshold = observed_range_threshold(hyper.score.to_numpy(), hyper.correct.to_numpy(bool), direction)
+        rows.append({
+            **dict(zip(READOUT_KEY, key, strict=True)), "latent": int(group.latent.iloc[0]), "C": group.C.iloc[0],
+            "threshold": threshold.value, "threshold_operator": threshold.operator, "hyperparams_f1": threshold.f1,
+            **readout_metrics(
+                validation.score.to_numpy(), validation.correct.to_numpy(bool), direction, threshold, seed,
+                resamples, permutations,
+            ),
+        })
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

@@ -1,0 +1,186 @@
+"""Issue 21's readouts of correctness: surface baselines, a dense and a sparse probe, and the best latent.
+
+Every readout is fitted on the ``sae`` split (the discovery split), has its hyperparameter (the inverse
+regularisation ``C`` of a logistic regression) chosen on ``hyperparams`` by AUROC, and gives a score for every
+task; :mod:`readout_metrics` then chooses its threshold on ``hyperparams`` and scores ``validation`` once.
+
+Readouts, per task ``t``:
+
+- surface baselines: ``prompt_length`` (tokens), ``complexity`` (the reference solution's cyclomatic complexity),
+  each a one-feature logistic regression (it only orients the feature: AUROC is unchanged by scale), and
+  ``tfidf``, a logistic regression on TF-IDF word uni- and bigrams of the prompt text;
+- per layer with stored residuals: ``dense_probe``, an L2 logistic regression on the standardised residual
+  ``float[tasks, d_model]``; ``sparse_probe``, an L1 logistic regression on all standardised SAE latents
+  ``float[tasks, d_sae]``; ``best_latent``, per direction the latent with the largest separation score
+  (:func:`separation_scores`, ``s_correct`` or ``s_incorrect``) on ``sae``, its activation the score.
+
+A fitted model's score is its decision function for "correct"; the "incorrect" direction's score is its negation.
+A latent's score is its activation for the direction it was chosen for (higher = that direction's class), as in
+:mod:`validation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pva_dagster.study.analysis.separation import separation_scores
+from pva_dagster.study.domain import DIRECTIONS, HYPERPARAMS_SPLIT, SAE_SPLIT, SPLIT_NAMES
+from pva_dagster.study.evaluation.validation import auroc
+
+TASK_COLUMNS: tuple[str, ...] = ("task_id", "split", "correct", "prompt_tokens", "complexity", "prompt_text")
+SCORE_COLUMNS: tuple[str, ...] = (
+    "readout", "kind", "layer", "direction", "latent", "C", "hyperparams_auroc", "task_id", "split", "correct",
+    "score",
+)
+BASELINE, PROBE, LATENT = "baseline", "probe", "latent"
+BEST_LATENT = "best_latent"
+C_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+MAX_ITER = 5000
+
+ModelFactory = Callable[[float, int], Pipeline]  # (C, seed) -> an unfitted pipeline
+
+
+def _scalar_model(c: float, seed: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, random_state=seed, max_iter=MAX_ITER))
+
+
+def _tfidf_model(c: float, seed: int) -> Pipeline:
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+        LogisticRegression(C=c, random_state=seed, max_iter=MAX_ITER),
+    )
+
+
+def _sparse_model(c: float, seed: int) -> Pipeline:
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", random_state=seed, max_iter=MAX_ITER),
+    )
+
+
+def validate_tasks(tasks: pd.DataFrame) -> None:
+    """Raise, naming what is wrong, unless ``tasks`` has the columns, known splits and both classes on each."""
+    missing = [c for c in TASK_COLUMNS if c not in tasks.columns]
+    if missing:
+        raise ValueError(f"tasks lack columns {missing}; have {list(tasks.columns)}")
+    unknown = sorted(set(tasks.split) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown splits {unknown}; choose from {SPLIT_NAMES}")
+    for split in SPLIT_NAMES:
+        correct = tasks.correct[tasks.split == split].to_numpy(bool)
+        if not 0 < correct.sum() < len(correct):
+            raise ValueError(f"split {split!r} has {correct.sum()} correct of {len(correct)}: need both classes")
+
+
+def fit_and_score(
+    features: np.ndarray | Sequence[str], tasks: pd.DataFrame, factory: ModelFactory, seed: int,
+    c_grid: Sequence[float] = C_GRID,
+) -> tuple[np.ndarray, float, float]:
+    """``(score[tasks], C, hyperparams AUROC)``: fitted on ``sae`` at each C, the C with the best hyperparams
+    AUROC kept (ties to the smallest C, the most regularised); score = decision function for "correct"."""
+    split, correct = tasks.split.to_numpy(), tasks.correct.to_numpy(bool)
+    sae, hyper = split == SAE_SPLIT, split == HYPERPARAMS_SPLIT
+    rows = np.asarray(features, dtype=object) if not isinstance(features, np.ndarray) else features
+    best: tuple[float, float, np.ndarray] | None = None
+    for c in sorted(c_grid):
+        model = factory(c, seed).fit(rows[sae], correct[sae])
+        score = np.asarray(model.decision_function(rows), dtype=np.float64)
+        quality = auroc(score[hyper], correct[hyper], "correct")
+        if best is None or quality > best[1]:
+            best = (c, quality, score)
+    if best is None:
+        raise ValueError("c_grid is empty")
+    c, quality, score = best
+    return score, c, quality
+
+
+def _frame(tasks: pd.DataFrame, score: np.ndarray, **readout: object) -> pd.DataFrame:
+    """One readout's rows for one direction: ``readout`` (readout, kind, layer, direction, latent, C,
+    hyperparams_auroc) repeated beside each task's id, split, label and ``score``."""
+    return pd.DataFrame({
+        **readout, "task_id": tasks.task_id.to_numpy(), "split": tasks.split.to_numpy(),
+        "correct": tasks.correct.to_numpy(bool), "score": score,
+    })
+
+
+def _rows(
+    tasks: pd.DataFrame, readout: str, kind: str, layer: float, score: np.ndarray, c: float, quality: float
+) -> list[pd.DataFrame]:
+    """The long score rows of one fitted readout, for each direction: the "incorrect" score is negated, so its
+    AUROC for the incorrect class equals the "correct" score's for the correct class."""
+    return [
+        _frame(tasks, score if direction == "correct" else -score, readout=readout, kind=kind, layer=layer,
+               direction=direction, latent=-1, C=c, hyperparams_auroc=quality)
+        for direction in DIRECTIONS
+    ]
+
+
+def best_latent_scores(
+    latents: np.ndarray, tasks: pd.DataFrame, layer: int, chosen: Mapping[tuple[int, str], int] | None = None
+) -> list[pd.DataFrame]:
+    """Per direction, the rows of one latent of ``latents[tasks, d_sae]``, its activation as the score: the one
+    ``chosen[(layer, direction)]`` names (e.g. Phase 2's rank-1), else the one with the largest separation score
+    on ``sae`` (ties to the lowest index)."""
+    sae = (tasks.split == SAE_SPLIT).to_numpy()
+    separation = separation_scores(latents[sae], tasks.correct.to_numpy(bool)[sae], layer)
+    hyper = (tasks.split == HYPERPARAMS_SPLIT).to_numpy()
+    frames = []
+    for direction in DIRECTIONS:
+        latent = (chosen or {}).get((layer, direction), int(np.argmax(separation[f"s_{direction}"].to_numpy())))
+        if not 0 <= latent < latents.shape[1]:
+            raise ValueError(f"layer {layer} {direction}: latent {latent} outside 0..{latents.shape[1] - 1}")
+        activation = np.asarray(latents[:, latent], dtype=np.float64)
+        quality = auroc(activation[hyper], tasks.correct.to_numpy(bool)[hyper], direction)
+        frames.append(_frame(tasks, activation, readout=BEST_LATENT, kind=LATENT, layer=float(layer),
+                             direction=direction, latent=latent, C=np.nan, hyperparams_auroc=quality))
+    return frames
+
+
+def readout_scores(
+    tasks: pd.DataFrame,
+    residuals: Mapping[int, np.ndarray],
+    latents: Mapping[int, np.ndarray],
+    seed: int,
+    c_grid: Sequence[float] = C_GRID,
+    chosen_latents: Mapping[tuple[int, str], int] | None = None,
+) -> pd.DataFrame:
+    """Every readout's score for every task and direction, in long form: the columns of SCORE_COLUMNS.
+
+    ``tasks``: one row a task, TASK_COLUMNS; ``residuals[layer]``: ``float[tasks, d_model]`` and
+    ``latents[layer]``: ``float[tasks, d_sae]``, rows in ``tasks``' order; ``chosen_latents``:
+    ``(layer, direction) -> latent`` for ``best_latent`` (default: :func:`best_latent_scores`' own pick).
+    ``layer`` is NaN for the surface baselines, ``latent`` -1 except for ``best_latent``, ``C`` NaN for it.
+    """
+    validate_tasks(tasks)
+    frames: list[pd.DataFrame] = []
+    surface: list[tuple[str, np.ndarray | Sequence[str], ModelFactory]] = [
+        ("prompt_length", tasks[["prompt_tokens"]].to_numpy(np.float64), _scalar_model),
+        ("complexity", tasks[["complexity"]].to_numpy(np.float64), _scalar_model),
+        ("tfidf", tasks.prompt_text.astype(str).tolist(), _tfidf_model),
+    ]
+    for name, features, factory in surface:
+        frames += _rows(tasks, name, BASELINE, np.nan, *fit_and_score(features, tasks, factory, seed, c_grid))
+    for layer in sorted(set(residuals) | set(latents)):
+        for name, matrices, factory in (("dense_probe", residuals, _scalar_model),
+                                        ("sparse_probe", latents, _sparse_model)):
+            if layer in matrices:
+                matrix = _checked(matrices[layer], len(tasks), f"{name} layer {layer}")
+                frames += _rows(tasks, name, PROBE, float(layer), *fit_and_score(matrix, tasks, factory, seed, c_grid))
+        if layer in latents:
+            matrix = _checked(latents[layer], len(tasks), f"latents layer {layer}")
+            frames += best_latent_scores(matrix, tasks, layer, chosen_latents)
+    return pd.concat(frames, ignore_index=True)[list(SCORE_COLUMNS)]
+
+
+def _checked(matrix: np.ndarray, n_tasks: int, what: str) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != n_tasks:
+        raise ValueError(f"{what}: need a [{n_tasks} tasks, features] matrix, got shape {matrix.shape}")
+    return matrix
