@@ -27,7 +27,7 @@ import numpy as np
 
 from pva_dagster.study.problems.extended_tests import MAX_TESTS, extended_job, generate
 from pva_dagster.study.problems.mbpp import Problem, load_jsonl
-from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, probe, run_many
+from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, probe, run_many
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 

@@ -85,4 +85,27 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
     assert noise.n.sum() > 0 and noise.label_changed.sum() == 0
     report = layout.report_file.read_text()
     assert report.startswith("# Does the model know")
-    assert "steering on the validation split (confirmatory)" in report and "Exploratory: coefficient sweep" in report
+    assert "## Phase 3: steering on the validation split" in report and "Exploratory: coefficient sweep" in report
+
+
+def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[int]) -> None:
+    """Baselines, a dense probe per stored layer, a sparse probe and best latent per SAE layer, each direction;
+    the rank-1 latents confirmatory; the report opens with the declared family, Holm-adjusted together."""
+    table = pd.read_parquet(layout.phase3_table("readouts"))
+    counts = table.groupby("readout").size().to_dict()
+    assert counts == {
+        "prompt_length": 2, "complexity": 2, "tfidf": 2, "dense_probe": 2 * n_layers,
+        "sparse_probe": 2 * len(sae_layers), "best_latent": 2 * len(sae_layers),
+    }
+    assert table.auroc.between(0, 1).all() and (table.auroc_ci_low <= table.auroc).all()
+    assert (table.auroc <= table.auroc_ci_high).all() and table.auroc_p_permutation.between(0, 1).all()
+    assert ((table.f1 >= 0) & (table.majority_f1 >= 0)).all()
+    confirmatory = table[table.family == "confirmatory"]
+    assert sorted(confirmatory.direction) == ["correct", "incorrect"] and set(confirmatory.readout) == {"best_latent"}
+    beyond = pd.read_parquet(layout.phase3_table("beyond_difficulty"))
+    assert beyond.p_lrt.between(0, 1).all() and set(beyond.test) == {"likelihood-ratio test, chi2 1 df"}
+    scores = pd.read_parquet(layout.phase3_table("readout_scores"))
+    assert not scores.duplicated(["readout", "layer", "direction", "task_id"]).any(), "one row a task"
+    report = layout.report_file.read_text()
+    family = report.index("## Readouts: the declared confirmatory family")
+    assert family < report.index("## Phase 2: top latents") and "beyond prompt length and complexity" in report

@@ -14,7 +14,7 @@ from pva_dagster.study.problems.extended_tests import candidates, generate, judg
 from pva_dagster.study.problems.input_mutation import mutate
 from pva_dagster.study.problems.mbpp import Problem, load_embedded, load_jsonl
 from pva_dagster.study.problems.probes import literal_source, read_probes
-from pva_dagster.study.sandbox.sandbox import run_solution
+from pva_dagster.study.sandbox.execution import run_solution
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 

@@ -17,6 +17,7 @@ from pva_dagster.rehearsal.small_runs import (
     SMALL_SAE_TRAINING,
     link_embedded_model,
     materialize,
+    small_design,
     small_profile,
     write_problems,
 )
@@ -28,6 +29,7 @@ from tests.helpers import (
     check_phase1,
     check_phase2_scores_and_duckdb_recount,
     check_phase3_classification,
+    check_phase3_readouts,
     check_phase3_steering,
 )
 
@@ -74,6 +76,10 @@ def test_phase2_scores_and_an_independent_duckdb_recount(pipeline):
 
 def test_phase3_classification_has_intervals_and_flags(pipeline):
     check_phase3_classification(pipeline[0])
+
+
+def test_phase3_readouts_put_baselines_probes_and_latents_side_by_side(pipeline):
+    check_phase3_readouts(pipeline[0], n_layers=30, sae_layers=small_design().sae_layers)
 
 
 def test_phase3_steering_chooses_on_hyperparams_and_reports_validation_once(pipeline):

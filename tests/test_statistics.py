@@ -8,8 +8,8 @@ from scipy.stats import beta, mannwhitneyu
 from sklearn.metrics import f1_score, roc_auc_score
 
 from pva_dagster.study.statistics import (
-    _auroc_rows,
     auroc_permutation_p,
+    auroc_rows,
     bootstrap_intervals,
     clopper_pearson,
     fisher_greater,
@@ -74,7 +74,7 @@ def test_vectorised_auroc_equals_sklearn_with_ties():
     scores = rng.integers(0, 4, size=(5, 30)).astype(float)  # many ties, as SAE activations at 0 have
     positive = rng.random((5, 30)) < 0.4
     expected = [roc_auc_score(p, s) for s, p in zip(scores, positive, strict=True)]
-    assert _auroc_rows(scores, positive) == pytest.approx(expected)
+    assert auroc_rows(scores, positive) == pytest.approx(expected)
 
 
 def test_bootstrap_intervals_are_seeded_and_cover_the_estimate():

@@ -5,6 +5,8 @@ graph, so that ``dagster asset materialize --select 'phase2*'`` re-runs it and e
 general-text frequency it filters with depends on the model and SAEs only and is made with them (``prepare``).
 """
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -26,13 +28,18 @@ from pva_dagster.study.analysis.general_text import (
     frequency_table,
     general_text_residuals,
 )
+from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, layer_cutoffs, mean_density
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
-from pva_dagster.study.analysis.separation import KEEP, MAX_GENERAL_FREQ, TOP_N, best_latents, rank_latents
+from pva_dagster.study.analysis.separation import KEEP, TOP_N, best_latents, rank_latents
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.plots import histogram_by_group, markdown_table
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
+# The splits Phase 2 can score, and the default: the discovery split. "validation" adds an exploratory table
+# pooling Phase 1.2's samples, whose rows share a task's prompt residual (phase3_readouts scores the discovery
+# latents on validation one row per task instead).
 PHASE2_SPLITS = (SAE_SPLIT, VALIDATION_SPLIT)
+DEFAULT_PHASE2_SPLITS = (SAE_SPLIT,)
 
 
 class GeneralTextConfig(dg.Config):
@@ -49,8 +56,9 @@ class GeneralTextConfig(dg.Config):
 
 class Phase2Config(dg.Config):
     splits: list[str] = Field(
-        default=list(PHASE2_SPLITS),
-        description="'sae' = discovery split (temperature 0); 'validation' also pools the Phase 1.2 temperatures.",
+        default=list(DEFAULT_PHASE2_SPLITS),
+        description="'sae' = discovery split (temperature 0); 'validation' (exploratory) also pools the Phase 1.2 "
+        "temperatures.",
     )
     input_dataset: str | None = Field(
         default=None,
@@ -66,8 +74,9 @@ class Phase2Config(dg.Config):
 
 
 class TopLatentsConfig(dg.Config):
-    max_general_freq: float = Field(
-        default=MAX_GENERAL_FREQ, description="Keep only latents active on fewer (<) of the general-text positions."
+    max_general_freq: float | None = Field(
+        default=None, description="Keep only latents active on fewer (<) of the general-text positions than this "
+        "(None: the study design's cut-off).",
     )
     top_n: int = Field(default=TOP_N, description="Candidates per direction before the general-text filter.")
     keep: int = Field(default=KEEP, description="Latents kept per direction after the filter.")
@@ -133,18 +142,24 @@ def phase2(
 @dg.asset(group_name=GROUP_SEPARATION, code_version=CODE_VERSION)
 def top_latents(
     config: TopLatentsConfig, phase2: dict[str, pd.DataFrame], general_text_frequency: pd.DataFrame,
-    data_store: DataStore,
+    study_design: StudyDesign, data_store: DataStore,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The best latents per direction and split, after the general-text filter (also ``top_latents.json``)."""
-    general, ranked, metadata = frequencies_by_layer(general_text_frequency), {}, {}
+    general, ranked = frequencies_by_layer(general_text_frequency), {}
+    cutoffs = (
+        {layer: config.max_general_freq for layer in general} if config.max_general_freq is not None
+        else layer_cutoffs(general, study_design.general_text_cutoff, study_design.general_text_density_multiple)
+    )
+    metadata: dict[str, Any] = {"general-text cut-off per layer": {str(k): round(c, 5) for k, c in cutoffs.items()}}
     for split, scores in phase2.items():
         pooled_scores = pooled(scores)
         ranked[split] = rank_latents(
-            pooled_scores, general, top_n=config.top_n, max_general_freq=config.max_general_freq, keep=config.keep
+            pooled_scores, general, top_n=config.top_n, max_general_freq=cutoffs, keep=config.keep
         )
         facts = {
             "counts": scores.attrs["counts"], "general_corpus": general_text_frequency.attrs["corpus"],
             "config": {**scores.attrs["config"], **general_text_frequency.attrs["config"], **config.model_dump()},
+            "general_text_cutoffs": {str(layer): cutoff for layer, cutoff in cutoffs.items()},
         }
         ranked[split].attrs.update(facts)
         storage.write_json(  # for notebooks; downstream assets read the asset's value
@@ -157,3 +172,24 @@ def top_latents(
             title=f"s_correct = f_correct - f_incorrect ({split} split)", xlabel="s_correct",
         ))
     return dg.Output(ranked, data_version=data_version(ranked), metadata=metadata)
+
+
+@dg.asset(group_name=GROUP_SEPARATION, code_version=CODE_VERSION)
+def general_text_cutoffs(
+    config: TopLatentsConfig, phase2: dict[str, pd.DataFrame], general_text_frequency: pd.DataFrame,
+    study_design: StudyDesign,
+) -> dg.Output[pd.DataFrame]:
+    """How the discovery split's top latents change with the general-text cut-off (0.5, 1, 2, 5 % and the study
+    design's rule), against the study's 2 %; exploratory."""
+    general = frequencies_by_layer(general_text_frequency)
+    design = study_design.general_text_cutoff, study_design.general_text_density_multiple
+    rule = f"design: {design[1]}x mean density" if design[1] else f"design: absolute {design[0]:.1%}"
+    table = cutoff_sensitivity(
+        pooled(phase2[SAE_SPLIT]), general, top_n=config.top_n, keep=config.keep,
+        design=(rule, layer_cutoffs(general, *design)),
+    )
+    densities = {str(layer): round(mean_density(freq), 5) for layer, freq in general.items()}
+    return dg.Output(table, data_version=data_version(table), metadata={
+        "mean general-text density per layer": densities,
+        "top latents by cut-off": dg.MetadataValue.md(markdown_table(table.drop(columns="top"))),
+    })

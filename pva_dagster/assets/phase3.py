@@ -22,7 +22,7 @@ from pva_dagster.study.evaluation.validation import pr_points, roc_points
 from pva_dagster.study.plots import markdown_table, roc_pr_curves
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 
 
 class ClassificationConfig(dg.Config):
@@ -84,7 +84,12 @@ def phase3_classification(
 def phase3_report(
     top_latents: dict[str, pd.DataFrame], phase3_classification: dict[str, pd.DataFrame],
     phase3_steering_coefficients: dict[str, pd.DataFrame], phase3_steering: dict[str, pd.DataFrame],
+    phase3_readouts: dict[str, pd.DataFrame], general_text_cutoffs: pd.DataFrame,
 ) -> dg.Output[str]:
-    """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md)."""
-    report = render_report(top_latents, phase3_classification, phase3_steering_coefficients, phase3_steering)
+    """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md), the declared
+    confirmatory family first."""
+    report = render_report(
+        top_latents, phase3_classification, phase3_steering_coefficients, phase3_steering, phase3_readouts,
+        general_text_cutoffs,
+    )
     return dg.Output(report, data_version=data_version(report), metadata={"report": dg.MetadataValue.md(report)})

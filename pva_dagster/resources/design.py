@@ -8,6 +8,7 @@ Generation settings live here rather than on the model resource because they dec
 import dagster as dg
 from pydantic import Field, model_validator
 
+from pva_dagster.study.analysis.separation import MAX_GENERAL_FREQ
 from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.generation.settings import GenerationSettings
@@ -45,6 +46,16 @@ class StudyDesign(dg.ConfigurableResource):
     )
     prompt_template: str = Field(default=DEFAULT_TEMPLATE, description="Zero-shot prompt; {text} and {tests}.")
     use_chat_template: bool = Field(default=False, description="Wrap the prompt in the tokenizer's chat template.")
+
+    # Phase 2's general-text filter: latents firing this often on ordinary English are dropped from the ranking.
+    general_text_cutoff: float = Field(
+        default=MAX_GENERAL_FREQ, gt=0, le=1,
+        description="Drop latents active on this fraction of general-text positions or more (the study's 2 %).",
+    )
+    general_text_density_multiple: float | None = Field(
+        default=None, gt=0,
+        description="Instead, drop latents active this many times as often as the SAE's mean latent (per layer).",
+    )
 
     steering_coefficients: list[float] = Field(
         default=list(STUDY_STEERING_COEFFICIENTS),

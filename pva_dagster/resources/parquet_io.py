@@ -25,6 +25,7 @@ NAMED_TABLES: dict[str, tuple[tuple[str, ...], Callable[[DataLayout, str], Path]
     outputs.SEPARATION_SCORES: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.SCORES_TABLE)),
     outputs.TOP_LATENTS: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.TOP_TABLE)),
     outputs.CLASSIFICATION: (outputs.CLASSIFICATION_TABLES, DataLayout.phase3_table),
+    outputs.READOUTS: (outputs.READOUT_TABLES, DataLayout.phase3_table),
     outputs.STEERING_COEFFICIENTS: (outputs.STEERING_COEFFICIENT_TABLES, DataLayout.phase3_table),
     outputs.STEERING: (outputs.STEERING_TABLES, DataLayout.phase3_table),
 }

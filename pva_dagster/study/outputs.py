@@ -17,8 +17,10 @@ PHASE1_2_SOLUTIONS = "phase1_2_solutions"
 GENERAL_TEXT_FREQUENCY = "general_text_frequency"
 SEPARATION_SCORES = "phase2"  # its key is the phase's name: `--select 'phase2*'` is how users run the analysis
 TOP_LATENTS = "top_latents"
+GENERAL_TEXT_CUTOFFS = "general_text_cutoffs"
 # Phase 3
 CLASSIFICATION = "phase3_classification"
+READOUTS = "phase3_readouts"
 STEERING_COEFFICIENTS = "phase3_steering_coefficients"
 STEERING = "phase3_steering"
 REPORT = "phase3_report"
@@ -32,5 +34,8 @@ CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_UNITS, SWEEP_NOISE = (
 STEERING_COEFFICIENT_TABLES = (CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_UNITS, SWEEP_NOISE)
 STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE = "steering_tests", "steering_effects", "steering_noise"
 STEERING_TABLES = (STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE)
+READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES = "readouts", "beyond_difficulty", "readout_scores"
+DISCOVERY_ON_VALIDATION = "discovery_latents_on_validation"
+READOUT_TABLES = (READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES, DISCOVERY_ON_VALIDATION)
 # Phase 2's tables per split, under phase2/<split>/
 SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"

@@ -73,7 +73,7 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def _auroc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+def auroc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """AUROC of each row of ``scores[b, n]`` against ``positive[b, n]`` (Mann-Whitney U, ties averaged)."""
     ranks = rankdata(scores, axis=-1)
     n_pos = positive.sum(axis=-1)
@@ -102,7 +102,7 @@ def bootstrap_intervals(
     if resamples < 1 or len(scores) == 0:
         raise ValueError(f"need resamples >= 1 and samples, got {resamples} resamples and {len(scores)} samples")
     index = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
-    aurocs = _auroc_rows(scores[index], positive[index])
+    aurocs = auroc_rows(scores[index], positive[index])
     f1s = _f1_rows(scores[index] > threshold, positive[index])
     tail = (1 - CONFIDENCE) / 2 * 100
     counted = aurocs[np.isfinite(aurocs)]
@@ -123,7 +123,7 @@ def auroc_permutation_p(
         return float("nan")
 
     def statistic(labels: np.ndarray, axis: int = -1) -> np.ndarray:
-        return _auroc_rows(np.broadcast_to(scores, labels.shape), labels.astype(bool))
+        return auroc_rows(np.broadcast_to(scores, labels.shape), labels.astype(bool))
 
     result = permutation_test(
         (positive,), statistic, permutation_type="pairings", vectorized=True, n_resamples=permutations,

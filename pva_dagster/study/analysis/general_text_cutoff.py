@@ -17,7 +17,7 @@ from pva_dagster.study.domain import DIRECTIONS
 
 SENSITIVITY_CUTOFFS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 SENSITIVITY_COLUMNS: tuple[str, ...] = (
-    "cutoff", "direction", "kept", "rank1", "top", "shared_with_reference", "entered", "left",
+    "cutoff", "rule", "direction", "kept", "rank1", "top", "shared_with_reference", "entered", "left",
 )
 
 
@@ -36,6 +36,19 @@ def relative_density_cutoff(mean_density: float, multiple: float) -> float:
     return min(mean_density * multiple, 1.0)
 
 
+def layer_cutoffs(
+    general_freq: Mapping[int, np.ndarray], absolute: float, density_multiple: float | None
+) -> dict[int, float]:
+    """Per layer, the general-text cut-off of the design: ``absolute``, or when ``density_multiple`` is set,
+    that multiple of the layer's SAE's mean density (a latent is dropped when it fires on general text that many
+    times as often as the SAE's average latent)."""
+    if density_multiple is None:
+        return {layer: absolute for layer in general_freq}
+    return {
+        layer: relative_density_cutoff(mean_density(freq), density_multiple) for layer, freq in general_freq.items()
+    }
+
+
 def _names(ranked: pd.DataFrame, direction: str) -> list[str]:
     rows = ranked[ranked.direction == direction].sort_values("rank")
     return [f"L{layer}/{latent}" for layer, latent in zip(rows.layer, rows.latent, strict=True)]
@@ -48,21 +61,29 @@ def cutoff_sensitivity(
     reference: float = MAX_GENERAL_FREQ,
     top_n: int = TOP_N,
     keep: int = KEEP,
+    design: tuple[str, Mapping[int, float]] | None = None,
 ) -> pd.DataFrame:
     """SENSITIVITY_COLUMNS, one row per (cut-off, direction), from :func:`rank_latents` at each cut-off.
 
-    ``scores``: :func:`separation_scores` rows of every layer; ``general_freq``: ``layer -> float[d_sae]``.
-    ``top`` lists the kept latents in rank order as ``L{layer}/{latent}``; ``shared_with_reference`` counts
-    those also kept at ``reference``; ``entered`` / ``left`` list those kept here but not there, and the reverse.
+    ``scores``: :func:`separation_scores` rows of every layer; ``general_freq``: ``layer -> float[d_sae]``;
+    ``design``: a named per-layer cut-off (the study design's) ranked beside the absolute ones (its ``cutoff``
+    is the mean over layers). ``top`` lists the kept latents in rank order as ``L{layer}/{latent}``;
+    ``shared_with_reference`` counts those also kept at ``reference``; ``entered`` / ``left`` list those kept
+    here but not there, and the reverse.
     """
     baseline = rank_latents(scores, general_freq, top_n=top_n, max_general_freq=reference, keep=keep)
+    rules: list[tuple[str, float, float | Mapping[int, float]]] = [
+        (f"absolute {cutoff:.1%}", float(cutoff), float(cutoff)) for cutoff in cutoffs
+    ]
+    if design is not None:
+        rules.append((design[0], float(np.mean(list(design[1].values()))), design[1]))
     rows = []
-    for cutoff in cutoffs:
-        ranked = rank_latents(scores, general_freq, top_n=top_n, max_general_freq=cutoff, keep=keep)
+    for rule, cutoff, per_layer in rules:
+        ranked = rank_latents(scores, general_freq, top_n=top_n, max_general_freq=per_layer, keep=keep)
         for direction in DIRECTIONS:
             here, there = _names(ranked, direction), _names(baseline, direction)
             rows.append({
-                "cutoff": float(cutoff), "direction": direction, "kept": len(here),
+                "cutoff": cutoff, "rule": rule, "direction": direction, "kept": len(here),
                 "rank1": here[0] if here else "", "top": ", ".join(here),
                 "shared_with_reference": len(set(here) & set(there)),
                 "entered": ", ".join(n for n in here if n not in there),

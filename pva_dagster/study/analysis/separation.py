@@ -157,17 +157,17 @@ def rank_latents(
     scores: pd.DataFrame,
     general_freq: Mapping[int, np.ndarray],
     top_n: int = TOP_N,
-    max_general_freq: float = MAX_GENERAL_FREQ,
+    max_general_freq: float | Mapping[int, float] = MAX_GENERAL_FREQ,
     keep: int = KEEP,
 ) -> pd.DataFrame:
     """The best latents of each direction over all layers, after dropping ones that fire on general text.
 
     Per direction ("correct" ranks by ``s_correct``, "incorrect" by ``s_incorrect``): only latents with a
     positive score are candidates (a score of 0 or less does not point that way); the ``top_n`` highest, ties
-    broken by layer then latent, are kept; those active on ``max_general_freq`` or more of general-text positions
-    are dropped (they fire on everything, so say little about correctness); the first ``keep`` remain, ranked
-    1.. ``candidate_rank`` is the rank before the filter. Columns: direction, rank, layer, latent, score,
-    general_freq, candidate_rank, then the score columns.
+    broken by layer then latent, are kept; those active on ``max_general_freq`` (one fraction, or one per layer)
+    or more of general-text positions are dropped (they fire on everything, so say little about correctness);
+    the first ``keep`` remain, ranked 1.. ``candidate_rank`` is the rank before the filter. Columns: direction,
+    rank, layer, latent, score, general_freq, candidate_rank, then the score columns.
     """
     if top_n < 1 or keep < 1:
         raise ValueError(f"top_n and keep must be at least 1, got top_n={top_n}, keep={keep}")
@@ -190,7 +190,11 @@ def rank_latents(
             candidate_rank=np.arange(1, len(candidates) + 1),
             general_freq=_general_freq_of(candidates, general_freq),
         )
-        kept = candidates[candidates.general_freq < max_general_freq].head(keep)  # the study's strict <
+        cutoff = (
+            candidates.layer.map(max_general_freq).to_numpy(np.float64) if isinstance(max_general_freq, Mapping)
+            else max_general_freq
+        )
+        kept = candidates[candidates.general_freq < cutoff].head(keep)  # the study's strict <
         ranked.append(kept.assign(rank=np.arange(1, len(kept) + 1)))
     front = ["direction", "rank", "layer", "latent", "score", "general_freq", "candidate_rank"]
     result = pd.concat(ranked, ignore_index=True)

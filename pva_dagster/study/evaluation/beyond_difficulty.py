@@ -25,7 +25,7 @@ from pva_dagster.study.evaluation.readout_metrics import READOUT_KEY
 from pva_dagster.study.evaluation.readouts import BASELINE
 from pva_dagster.study.evaluation.validation import positive_class
 from pva_dagster.study.problems.difficulty import difficulty_bucket
-from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, CONFIDENCE, _auroc_rows
+from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, CONFIDENCE, auroc_rows
 
 LRT_TEST = "likelihood-ratio test, chi2 1 df"  # logistic: length + complexity, against the same + readout score
 STRATIFIED_AUROC = "AUROC within difficulty buckets"  # pooled over within-bucket pairs
@@ -70,7 +70,7 @@ def _pooled_auroc(scores: np.ndarray, positive: np.ndarray, strata: list[np.ndar
     for columns in strata:
         pos = positive[:, columns]
         weight = pos.sum(axis=1) * (~pos).sum(axis=1)
-        area = _auroc_rows(scores[:, columns], pos)
+        area = auroc_rows(scores[:, columns], pos)
         wins += np.where(weight > 0, np.nan_to_num(area) * weight, 0.0)
         pairs += weight
     with np.errstate(divide="ignore", invalid="ignore"):

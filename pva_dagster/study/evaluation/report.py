@@ -11,12 +11,22 @@ from collections.abc import Mapping
 import pandas as pd
 
 from pva_dagster.study import outputs
+from pva_dagster.study.domain import SAE_SPLIT
 from pva_dagster.study.evaluation.beyond_difficulty import STRATIFIED_AUROC, beyond_difficulty_sentences
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
-from pva_dagster.study.evaluation.confirmatory import family_labels
+from pva_dagster.study.evaluation.confirmatory import (
+    CONFIRMATORY,
+    EXPLORATORY,
+    confirmatory_family,
+    declared_p_values,
+    family_labels,
+)
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
 from pva_dagster.study.steering.results import COEFFICIENT_RULE
+
+# Steering experiments in the confirmatory family: does adding the latent correct (or corrupt) more than a control?
+CONFIRMATORY_EXPERIMENTS = ("correction", "corruption")
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -46,16 +56,26 @@ def _classification_section(overall: pd.DataFrame) -> list[str]:
             "split: their F1 is the base rate, not the latent's."
         )
     return [
-        "## Phase 3: classification on the validation split (confirmatory)",
+        "## Exploratory: Phase 2's top latents classified on the validation split, temperature samples included",
         ("Best latent per direction, temperature 0; thresholds chosen on the hyperparams split (F1-optimal, ties "
         "to the highest). Intervals: percentile bootstrap over problems; p: label-permutation test of AUROC > 0.5."),
         markdown_table(table), *notes,
     ]
 
 
+def steering_members(tests: pd.DataFrame) -> dict[str, float]:
+    """The steering experiments declared confirmatory (correction, corruption: target > control, paired), by
+    name, with their p-values; preservation asks a non-inferiority question and stays exploratory."""
+    return {
+        f"steering {row.experiment} (L{row.layer}/{row.latent}): target > control ({PAIRED_TEST})": float(row.p_paired)
+        for row in tests.itertuples() if row.experiment in CONFIRMATORY_EXPERIMENTS
+    }
+
+
 def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame, noise: pd.DataFrame) -> list[str]:
     table = pd.DataFrame({
         "experiment": tests.experiment, "latent": [f"L{r.layer}/{r.latent}" for r in tests.itertuples()],
+        "family": [CONFIRMATORY if e in CONFIRMATORY_EXPERIMENTS else EXPLORATORY for e in tests.experiment],
         "coefficient": tests.coefficient, "problems": tests.n,
         "rate [95% CP]": [_interval(*r) for r in zip(tests.rate, tests.ci_low, tests.ci_high, strict=True)],
         "control rate [95% CP]": [
@@ -64,19 +84,15 @@ def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame, noise: pd.DataF
         "discordant (target, control)": [
             f"{a}, {b}" for a, b in zip(tests.discordant_target, tests.discordant_control, strict=True)
         ],
-        "p paired": tests.p_paired, "p Holm": tests.p_holm, "p Fisher": tests.p_fisher,
+        "p paired": tests.p_paired, "p Fisher (descriptive)": tests.p_fisher,
     })
-    significant = tests[tests.p_holm < 0.05].experiment.tolist()
-    verdict = (
-        f"Significant at 0.05 after Holm: {', '.join(significant)}." if significant
-        else "No experiment is significant at 0.05 after Holm's correction."
-    )
     section = [
-        "## Phase 3: steering on the validation split (confirmatory)",
+        "## Phase 3: steering on the validation split",
         f"Coefficient rule: {COEFFICIENT_RULE}.",
-        (f"Tests: {PAIRED_TEST} (p paired; with several controls the largest p); Holm over this table; "
-        f"beside it {FISHER_TEST}. Rates: 95 % Clopper-Pearson."),
-        markdown_table(table), verdict,
+        (f"Tests: {PAIRED_TEST} (p paired; with several controls the largest p). Correction and corruption are "
+        "members of the confirmatory family above (Holm-adjusted there); preservation is exploratory. Beside them "
+        f"{FISHER_TEST}, descriptive. Rates: 95 % Clopper-Pearson."),
+        markdown_table(table),
     ]
     section += ["Chosen coefficients (from the hyperparams sweep):", markdown_table(chosen.drop(columns="rule"))]
     section += [("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label "
@@ -85,10 +101,11 @@ def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame, noise: pd.DataF
 
 
 def _phase2_section(split: str, ranked: pd.DataFrame) -> list[str]:
-    # The table as top_latents.json has always held it: its columns in alphabetical order.
+    # The table as top_latents.json holds it: its columns in alphabetical order.
     table = pd.DataFrame(ranked.to_dict("records"))
+    title = "discovery" if split == SAE_SPLIT else "exploratory: a task's samples share its prompt residual"
     return [
-        f"## Phase 2: top latents on the {split} split",
+        f"## Phase 2: top latents on the {split} split ({title})",
         f"Samples per group: {_sorted(ranked.attrs['counts'])}. "
         f"General-text filter: {_sorted(ranked.attrs.get('general_corpus'))}.",
         markdown_table(table[sorted(table.columns)].head(10)),
@@ -105,26 +122,40 @@ def render_report(
     classification: Mapping[str, pd.DataFrame],
     coefficients: Mapping[str, pd.DataFrame],
     steering: Mapping[str, pd.DataFrame],
+    readouts: Mapping[str, pd.DataFrame],
+    cutoffs: pd.DataFrame,
 ) -> str:
     """The page, from the tables of the Phase 2 top latents (per split), the classification, the coefficient
-    sweep and the validation steering run (each a dict of named tables, as the assets return them)."""
+    sweep, the validation steering run and the readouts (each a dict of named tables, as the assets return
+    them), and the general-text cut-off table. The confirmatory family is declared here: the rank-1 latents'
+    AUROC and their value beyond difficulty, and steering's correction and corruption, Holm-adjusted together."""
+    table, beyond = readouts[outputs.READOUT_TABLE], readouts[outputs.BEYOND_DIFFICULTY]
+    rank1 = {
+        str(row.direction): int(row.layer) for row in table[table.family == CONFIRMATORY].itertuples()
+    }
+    family = confirmatory_family(
+        declared_p_values(table, beyond, rank1, extra=steering_members(steering[outputs.STEERING_TESTS]))
+    )
     sections = ["# Does the model know when its code is correct?"]
+    sections += readout_sections(table, beyond, family, rank1)
     for split in ("sae", "validation"):
         if split in top_latents:
             sections += _phase2_section(split, top_latents[split])
-    sections += _classification_section(classification[outputs.CLASSIFICATION_OVERALL])
     sections += _steering_section(
         steering[outputs.STEERING_TESTS], coefficients[outputs.CHOSEN_COEFFICIENTS], steering[outputs.STEERING_NOISE]
     )
+    sections += _classification_section(classification[outputs.CLASSIFICATION_OVERALL])
     exploratory = [
-        ("Exploratory: all validated latents", classification[outputs.CLASSIFICATION_OVERALL]),
+        ("Exploratory: the top latents at other general-text cut-offs (sae split; reference 2 %)", cutoffs),
+        ("Exploratory: Phase 2's discovery latents scored again on validation, one row per task",
+         readouts[outputs.DISCOVERY_ON_VALIDATION]),
         ("Exploratory: by temperature and difficulty", classification[outputs.CLASSIFICATION_BY_GROUP]),
         ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
          coefficients[outputs.SWEEP_TESTS]),
         ("Exploratory: steering per unit (validation)", steering[outputs.STEERING_EFFECTS]),
     ]
-    for title, table in exploratory:
-        sections += [f"## {title}", markdown_table(table)]
+    for title, frame in exploratory:
+        sections += [f"## {title}", markdown_table(frame)]
     return "\n\n".join(sections) + "\n"
 
 

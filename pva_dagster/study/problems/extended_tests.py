@@ -34,9 +34,9 @@ import numpy as np
 from pva_dagster.study.problems.input_mutation import mutate
 from pva_dagster.study.problems.mbpp import Problem
 from pva_dagster.study.problems.probes import Probe, literal_source, read_probes, with_arguments
+from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, SandboxResult, run_many, run_solution
 from pva_dagster.study.sandbox.isolation import Isolation
 from pva_dagster.study.sandbox.judging import top_level_names
-from pva_dagster.study.sandbox.sandbox import SandboxJob, SandboxLimits, SandboxResult, run_many, run_solution
 
 MAX_TESTS = 50
 CANDIDATES_PER_TEST = 3  # candidates tried per test wanted: most problems drop some inputs

@@ -1,0 +1,84 @@
+"""Phase 3 readouts: is the latent's signal more than difficulty? Every reported latent beside surface baselines
+(prompt length, complexity, TF-IDF of the prompt), a dense probe on the residual and a sparse probe on all SAE
+latents, per stored layer, with the signal each adds beyond length and complexity.
+
+Fitted on the sae split, hyperparameters and thresholds chosen on hyperparams, scored once on validation; one
+row per task (the greedy Phase 1.0 label), since a task's samples share its prompt residual.
+"""
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from pva_dagster.assets.loading import claimed_device
+from pva_dagster.assets.provenance import data_version
+from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
+from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
+from pva_dagster.resources.parquet_io import PartitionFrames
+from pva_dagster.study import outputs
+from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
+from pva_dagster.study.analysis.sae import encode
+from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences, beyond_difficulty_table
+from pva_dagster.study.evaluation.confirmatory import family_labels
+from pva_dagster.study.evaluation.readout_inputs import (
+    discovery_latents_on,
+    rank1_latents,
+    readout_tasks,
+    residuals_by_layer,
+)
+from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, readout_table
+from pva_dagster.study.evaluation.readouts import readout_scores
+from pva_dagster.study.plots import auroc_by_layer, markdown_table
+
+CODE_VERSION = "1"
+ENCODE_BATCH = 256  # residual rows per SAE forward
+
+
+class ReadoutConfig(dg.Config):
+    resamples: int = Field(default=BOOTSTRAP_RESAMPLES, ge=100, description="Bootstrap resamples per interval.")
+    permutations: int = Field(default=PERMUTATIONS, ge=99, description="Label permutations per AUROC p-value.")
+
+
+@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
+def phase3_readouts(
+    context: dg.AssetExecutionContext, config: ReadoutConfig, top_latents: dict[str, pd.DataFrame],
+    phase1_0_solutions: PartitionFrames, problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame,
+    duckdb: DuckDBResource, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
+    device_pool: DevicePool,
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    """Baselines, probes and the best latents per layer, side by side on validation, and beyond difficulty."""
+    records = phase1_records(phase1_0_solutions.values())
+    tasks = readout_tasks(records, problem_splits, difficulty_mapping)
+    per_layer, rank1 = rank1_latents(top_latents[SAE_SPLIT])
+    layers = sorted({int(layer) for layer_list in records.layers for layer in layer_list})
+    with duckdb.get_connection() as conn:
+        index = activation_index(conn, records, tasks.task_id.tolist(), layers)
+    residuals = residuals_by_layer(index, tasks.task_id)
+    context.log.info(f"{len(tasks)} tasks, residuals of {len(residuals)} layers; SAE layers {study_design.sae_layers}")
+    with claimed_device(context, device_pool) as device:
+        saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in study_design.sae_layers}
+        latents = {layer: encode(sae, residuals[layer], ENCODE_BATCH) for layer, sae in saes.items()}
+    scores = readout_scores(tasks, residuals, latents, study_design.seed, chosen_latents=per_layer)
+    context.log.info(f"{scores.readout.nunique()} readouts fitted; scoring validation with intervals")
+    table = readout_table(scores, study_design.seed, config.resamples, config.permutations)
+    beyond = beyond_difficulty_table(scores, tasks, study_design.seed, config.resamples)
+    table, beyond = (frame.assign(family=family_labels(frame, rank1)) for frame in (table, beyond))
+    rescored = discovery_latents_on(top_latents[SAE_SPLIT], latents, tasks, VALIDATION_SPLIT)
+    tables = {
+        outputs.READOUT_TABLE: table, outputs.BEYOND_DIFFICULTY: beyond, outputs.READOUT_SCORES: scores,
+        outputs.DISCOVERY_ON_VALIDATION: rescored,
+    }
+    reported = beyond[beyond.family == "confirmatory"]
+    return dg.Output(tables, data_version=data_version(tables), metadata={
+        "rank-1 latents (confirmatory)": {direction: f"L{layer}" for direction, layer in rank1.items()},
+        "beyond difficulty": dg.MetadataValue.md("\n\n".join(beyond_difficulty_sentences(reported))),
+        **{f"AUROC by layer ({direction})": dg.MetadataValue.md(auroc_by_layer(table, direction))
+           for direction in sorted(table.direction.unique())},
+        "readouts (validation)": dg.MetadataValue.md(markdown_table(
+            table[["readout", "layer", "direction", "auroc", "auroc_ci_low", "auroc_ci_high", "average_precision",
+                   "prevalence", "f1", "majority_f1", "balanced_accuracy", "mcc", "family"]]
+        )),
+        "tasks": len(tasks),
+    })
