@@ -72,7 +72,8 @@ def prepare(data: Path) -> None:
     assets, resources = definitions(profile)
     partitions = {name: assets_def.partitions_def for assets_def in assets for name in [assets_def.key.path[-1]]}
     runs = [
-        (["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights"], None,
+        (["mbpp_problems", "difficulty_mapping", "extended_tests", "problem_splits", "language_model_weights",
+          "sae_weights"], None,
          {"ops": {"sae_weights": {"config": SAE_TRAINING}}}),
         *((["phase1_0_solutions"], key, None) for key in partitions["phase1_0_solutions"].get_partition_keys()),
         *((["phase1_2_solutions"], key, None) for key in partitions["phase1_2_solutions"].get_partition_keys()),

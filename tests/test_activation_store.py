@@ -104,7 +104,7 @@ def phase1_2_run(tmp_path_factory, tiny_gemma2_dir):
     tmp_path = tmp_path_factory.mktemp("phase1_2")
     problems = write_problems(tmp_path / "problems.jsonl", list(range(1, 25)))
     profile = _profile(tmp_path, problems, tiny_gemma2_dir)
-    assert materialize(profile, ["mbpp_problems", "difficulty_mapping", "problem_splits"]).success
+    assert materialize(profile, ["mbpp_problems", "difficulty_mapping", "extended_tests", "problem_splits"]).success
     layout = DataLayout(tmp_path / "data")
     _run_phase1_2(profile, temperatures=TEMPERATURES[:1])
     written = _inodes(layout)

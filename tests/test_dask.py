@@ -46,7 +46,7 @@ def in_process(cluster):
     """The reference: both partitions in-process with the lock-file device pool."""
     tmp = cluster["tmp"] / "in_process"
     profile = cluster_profile(str(tmp), cluster["problems"], cluster["model"], device_source="pool")
-    assert materialize(profile, ["mbpp_problems"]).success
+    assert materialize(profile, ["mbpp_problems", "extended_tests"]).success
     for partition in PARTITIONS:
         assert materialize(profile, ["phase1_0_solutions"], partition=partition).success
     return DataLayout(tmp / "data")
@@ -55,7 +55,7 @@ def in_process(cluster):
 def _prepared(cluster, name: str) -> str:
     tmp = cluster["tmp"] / name
     profile = cluster_profile(str(tmp), cluster["problems"], cluster["model"], device_source="pool")
-    assert materialize(profile, ["mbpp_problems"]).success
+    assert materialize(profile, ["mbpp_problems", "extended_tests"]).success
     return str(tmp)
 
 

@@ -28,7 +28,8 @@ from pva_dagster.resources import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASE_ASSETS = {
-    "mbpp_problems", "difficulty_mapping", "problem_splits", "phase1_0_solutions", "phase1_2_solutions",
+    "mbpp_problems", "difficulty_mapping", "extended_tests", "problem_splits", "phase1_0_solutions",
+    "phase1_2_solutions",
     "general_text_frequency", "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients",
     "phase3_steering", "phase3_report", "phase3_readouts", "general_text_cutoffs",
 }

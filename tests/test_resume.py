@@ -25,7 +25,7 @@ tmp, problems, model = sys.argv[1:4]
 from pathlib import Path
 profile = small_profile(Path(tmp), Path(problems), language_model=LocalModel(path=model, batch_size=2),
                             study_design=small_design(max_new_tokens=24, stop_at_function_end=False))
-materialize(profile, ["mbpp_problems"])
+materialize(profile, ["mbpp_problems", "extended_tests"])
 materialize(profile, ["phase1_0_solutions"], partition=FIRST_RANGE)
 """
 

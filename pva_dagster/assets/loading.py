@@ -73,7 +73,7 @@ def generator_on_device(
             lambda temperature, samples, prompt_tokens: language_model.settings(
                 study_design, temperature, samples, model=model, prompt_tokens=prompt_tokens
             ),
-            sandbox.limits, sandbox.max_workers,
+            sandbox.limits, sandbox.max_workers, study_design.label,
         )
 
 

@@ -1,14 +1,17 @@
-"""Phase 0: the MBPP-format problems and the difficulty (cyclomatic complexity) of each."""
+"""Phase 0: the MBPP-format problems, the difficulty (cyclomatic complexity) of each, and the extended tests
+made from each reference solution (never shown to the model; with the base asserts they decide the label)."""
 
+import json
 
 import dagster as dg
 import pandas as pd
 
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GROUP_PROBLEMS
-from pva_dagster.resources import ProblemSource
+from pva_dagster.resources import ProblemSource, Sandbox, StudyDesign
 from pva_dagster.study.plots import bar_chart, markdown_table
 from pva_dagster.study.problems.difficulty import complexity_distribution, difficulty_frame
+from pva_dagster.study.problems.extended_tests import ExtendedTests, generate
 from pva_dagster.study.problems.mbpp import frame_to_problems, problems_to_frame
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
@@ -51,3 +54,33 @@ def difficulty_mapping(mbpp_problems: pd.DataFrame) -> dg.Output[pd.DataFrame]:
             ),
         },
     )
+
+
+@dg.asset(group_name=GROUP_PROBLEMS, code_version=CODE_VERSION)
+def extended_tests(
+    context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, study_design: StudyDesign, sandbox: Sandbox
+) -> dg.Output[pd.DataFrame]:
+    """Per problem, up to ``extended_tests_per_problem`` asserts on new inputs (type-aware mutations of its
+    asserts' arguments), their expected values computed by the reference solution in the sandbox."""
+    problems, count = frame_to_problems(mbpp_problems), study_design.extended_tests_per_problem
+    context.log.info(f"extended tests for {len(problems)} problems, up to {count} each, references in the sandbox")
+    made = (
+        generate(problems, seed=study_design.seed, max_tests=count, max_workers=sandbox.max_workers) if count
+        else [ExtendedTests(p.task_id, study_design.seed, (), 0) for p in problems]
+    )
+    frame = pd.DataFrame({
+        "task_id": [m.task_id for m in made], "tests": [list(m.tests) for m in made],
+        "candidates": [m.candidates for m in made], "dropped": [json.dumps(m.dropped, sort_keys=True) for m in made],
+        "unparsed_asserts": [m.unparsed_asserts for m in made],
+    })
+    sizes = frame.tests.map(len)
+    return dg.Output(frame, data_version=data_version(frame), metadata={
+        "tests per problem (median)": float(sizes.median()),
+        "tests per problem (quartiles)": [float(sizes.quantile(0.25)), float(sizes.quantile(0.75))],
+        "problems without an extended test": int((sizes == 0).sum()),
+        "tests (total)": int(sizes.sum()),
+        "histogram": dg.MetadataValue.md(bar_chart(
+            [str(n) for n in sorted(sizes.unique())], [int((sizes == n).sum()) for n in sorted(sizes.unique())],
+            title="Extended tests per problem", ylabel="problems",
+        )),
+    })

@@ -29,14 +29,15 @@ from pva_dagster.study.generation.labelled_generation import (
 )
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 # Phase 1.2's own: its residuals are stored once per task and layer, shared by samples and temperatures.
-PHASE1_2_CODE_VERSION = "3"
+PHASE1_2_CODE_VERSION = "4"
 
 
 def _run(
-    context: dg.AssetExecutionContext, problems: pd.DataFrame, partition: Partition, language_model: LanguageModel,
-    study_design: StudyDesign, data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
+    context: dg.AssetExecutionContext, problems: pd.DataFrame, extended: pd.DataFrame, partition: Partition,
+    language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, sandbox: Sandbox,
+    device_pool: DevicePool,
 ) -> dg.Output[pd.DataFrame]:
     """Shared body of both Phase 1 assets: claim a device, load the model, generate and label, report."""
     prompt_format = PromptFormat(study_design.prompt_template, study_design.use_chat_template)
@@ -45,13 +46,15 @@ def _run(
     ):
         context.log.info(f"generating on {device}")
         frame, metadata = generate_and_label(
-            problems, partition, generator, prompt_format, study_design.layers, study_design.seed, context.log.info
+            problems, partition, extended, generator, prompt_format, study_design.layers, study_design.seed,
+            context.log.info,
         )
     extra = {"device": device, "sandbox_isolation": sandbox.isolation_level}
     generation = {**language_model.model_dump(), **study_design.generation_fields()}
     write_metadata(partition.dataset_path, {**metadata, **extra, "generation": generation})
     return dg.Output(frame, data_version=data_version(frame), metadata={
-        **{k: metadata[k] for k in ("records", "correct", "incorrect", "pass_rate")}, **extra,
+        **{k: metadata[k] for k in ("records", "correct", "incorrect", "pass_rate", "label_rule", "label_flips")},
+        **extra,
     })
 
 
@@ -63,8 +66,9 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
         partitions_def=task_range_partitions(design.max_task_id, design.task_range_size), code_version=CODE_VERSION,
     )
     def phase1_0_solutions(
-        context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, language_model: LanguageModel,
-        study_design: StudyDesign, data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
+        context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, extended_tests: pd.DataFrame,
+        language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, sandbox: Sandbox,
+        device_pool: DevicePool,
     ) -> dg.Output[pd.DataFrame]:
         """Phase 1.0: one greedy solution per problem of the task range, labelled, with its prompt residuals."""
         task_range, layout = TaskRange.parse(context.partition_key), data_store.layout
@@ -76,7 +80,8 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
             ),
         )
         return _run(
-            context, mbpp_problems, partition, language_model, study_design, data_store, sandbox, device_pool
+            context, mbpp_problems, extended_tests, partition, language_model, study_design, data_store, sandbox,
+            device_pool,
         )
 
     @dg.asset(
@@ -86,8 +91,8 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
     )
     def phase1_2_solutions(
         context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
-        language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, sandbox: Sandbox,
-        device_pool: DevicePool,
+        extended_tests: pd.DataFrame, language_model: LanguageModel, study_design: StudyDesign,
+        data_store: DataStore, sandbox: Sandbox, device_pool: DevicePool,
     ) -> dg.Output[pd.DataFrame]:
         """Phase 1.2: the validation split again at one temperature, several seeded samples per task."""
         keys = context.partition_key.keys_by_dimension
@@ -101,8 +106,8 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
         )
         validation = mbpp_problems.task_id.isin(problem_splits.task_id[problem_splits.split == VALIDATION_SPLIT])
         return _run(
-            context, mbpp_problems[validation], partition, language_model, study_design, data_store, sandbox,
-            device_pool,
+            context, mbpp_problems[validation], extended_tests, partition, language_model, study_design, data_store,
+            sandbox, device_pool,
         )
 
     return [phase1_0_solutions, phase1_2_solutions]

@@ -84,12 +84,12 @@ def phase3_classification(
 def phase3_report(
     top_latents: dict[str, pd.DataFrame], phase3_classification: dict[str, pd.DataFrame],
     phase3_steering_coefficients: dict[str, pd.DataFrame], phase3_steering: dict[str, pd.DataFrame],
-    phase3_readouts: dict[str, pd.DataFrame], general_text_cutoffs: pd.DataFrame,
+    phase3_readouts: dict[str, pd.DataFrame], general_text_cutoffs: pd.DataFrame, study_design: StudyDesign,
 ) -> dg.Output[str]:
     """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md), the declared
     confirmatory family first."""
     report = render_report(
         top_latents, phase3_classification, phase3_steering_coefficients, phase3_steering, phase3_readouts,
-        general_text_cutoffs,
+        general_text_cutoffs, study_design.label,
     )
     return dg.Output(report, data_version=data_version(report), metadata={"report": dg.MetadataValue.md(report)})

@@ -18,10 +18,12 @@ from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
+from pva_dagster.study.analysis.general_text import frequencies_by_layer
 from pva_dagster.study.analysis.sae import encode
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences, beyond_difficulty_table
 from pva_dagster.study.evaluation.confirmatory import family_labels
+from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_auroc_by_label, top_latents_by_label
 from pva_dagster.study.evaluation.readout_inputs import (
     discovery_latents_on,
     rank1_latents,
@@ -45,6 +47,7 @@ class ReadoutConfig(dg.Config):
 def phase3_readouts(
     context: dg.AssetExecutionContext, config: ReadoutConfig, top_latents: dict[str, pd.DataFrame],
     phase1_0_solutions: PartitionFrames, problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame,
+    general_text_frequency: pd.DataFrame,
     duckdb: DuckDBResource, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
     device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
@@ -66,9 +69,18 @@ def phase3_readouts(
     beyond = beyond_difficulty_table(scores, tasks, study_design.seed, config.resamples)
     table, beyond = (frame.assign(family=family_labels(frame, rank1)) for frame in (table, beyond))
     rescored = discovery_latents_on(top_latents[SAE_SPLIT], latents, tasks, VALIDATION_SPLIT)
+    # Exploratory: the same discovery and AUROC under the other label.
+    discovery = top_latents[SAE_SPLIT].attrs  # the cut-offs and sizes Phase 2 ranked with
+    cutoffs = {int(k): float(v) for k, v in discovery["general_text_cutoffs"].items()}
+    by_label = top_latents_by_label(
+        tasks, latents, frequencies_by_layer(general_text_frequency), cutoffs, discovery["config"]["top_n"],
+        discovery["config"]["keep"],
+    )
+    flips = label_flips(tasks)
     tables = {
         outputs.READOUT_TABLE: table, outputs.BEYOND_DIFFICULTY: beyond, outputs.READOUT_SCORES: scores,
-        outputs.DISCOVERY_ON_VALIDATION: rescored,
+        outputs.DISCOVERY_ON_VALIDATION: rescored, outputs.LABEL_FLIPS: flips, outputs.TOP_LATENTS_BY_LABEL: by_label,
+        outputs.AUROC_BY_LABEL: rank1_auroc_by_label(tasks, latents, by_label, study_design.seed, config.resamples),
     }
     reported = beyond[beyond.family == "confirmatory"]
     return dg.Output(tables, data_version=data_version(tables), metadata={
@@ -81,4 +93,6 @@ def phase3_readouts(
                    "prevalence", "f1", "majority_f1", "balanced_accuracy", "mcc", "family"]]
         )),
         "tasks": len(tasks),
+        "label": study_design.label,
+        "base-correct solutions the extended tests reject": dg.MetadataValue.md(markdown_table(flips)),
     })

@@ -49,7 +49,7 @@ from pva_dagster.study.steering.vectors import (
 )
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 # Values passed between the steps of a graph are pickled beside the data (every worker sees that folder).
 STEP_IO = "step_io_manager"
 
@@ -79,15 +79,17 @@ class SteeringInputs:
     records: pd.DataFrame  # Phase 1.0 records, every partition
     problems: pd.DataFrame  # mbpp_problems
     splits: pd.DataFrame  # problem_splits
+    extended: pd.DataFrame  # extended_tests: steered code is judged as Phase 1 judged it
 
 
 def _inputs(
     top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
     phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
+    extended_tests: pd.DataFrame,
 ) -> SteeringInputs:
     return SteeringInputs(
         top_latents[SAE_SPLIT], phase2[SAE_SPLIT], phase1_records(phase1_0_solutions.values()), mbpp_problems,
-        problem_splits,
+        problem_splits, extended_tests,
     )
 
 
@@ -135,7 +137,7 @@ def _plan_split(
     units = build_units(split, per_direction, scales, targets.best, targets.controls)
     # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
     saes = {layer: sae_source.load(layer, layout, "cpu") for layer in norms}
-    tasks = tasks_from_records(records, inputs.problems)
+    tasks = tasks_from_records(records, inputs.problems, inputs.extended)
     jobs = []
     for unit in units:
         unit_tasks = tuple(tasks[int(t)] for t in problems[unit.problems].task_id)
@@ -171,11 +173,12 @@ PLAN_OUTS = {"units": dg.DynamicOut(io_manager_key=STEP_IO), "plan": dg.Out(io_m
 def plan_sweep(
     context: dg.OpExecutionContext, config: SteeringConfig, top_latents: dict[str, pd.DataFrame],
     phase2: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame,
-    problem_splits: pd.DataFrame, sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
+    problem_splits: pd.DataFrame, extended_tests: pd.DataFrame, sae_source: SAESource, study_design: StudyDesign,
+    data_store: DataStore,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
     """The hyperparams sweep's units: every configured coefficient for every direction's best latent."""
     sweep = config.coefficients or study_design.steering_coefficients
-    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
+    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     yield from _plan_split(
         context, HYPERPARAMS_SPLIT, list(sweep), config.coefficient_mode, inputs, sae_source, study_design, data_store
     )
@@ -185,13 +188,13 @@ def plan_sweep(
 def plan_validation(
     context: dg.OpExecutionContext, phase3_steering_coefficients: dict[str, pd.DataFrame],
     top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames,
-    mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame, sae_source: SAESource, study_design: StudyDesign,
-    data_store: DataStore,
+    mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame, extended_tests: pd.DataFrame,
+    sae_source: SAESource, study_design: StudyDesign, data_store: DataStore,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
     """The validation split's units: the coefficient chosen for each direction, once."""
     chosen = phase3_steering_coefficients[outputs.CHOSEN_COEFFICIENTS]
     coefficients = {d: [float(c)] for d, c in chosen.set_index("direction").coefficient.items()}
-    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
+    inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     yield from _plan_split(
         context, VALIDATION_SPLIT, coefficients, str(chosen.coefficient_mode.iloc[0]), inputs, sae_source,
         study_design, data_store,
@@ -279,18 +282,22 @@ def _steering_config(config: dict[str, Any]) -> dict[str, Any]:
     group_name=GROUP_VALIDATION, code_version=CODE_VERSION,
     config=dg.ConfigMapping(config_fn=_steering_config, config_schema=SteeringConfig.to_config_schema()),
 )
-def phase3_steering_coefficients(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits):
+def phase3_steering_coefficients(
+    top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests
+):
     """The coefficient sweep on the hyperparams split (exploratory) and the coefficient chosen per direction."""
-    units, plan = plan_sweep(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits)
+    units, plan = plan_sweep(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     return choose_from_sweep(plan, units.map(steer_unit).collect())
 
 
 @dg.graph_asset(group_name=GROUP_VALIDATION, code_version=CODE_VERSION)
 def phase3_steering(
-    phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits
+    phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits,
+    extended_tests,
 ):
     """The reported steering result: the chosen coefficient per direction on the validation split, once."""
     units, plan = plan_validation(
-        phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits
+        phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits,
+        extended_tests,
     )
     return report_validation(plan, units.map(steer_unit).collect())

@@ -84,7 +84,7 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
 
     from pva_dagster.definitions import build_definitions
     from pva_dagster.profiles import load_profile
-    from pva_dagster.rehearsal.small_runs import materialize_in_process
+    from pva_dagster.rehearsal.small_runs import PREPARE, materialize_in_process
     from pva_dagster.rehearsal.standins import build_study_standins
 
     started = time.perf_counter()
@@ -94,9 +94,7 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
     defs = build_definitions(small_run_profile(load_profile("study"), workdir), environ={})
     steps: list[tuple[str, Any, Any, Any]] = [
         # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
-        ("prepare", ["mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights",
-                     "sae_weights", "general_text_frequency"], None,
-         {"ops": {"general_text_frequency": {"config": {"general_documents": 100}}}}),
+        ("prepare", PREPARE, None, {"ops": {"general_text_frequency": {"config": {"general_documents": 100}}}}),
         *((f"phase1_0 {key}", "phase1_0_solutions", key, None)
           for key in _partition_keys(defs, "phase1_0_solutions")),
         *((f"phase1_2 {key}", "phase1_2_solutions", key, None)

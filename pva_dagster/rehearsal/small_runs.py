@@ -97,6 +97,6 @@ def materialize(
 
 # The models, Phase 0/0.1 and the general-text frequency: what the `prepare` job makes.
 PREPARE = [
-    "mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights",
-    "general_text_frequency",
+    "mbpp_problems", "difficulty_mapping", "extended_tests", "problem_splits", "language_model_weights",
+    "sae_weights", "general_text_frequency",
 ]

@@ -5,6 +5,8 @@ Generation settings live here rather than on the model resource because they dec
 """
 
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field, model_validator
 
@@ -12,6 +14,7 @@ from pva_dagster.study.analysis.separation import MAX_GENERAL_FREQ
 from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.generation.settings import GenerationSettings
+from pva_dagster.study.problems.extended_tests import MAX_TESTS
 
 PHASE1_2_TEMPERATURES = [0.3, 0.6, 0.9, 1.2]
 GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_end", "prompt_template",
@@ -46,6 +49,15 @@ class StudyDesign(dg.ConfigurableResource):
     )
     prompt_template: str = Field(default=DEFAULT_TEMPLATE, description="Zero-shot prompt; {text} and {tests}.")
     use_chat_template: bool = Field(default=False, description="Wrap the prompt in the tokenizer's chat template.")
+
+    # What decides a solution's label (both are recorded): MBPP's three base asserts, shown in the prompt, or
+    # the base asserts and the extended tests made from the reference solution (Phase 0, never shown).
+    label: Literal["extended", "base"] = Field(
+        default="extended", description="'extended': base + extended tests decide pass@1; 'base': the base asserts."
+    )
+    extended_tests_per_problem: int = Field(
+        default=MAX_TESTS, ge=0, description="Extended tests made per problem at most (0: none, base label only)."
+    )
 
     # Phase 2's general-text filter: latents firing this often on ordinary English are dropped from the ranking.
     general_text_cutoff: float = Field(

@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pva_dagster.study.domain import LABELS, SPLIT_NAMES, temperature_tag
-from pva_dagster.study.outputs import DIFFICULTY_MAPPING, GENERAL_TEXT_CUTOFFS, MBPP_PROBLEMS, PROBLEM_SPLITS
+from pva_dagster.study.outputs import (
+    DIFFICULTY_MAPPING,
+    EXTENDED_TESTS,
+    GENERAL_TEXT_CUTOFFS,
+    MBPP_PROBLEMS,
+    PROBLEM_SPLITS,
+)
 
 # Where outputs go unless a DataStore says otherwise: $PVA_DATA_DIR, else <project root>/data.
 DATA_DIR_ENV = "PVA_DATA_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Folder of each table-valued asset's Parquet file (the seed study's phase folders).
 TABLE_FOLDERS = {
-    MBPP_PROBLEMS: "phase0", DIFFICULTY_MAPPING: "phase0", PROBLEM_SPLITS: "phase0_1", GENERAL_TEXT_CUTOFFS: "phase2",
+    MBPP_PROBLEMS: "phase0", DIFFICULTY_MAPPING: "phase0", EXTENDED_TESTS: "phase0", PROBLEM_SPLITS: "phase0_1",
+    GENERAL_TEXT_CUTOFFS: "phase2",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 MBPP_PROBLEMS = "mbpp_problems"
 DIFFICULTY_MAPPING = "difficulty_mapping"
 PROBLEM_SPLITS = "problem_splits"
+EXTENDED_TESTS = "extended_tests"
 # Phase 1 (partitioned: one file per task range, and per temperature for 1.2)
 PHASE1_0_SOLUTIONS = "phase1_0_solutions"
 PHASE1_2_SOLUTIONS = "phase1_2_solutions"
@@ -36,6 +37,10 @@ STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE = "steering_tests", "steering_e
 STEERING_TABLES = (STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE)
 READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES = "readouts", "beyond_difficulty", "readout_scores"
 DISCOVERY_ON_VALIDATION = "discovery_latents_on_validation"
-READOUT_TABLES = (READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES, DISCOVERY_ON_VALIDATION)
+LABEL_FLIPS, TOP_LATENTS_BY_LABEL, AUROC_BY_LABEL = "label_flips", "top_latents_by_label", "auroc_by_label"
+READOUT_TABLES = (
+    READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES, DISCOVERY_ON_VALIDATION, LABEL_FLIPS, TOP_LATENTS_BY_LABEL,
+    AUROC_BY_LABEL,
+)
 # Phase 2's tables per split, under phase2/<split>/
 SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"

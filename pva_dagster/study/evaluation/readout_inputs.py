@@ -18,20 +18,22 @@ RANK1 = 1
 
 
 def readout_tasks(records: pd.DataFrame, splits: pd.DataFrame, difficulty: pd.DataFrame) -> pd.DataFrame:
-    """``task_id, split, correct, prompt_tokens, complexity, prompt_text``, one row per task, by task_id.
+    """``task_id, split, correct, prompt_tokens, complexity, prompt_text`` (``correct``: the study's label) and
+    both labels (``passed_base``, ``passed_extended``), one row per task, by task_id.
 
     ``records``: Phase 1.0 records (one greedy sample per task); ``splits``: ``problem_splits``; ``difficulty``:
     ``difficulty_mapping``."""
     duplicated = records.task_id[records.task_id.duplicated()]
     if len(duplicated):
         raise ValueError(f"Phase 1.0 holds tasks {sorted(set(duplicated))[:5]} more than once")
-    tasks = records[["task_id", "passed", "n_prompt_tokens", "prompt"]].merge(
+    tasks = records[["task_id", "passed", "passed_base", "passed_extended", "n_prompt_tokens", "prompt"]].merge(
         splits[["task_id", "split"]], on="task_id", validate="one_to_one"
     ).merge(difficulty[["task_id", "cyclomatic_complexity"]], on="task_id", validate="one_to_one")
     return pd.DataFrame({
         "task_id": tasks.task_id.astype(int), "split": tasks.split, "correct": tasks.passed.astype(bool),
         "prompt_tokens": tasks.n_prompt_tokens.astype(int), "complexity": tasks.cyclomatic_complexity.astype(int),
-        "prompt_text": tasks.prompt.astype(str),
+        "prompt_text": tasks.prompt.astype(str), "passed_base": tasks.passed_base.astype(bool),
+        "passed_extended": tasks.passed_extended.astype(bool),
     }).sort_values("task_id", ignore_index=True)
 
 

@@ -25,6 +25,7 @@ from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
 from pva_dagster.study.steering.results import COEFFICIENT_RULE
 
+LABEL_TOP_RANKS = 5  # latents per label and direction shown side by side
 # Steering experiments in the confirmatory family: does adding the latent correct (or corrupt) more than a control?
 CONFIRMATORY_EXPERIMENTS = ("correction", "corruption")
 
@@ -100,6 +101,24 @@ def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame, noise: pd.DataF
     return section
 
 
+def _label_section(readouts: Mapping[str, pd.DataFrame], rule: str) -> list[str]:
+    flips, by_label = readouts[outputs.LABEL_FLIPS], readouts[outputs.TOP_LATENTS_BY_LABEL]
+    total = flips[flips.split == "all"].iloc[0]
+    rejected = (
+        f"The extended tests reject {total.flipped} of the {total.base_correct} solutions that pass the three base "
+        f"asserts ({total.flipped_share:.0%})." if total.base_correct else "No solution passes the base asserts."
+    )
+    top = by_label[by_label["rank"] <= LABEL_TOP_RANKS][["label", "direction", "rank", "layer", "latent", "score"]]
+    return [
+        f"## What the stronger label changes (exploratory; the study's label: {rule})",
+        rejected, markdown_table(flips),
+        f"Discovery under each label (sae split, same general-text cut-offs), top {LABEL_TOP_RANKS}:",
+        markdown_table(top),
+        "Each label's rank-1 latents on validation, scored under either label (AUROC, 95 % bootstrap):",
+        markdown_table(readouts[outputs.AUROC_BY_LABEL]),
+    ]
+
+
 def _phase2_section(split: str, ranked: pd.DataFrame) -> list[str]:
     # The table as top_latents.json holds it: its columns in alphabetical order.
     table = pd.DataFrame(ranked.to_dict("records"))
@@ -124,11 +143,13 @@ def render_report(
     steering: Mapping[str, pd.DataFrame],
     readouts: Mapping[str, pd.DataFrame],
     cutoffs: pd.DataFrame,
+    label_rule: str,
 ) -> str:
     """The page, from the tables of the Phase 2 top latents (per split), the classification, the coefficient
     sweep, the validation steering run and the readouts (each a dict of named tables, as the assets return
-    them), and the general-text cut-off table. The confirmatory family is declared here: the rank-1 latents'
-    AUROC and their value beyond difficulty, and steering's correction and corruption, Holm-adjusted together."""
+    them), the general-text cut-off table and the label rule the study used. The confirmatory family is
+    declared here: the rank-1 latents' AUROC and their value beyond difficulty, and steering's correction and
+    corruption, Holm-adjusted together."""
     table, beyond = readouts[outputs.READOUT_TABLE], readouts[outputs.BEYOND_DIFFICULTY]
     rank1 = {
         str(row.direction): int(row.layer) for row in table[table.family == CONFIRMATORY].itertuples()
@@ -138,6 +159,7 @@ def render_report(
     )
     sections = ["# Does the model know when its code is correct?"]
     sections += readout_sections(table, beyond, family, rank1)
+    sections += _label_section(readouts, label_rule)
     for split in ("sae", "validation"):
         if split in top_latents:
             sections += _phase2_section(split, top_latents[split])

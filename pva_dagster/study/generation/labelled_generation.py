@@ -56,6 +56,7 @@ def prompts_for(
 def generate_and_label(
     problems: pd.DataFrame,
     partition: Partition,
+    extended: pd.DataFrame | None,
     generator: Generator,
     prompt_format: PromptFormat,
     layers: Sequence[int] | None,
@@ -67,14 +68,14 @@ def generate_and_label(
     The records are kept as they are made in ``DataLayout.records_in_progress(partition.dataset_path)``, which a
     re-run resumes from; the dataset file itself is the caller's to write (the Phase 1 asset's IO manager).
 
-    ``problems``: the candidates (the partition keeps those in its task range); ``layers``: the residuals
-    stored (None = every layer).
+    ``problems``: the candidates (the partition keeps those in its task range); ``extended``: their extended
+    tests (Phase 0's table; None: base asserts only); ``layers``: the residuals stored (None = every layer).
     """
     task_range = partition.task_range
     rows = problems[problems.task_id.between(task_range.first, task_range.last)].sort_values("task_id")
     layers = validate_layers(generator.model, layers or range(len(decoder_blocks(generator.model))))
     prompts = prompt_format.prompts(rows, generator.tokenizer)
-    tasks = tasks_from_problems(rows, prompts)
+    tasks = tasks_from_problems(rows, prompts, extended)
     settings = generator.settings(partition.temperature, partition.samples, list(prompts.values()))
     log(
         f"{len(tasks)} tasks in {task_range.key} at temperature {partition.temperature}, {partition.samples} "
@@ -86,7 +87,8 @@ def generate_and_label(
         extra_columns={"temperature": partition.temperature, "partition": task_range.key}, log=log,
     )
     metadata = {
-        **summarize(frame), "partition": task_range.key, "temperature": partition.temperature,
+        **summarize(frame), "label_rule": generator.label_rule, "partition": task_range.key,
+        "temperature": partition.temperature,
         "samples_per_task": partition.samples, "seed": seed, "layers": layers, "model": generator.identity(),
         "generation_settings": settings.describe(),  # the batch size actually used
     }

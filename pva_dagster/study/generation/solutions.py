@@ -22,8 +22,9 @@ from pva_dagster.study.generation.decoding import SAMPLER
 from pva_dagster.study.generation.model_loading import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.generation.settings import GenerationSettings
+from pva_dagster.study.problems.extended_tests import EXTENDED_LABEL, judge_both
 from pva_dagster.study.records import RecordTable, fingerprint
-from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, run_many
+from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits
 
 RECORD_KEY = ("task_id", "sample")
 
@@ -39,6 +40,7 @@ class Generator:
     settings_for: Callable[[float, int, int], GenerationSettings]
     limits: SandboxLimits
     max_workers: int | None = None  # sandbox runs at once (None: one per CPU)
+    label_rule: str = EXTENDED_LABEL  # which asserts decide ``passed`` (both labels are recorded)
 
     def identity(self) -> dict[str, Any]:
         """The model's identity in every fingerprint and in metadata: the weights, architecture, sizes, dtype."""
@@ -52,16 +54,21 @@ class Generator:
 class Task:
     task_id: int
     prompt: str
-    test_list: tuple[str, ...]
+    test_list: tuple[str, ...]  # the base asserts (MBPP's, shown in the prompt)
     setup_code: str = ""
+    extended_tests: tuple[str, ...] = ()  # never shown to the model (problems/extended_tests.py)
 
 
-def tasks_from_problems(problems: pd.DataFrame, prompts: Mapping[int, str]) -> list[Task]:
-    """One task per problem (in the frame's order): its prompt from ``prompts[task_id]``, its asserts and setup."""
+def tasks_from_problems(
+    problems: pd.DataFrame, prompts: Mapping[int, str], extended: pd.DataFrame | None = None
+) -> list[Task]:
+    """One task per problem (in the frame's order): its prompt from ``prompts[task_id]``, its asserts and setup,
+    and its extended tests from ``extended`` (the Phase 0 ``extended_tests`` table; None: none)."""
+    tests = {} if extended is None else dict(zip(extended.task_id, extended.tests, strict=True))
     return [
         Task(
             task_id=int(row.task_id), prompt=prompts[int(row.task_id)], test_list=tuple(row.test_list),
-            setup_code=row.test_setup_code or "",
+            setup_code=row.test_setup_code or "", extended_tests=tuple(tests.get(row.task_id, ())),
         )
         for row in problems.itertuples()
     ]
@@ -69,7 +76,9 @@ def tasks_from_problems(problems: pd.DataFrame, prompts: Mapping[int, str]) -> l
 
 def task_fingerprint(task: Task, producer: Mapping[str, Any]) -> str:
     """What a task's records depend on: its prompt and asserts, and what ran it (model, settings, seed, ...)."""
-    return fingerprint(task.task_id, task.prompt, list(task.test_list), task.setup_code, producer)
+    return fingerprint(
+        task.task_id, task.prompt, list(task.test_list), task.setup_code, list(task.extended_tests), producer
+    )
 
 
 def sample_seed(seed: int, temperature: float, task_id: int) -> int:
@@ -78,20 +87,19 @@ def sample_seed(seed: int, temperature: float, task_id: int) -> int:
 
 
 def label_generations(
-    tasks: Sequence[Task], generations: Sequence[Generation], limits: SandboxLimits, max_workers: int | None
+    tasks: Sequence[Task], generations: Sequence[Generation], generator: Generator
 ) -> list[dict[str, Any]]:
-    """Run each generation's code against its task's asserts; one record per generation."""
+    """Run each generation's code against its task's base asserts and, where it passes, its extended ones; one
+    record per generation, with both labels and ``passed`` by the generator's label rule."""
     codes = [extract_code(g.completion) for g in generations]
-    jobs = [
-        SandboxJob(
-            solution=code, test_list=tasks[g.prompt_index].test_list, setup_code=tasks[g.prompt_index].setup_code
-        )
-        for g, code in zip(generations, codes, strict=True)
-    ]
-    results = run_many(jobs, limits=limits, max_workers=max_workers)
+    owners = [tasks[g.prompt_index] for g in generations]
+    jobs = [SandboxJob(code, task.test_list, task.setup_code) for code, task in zip(codes, owners, strict=True)]
+    verdicts = judge_both(
+        jobs, [task.extended_tests for task in owners], generator.limits, generator.max_workers
+    )
     records = []
-    for generation, code, result in zip(generations, codes, results, strict=True):
-        task = tasks[generation.prompt_index]
+    for generation, code, task, verdict in zip(generations, codes, owners, verdicts, strict=True):
+        result = verdict.label(generator.label_rule)
         records.append(
             {
                 "task_id": task.task_id,
@@ -101,13 +109,15 @@ def label_generations(
                 "generated_code": code,
                 "passed": result.passed,
                 "label": label_of(result.passed),
+                "passed_base": verdict.passed_base,
+                "passed_extended": verdict.passed_extended,
                 "outcome": result.outcome.value,
                 "error_type": result.error_type,
                 "error_message": result.message,
                 "n_prompt_tokens": generation.n_prompt_tokens,
                 "n_new_tokens": generation.n_new_tokens,
                 "generation_seconds": generation.seconds,
-                "sandbox_seconds": result.duration_s,
+                "sandbox_seconds": verdict.base.duration_s + (verdict.extended.duration_s if verdict.extended else 0),
             }
         )
     return records
@@ -140,7 +150,7 @@ def run_solutions(
     model, identity = generator.model, generator.identity()
     # The batch size is left out: it may follow free memory, and no output depends on it (generation.decoding).
     producer = {
-        "model": identity, "limits": generator.limits, **(producer or {}),
+        "model": identity, "limits": generator.limits, "label_rule": generator.label_rule, **(producer or {}),
         "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
         **(activations.producer() if activations else {}),
         # Sampled records depend on the sampling scheme; greedy ones do not.
@@ -167,7 +177,7 @@ def run_solutions(
     started, done, tokens = time.perf_counter(), 0, 0
     stops = stop_token_ids(model, generator.tokenizer)
     for batch in generate(model, generator.tokenizer, [t.prompt for t in todo], layers, settings, stops, seeds=seeds):
-        records = label_generations(todo, batch, generator.limits, generator.max_workers)
+        records = label_generations(todo, batch, generator)
         for record, generation in zip(records, batch, strict=True):
             record.update(extra_columns or {})
             record["layers"] = layers
@@ -199,7 +209,7 @@ def _eta(elapsed: float, done: int, total: int) -> str:
 def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     """Counts and pass rate of a Phase 1 record table, for metadata and the ``*_metadata.json`` files."""
     if frame.empty:
-        return {"records": 0, "tasks": 0, "correct": 0, "incorrect": 0, "pass_rate": float("nan")}
+        return {"records": 0, "tasks": 0, "correct": 0, "incorrect": 0, "pass_rate": float("nan"), "label_flips": 0}
     outcomes = frame.outcome.value_counts().to_dict()
     return {
         "records": len(frame),
@@ -207,6 +217,8 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "correct": int(frame.passed.sum()),
         "incorrect": int((~frame.passed).sum()),
         "pass_rate": float(frame.passed.mean()),
+        # Solutions that pass the base asserts but fail the extended tests (the labels the extended tests flip).
+        "label_flips": int((frame.passed_base & ~frame.passed_extended).sum()),
         "outcomes": {str(k): int(v) for k, v in outcomes.items()},
         "new_tokens": int(frame.n_new_tokens.sum()),
         "generation_seconds": float(frame.generation_seconds.sum()),

@@ -34,7 +34,7 @@ import numpy as np
 from pva_dagster.study.problems.input_mutation import mutate
 from pva_dagster.study.problems.mbpp import Problem
 from pva_dagster.study.problems.probes import Probe, literal_source, read_probes, with_arguments
-from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, SandboxResult, run_many, run_solution
+from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, SandboxResult, run_many
 from pva_dagster.study.sandbox.isolation import Isolation
 from pva_dagster.study.sandbox.judging import top_level_names
 
@@ -309,10 +309,16 @@ def _close(got: str, value: Any) -> str:
     return "(" + " and ".join(parts) + ")"
 
 
+BASE_LABEL, EXTENDED_LABEL = "base", "extended"
+LABEL_RULES = (BASE_LABEL, EXTENDED_LABEL)  # which asserts decide a solution's label
+
+
 @dataclass(frozen=True)
 class ExtendedVerdict:
     base: SandboxResult
-    extended: SandboxResult | None  # base and extended asserts together; None where the base failed
+    # The base and extended asserts together; None where the base failed (the extended label is then False too)
+    # or the problem has no extended test (the extended label is then the base one).
+    extended: SandboxResult | None
 
     @property
     def passed_base(self) -> bool:
@@ -320,7 +326,32 @@ class ExtendedVerdict:
 
     @property
     def passed_extended(self) -> bool:
-        return self.extended is not None and self.extended.passed
+        return self.base.passed if self.extended is None else self.extended.passed
+
+    def label(self, rule: str) -> SandboxResult:
+        """The result that decides the label under ``rule`` (LABEL_RULES)."""
+        if rule not in LABEL_RULES:
+            raise ValueError(f"unknown label rule {rule!r}; expected one of {LABEL_RULES}")
+        return self.extended if rule == EXTENDED_LABEL and self.extended is not None else self.base
+
+
+def judge_both(
+    jobs: Sequence[SandboxJob],
+    extended: Sequence[Sequence[str]],
+    limits: SandboxLimits = JUDGE_LIMITS,
+    max_workers: int | None = None,
+    isolation: Isolation | None = None,
+) -> list[ExtendedVerdict]:
+    """Each job on its base asserts and, where it passes them and has extended tests (``extended[i]``), on the
+    base and extended asserts together; two ``run_many`` batches."""
+    base = run_many(jobs, limits, max_workers, isolation)
+    again = [i for i, (result, tests) in enumerate(zip(base, extended, strict=True)) if result.passed and tests]
+    second = run_many(
+        [SandboxJob(jobs[i].solution, (*jobs[i].test_list, *extended[i]), jobs[i].setup_code) for i in again],
+        limits, max_workers, isolation,
+    )
+    found = dict(zip(again, second, strict=True))
+    return [ExtendedVerdict(result, found.get(i)) for i, result in enumerate(base)]
 
 
 def extended_job(solution: str, problem: Problem, extended: ExtendedTests) -> SandboxJob:
@@ -336,8 +367,5 @@ def judge_extended(
     isolation: Isolation | None = None,
 ) -> ExtendedVerdict:
     """Label ``solution`` with the base asserts and, where it passes them, the base and extended ones."""
-    base = run_solution(solution, problem.test_list, problem.test_setup_code, limits, isolation)
-    if not base.passed:
-        return ExtendedVerdict(base, None)
-    job = extended_job(solution, problem, extended)
-    return ExtendedVerdict(base, run_solution(job.solution, job.test_list, job.setup_code, limits, isolation))
+    job = SandboxJob(solution, problem.test_list, problem.test_setup_code)
+    return judge_both([job], [extended.tests], limits, 1, isolation)[0]

@@ -52,11 +52,14 @@ def build_units(
     return units
 
 
-def tasks_from_records(records: pd.DataFrame, problems: pd.DataFrame) -> dict[int, Task]:
-    """The Phase 1.0 prompt of each task (exactly as generated then) with its asserts, keyed by task_id."""
+def tasks_from_records(
+    records: pd.DataFrame, problems: pd.DataFrame, extended: pd.DataFrame | None = None
+) -> dict[int, Task]:
+    """The Phase 1.0 prompt of each task (exactly as generated then) with its asserts and extended tests (judged
+    as Phase 1 judged them), keyed by task_id."""
     rows = problems[problems.task_id.isin(records.task_id)]
     prompts = {int(task_id): prompt for task_id, prompt in zip(records.task_id, records.prompt, strict=True)}
-    return {task.task_id: task for task in tasks_from_problems(rows, prompts)}
+    return {task.task_id: task for task in tasks_from_problems(rows, prompts, extended)}
 
 
 @dataclass(frozen=True)
