@@ -29,6 +29,7 @@ from pva_dagster.study.evaluation.readout_inputs import (
     rank1_latents,
     readout_tasks,
     residuals_by_layer,
+    why_not_computable,
 )
 from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, readout_table
 from pva_dagster.study.evaluation.readouts import readout_scores
@@ -54,6 +55,12 @@ def phase3_readouts(
     """Baselines, probes and the best latents per layer, side by side on validation, and beyond difficulty."""
     records = phase1_records(phase1_0_solutions.values())
     tasks = readout_tasks(records, problem_splits, difficulty_mapping)
+    reason = why_not_computable(tasks)
+    if reason:  # a small run: said in the log, the metadata and the report, never papered over
+        context.log.warning(f"readouts not computed: {reason}")
+        empty = {name: pd.DataFrame() for name in outputs.READOUT_TABLES}
+        empty[outputs.READOUT_TABLE].attrs["not_computed"] = reason
+        return dg.Output(empty, data_version=data_version(empty), metadata={"not computed": reason})
     per_layer, rank1 = rank1_latents(top_latents[SAE_SPLIT])
     layers = sorted({int(layer) for layer_list in records.layers for layer in layer_list})
     with duckdb.get_connection() as conn:

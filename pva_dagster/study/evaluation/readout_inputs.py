@@ -12,9 +12,10 @@ import pandas as pd
 
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.analysis.separation import separation_scores
-from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT
+from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT, SPLIT_NAMES
 
 RANK1 = 1
+LABEL_COLUMNS = ("passed_base", "passed_extended")
 
 
 def readout_tasks(records: pd.DataFrame, splits: pd.DataFrame, difficulty: pd.DataFrame) -> pd.DataFrame:
@@ -35,6 +36,17 @@ def readout_tasks(records: pd.DataFrame, splits: pd.DataFrame, difficulty: pd.Da
         "prompt_text": tasks.prompt.astype(str), "passed_base": tasks.passed_base.astype(bool),
         "passed_extended": tasks.passed_extended.astype(bool),
     }).sort_values("task_id", ignore_index=True)
+
+
+def why_not_computable(tasks: pd.DataFrame) -> str | None:
+    """Why the readouts cannot be fitted and scored (a split without one class under either label), or None."""
+    missing = [
+        f"{split} has {int(tasks[column][tasks.split == split].sum())} of {int((tasks.split == split).sum())} "
+        f"{column}"
+        for split in SPLIT_NAMES for column in LABEL_COLUMNS
+        if not 0 < tasks[column][tasks.split == split].sum() < (tasks.split == split).sum()
+    ]
+    return "; ".join(missing) + ": every split needs both classes under both labels" if missing else None
 
 
 def residuals_by_layer(index: pd.DataFrame, task_ids: pd.Series) -> dict[int, np.ndarray]:

@@ -151,15 +151,22 @@ def render_report(
     declared here: the rank-1 latents' AUROC and their value beyond difficulty, and steering's correction and
     corruption, Holm-adjusted together."""
     table, beyond = readouts[outputs.READOUT_TABLE], readouts[outputs.BEYOND_DIFFICULTY]
-    rank1 = {
-        str(row.direction): int(row.layer) for row in table[table.family == CONFIRMATORY].itertuples()
-    }
-    family = confirmatory_family(
-        declared_p_values(table, beyond, rank1, extra=steering_members(steering[outputs.STEERING_TESTS]))
-    )
     sections = ["# Does the model know when its code is correct?"]
-    sections += readout_sections(table, beyond, family, rank1)
-    sections += _label_section(readouts, label_rule)
+    if table.empty:
+        family = confirmatory_family(steering_members(steering[outputs.STEERING_TESTS]))
+        sections += [
+            "## Readouts not computed", f"{table.attrs.get('not_computed', 'no readout table')}.",
+            "## The declared confirmatory family (steering only)", markdown_table(family),
+        ]
+    else:
+        rank1 = {
+            str(row.direction): int(row.layer) for row in table[table.family == CONFIRMATORY].itertuples()
+        }
+        family = confirmatory_family(
+            declared_p_values(table, beyond, rank1, extra=steering_members(steering[outputs.STEERING_TESTS]))
+        )
+        sections += readout_sections(table, beyond, family, rank1)
+        sections += _label_section(readouts, label_rule)
     for split in ("sae", "validation"):
         if split in top_latents:
             sections += _phase2_section(split, top_latents[split])
@@ -177,7 +184,8 @@ def render_report(
         ("Exploratory: steering per unit (validation)", steering[outputs.STEERING_EFFECTS]),
     ]
     for title, frame in exploratory:
-        sections += [f"## {title}", markdown_table(frame)]
+        if not frame.empty:
+            sections += [f"## {title}", markdown_table(frame)]
     return "\n\n".join(sections) + "\n"
 
 
