@@ -222,11 +222,11 @@ def steer_unit(
 
 def _combined(
     plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(per-problem outcomes, noise floor, metadata facts) of every unit of a split."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(experiment tests, per-unit summary, noise floor, metadata facts) of every unit of a split."""
     outcomes, baselines = combine_units(results)
     facts = {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
-    return outcomes, noise_floor(plan.phase1_labels, baselines), facts
+    return experiment_tests(outcomes), unit_summary(outcomes), noise_floor(plan.phase1_labels, baselines), facts
 
 
 @dg.op
@@ -234,14 +234,13 @@ def choose_from_sweep(
     plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The sweep's tests (exploratory) and the coefficient chosen per direction on the hyperparams split."""
-    outcomes, noise, facts = _combined(plan, results)
-    tests = experiment_tests(outcomes)
+    tests, units, noise, facts = _combined(plan, results)
     chosen = choose_coefficients(tests, facts["directions"], plan.coefficients).assign(
         coefficient_mode=plan.coefficient_mode
     )
     tables = {
         outputs.CHOSEN_COEFFICIENTS: chosen, outputs.SWEEP_TESTS: tests,
-        outputs.SWEEP_UNITS: unit_summary(outcomes), outputs.SWEEP_NOISE: noise,
+        outputs.SWEEP_UNITS: units, outputs.SWEEP_NOISE: noise,
     }
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
@@ -261,11 +260,8 @@ def report_validation(
     plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The reported result: target vs control with the chosen coefficients on the validation split."""
-    outcomes, noise, facts = _combined(plan, results)
-    tests = experiment_tests(outcomes)
-    tables = {
-        outputs.STEERING_TESTS: tests, outputs.STEERING_EFFECTS: unit_summary(outcomes), outputs.STEERING_NOISE: noise
-    }
+    tests, units, noise, facts = _combined(plan, results)
+    tables = {outputs.STEERING_TESTS: tests, outputs.STEERING_EFFECTS: units, outputs.STEERING_NOISE: noise}
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
         "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(tests)),
