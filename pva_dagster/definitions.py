@@ -2,9 +2,10 @@
 pyproject.toml (and by ``dagster asset materialize`` through .venv/bin/activate, see the Makefile).
 
 ``build_definitions(profile)`` makes them from one ``Profile`` value: its study design fixes the Phase 1
-partitions, its resources are bound, and ``PVA_DASK_SCHEDULER`` or ``PVA_DASK_CONFIG`` in ``environ`` picks the
-Dask executor (cluster.py). ``defs`` builds them, when Dagster loads this module, for the profile that
-``PVA_PROFILE`` names; a test or ``pva-rehearse`` builds its own from its own profile.
+partitions, its resources and executor are bound, and ``PVA_DASK_SCHEDULER`` or ``PVA_DASK_CONFIG`` in
+``environ`` picks the Dask executor instead (cluster.py). ``defs`` builds them, when Dagster loads this
+module, for the profile that ``PVA_PROFILE`` names; a test or ``pva-rehearse`` builds its own from its own
+profile.
 """
 
 # ruff: noqa: E402  (the offline defaults are set before the assets import transformers and huggingface_hub)
@@ -28,6 +29,7 @@ from pva_dagster.profiles import Profile, load_profile
 def build_definitions(profile: Profile, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
     """Assets (partitioned as ``profile.design`` says), checks, jobs, resources and executor of one profile."""
     executor, resources = for_cluster(profile.resources, environ)
+    executor = executor or profile.executor
     return dg.Definitions(
         assets=[
             *dg.load_assets_from_modules([phase0, phase0_1, weights, phase2, phase3, phase3_readouts, phase3_steering]),

@@ -37,6 +37,9 @@ from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
 class Profile:
     name: str
     resources: dict[str, Any]
+    # How a launched run executes its steps (None: Dagster's multiprocess default); Dask replaces it when the
+    # environment names a cluster (cluster.py).
+    executor: dg.ExecutorDefinition | None = None
 
     @property
     def design(self) -> StudyDesign:
@@ -111,6 +114,9 @@ def embedded_profile() -> Profile:
             ),
             "device_pool": DevicePool(devices=["cpu"]),
         },
+        # One CPU device: the steps that need it run one at a time anyway, so one process saves a start-up (and a
+        # model load) per step.
+        executor=dg.in_process_executor,
     )
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from pva_dagster.definitions import build_definitions
@@ -107,6 +108,9 @@ def test_two_profiles_give_two_definitions_in_one_process():
     sampled = keys(small, "phase1_2_solutions")
     assert len(sampled) == 5 and all("0.6" in key.split("|") for key in sampled)
     assert keys(embedded, "phase1_0_solutions") == ["0000-0100", "0101-0201"], "building another changed nothing"
+    # The executor comes from the profile too: one process for the embedded profile's one CPU device.
+    assert build_definitions(embedded, environ={}).executor is dg.in_process_executor
+    assert build_definitions(study, environ={}).executor is None  # Dagster's multiprocess default
 
 
 def test_the_embedded_partitions_cover_the_embedded_problems():
