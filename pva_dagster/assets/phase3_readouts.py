@@ -20,7 +20,7 @@ from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
 from pva_dagster.study.analysis.general_text import frequencies_by_layer
 from pva_dagster.study.analysis.sae import encode
-from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences, beyond_difficulty_table
 from pva_dagster.study.evaluation.confirmatory import family_labels
 from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_auroc_by_label, top_latents_by_label
@@ -62,6 +62,8 @@ def phase3_readouts(
         empty[outputs.READOUT_TABLE].attrs["not_computed"] = reason
         return dg.Output(empty, data_version=data_version(empty), metadata={"not computed": reason})
     per_layer, rank1 = rank1_latents(top_latents[SAE_SPLIT])
+    for direction in sorted(set(DIRECTIONS) - set(rank1)):
+        context.log.warning(f"no {direction} latent survived Phase 2's general-text filter: none is confirmatory")
     layers = sorted({int(layer) for layer_list in records.layers for layer in layer_list})
     with duckdb.get_connection() as conn:
         index = activation_index(conn, records, tasks.task_id.tolist(), layers)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from pva_dagster.study import outputs
-from pva_dagster.study.domain import SAE_SPLIT
+from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT
 from pva_dagster.study.evaluation.beyond_difficulty import STRATIFIED_AUROC, beyond_difficulty_sentences
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
 from pva_dagster.study.evaluation.confirmatory import (
@@ -166,6 +166,10 @@ def render_report(
             declared_p_values(table, beyond, rank1, extra=steering_members(steering[outputs.STEERING_TESTS]))
         )
         sections += readout_sections(table, beyond, family, rank1)
+        sections += [
+            f"No {direction} latent survived Phase 2's general-text filter: that direction has no confirmatory "
+            "member." for direction in DIRECTIONS if direction not in rank1
+        ]
         sections += _label_section(readouts, label_rule)
     for split in ("sae", "validation"):
         if split in top_latents:
