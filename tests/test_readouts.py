@@ -12,7 +12,11 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, relative_density_cutoff
 from pva_dagster.study.analysis.separation import separation_scores
-from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences, beyond_difficulty_table
+from pva_dagster.study.evaluation.beyond_difficulty import (
+    beyond_difficulty_sentences,
+    beyond_difficulty_table,
+    likelihood_ratio_test,
+)
 from pva_dagster.study.evaluation.confirmatory import (
     auroc_member,
     beyond_member,
@@ -208,3 +212,13 @@ def test_readout_sections_print_the_family_the_sentences_and_the_floors(extra_si
     assert page.count("data:image/png;base64,") == 2
     row = _row(table, "dense_probe", "correct")
     assert f"{row.f1:.3f} ({row.majority_f1:.3f})" in page
+
+
+def test_a_latent_that_never_fires_adds_nothing_and_does_not_stop_the_table():
+    rng = np.random.default_rng(3)
+    positive = rng.random(60) < 0.5
+    length, complexity = rng.integers(20, 200, 60), rng.integers(1, 9, 60)
+    result = likelihood_ratio_test(positive, length, complexity, np.zeros(60))
+    assert (result["lr_stat"], result["p_lrt"]) == (0.0, 1.0) and np.isnan(result["odds_ratio_per_sd"])
+    constant_complexity = likelihood_ratio_test(positive, length, np.ones(60), positive + rng.random(60))
+    assert constant_complexity["p_lrt"] < 1e-6  # a constant covariate is left out, not an error

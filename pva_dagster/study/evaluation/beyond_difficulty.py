@@ -36,21 +36,28 @@ BEYOND_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _standardised(columns: list[np.ndarray], names: list[str]) -> np.ndarray:
+def _standardised(columns: list[np.ndarray]) -> np.ndarray:
+    """The columns centred and scaled, beside an intercept; a constant column is left out (the intercept holds
+    it: it can explain nothing)."""
     matrix = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
     spread = matrix.std(axis=0)
-    if (spread == 0).any():
-        raise ValueError(f"constant covariate(s) {[n for n, s in zip(names, spread, strict=True) if s == 0]}")
-    return np.asarray(sm.add_constant((matrix - matrix.mean(axis=0)) / spread, has_constant="add"))
+    varying = matrix[:, spread > 0]
+    return np.asarray(sm.add_constant((varying - varying.mean(axis=0)) / spread[spread > 0], has_constant="add"))
 
 
 def likelihood_ratio_test(
     positive: np.ndarray, prompt_tokens: np.ndarray, complexity: np.ndarray, score: np.ndarray
 ) -> dict[str, float]:
-    """:data:`LRT_TEST` of ``score[n]`` added to length and complexity, for the class ``positive[n]``."""
+    """:data:`LRT_TEST` of ``score[n]`` added to length and complexity, for the class ``positive[n]``.
+
+    A score constant over the tasks (a latent that never fires there) adds nothing: statistic 0, p = 1, no odds
+    ratio."""
     positive = np.asarray(positive, dtype=np.float64)
-    base = _standardised([prompt_tokens, complexity], ["prompt_tokens", "complexity"])
-    full = _standardised([prompt_tokens, complexity, score], ["prompt_tokens", "complexity", "score"])
+    if np.ptp(np.asarray(score, dtype=np.float64)) == 0:
+        return {"lr_stat": 0.0, "lr_df": 1, "p_lrt": 1.0, "odds_ratio_per_sd": np.nan, "odds_ratio_ci_low": np.nan,
+                "odds_ratio_ci_high": np.nan}  # fmt: skip
+    base = _standardised([prompt_tokens, complexity])
+    full = _standardised([prompt_tokens, complexity, score])
     null_fit = sm.Logit(positive, base).fit(disp=0, maxiter=200)
     full_fit = sm.Logit(positive, full).fit(disp=0, maxiter=200)
     lr_stat = max(2.0 * float(full_fit.llf - null_fit.llf), 0.0)
