@@ -76,6 +76,8 @@ def test_validation_metrics_carry_intervals_a_permutation_p_and_threshold_flags(
     assert row.auroc_p_permutation < 0.001  # a latent built to separate
     assert row.threshold_samples == 8 and row.threshold_few_samples
     assert overall.equals(validate_latents(selected, hyper, validation, difficulty, seed=0)[0])
-    # A latent that is 0 everywhere on the hyperparams split can only call everything positive: flagged.
-    flat = validate_latents(selected, hyper.assign(L3_7=0.0), validation, difficulty, seed=0)[0].iloc[0]
-    assert flat.threshold_one_class and flat.predicts_one_class and flat.recall == 1.0
+    # A latent that is 0 everywhere on the hyperparams split can only call everything positive (at >= 0, the
+    # smallest activation seen): flagged, and on validation's activations (never negative) all positive too.
+    non_negative = validation.assign(L3_7=validation.L3_7.clip(lower=0))
+    flat = validate_latents(selected, hyper.assign(L3_7=0.0), non_negative, difficulty, seed=0)[0].iloc[0]
+    assert flat.threshold == 0.0 and flat.threshold_one_class and flat.predicts_one_class and flat.recall == 1.0

@@ -24,7 +24,7 @@ from pva_dagster.study.evaluation.confirmatory import (
     declared_p_values,
     family_labels,
 )
-from pva_dagster.study.evaluation.readout_metrics import majority_f1, observed_range_threshold, readout_table
+from pva_dagster.study.evaluation.readout_metrics import majority_f1, readout_table
 from pva_dagster.study.evaluation.readouts import readout_scores
 from pva_dagster.study.evaluation.validation import choose_threshold
 from pva_dagster.study.plots import auroc_by_layer
@@ -127,10 +127,9 @@ def test_tfidf_baseline_reads_the_planted_word(extra_signal, difficulty_only):
 def test_thresholds_of_a_non_negative_activation_stay_on_its_observed_range():
     activation = np.array([0.0] * 16 + [0.5, 1.0, 2.0, 3.0])
     correct = np.array([True] * 14 + [False] * 2 + [True, False, True, False])
-    assert choose_threshold(activation, correct, "correct").value < 0  # the plain rule goes below zero
-    threshold = observed_range_threshold(activation, correct, "correct")
-    assert threshold.value == 0.0 and threshold.operator == ">="
-    assert threshold.f1 == choose_threshold(activation, correct, "correct").f1
+    threshold = choose_threshold(activation, correct, "correct")  # F1-optimal: everything positive
+    assert threshold.value == 0.0 and threshold.operator == ">="  # at the minimum seen, never below zero
+    assert threshold.predict(activation).all() and threshold.f1 == pytest.approx(f1_score(correct, np.ones(20, bool)))
 
 
 def test_table_thresholds_lie_within_the_hyperparams_scores(extra_signal):

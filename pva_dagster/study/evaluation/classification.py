@@ -36,9 +36,9 @@ def _metrics(values: np.ndarray, correct: np.ndarray, direction: str, threshold:
 def _uncertainty(values: np.ndarray, correct: np.ndarray, direction: str, threshold: Threshold, seed: int) -> dict:
     """Bootstrap intervals of AUROC and F1, AUROC's permutation p-value, and flags on the threshold."""
     positive = positive_class(correct, direction)
-    predicted = values > threshold.value
+    predicted = threshold.predict(values)
     return {
-        **bootstrap_intervals(values, positive, threshold.value, seed),
+        **bootstrap_intervals(values, positive, threshold.cut, seed),
         "auroc_p_permutation": auroc_permutation_p(values, positive, seed),
         "threshold_samples": threshold.n,
         "threshold_few_samples": threshold.n < MIN_THRESHOLD_SAMPLES,

@@ -11,42 +11,20 @@ Thresholds lie on the observed range of the scores they were chosen on: the F1-o
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, matthews_corrcoef
 
 from pva_dagster.study.domain import HYPERPARAMS_SPLIT, VALIDATION_SPLIT
-from pva_dagster.study.evaluation.validation import OPERATOR, Threshold, auroc, choose_threshold, positive_class
+from pva_dagster.study.evaluation.validation import Threshold, auroc, choose_threshold, positive_class
 from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, auroc_permutation_p, bootstrap_intervals
 
-AT_LEAST = ">="  # the operator of a threshold at the observed minimum: everything positive
 READOUT_KEY: tuple[str, ...] = ("readout", "kind", "layer", "direction")
 TABLE_COLUMNS: tuple[str, ...] = (
     *READOUT_KEY, "latent", "C", "threshold", "threshold_operator", "hyperparams_f1", "auroc", "auroc_ci_low",
     "auroc_ci_high", "auroc_p_permutation", "average_precision", "prevalence", "f1", "f1_ci_low", "f1_ci_high",
     "majority_f1", "balanced_accuracy", "mcc", "predicts_one_class", "n", "n_positive",
 )
-
-
-def observed_range_threshold(scores: np.ndarray, correct: np.ndarray, direction: str) -> Threshold:
-    """:func:`choose_threshold`'s threshold, its value always within ``[min(scores), max(scores)]``."""
-    chosen = choose_threshold(scores, correct, direction)
-    lowest = float(np.min(scores))
-    if chosen.value < lowest:  # "everything positive": the same classification at the minimum, inclusively
-        return dataclasses.replace(chosen, value=lowest, operator=AT_LEAST)
-    return chosen
-
-
-def predict(scores: np.ndarray, threshold: Threshold) -> np.ndarray:
-    """``bool[n]``: the direction's class predicted by ``threshold`` (``>`` or, at the minimum, ``>=``)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if threshold.operator == OPERATOR:
-        return scores > threshold.value
-    if threshold.operator == AT_LEAST:
-        return scores >= threshold.value
-    raise ValueError(f"unknown threshold operator {threshold.operator!r}; expected {OPERATOR!r} or {AT_LEAST!r}")
 
 
 def majority_f1(positive: np.ndarray) -> float:
@@ -63,10 +41,8 @@ def readout_metrics(
     """The metrics of one readout's ``scores[n]`` on one split, ``threshold`` applied unchanged."""
     scores = np.asarray(scores, dtype=np.float64)
     positive = positive_class(correct, direction)
-    predicted = predict(scores, threshold)
-    # bootstrap_intervals classifies by ">": just below the value, ">" is ">=" at the value.
-    cut = threshold.value if threshold.operator == OPERATOR else float(np.nextafter(threshold.value, -np.inf))
-    intervals = bootstrap_intervals(scores, positive, cut, seed, resamples)
+    predicted = threshold.predict(scores)
+    intervals = bootstrap_intervals(scores, positive, threshold.cut, seed, resamples)
     return {
         "auroc": auroc(scores, correct, direction),
         "auroc_ci_low": intervals["auroc_ci_low"], "auroc_ci_high": intervals["auroc_ci_high"],
@@ -93,7 +69,7 @@ def readout_table(
         direction = str(key[3])
         hyper = group[group.split == HYPERPARAMS_SPLIT]
         validation = group[group.split == VALIDATION_SPLIT]
-        threshold = observed_range_threshold(hyper.score.to_numpy(), hyper.correct.to_numpy(bool), direction)
+        threshold = choose_threshold(hyper.score.to_numpy(), hyper.correct.to_numpy(bool), direction)
         rows.append({
             **dict(zip(READOUT_KEY, key, strict=True)), "latent": int(group.latent.iloc[0]), "C": group.C.iloc[0],
             "threshold": threshold.value, "threshold_operator": threshold.operator, "hyperparams_f1": threshold.f1,

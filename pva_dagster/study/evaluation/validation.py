@@ -3,7 +3,9 @@
 A latent is ``"correct"``- or ``"incorrect"``-preferring (Phase 2: it fires more on correct, or on incorrect,
 solutions). Its *positive class* is the class matching its direction, so higher activation always means
 "predict positive": correct = 1 for a correct-preferring latent, incorrect = 1 for an incorrect-preferring one.
-One comparison operator (``activation > threshold``) is therefore used for both directions and both splits.
+One comparison (``activation > threshold``) is therefore used for both directions and both splits; a threshold
+that classifies everything positive sits at the smallest activation seen, inclusively (``>=``), so a printed
+threshold always lies within the observed range (never below zero for an SAE activation).
 
 Every metric is scikit-learn's; this module only turns (activation, correct, direction) into (score, label).
 """
@@ -26,15 +28,25 @@ from sklearn.metrics import (
 from pva_dagster.study.domain import DIRECTIONS
 
 OPERATOR = ">"  # predict the positive class when activation > threshold
+AT_LEAST = ">="  # at the smallest activation seen: everything positive
 
 
 @dataclass(frozen=True)
 class Threshold:
     value: float  # chosen on the hyperparams split, applied unchanged elsewhere
-    operator: str  # always ">" (see module docstring)
+    operator: str  # OPERATOR, or AT_LEAST at the observed minimum (see module docstring)
     f1: float  # F1 it reached on the split it was chosen on
     one_class: bool = False  # it predicts one class only on the split it was chosen on
     n: int = 0  # samples it was chosen on
+
+    @property
+    def cut(self) -> float:
+        """The value that ``activation > cut`` classifies by: ``>=`` value is ``>`` just below it."""
+        return self.value if self.operator == OPERATOR else float(np.nextafter(self.value, -np.inf))
+
+    def predict(self, activation: np.ndarray) -> np.ndarray:
+        """``bool[n]``: the positive class predicted."""
+        return np.asarray(activation, dtype=np.float64) > self.cut
 
 
 def _scores_and_labels(
@@ -103,9 +115,10 @@ def choose_threshold(activation: np.ndarray, correct: np.ndarray, direction: str
     f1 = np.array([f1_score(positive, scores > value, zero_division=0) for value in candidates])
     best = int(np.flatnonzero(f1 == f1.max())[-1])  # the last maximum = the highest threshold
     predicted = scores > candidates[best]
+    below = candidates[best] < scores.min()  # everything positive: the same classification at the minimum
     return Threshold(
-        value=float(candidates[best]), operator=OPERATOR, f1=float(f1[best]),
-        one_class=bool(predicted.all() or not predicted.any()), n=len(scores),
+        value=float(scores.min() if below else candidates[best]), operator=AT_LEAST if below else OPERATOR,
+        f1=float(f1[best]), one_class=bool(predicted.all() or not predicted.any()), n=len(scores),
     )
 
 
@@ -113,10 +126,10 @@ def classification_metrics(
     activation: np.ndarray, correct: np.ndarray, direction: str, threshold: Threshold
 ) -> dict[str, float]:
     """F1, precision, recall, accuracy of ``threshold`` applied unchanged; n and n_positive (true class)."""
-    if threshold.operator != OPERATOR:
-        raise ValueError(f"unsupported threshold operator {threshold.operator!r}; only {OPERATOR!r} is used")
+    if threshold.operator not in (OPERATOR, AT_LEAST):
+        raise ValueError(f"unknown threshold operator {threshold.operator!r}; expected {OPERATOR!r} or {AT_LEAST!r}")
     scores, positive = _scores_and_labels(activation, correct, direction)
-    predicted = scores > threshold.value
+    predicted = threshold.predict(scores)
     return {
         "f1": float(f1_score(positive, predicted, zero_division=0)),
         "precision": float(precision_score(positive, predicted, zero_division=0)),
