@@ -58,16 +58,26 @@ def difficulty_mapping(mbpp_problems: pd.DataFrame) -> dg.Output[pd.DataFrame]:
 
 @dg.asset(group_name=GROUP_PROBLEMS, code_version=CODE_VERSION)
 def extended_tests(
-    context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, study_design: StudyDesign, sandbox: Sandbox
+    context: dg.AssetExecutionContext, mbpp_problems: pd.DataFrame, problem_source: ProblemSource,
+    study_design: StudyDesign, sandbox: Sandbox,
 ) -> dg.Output[pd.DataFrame]:
     """Per problem, up to ``extended_tests_per_problem`` asserts on new inputs (type-aware mutations of its
-    asserts' arguments), their expected values computed by the reference solution in the sandbox."""
+    asserts' arguments), their expected values computed by the reference solution in the sandbox; a source that
+    ships its own (MBPP+) gives those instead."""
     problems, count = frame_to_problems(mbpp_problems), study_design.extended_tests_per_problem
-    context.log.info(f"extended tests for {len(problems)} problems, up to {count} each, references in the sandbox")
-    made = (
-        generate(problems, seed=study_design.seed, max_tests=count, max_workers=sandbox.max_workers) if count
-        else [ExtendedTests(p.task_id, study_design.seed, (), 0) for p in problems]
+    provided = problem_source.provided_tests() if count else {}
+    to_make = [p for p in problems if p.task_id not in provided]
+    context.log.info(
+        f"extended tests: {len(provided)} problems' from {problem_source.describe()}, {len(to_make)} made here "
+        f"(up to {count} each, references in the sandbox)"
     )
+    by_task = {
+        m.task_id: m for m in (
+            generate(to_make, seed=study_design.seed, max_tests=count, max_workers=sandbox.max_workers) if count
+            else [ExtendedTests(p.task_id, study_design.seed, (), 0) for p in to_make]
+        )
+    } | {task_id: ExtendedTests(task_id, study_design.seed, tests, len(tests)) for task_id, tests in provided.items()}
+    made = [by_task[p.task_id] for p in problems]
     frame = pd.DataFrame({
         "task_id": [m.task_id for m in made], "tests": [list(m.tests) for m in made],
         "candidates": [m.candidates for m in made], "dropped": [json.dumps(m.dropped, sort_keys=True) for m in made],
@@ -78,6 +88,7 @@ def extended_tests(
         "tests per problem (median)": float(sizes.median()),
         "tests per problem (quartiles)": [float(sizes.quantile(0.25)), float(sizes.quantile(0.75))],
         "problems without an extended test": int((sizes == 0).sum()),
+        "problems whose tests the source ships": len(provided),
         "tests (total)": int(sizes.sum()),
         "histogram": dg.MetadataValue.md(bar_chart(
             [str(n) for n in sorted(sizes.unique())], [int((sizes == n).sum()) for n in sorted(sizes.unique())],

@@ -33,6 +33,7 @@ DEFAULT_MBPP = PROJECT_ROOT.parent / "shared" / "mbpp" / "mbpp.jsonl"
 # MBPP's first test-split problems: one task range, both labels once the stand-in's program is planted.
 TASK_IDS = list(range(11, 35))
 SAE_LAYERS = [6, 18]
+PROBLEM_SOURCES = ("mbpp", "mbppplus")  # the hub data sets the study profile can read (both stood in)
 TEMPERATURE = 0.3
 # Modules that read HF_HOME / the offline switches once, at import: they must see the stand-ins' cache.
 _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_dagster.definitions")
@@ -49,9 +50,15 @@ def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
     }
 
 
-def small_run_profile(profile: Profile, workdir: Path) -> Profile:
-    """The study profile with what a user changes for a small run, and nothing else."""
-    from pva_dagster.resources import DevicePool
+def small_run_profile(profile: Profile, workdir: Path, problems: str = "mbpp") -> Profile:
+    """The study profile with what a user changes for a small run, and nothing else; ``problems="mbppplus"``
+    reads EvalPlus's MBPP+ (its own extended tests) instead of MBPP."""
+    from pva_dagster.resources import DevicePool, HubMBPPPlus
+
+    if problems not in PROBLEM_SOURCES:
+        raise ValueError(f"unknown problem source {problems!r}; expected one of {PROBLEM_SOURCES}")
+    if problems == "mbppplus":
+        profile = profile.with_resources(problem_source=HubMBPPPlus())
 
     pool = profile.resources["device_pool"]
     return profile.with_design(
@@ -73,7 +80,9 @@ def _partition_keys(defs: Any, asset: str) -> list[str]:
     return defs.get_assets_def(asset).partitions_def.get_partition_keys()
 
 
-def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> dict[str, Any]:
+def run_rehearsal(
+    workdir: Path, mbpp: Path, device: str = "cpu", log=print, problems: str = "mbpp"
+) -> dict[str, Any]:
     """Build the stand-ins and materialize the whole study in ``workdir``; returns a summary (also saved)."""
     stale = [name for name in _HUB_AWARE if name in sys.modules]
     if stale:
@@ -91,7 +100,7 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
     standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS)
     log(f"[rehearse] stand-ins built in {time.perf_counter() - started:.0f} s under {standins.hf_home}; "
         f"the model's program holds the solutions of tasks {standins.planted_task_ids}")
-    defs = build_definitions(small_run_profile(load_profile("study"), workdir), environ={})
+    defs = build_definitions(small_run_profile(load_profile("study"), workdir, problems), environ={})
     steps: list[tuple[str, Any, Any, Any]] = [
         # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
         ("prepare", PREPARE, None, {"ops": {"general_text_frequency": {"config": {"general_documents": 100}}}}),
@@ -105,7 +114,7 @@ def run_rehearsal(workdir: Path, mbpp: Path, device: str = "cpu", log=print) -> 
         "workdir": str(workdir), "hf_home": str(standins.hf_home), "task_ids": standins.task_ids,
         "planted_task_ids": standins.planted_task_ids,
         "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
-        "sae_layers": SAE_LAYERS, "steps": {},
+        "sae_layers": SAE_LAYERS, "problems": problems, "steps": {},
     }
     instance = dg.DagsterInstance.ephemeral()  # one run history: Phase 2 reads the Phase 1 partitions it records
     for name, selection, partition, run_config in steps:
@@ -133,13 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mbpp", type=Path, default=DEFAULT_MBPP, help=f"MBPP .jsonl (default {DEFAULT_MBPP})")
     parser.add_argument("--device", default="cpu", help="the one device of the pool: cpu (default) or cuda:0")
+    parser.add_argument(
+        "--problems", choices=PROBLEM_SOURCES, default="mbpp",
+        help="the study's problem source: MBPP (default) or MBPP+ (its stand-in carries MBPP+'s own tests)",
+    )
     args = parser.parse_args(argv)
     if not args.mbpp.is_file():
         print(f"--mbpp {args.mbpp}: no such file (the rehearsal runs on a slice of the real MBPP)", file=sys.stderr)
         return 2
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pva-rehearsal-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    summary = run_rehearsal(workdir, args.mbpp, args.device)
+    summary = run_rehearsal(workdir, args.mbpp, args.device, problems=args.problems)
     verdict = "passed" if summary["success"] else "FAILED"
     print(f"[rehearse] {verdict} in {summary['seconds']:.0f} s; outputs under {workdir / 'data'}, "
           f"report {workdir / 'data' / 'phase3' / 'report.md'}")

@@ -16,16 +16,15 @@ the stand-in's folder, so the study runs through exactly its own code:
   path still wins by a wide logit margin.
 * **SAEs**: GemmaScope ``params.npz`` files (``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``, ``threshold``; JumpReLU,
   d_in 2304, d_sae 16384) at the repo and path SAELens's own release table resolves each id to.
-* **problems**: the prepared ``datasets`` cache of ``google-research-datasets/mbpp`` (config ``full``), holding
-  the given MBPP records, which is what ``load_dataset`` reads offline.
+* **problems**: the prepared ``datasets`` caches of ``google-research-datasets/mbpp`` (config ``full``) and of
+  ``evalplus/mbppplus``, holding the given MBPP records, which is what ``load_dataset`` reads offline
+  (``dataset_standins.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,14 +36,13 @@ import torch
 from tokenizers import AddedToken
 from transformers import GenerationConfig
 
+from pva_dagster.rehearsal.dataset_standins import build_mbpp_plus_standin, build_mbpp_standin
 from pva_dagster.rehearsal.hub_cache import write_snapshot, write_snapshot_folder
 from pva_dagster.rehearsal.random_models import random_gemma2, train_gemma_tokenizer
-from pva_dagster.study.problems.mbpp import HF_MBPP_ID
 
 GEMMA2_2B_ID = "google/gemma-2-2b"
 GEMMASCOPE_RELEASE = "gemma-scope-2b-pt-res-canonical"
 GEMMASCOPE_SAE_ID = "layer_{layer}/width_16k/canonical"
-MBPP_CONFIG = "full"
 # google/gemma-2-2b's interface, cheap inside (the real model: 8 heads of 256, MLP 9216, vocabulary 256,000).
 GEMMA2_2B_INTERFACE = {
     "hidden_size": 2304, "num_hidden_layers": 26, "intermediate_size": 64, "num_attention_heads": 1,
@@ -214,44 +212,6 @@ def build_gemmascope_standins(hf_home: Path, layers: Sequence[int], seed: int = 
     return {layer: snapshot / folder / "params.npz" for layer, (_, folder) in locations.items()}
 
 
-def build_mbpp_standin(hf_home: Path, records: Sequence[Mapping[str, Any]]) -> Path:
-    """The ``datasets`` cache of google-research-datasets/mbpp ``full`` after a download, holding ``records``.
-
-    MBPP's splits by task id (prompt 1-10, test 11-510, validation 511-600, train 601-974) and its features.
-    ``load_dataset`` offline finds ``{HF_HOME}/datasets/google-research-datasets___mbpp/full/0.0.0/<hash>``.
-    """
-    import datasets
-    from datasets.packaged_modules.parquet.parquet import Parquet
-
-    features = datasets.Features({
-        "task_id": datasets.Value("int32"), "text": datasets.Value("string"), "code": datasets.Value("string"),
-        "test_list": datasets.List(datasets.Value("string")), "test_setup_code": datasets.Value("string"),
-        "challenge_test_list": datasets.List(datasets.Value("string")),
-    })
-    bounds = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
-    cache = Path(hf_home) / "datasets"
-    digest = hashlib.sha1(json.dumps(sorted(r["task_id"] for r in records)).encode()).hexdigest()
-    target = cache / f"{HF_MBPP_ID.replace('/', '___')}" / MBPP_CONFIG / "0.0.0" / digest
-    with tempfile.TemporaryDirectory() as staging:
-        data_files = {}
-        for split, (first, last) in bounds.items():
-            rows = [{k: r[k] for k in features} for r in records if first <= r["task_id"] <= last]
-            if rows:
-                data_files[split] = str(Path(staging) / f"{split}.parquet")
-                datasets.Dataset.from_list(rows, features=features).to_parquet(data_files[split])
-        builder = Parquet(
-            cache_dir=str(Path(staging) / "cache"), dataset_name=HF_MBPP_ID.split("/")[1], config_name=MBPP_CONFIG,
-            data_files=data_files, features=features, hash=digest,
-        )
-        builder.download_and_prepare()
-        # The builder names its folder after the config *and* its features (full-<id>); a hub download is
-        # stored under the bare config name, which is where the offline loader looks.
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(builder.cache_dir, target)
-    return target
-
-
 def read_mbpp_slice(path: Path, task_ids: Sequence[int]) -> list[dict[str, Any]]:
     """The records of ``task_ids`` from an MBPP ``.jsonl``; raises naming any id it lacks."""
     wanted = set(task_ids)
@@ -273,6 +233,7 @@ def build_study_standins(
     snapshot = build_gemma2_2b_standin(hf_home, [r["code"] for r in planted], seed)
     sae_files = build_gemmascope_standins(hf_home, sae_layers, seed)
     build_mbpp_standin(hf_home, records)
+    build_mbpp_plus_standin(hf_home, records)
     return StudyStandins(
         hf_home=hf_home, model_snapshot=snapshot, sae_files=sae_files,
         planted_task_ids=[r["task_id"] for r in planted], task_ids=[r["task_id"] for r in records],

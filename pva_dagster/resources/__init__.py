@@ -4,7 +4,13 @@ from pva_dagster.resources.data_store import DataStore
 from pva_dagster.resources.design import StudyDesign
 from pva_dagster.resources.devices import DevicePool, DeviceSource, WorkerDevice
 from pva_dagster.resources.language_model import EmbeddedModel, HubModel, LanguageModel, LocalModel
-from pva_dagster.resources.problem_source import EmbeddedProblems, HubProblems, LocalProblems, ProblemSource
+from pva_dagster.resources.problem_source import (
+    EmbeddedProblems,
+    HubMBPPPlus,
+    HubProblems,
+    LocalProblems,
+    ProblemSource,
+)
 from pva_dagster.resources.sae_source import EmbeddedSAEs, LocalSAEs, PretrainedSAEs, SAESource
 from pva_dagster.resources.sandbox_resource import Sandbox
 
@@ -16,6 +22,7 @@ __all__ = [
     "EmbeddedModel",
     "EmbeddedProblems",
     "EmbeddedSAEs",
+    "HubMBPPPlus",
     "HubModel",
     "HubProblems",
     "LanguageModel",

@@ -275,13 +275,18 @@ def _assert(candidate: Candidate, value: Any) -> str | None:
             return None
         options = f", {probe.isclose_options}" if probe.isclose_options else ""
         test = f"assert math.isclose({source}, {value!r}{options})"
-    elif type(value) is float:
-        test = f"assert {_close(source, value)}"
-    elif _has_float(value):
-        test = f"assert (lambda got: {_close('got', value)})({source})"
     else:
-        test = f"assert {source} == {literal_source(value)}"
+        test = equality_assert(source, value)
     return test if len(test) <= MAX_VALUE_CHARS + _MAX_INPUT_CHARS else None
+
+
+def equality_assert(source: str, value: Any) -> str:
+    """``assert <source> == <value>``, a float anywhere in ``value`` compared within the stated tolerance."""
+    if type(value) is float:
+        return f"assert {_close(source, value)}"
+    if _has_float(value):
+        return f"assert (lambda got: {_close('got', value)})({source})"
+    return f"assert {source} == {literal_source(value)}"
 
 
 def _has_float(value: Any) -> bool:
