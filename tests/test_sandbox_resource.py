@@ -51,4 +51,4 @@ def test_required_isolation_fails_the_run_and_warn_runs_on_without_bwrap(tmp_pat
 @pytest.mark.skipif(probe().level is not Isolation.NAMESPACES, reason=f"no namespaces here: {probe().missing}")
 def test_required_isolation_passes_where_namespaces_work() -> None:
     with dg.build_resources({"sandbox": Sandbox(isolation="required")}) as resources:
-        assert resources.sandbox_resource.isolation_level == "namespaces"
+        assert resources.sandbox.isolation_level == "namespaces"
