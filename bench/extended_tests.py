@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pva_dagster.study.problems.extended_tests import MAX_TESTS, extended_job, generate
+from pva_dagster.study.problems.extended_tests import MAX_TESTS, generate
+from pva_dagster.study.problems.labels import extended_job
 from pva_dagster.study.problems.mbpp import Problem, load_jsonl
 from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, probe, run_many
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pva_dagster.study.problems.embedded import load_embedded
-from pva_dagster.study.problems.extended_tests import candidates, generate, judge_extended
+from pva_dagster.study.problems.extended_tests import candidates, generate
 from pva_dagster.study.problems.input_mutation import mutate
+from pva_dagster.study.problems.labels import judge_extended
 from pva_dagster.study.problems.mbpp import Problem, load_jsonl
 from pva_dagster.study.problems.probes import literal_source, read_probes
 from pva_dagster.study.sandbox.execution import run_solution

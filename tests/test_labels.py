@@ -15,7 +15,8 @@ from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_aur
 from pva_dagster.study.generation.batched import Generation
 from pva_dagster.study.generation.solutions import Generator, Task, label_generations
 from pva_dagster.study.problems.embedded import load_embedded
-from pva_dagster.study.problems.extended_tests import BASE_LABEL, EXTENDED_LABEL, generate
+from pva_dagster.study.problems.extended_tests import generate
+from pva_dagster.study.problems.labels import BASE_LABEL, EXTENDED_LABEL
 from pva_dagster.study.sandbox.execution import SandboxLimits
 
 RIGHT = "```python\ndef add_numbers(a, b):\n    return a + b\n```"

@@ -22,7 +22,7 @@ from pva_dagster.study.generation.decoding import SAMPLER
 from pva_dagster.study.generation.model_loading import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.generation.settings import GenerationSettings
-from pva_dagster.study.problems.extended_tests import EXTENDED_LABEL, judge_both
+from pva_dagster.study.problems.labels import EXTENDED_LABEL, judge_both
 from pva_dagster.study.records import RecordTable, fingerprint
 from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits
 
