@@ -45,10 +45,10 @@ def sweep_on(workers: dict[str, str], workdir: Path, problems: str, home: Path) 
             used = {
                 e.event_specific_data.metadata["worker"].value
                 for e in result.all_events
-                if e.event_type_value == "STEP_OUTPUT" and ".steer_unit[" in (e.step_key or "")
+                if e.event_type_value == "STEP_OUTPUT" and ".steer_units[" in (e.step_key or "")
             }
             units = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
-                        and ".steer_unit[" in (e.step_key or ""))
+                        and ".steer_units[" in (e.step_key or ""))
     return seconds, used, units
 
 

@@ -1,6 +1,6 @@
-"""The steering sweep's unit steps on a real Dask cluster of two `dask worker --resources GPU=1` processes: they
-spread over both workers, no worker runs two at once, each worker loads the model once, and the sweep's tables
-equal an in-process run's."""
+"""The steering sweep's group steps (one per problem group) on a real Dask cluster of two `dask worker
+--resources GPU=1` processes: they spread over both workers, no worker runs two at once, each worker loads the
+model once, and the sweep's tables equal an in-process run's."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_units_spread_over_two_workers_and_match_an_in_process_sweep(prepared):
         spans: dict[str, dict] = {}
         for entry in instance.all_logs(result.run_id):
             event = entry.dagster_event
-            if event is None or ".steer_unit[" not in (event.step_key or ""):
+            if event is None or ".steer_units[" not in (event.step_key or ""):
                 continue
             span = spans.setdefault(event.step_key, {})
             if event.event_type_value == "STEP_START":
@@ -61,12 +61,13 @@ def test_units_spread_over_two_workers_and_match_an_in_process_sweep(prepared):
             elif event.event_type_value == "STEP_OUTPUT":
                 metadata = event.event_specific_data.metadata
                 span["worker"], span["model"] = metadata["worker"].value, metadata["model"].value
-    assert len(spans) >= 4 and all({"start", "end", "worker"} <= set(s) for s in spans.values()), spans
+    # One step per problem group (correct, incorrect), each holding all its units.
+    assert len(spans) == 2 and all({"start", "end", "worker"} <= set(s) for s in spans.values()), spans
     assert {s["worker"] for s in spans.values()} == set(WORKERS)
     for worker in WORKERS:  # one GPU step at a time per worker
         ordered = sorted((s["start"], s["end"]) for s in spans.values() if s["worker"] == worker)
         assert all(end <= start for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False)), ordered
-        # Each worker loads the model for its first unit and reuses it for the others (model_cache.py).
+        # Each worker loads the model for its first step and reuses it for any other (model_cache.py).
         first, *later = [s["model"] for s in sorted(spans.values(), key=lambda s: s["start"]) if s["worker"] == worker]
         assert first == "loaded" and set(later) <= {"reused"}, spans
 

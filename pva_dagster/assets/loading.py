@@ -68,12 +68,8 @@ def generator_on_device(
     """Yield ``(device, generator)``: the model on a claimed device (as :func:`model_on_device`), bundled with the
     study design's generation settings and the sandbox's limits, as Phase 1 and every steering unit use it."""
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
-        yield device, Generator(
-            model, tokenizer, language_model.weights(data_store.layout),
-            lambda temperature, samples, prompt_tokens: language_model.settings(
-                study_design, temperature, samples, model=model, prompt_tokens=prompt_tokens
-            ),
-            sandbox.limits, sandbox.max_workers, study_design.label,
+        yield device, language_model.generator(
+            model, tokenizer, data_store.layout, study_design, sandbox.limits, sandbox.max_workers
         )
 
 

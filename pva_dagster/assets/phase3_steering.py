@@ -2,10 +2,11 @@
 only the chosen ones on the validation split (the reported result), each against random-latent controls.
 
 Each of the two assets is a graph of steps: a plan (which units, on which problems, along which decoder row),
-one step per unit (mapped from the plan's dynamic output, each on a device of its own, resumable from its own
-fingerprinted file), and one step that combines the units' records into the asset's tables. On a Dask cluster
-the unit steps spread over every GPU worker (README "Running on a cluster"); in-process they run one after the
-other, reusing the model the process loaded once (resources/model_cache.py).
+one step per problem group (mapped from the plan's dynamic output, each on a device of its own: its units' rows
+share batches, one steering vector per row, and each unit resumes from its own fingerprinted file), and one step
+that combines the units' records into the asset's tables. On a Dask cluster the group steps spread over the GPU
+workers (README "Running on a cluster"); in-process they run one after the other, reusing the model the process
+loaded once (resources/model_cache.py).
 """
 
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ from pva_dagster.study.steering.results import (
     sweep_series,
     unit_summary,
 )
-from pva_dagster.study.steering.sweep import SteeringUnit, combine_units, noise_floor, run_unit
+from pva_dagster.study.steering.sweep import SteeringUnit, combine_units, noise_floor, run_units
 from pva_dagster.study.steering.vectors import (
     CONTROL_MAX_ABS_SCORE,
     CoefficientMode,
@@ -49,7 +50,7 @@ from pva_dagster.study.steering.vectors import (
 )
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "3"
+CODE_VERSION = "4"
 # Values passed between the steps of a graph are pickled beside the data (every worker sees that folder).
 STEP_IO = "step_io_manager"
 
@@ -95,11 +96,19 @@ def _inputs(
 
 @dataclass(frozen=True)
 class UnitJob:
-    """What one unit step needs: the unit, its problems' tasks (Phase 1.0's prompts) and the decoder row added."""
+    """What one unit needs: the unit, its problems' tasks (Phase 1.0's prompts) and the decoder row added."""
 
     unit: SteeringUnit
     tasks: tuple[Task, ...]
     decoder_row: Any  # torch.Tensor[d_model] on the CPU, a copy of the SAE's W_dec row; None for a baseline
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """What one step needs: every unit of one problem group (its baseline among them), run in shared batches."""
+
+    problems: str  # the Phase 1.0 label of the problems
+    jobs: tuple[UnitJob, ...]
 
 
 @dataclass(frozen=True)
@@ -112,16 +121,17 @@ class SplitPlan:
     facts: dict[str, Any]  # for metadata
 
 
-def step_key(unit: SteeringUnit) -> str:
-    """The unit's name as a Dagster mapping key (letters, digits and _ only): ``+0.500`` -> ``p0_500``."""
-    return unit.name.replace("+", "p").replace("-", "m").replace(".", "_")
+def step_key(split: str, problems: str) -> str:
+    """A problem group's step as a Dagster mapping key, e.g. ``hyperparams_on_incorrect``."""
+    return f"{split}_on_{problems}"
 
 
 def _plan_split(
     context: dg.OpExecutionContext, split: str, coefficients: dict[str, list[float]] | list[float], mode: str,
     inputs: SteeringInputs, sae_source: SAESource, design: StudyDesign, data_store: DataStore,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
-    """The units of one split (baselines first), one dynamic output each, then the plan the combining step reads.
+    """The units of one split (baselines first), one dynamic output per problem group (its units share batches),
+    then the plan the combining step reads.
 
     ``coefficients``: per direction, or one list for every direction. A problem group with no problems is left
     out with a log line (a small split may have no incorrect problems)."""
@@ -148,9 +158,11 @@ def _plan_split(
         jobs.append(UnitJob(unit, unit_tasks, row))
     if not jobs:
         raise ValueError(f"no steering unit of the {split} split has problems to run on")
-    context.log.info(f"{len(jobs)} steering units on the {split} split, one step each")
-    for job in jobs:
-        yield dg.DynamicOutput(job, output_name="units", mapping_key=step_key(job.unit))
+    groups = sorted({job.unit.problems for job in jobs})
+    context.log.info(f"{len(jobs)} steering units on the {split} split, one step per problem group: {groups}")
+    for problems_label in groups:
+        group = GroupJob(problems_label, tuple(job for job in jobs if job.unit.problems == problems_label))
+        yield dg.DynamicOutput(group, output_name="units", mapping_key=step_key(split, problems_label))
     facts = {
         "mean residual norm per layer (discovery split)": {str(k): float(v) for k, v in norms.items()},
         "controls": (
@@ -202,36 +214,39 @@ def plan_validation(
 
 
 @dg.op(tags=GPU_STEP_TAGS, out=dg.Out(io_manager_key=STEP_IO))
-def steer_unit(
-    context: dg.OpExecutionContext, job: UnitJob, language_model: LanguageModel, study_design: StudyDesign,
+def steer_units(
+    context: dg.OpExecutionContext, group: GroupJob, language_model: LanguageModel, study_design: StudyDesign,
     data_store: DataStore, sandbox: Sandbox, device_pool: DeviceSource,
-) -> tuple[SteeringUnit, pd.DataFrame]:
-    """One unit on one device: its problems generated with the unit's vector added (resumes from its file)."""
+) -> list[tuple[SteeringUnit, pd.DataFrame]]:
+    """One problem group's units on one device, their rows in shared batches (each resumes from its file)."""
     with generator_on_device(context, device_pool, language_model, study_design, data_store, sandbox) as (
         device, generator,
     ):
-        context.log.info(f"steering unit {job.unit.name} on {device}")
-        row = None if job.decoder_row is None else job.decoder_row.to(device)
-        records = run_unit(
-            job.unit, job.tasks, row, generator, out_dir=data_store.layout.steering_units_dir,
-            seed=study_design.seed, log=context.log.info,
+        context.log.info(f"{len(group.jobs)} steering units on the {group.problems} problems, on {device}")
+        jobs = [
+            (job.unit, job.tasks, None if job.decoder_row is None else job.decoder_row.to(device))
+            for job in group.jobs
+        ]
+        results = run_units(
+            jobs, generator, out_dir=data_store.layout.steering_units_dir, seed=study_design.seed,
+            log=context.log.info,
         )
-    context.add_output_metadata({"unit": job.unit.name, "records": len(records)})
-    return job.unit, records
+    context.add_output_metadata({"units": len(results), "records": sum(len(records) for _, records in results)})
+    return results
 
 
 def _combined(
-    plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
+    plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(experiment tests, per-unit summary, noise floor, metadata facts) of every unit of a split."""
-    outcomes, baselines = combine_units(results)
+    outcomes, baselines = combine_units([unit for group in results for unit in group])
     facts = {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
     return experiment_tests(outcomes), unit_summary(outcomes), noise_floor(plan.phase1_labels, baselines), facts
 
 
 @dg.op
 def choose_from_sweep(
-    plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
+    plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The sweep's tests (exploratory) and the coefficient chosen per direction on the hyperparams split."""
     tests, units, noise, facts = _combined(plan, results)
@@ -257,7 +272,7 @@ def choose_from_sweep(
 
 @dg.op
 def report_validation(
-    plan: SplitPlan, results: list[tuple[SteeringUnit, pd.DataFrame]]
+    plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The reported result: target vs control with the chosen coefficients on the validation split."""
     tests, units, noise, facts = _combined(plan, results)
@@ -283,7 +298,7 @@ def phase3_steering_coefficients(
 ):
     """The coefficient sweep on the hyperparams split (exploratory) and the coefficient chosen per direction."""
     units, plan = plan_sweep(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
-    return choose_from_sweep(plan, units.map(steer_unit).collect())
+    return choose_from_sweep(plan, units.map(steer_units).collect())
 
 
 @dg.graph_asset(group_name=GROUP_VALIDATION, code_version=CODE_VERSION)
@@ -296,4 +311,4 @@ def phase3_steering(
         phase3_steering_coefficients, top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits,
         extended_tests,
     )
-    return report_validation(plan, units.map(steer_unit).collect())
+    return report_validation(plan, units.map(steer_units).collect())

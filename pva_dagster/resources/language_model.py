@@ -27,7 +27,9 @@ from pva_dagster.study.generation.model_loading import (
     locate_embedded_gguf,
 )
 from pva_dagster.study.generation.settings import DEFAULT_BATCH_SIZE, GenerationSettings
+from pva_dagster.study.generation.solutions import Generator
 from pva_dagster.study.layout import DataLayout
+from pva_dagster.study.sandbox.execution import SandboxLimits
 
 if TYPE_CHECKING:
     from pva_dagster.resources.design import StudyDesign
@@ -103,6 +105,19 @@ class LanguageModel(dg.ConfigurableResource, ABC):
             num_samples=num_samples,
             seed=design.seed,
             stop_at_function_end=design.stop_at_function_end,
+        )
+
+    def generator(
+        self, model: Any, tokenizer: Any, layout: DataLayout, design: StudyDesign, limits: SandboxLimits,
+        max_workers: int | None,
+    ) -> Generator:
+        """The loaded model bundled with the design's generation settings and how its code is judged."""
+        return Generator(
+            model, tokenizer, self.weights(layout),
+            lambda temperature, samples, prompt_tokens: self.settings(
+                design, temperature, samples, model=model, prompt_tokens=prompt_tokens
+            ),
+            limits, max_workers, design.label,
         )
 
 

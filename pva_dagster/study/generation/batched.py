@@ -10,7 +10,7 @@ run (or one with another batch size) redraws the same samples.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,8 @@ import torch
 
 from pva_dagster.study.generation.decoding import FunctionEndRule, decode, row_generator
 from pva_dagster.study.generation.residual import (
+    RowSteering,
+    add_per_row,
     record_first_call_last_position,
     validate_layers,
 )
@@ -66,8 +68,10 @@ def _generate_batch(
     indices: Sequence[int],
     function_end: FunctionEndRule | None,
     seeds: Sequence[int] | None,
+    vectors: Mapping[int, torch.Tensor] | None = None,
 ) -> list[Generation]:
-    """Generate for ``prompts`` (one batch); ``indices`` are their positions in the caller's list."""
+    """Generate for ``prompts`` (one batch); ``indices`` are their positions in the caller's list; ``vectors``:
+    per layer, ``[prompts, d_model]`` added to each row's block output (greedy only)."""
     started = time.perf_counter()
     encoded, truncated = _encode(tokenizer, prompts, settings.max_prompt_tokens, model.device)
     sampling = settings.temperature > 0
@@ -79,11 +83,12 @@ def _generate_batch(
     recorder: AbstractContextManager[dict[int, torch.Tensor]] = (
         record_first_call_last_position(model, layers) if layers else nullcontext({})
     )
-    with torch.no_grad(), recorder as recorded:
+    steering: AbstractContextManager[RowSteering | None] = add_per_row(model, vectors) if vectors else nullcontext()
+    with torch.no_grad(), recorder as recorded, steering as rows:
         completions = decode(
             model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=settings.max_new_tokens,
             stop_ids=stop_ids, function_end=function_end, repeats=repeats, temperature=settings.temperature,
-            generators=generators,
+            generators=generators, on_keep=rows.keep if rows is not None else None,
         )
     # [prompts, n_layers, d_model]: the samples of a prompt share its prefill, hence its residuals
     residuals = (
@@ -112,7 +117,8 @@ def _generate_batch(
 
 
 def batch_order(
-    tokenizer: Any, prompts: Sequence[str], per_batch: int, settings: GenerationSettings
+    tokenizer: Any, prompts: Sequence[str], per_batch: int, settings: GenerationSettings,
+    blocks: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """The prompt indices of each batch, in the order they run.
 
@@ -120,12 +126,29 @@ def batch_order(
     ties in prompt order, so the longest batch runs first (an out-of-memory shows at once) and padding is
     small. Either way it is a function of the prompt list alone: after a crash, the prompts left are those
     of the batches not yet saved, and sorting them again re-forms exactly those batches.
+
+    ``blocks`` (a block id per prompt, each block a run of consecutive prompts) keeps a block in one batch:
+    batches take whole blocks up to ``per_batch`` rows (a larger block runs alone), so the rows of a block (the
+    same problem steered several ways) share their batch and its padding.
     """
-    order = list(range(len(prompts)))
+    if blocks is None:
+        blocks = list(range(len(prompts)))
+    runs: list[list[int]] = []
+    for index, block in enumerate(blocks):
+        if runs and blocks[runs[-1][0]] == block:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
     if settings.sort_by_length and len(prompts) > per_batch:
         lengths = [min(n, settings.max_prompt_tokens) for n in prompt_token_counts(tokenizer, prompts)]
-        order.sort(key=lambda i: -lengths[i])  # stable: ties keep prompt order
-    return [sorted(order[start : start + per_batch]) for start in range(0, len(order), per_batch)]
+        runs.sort(key=lambda run: -max(lengths[i] for i in run))  # stable: ties keep prompt order
+    batches: list[list[int]] = []
+    for run in runs:
+        if batches and len(batches[-1]) + len(run) <= per_batch:
+            batches[-1].extend(run)
+        else:
+            batches.append(list(run))
+    return [sorted(batch) for batch in batches]
 
 
 def generate(
@@ -136,6 +159,8 @@ def generate(
     settings: GenerationSettings,
     stop_token_ids: Sequence[int],
     seeds: Sequence[int] | None = None,
+    row_vectors: Mapping[int, torch.Tensor] | None = None,
+    blocks: Sequence[int] | None = None,
 ) -> Iterator[list[Generation]]:
     """Yield generations batch by batch, so the caller can label, save and log after each one.
 
@@ -144,7 +169,9 @@ def generate(
     sample ``s`` of prompt ``i`` draws from ``row_generator(seeds[i], s)`` alone, so its tokens do not depend on
     the batch size or on which prompts share its batch (see ``decoding``): a resumed run redraws the same.
     ``layers`` may be empty (rows of shape [0, d_model]). Within a batch generations come in prompt order (the
-    samples of a prompt in order); with ``settings.sort_by_length`` the batches do not.
+    samples of a prompt in order); with ``settings.sort_by_length`` the batches do not. ``row_vectors``: per
+    layer, ``[prompts, d_model]`` added to each prompt's block output (greedy only; zero rows are unsteered);
+    ``blocks``: prompts kept in one batch (:func:`batch_order`).
     """
     layers = validate_layers(model, layers) if len(layers) else []
     if not stop_token_ids:
@@ -153,15 +180,18 @@ def generate(
     if sampling and (seeds is None or len(seeds) != len(prompts)):
         got = "none" if seeds is None else len(seeds)
         raise ValueError(f"sampling needs one seed per prompt: {len(prompts)} prompts, seeds {got}")
+    if sampling and row_vectors:
+        raise ValueError("per-row steering vectors are for greedy generation only")
     per_batch = max(1, settings.batch_size // settings.num_samples) if sampling else settings.batch_size
     # A pad token ends a completion too (model.generate's output, before this loop, was cut at the first pad).
     stop_ids = {int(i) for i in stop_token_ids} | ({tokenizer.pad_token_id} - {None})
     function_end = FunctionEndRule(tokenizer) if settings.stop_at_function_end else None
-    for indices in batch_order(tokenizer, prompts, per_batch, settings):
+    for indices in batch_order(tokenizer, prompts, per_batch, settings, blocks):
         batch_seeds = [int(seeds[i]) for i in indices] if seeds is not None and sampling else None
+        vectors = {layer: v[indices] for layer, v in row_vectors.items()} if row_vectors else None
         yield _generate_batch(
             model, tokenizer, [prompts[i] for i in indices], layers, settings, stop_ids, indices, function_end,
-            batch_seeds,
+            batch_seeds, vectors,
         )
 
 

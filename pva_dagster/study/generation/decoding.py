@@ -23,7 +23,7 @@ working; the residual recorder removes itself after the prefill.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -118,12 +118,15 @@ def decode(
     repeats: int = 1,
     temperature: float = 0.0,
     generators: Sequence[torch.Generator] | None = None,
+    on_keep: Callable[[torch.Tensor], None] | None = None,
 ) -> list[list[int]]:
     """New tokens of each row: ``repeats`` rows per prompt of the left-padded ``input_ids`` [prompts, seq].
 
     Rows come prompt-major (prompt 0's repeats first). A row ends at a token in ``stop_ids`` (not part of its
     tokens), when ``function_end`` says its function is complete (the token that closed the line is kept), or
     after ``max_new_tokens``. ``temperature`` 0 is greedy; otherwise ``generators`` holds one per row.
+    ``on_keep`` is told which rows stay (bool ``[rows]``) each time finished rows leave the batch (per-row
+    steering narrows its vectors with it).
     """
     n_rows = input_ids.shape[0] * repeats
     sampling = temperature > 0
@@ -164,6 +167,8 @@ def decode(
         if any(done):  # finished rows leave the cache, the mask and the inputs
             keep = torch.tensor([not d for d in done])
             cache.batch_select_indices(keep.nonzero().flatten().to(tokens.device))
+            if on_keep is not None:
+                on_keep(keep)
             keep = keep.to(tokens.device)
             live = [row for row, d in zip(live, done, strict=True) if not d]
             tokens, next_position = tokens[keep], next_position[keep]

@@ -7,7 +7,7 @@ Every Llama-family and Gemma-2 model in transformers keeps its blocks at ``model
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -87,6 +87,42 @@ def add_to_block_output(model: nn.Module, layer: int, vector: torch.Tensor) -> I
         yield
     finally:
         handle.remove()
+
+
+class RowSteering:
+    """Per-row vectors added at block outputs: ``vectors[layer]`` is ``[rows, d_model]`` (zero rows leave a row
+    as it was: ``x + 0.0`` is ``x``). When the decode loop drops finished rows it calls :meth:`keep`, so each
+    remaining row keeps its own vector."""
+
+    def __init__(self, vectors: Mapping[int, torch.Tensor]):
+        self.current = dict(vectors)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep the rows where ``rows`` (bool ``[rows]``) is true, in order."""
+        self.current = {layer: vectors[rows.to(vectors.device)] for layer, vectors in self.current.items()}
+
+
+@contextmanager
+def add_per_row(model: nn.Module, vectors: Mapping[int, torch.Tensor]) -> Iterator[RowSteering]:
+    """Add ``vectors[layer][row]`` to the output of block ``layer`` at every position of each row while the
+    context is open; yields the :class:`RowSteering` the decode loop narrows as rows finish."""
+    blocks = decoder_blocks(model)
+    steering = RowSteering(vectors)
+
+    def make_hook(layer: int):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]):
+            hidden = _hidden(output)
+            added = steering.current[layer].to(device=hidden.device, dtype=hidden.dtype)[:, None, :]
+            return (hidden + added, *output[1:]) if isinstance(output, tuple) else hidden + added
+
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in validate_layers(model, list(vectors))]
+    try:
+        yield steering
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.activation_store import ActivationStore, residual_source
@@ -123,6 +124,17 @@ def label_generations(
     return records
 
 
+@dataclass(frozen=True)
+class SolutionGroup:
+    """Tasks whose records go to one resumable file, generated with one steering vector (or none)."""
+
+    records_path: Path
+    tasks: Sequence[Task]
+    producer: Mapping[str, Any] = field(default_factory=dict)  # what else this group's records depend on
+    extra_columns: Mapping[str, Any] = field(default_factory=dict)
+    steering: tuple[int, Any] | None = None  # (layer, torch.Tensor[d_model]) added at that block's output
+
+
 def run_solutions(
     tasks: Sequence[Task],
     generator: Generator,
@@ -146,58 +158,122 @@ def run_solutions(
     record's prompt residuals (None: none stored); its layout enters the records' fingerprint, and the model's
     identity the fingerprint of the residual files.
     """
+    group = SolutionGroup(records_path, tasks, producer or {}, extra_columns or {})
+    return run_groups([group], generator, settings, seed=seed, layers=layers, activations=activations, log=log)[0]
+
+
+def run_groups(
+    groups: Sequence[SolutionGroup],
+    generator: Generator,
+    settings: GenerationSettings,
+    *,
+    seed: int,
+    layers: Sequence[int] | None = None,
+    activations: ActivationStore | None = None,
+    log: Callable[[str], None] = print,
+) -> list[pd.DataFrame]:
+    """:func:`run_solutions` for several groups at once, their rows sharing batches; one frame per group.
+
+    A task's rows of every group (the same problem steered several ways) run in one batch, next to each
+    other, so they share its padding; each row carries its group's steering vector (zero for a group without).
+    """
     samples = range(settings.num_samples)
-    model, identity = generator.model, generator.identity()
-    # The batch size is left out: it may follow free memory, and no output depends on it (generation.decoding).
-    producer = {
-        "model": identity, "limits": generator.limits, "label_rule": generator.label_rule, **(producer or {}),
-        "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
-        **(activations.producer() if activations else {}),
-        # Sampled records depend on the sampling scheme; greedy ones do not.
-        **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
-    }
-    expected = {(t.task_id, s): task_fingerprint(t, producer) for t in tasks for s in samples}
-    table = RecordTable(records_path, RECORD_KEY, expected)
-    todo = [t for t in tasks if not all((t.task_id, s) in table for s in samples)]
-    log(
-        f"{len(tasks) - len(todo)} of {len(tasks)} tasks already done in {records_path.name}; {len(todo)} to go"
-        + (f"; {table.dropped} stored records made from other inputs dropped" if table.dropped else "")
-    )
-    if not todo:
-        if table.dropped:
+    identity = generator.identity()
+    tables, todo = [], []
+    for group in groups:
+        # The batch size is left out: it may follow free memory, and no output depends on it (decoding).
+        producer = {
+            "model": identity, "limits": generator.limits, "label_rule": generator.label_rule, **group.producer,
+            "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
+            **(activations.producer() if activations else {}),
+            # Sampled records depend on the sampling scheme; greedy ones do not.
+            **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
+        }
+        expected = {(t.task_id, s): task_fingerprint(t, producer) for t in group.tasks for s in samples}
+        table = RecordTable(group.records_path, RECORD_KEY, expected)
+        left = [t for t in group.tasks if not all((t.task_id, s) in table for s in samples)]
+        log(
+            f"{len(group.tasks) - len(left)} of {len(group.tasks)} tasks already done in "
+            f"{group.records_path.name}; {len(left)} to go"
+            + (f"; {table.dropped} stored records made from other inputs dropped" if table.dropped else "")
+        )
+        if table.dropped and not left:
             table.flush()
-        return table.frame()
-    layers = list(layers or [])
+        tables.append(table)
+        todo.append(left)
+    rows = _rows(todo)
+    if rows:
+        _generate_rows(rows, groups, tables, generator, settings, seed, list(layers or []), activations, log)
+    return [table.frame() for table in tables]
+
+
+def _rows(todo: Sequence[Sequence[Task]]) -> list[tuple[int, Task]]:
+    """(group, task) rows, the rows of one task next to each other, tasks in the order they first appear."""
+    order = {t.task_id: i for i, t in reversed(list(enumerate(t for tasks in todo for t in tasks)))}
+    rows = [(g, t) for g, tasks in enumerate(todo) for t in tasks]
+    return sorted(rows, key=lambda row: (order[row[1].task_id], row[0]))
+
+
+def _row_vectors(rows: Sequence[tuple[int, Task]], groups: Sequence[SolutionGroup]) -> dict[int, Any] | None:
+    """Per layer, ``[rows, d_model]``: each row's group vector at its layer, zero elsewhere (None: no steering)."""
+    steered = {g.steering[0]: g.steering[1] for g in groups if g.steering is not None}
+    if not steered:
+        return None
+    vectors = {
+        layer: torch.zeros(len(rows), v.shape[-1], dtype=v.dtype, device=v.device) for layer, v in steered.items()
+    }
+    for row, (g, _task) in enumerate(rows):
+        steering = groups[g].steering
+        if steering is not None:
+            vectors[steering[0]][row] = steering[1]
+    return vectors
+
+
+def _generate_rows(
+    rows: Sequence[tuple[int, Task]], groups: Sequence[SolutionGroup], tables: Sequence[RecordTable],
+    generator: Generator, settings: GenerationSettings, seed: int, layers: list[int],
+    activations: ActivationStore | None, log: Callable[[str], None],
+) -> None:
+    model, identity = generator.model, generator.identity()
+    tasks = [task for _, task in rows]
     # The residuals depend on the model (weights, sizes), not on the sampling.
     dtype = str(next(model.parameters()).dtype)
     sources = {
-        t.task_id: residual_source(t.prompt, identity, settings.max_prompt_tokens, dtype) for t in todo
+        t.task_id: residual_source(t.prompt, identity, settings.max_prompt_tokens, dtype) for t in tasks
     } if activations else {}
-    seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in todo]
-    started, done, tokens = time.perf_counter(), 0, 0
-    stops = stop_token_ids(model, generator.tokenizer)
-    for batch in generate(model, generator.tokenizer, [t.prompt for t in todo], layers, settings, stops, seeds=seeds):
-        records = label_generations(todo, batch, generator)
+    seeds = [sample_seed(seed, settings.temperature, t.task_id) for t in tasks]
+    blocks = [t.task_id for t in tasks]
+    started, done, new_tokens = time.perf_counter(), 0, 0
+    batches = generate(
+        model, generator.tokenizer, [t.prompt for t in tasks], layers, settings,
+        stop_token_ids(model, generator.tokenizer), seeds=seeds, row_vectors=_row_vectors(rows, groups),
+        blocks=blocks,
+    )
+    for batch in batches:
+        records = label_generations(tasks, batch, generator)
+        touched = set()
         for record, generation in zip(records, batch, strict=True):
-            record.update(extra_columns or {})
+            g = rows[generation.prompt_index][0]
+            record.update(groups[g].extra_columns)
             record["layers"] = layers
             record["activation_files"] = (
                 activations.save(record, generation.residuals, layers, sources[record["task_id"]])
                 if activations
                 else []
             )
-        table.add(records)
-        table.flush()
+            tables[g].add([record])
+            touched.add(g)
+        for g in sorted(touched):
+            tables[g].flush()
         done += len({g.prompt_index for g in batch})
-        tokens += sum(g.n_new_tokens for g in batch)
+        new_tokens += sum(g.n_new_tokens for g in batch)
         elapsed = time.perf_counter() - started
         passed = sum(r["passed"] for r in records)
         log(
-            f"task {done}/{len(todo)}: batch of {len(batch)} labelled ({passed} correct), "
-            f"{tokens / elapsed:.1f} new tokens/s, {len(table)} records saved, "
-            f"{_eta(elapsed, done, len(todo))}"
+            f"row {done}/{len(rows)}: batch of {len(batch)} labelled ({passed} correct), "
+            f"{new_tokens / elapsed:.1f} new tokens/s, {sum(len(t) for t in tables)} records saved, "
+            f"{_eta(elapsed, done, len(rows))}"
         )
-    return table.frame()
 
 
 def _eta(elapsed: float, done: int, total: int) -> str:

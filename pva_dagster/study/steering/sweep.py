@@ -1,9 +1,10 @@
 """Phase 3 causal validation: steer generation along a latent's decoder direction and record what changes.
 
-A unit is one (split, coefficient, latent, problem group); its records go to their own resumable file, and each
-unit is a step of its own (assets/phase3_steering.py), so a sweep spreads over devices and resumes after a
-crash. Every problem group of a split also gets a *baseline* unit: the same problems generated unsteered, in the
-same order and so in the same batches, so that padding or batching noise never counts as an effect. Which latent
+A unit is one (split, coefficient, latent, problem group); its records go to their own resumable file. The
+units of one problem group run together, their rows sharing batches with a vector per row, as one step
+(assets/phase3_steering.py), so a sweep fills its batches, spreads over devices and resumes after a crash.
+Every problem group of a split also gets a *baseline* unit: the same problems generated unsteered, each in the
+same batch as its steered rows, so that padding or batching noise never counts as an effect. Which latent
 runs on which problems is set by the experiments (:data:`EXPERIMENTS`):
 
 - correction: the correct-preferring latent on problems the model got wrong; success = now correct;
@@ -25,8 +26,8 @@ from typing import Any
 import pandas as pd
 
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, label_of
-from pva_dagster.study.generation.solutions import Generator, Task, run_solutions
-from pva_dagster.study.steering.vectors import code_similarity, steered, steering_vector
+from pva_dagster.study.generation.solutions import Generator, SolutionGroup, Task, run_groups
+from pva_dagster.study.steering.vectors import code_similarity, steering_vector
 
 BASELINE, TARGET, CONTROL = "baseline", "target", "control"
 
@@ -81,36 +82,35 @@ def baseline_unit(split: str, problems: str) -> SteeringUnit:
     return SteeringUnit(split, 0.0, 0.0, "none", BASELINE, -1, -1, problems)
 
 
-def run_unit(
-    unit: SteeringUnit,
-    tasks: Sequence[Task],
-    decoder_direction: Any,  # torch.Tensor[d_model], the SAE's W_dec row (None for the baseline)
+def run_units(
+    jobs: Sequence[tuple[SteeringUnit, Sequence[Task], Any]],
     generator: Generator,
     *,
     out_dir: Path,
     seed: int,
     log: Callable[[str], None] = print,
-) -> pd.DataFrame:
-    """Generate and label ``tasks`` greedily with the unit's vector added at its layer (resumable per unit).
+) -> list[tuple[SteeringUnit, pd.DataFrame]]:
+    """Generate and label each unit's tasks greedily with its vector added at its layer, all units' rows sharing
+    batches (a problem's rows of every unit in one batch); each unit resumable from its own file.
 
-    Each stored record is keyed by a fingerprint of its task (the Phase 1.0 prompt it starts from), the unit,
-    the decoder row added and the generator (the model, the sandbox limits): a record made from other inputs is
-    generated again.
+    ``jobs``: (unit, tasks, decoder row: ``torch.Tensor[d_model]``, None for a baseline). Each stored record is
+    keyed by a fingerprint of its task (the Phase 1.0 prompt it starts from), the unit, the decoder row added and
+    the generator (the model, the sandbox limits): a record made from other inputs is generated again.
     """
-    settings = generator.settings(GREEDY_TEMPERATURE, 1, [task.prompt for task in tasks])
-    log(f"steering unit {unit.name} on {len(tasks)} problems, batches of {settings.batch_size}")
-    vector = None if decoder_direction is None else vector_digest(decoder_direction)
-
-    def generate() -> pd.DataFrame:
-        return run_solutions(
-            tasks, generator, settings, seed=seed, records_path=out_dir / f"{unit.name}.parquet",
-            producer={"unit": asdict(unit), "decoder_row": vector}, extra_columns={"unit": unit.name}, log=log,
+    groups = [
+        SolutionGroup(
+            out_dir / f"{unit.name}.parquet", tasks,
+            producer={"unit": asdict(unit), "decoder_row": None if row is None else vector_digest(row)},
+            extra_columns={"unit": unit.name},
+            steering=None if unit.kind == BASELINE else (unit.layer, steering_vector(row, unit.scale)),
         )
-
-    if unit.kind == BASELINE:
-        return generate()
-    with steered(generator.model, unit.layer, steering_vector(decoder_direction, unit.scale)):
-        return generate()
+        for unit, tasks, row in jobs
+    ]
+    prompts = [task.prompt for _, tasks, _ in jobs for task in tasks]
+    settings = generator.settings(GREEDY_TEMPERATURE, 1, prompts)
+    log(f"{len(jobs)} steering units, {len(prompts)} rows, batches of {settings.batch_size}")
+    frames = run_groups(groups, generator, settings, seed=seed, log=log)
+    return [(unit, frame) for (unit, _, _), frame in zip(jobs, frames, strict=True)]
 
 
 def unit_outcomes(unit: SteeringUnit, steered_records: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
@@ -153,8 +153,8 @@ def combine_units(
 ) -> tuple[pd.DataFrame, dict[SteeringUnit, pd.DataFrame]]:
     """Per-problem outcomes of every steered unit against its problem group's baseline, and the baselines.
 
-    ``results``: each unit that ran with its records (:func:`run_unit`), in any order: units run as separate
-    steps, on whichever device is free, so a steered unit may finish before its baseline does.
+    ``results``: each unit that ran with its records (:func:`run_units`), in any order: groups of units run as
+    separate steps, on whichever device is free.
     """
     baselines = {unit: records for unit, records in results if unit.kind == BASELINE}
     by_group = {unit.problems: records for unit, records in baselines.items()}
