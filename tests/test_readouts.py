@@ -221,3 +221,25 @@ def test_a_latent_that_never_fires_adds_nothing_and_does_not_stop_the_table():
     assert (result["lr_stat"], result["p_lrt"]) == (0.0, 1.0) and np.isnan(result["odds_ratio_per_sd"])
     constant_complexity = likelihood_ratio_test(positive, length, np.ones(60), positive + rng.random(60))
     assert constant_complexity["p_lrt"] < 1e-6  # a constant covariate is left out, not an error
+
+
+def test_discovery_latents_are_scored_on_validation_one_row_per_task():
+    from pva_dagster.study.evaluation.readout_inputs import discovery_latents_on, why_not_computable
+
+    rng = np.random.default_rng(5)
+    tasks = pd.DataFrame({
+        "task_id": range(30), "split": ["sae"] * 10 + ["hyperparams"] * 5 + ["validation"] * 15,
+        "correct": rng.random(30) < 0.5, "passed_base": True, "passed_extended": rng.random(30) < 0.5,
+    })
+    tasks.loc[[0, 10, 15], "correct"] = [True, True, True]
+    tasks.loc[[1, 11, 16], "correct"] = [False, False, False]
+    latents = {4: rng.random((30, 8))}
+    top = pd.DataFrame({"direction": ["correct"], "rank": [1], "layer": [4], "latent": [3], "score": [0.4]})
+    table = discovery_latents_on(top, latents, tasks, "validation").iloc[0]
+    validation = tasks[tasks.split == "validation"]
+    assert (table.n_correct, table.n_incorrect) == (validation.correct.sum(), (~validation.correct).sum())
+    assert table.discovery_score == 0.4 and table.split == "validation"
+    reason = why_not_computable(tasks)  # passed_base is True everywhere: no split has both classes under it
+    assert reason is not None and "passed_base" in reason
+    both = tasks.assign(passed_base=tasks.correct, passed_extended=tasks.correct)
+    assert why_not_computable(both) is None
