@@ -119,7 +119,8 @@ def test_partitions_spread_over_workers_one_gpu_step_at_a_time_same_records(clus
 
 def test_worker_killed_mid_step_then_rematerialized_loses_and_duplicates_nothing(cluster, in_process):
     running, tmp = cluster["cluster"], _prepared(cluster, "killed")
-    dataset = DataLayout(Path(tmp) / "data").phase1_0_dataset(PARTITIONS[0])
+    # The records the partition saves after each batch (the dataset file itself is written when it is done).
+    dataset = DataLayout.records_in_progress(DataLayout(Path(tmp) / "data").phase1_0_dataset(PARTITIONS[0]))
     run = _run_in_subprocess(cluster, tmp, PARTITIONS[0])
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while not (dataset.exists() and len(pd.read_parquet(dataset)) >= 2):

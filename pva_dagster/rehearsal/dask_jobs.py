@@ -27,7 +27,7 @@ from pva_dagster.rehearsal.small_runs import (
     small_profile,
     write_problems,
 )
-from pva_dagster.resources import LocalModel, WorkerDevice
+from pva_dagster.resources import EmbeddedModel, LocalModel, WorkerDevice
 
 # The steering sweep alone (Phase 2 done before): what bench/scaleout.py times on 1 and on 2 workers.
 STEERING_SWEEP_JOB = dg.define_asset_job("steering_sweep", selection=["phase3_steering_coefficients"])
@@ -48,12 +48,15 @@ def instance_home(folder: Path) -> Path:
 
 def cluster_profile(tmp: str, problems: str, model_dir: str, device_source: str = "worker") -> Profile:
     """``small_profile`` with the random-weight Gemma 2 of tests/conftest.py writing a few tokens per solution
-    (``model_dir=""``: the embedded SmolLM2); the device from the Dask worker (or the lock-file pool)."""
+    (``model_dir=""``: the embedded SmolLM2, in float32: a Dask worker runs torch on one thread and the test's
+    process on more, and only float32 gives the same greedy tokens either way); the device from the Dask worker
+    (or the lock-file pool)."""
     tiny = {
         "language_model": LocalModel(path=model_dir, batch_size=2),
         "study_design": small_design(max_new_tokens=24, stop_at_function_end=False),
     }
-    profile = small_profile(Path(tmp), Path(problems), **(tiny if model_dir else {}))
+    embedded = {"language_model": EmbeddedModel(batch_size=8, dtype="float32")}
+    profile = small_profile(Path(tmp), Path(problems), **(tiny if model_dir else embedded))
     return profile.with_resources(device_pool=WorkerDevice()) if device_source == "worker" else profile
 
 
