@@ -18,10 +18,8 @@ from pva_dagster.study.analysis.separation import rank_latents, separation_score
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.validation import auroc, positive_class
 from pva_dagster.study.problems.difficulty import difficulty_bucket
-from pva_dagster.study.problems.labels import BASE_LABEL, EXTENDED_LABEL, LABEL_RULES
+from pva_dagster.study.problems.labels import LABEL_COLUMNS, LABEL_RULES
 from pva_dagster.study.statistics import bootstrap_intervals
-
-LABEL_COLUMNS = {BASE_LABEL: "passed_base", EXTENDED_LABEL: "passed_extended"}
 
 
 def label_flips(tasks: pd.DataFrame) -> pd.DataFrame:

@@ -13,9 +13,9 @@ import pandas as pd
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.analysis.separation import separation_scores
 from pva_dagster.study.domain import SPLIT_NAMES
+from pva_dagster.study.problems.labels import LABEL_COLUMNS
 
 RANK1 = 1
-LABEL_COLUMNS = ("passed_base", "passed_extended")
 
 
 def readout_tasks(records: pd.DataFrame, splits: pd.DataFrame, difficulty: pd.DataFrame) -> pd.DataFrame:
@@ -27,14 +27,13 @@ def readout_tasks(records: pd.DataFrame, splits: pd.DataFrame, difficulty: pd.Da
     duplicated = records.task_id[records.task_id.duplicated()]
     if len(duplicated):
         raise ValueError(f"Phase 1.0 holds tasks {sorted(set(duplicated))[:5]} more than once")
-    tasks = records[["task_id", "passed", "passed_base", "passed_extended", "n_prompt_tokens", "prompt"]].merge(
+    tasks = records[["task_id", "passed", *LABEL_COLUMNS.values(), "n_prompt_tokens", "prompt"]].merge(
         splits[["task_id", "split"]], on="task_id", validate="one_to_one"
     ).merge(difficulty[["task_id", "cyclomatic_complexity"]], on="task_id", validate="one_to_one")
     return pd.DataFrame({
         "task_id": tasks.task_id.astype(int), "split": tasks.split, "correct": tasks.passed.astype(bool),
         "prompt_tokens": tasks.n_prompt_tokens.astype(int), "complexity": tasks.cyclomatic_complexity.astype(int),
-        "prompt_text": tasks.prompt.astype(str), "passed_base": tasks.passed_base.astype(bool),
-        "passed_extended": tasks.passed_extended.astype(bool),
+        "prompt_text": tasks.prompt.astype(str), **{c: tasks[c].astype(bool) for c in LABEL_COLUMNS.values()},
     }).sort_values("task_id", ignore_index=True)
 
 
@@ -43,7 +42,7 @@ def why_not_computable(tasks: pd.DataFrame) -> str | None:
     missing = [
         f"{split} has {int(tasks[column][tasks.split == split].sum())} of {int((tasks.split == split).sum())} "
         f"{column}"
-        for split in SPLIT_NAMES for column in LABEL_COLUMNS
+        for split in SPLIT_NAMES for column in LABEL_COLUMNS.values()
         if not 0 < tasks[column][tasks.split == split].sum() < (tasks.split == split).sum()
     ]
     return "; ".join(missing) + ": every split needs both classes under both labels" if missing else None

@@ -71,48 +71,35 @@ def record_block_outputs(
             handle.remove()
 
 
-@contextmanager
-def add_to_block_output(model: nn.Module, layer: int, vector: torch.Tensor) -> Iterator[None]:
-    """Add ``vector[d_model]`` to the output of block ``layer`` at every position while the context is open."""
-    (layer,) = validate_layers(model, [layer])
-    block = decoder_blocks(model)[layer]
-
-    def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]):
-        hidden = _hidden(output)
-        steered = hidden + vector.to(device=hidden.device, dtype=hidden.dtype)
-        return (steered, *output[1:]) if isinstance(output, tuple) else steered
-
-    handle = block.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 class RowSteering:
-    """Per-row vectors added at block outputs: ``vectors[layer]`` is ``[rows, d_model]`` (zero rows leave a row
-    as it was: ``x + 0.0`` is ``x``). When the decode loop drops finished rows it calls :meth:`keep`, so each
-    remaining row keeps its own vector."""
+    """Vectors added at block outputs: ``vectors[layer]`` is ``[rows, d_model]``, one per row (zero rows leave a
+    row as it was: ``x + 0.0`` is ``x``), or ``[d_model]``, the same for every row. When the decode loop drops
+    finished rows it calls :meth:`keep`, so each remaining row keeps its own vector."""
 
     def __init__(self, vectors: Mapping[int, torch.Tensor]):
         self.current = dict(vectors)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep the rows where ``rows`` (bool ``[rows]``) is true, in order."""
-        self.current = {layer: vectors[rows.to(vectors.device)] for layer, vectors in self.current.items()}
+        self.current = {
+            layer: vectors[rows.to(vectors.device)] if vectors.ndim == 2 else vectors
+            for layer, vectors in self.current.items()
+        }
 
 
 @contextmanager
 def add_per_row(model: nn.Module, vectors: Mapping[int, torch.Tensor]) -> Iterator[RowSteering]:
-    """Add ``vectors[layer][row]`` to the output of block ``layer`` at every position of each row while the
-    context is open; yields the :class:`RowSteering` the decode loop narrows as rows finish."""
+    """Add ``vectors[layer]`` (per row, or one for all rows: :class:`RowSteering`) to the output of block
+    ``layer`` at every position while the context is open; yields the :class:`RowSteering` the decode loop
+    narrows as rows finish."""
     blocks = decoder_blocks(model)
     steering = RowSteering(vectors)
 
     def make_hook(layer: int):
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]):
             hidden = _hidden(output)
-            added = steering.current[layer].to(device=hidden.device, dtype=hidden.dtype)[:, None, :]
+            vector = steering.current[layer].to(device=hidden.device, dtype=hidden.dtype)
+            added = vector if vector.ndim == 1 else vector[:, None, :]
             return (hidden + added, *output[1:]) if isinstance(output, tuple) else hidden + added
 
         return hook
@@ -123,6 +110,14 @@ def add_per_row(model: nn.Module, vectors: Mapping[int, torch.Tensor]) -> Iterat
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def add_to_block_output(model: nn.Module, layer: int, vector: torch.Tensor) -> Iterator[None]:
+    """Add ``vector[d_model]`` to the output of block ``layer`` at every position while the context is open
+    (:func:`add_per_row` with one vector for every row: the hook batched steering uses)."""
+    with add_per_row(model, {layer: vector}):
+        yield
 
 
 @contextmanager

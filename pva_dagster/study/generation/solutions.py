@@ -23,7 +23,7 @@ from pva_dagster.study.generation.decoding import SAMPLER
 from pva_dagster.study.generation.model_loading import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.generation.settings import GenerationSettings
-from pva_dagster.study.problems.labels import EXTENDED_LABEL, judge_both
+from pva_dagster.study.problems.labels import BASE_LABEL, EXTENDED_LABEL, LABEL_COLUMNS, judge_both
 from pva_dagster.study.records import RecordTable, fingerprint
 from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits
 
@@ -110,8 +110,8 @@ def label_generations(
                 "generated_code": code,
                 "passed": result.passed,
                 "label": label_of(result.passed),
-                "passed_base": verdict.passed_base,
-                "passed_extended": verdict.passed_extended,
+                LABEL_COLUMNS[BASE_LABEL]: verdict.passed_base,
+                LABEL_COLUMNS[EXTENDED_LABEL]: verdict.passed_extended,
                 "outcome": result.outcome.value,
                 "error_type": result.error_type,
                 "error_message": result.message,

@@ -13,6 +13,8 @@ from pva_dagster.study.sandbox.isolation import Isolation
 
 BASE_LABEL, EXTENDED_LABEL = "base", "extended"
 LABEL_RULES = (BASE_LABEL, EXTENDED_LABEL)  # which asserts decide a solution's label
+# The column of a Phase 1 record that holds each label (``passed`` holds the study's).
+LABEL_COLUMNS = {BASE_LABEL: "passed_base", EXTENDED_LABEL: "passed_extended"}
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ The vector is a latent's SAE decoder row, unit-normalised and scaled. How the co
 that scale is a named *coefficient mode* (:data:`COEFFICIENT_MODES`): ``relative`` multiplies by the mean
 residual-stream norm at the layer, so one sweep means the same thing at every layer and for every model;
 ``absolute`` uses the number as the vector's norm directly (the original study used 29 and 287 on
-Gemma-2-2B). The vector is added at the output of a decoder block by :func:`steered`, the very hook Phase 1
-reads activations from (:func:`pva_dagster.study.residual.add_to_block_output`).
+Gemma-2-2B). The vector is added at the output of a decoder block, the very hook point Phase 1 reads
+activations from (:func:`pva_dagster.study.generation.residual.add_per_row`, one vector per row when units
+share a batch; :func:`steered` for one vector).
 """
 
 from __future__ import annotations
