@@ -29,7 +29,7 @@ from pva_dagster.resources import (
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
+from pva_dagster.study.domain import SMALL_STEERING_COEFFICIENTS
 from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
 
 
@@ -79,6 +79,10 @@ def _shared(data_store: DataStore) -> dict[str, Any]:
     return {**_stores(data_store), "duckdb": DuckDBResource(database=":memory:")}
 
 
+# The embedded run's exploratory rank test: random directions steered on validation beside the controls.
+EMBEDDED_RANDOM_DIRECTIONS = 19
+
+
 def embedded_profile() -> Profile:
     data_store = DataStore()
     return Profile(
@@ -105,9 +109,12 @@ def embedded_profile() -> Profile:
                 # One sample per temperature: with 200 problems (80 validation), Phase 1.2 is 320 generations,
                 # about what 84 problems x 2 samples were; the study profile samples 5.
                 samples_per_temperature=1,
-                steering_coefficients=list(SHORT_STEERING_COEFFICIENTS),
-                steering_controls=1,
-                steering_max_tasks=8,
+                # Small multiples of the residual norm (half the norm breaks every correct solution here), two
+                # frequency-matched controls, every hyperparams and validation problem.
+                steering_coefficients=list(SMALL_STEERING_COEFFICIENTS),
+                steering_controls=2,
+                steering_max_tasks=None,
+                steering_random_directions=EMBEDDED_RANDOM_DIRECTIONS,
                 # A TopK SAE (k = 32 of 2,048) has a mean density of 1.56 %: the study's absolute 2 % would drop
                 # latents firing 1.3x as often as the average one. Dropped here: 4x the SAE's mean density.
                 general_text_density_multiple=4.0,

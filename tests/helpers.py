@@ -70,15 +70,23 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
     chosen = pd.read_parquet(layout.phase3_table("phase3_steering_coefficients")).set_index("direction")
     sweep = pd.read_parquet(layout.phase3_table("steering_sweep_tests"))
     assert set(sweep.split) == {"hyperparams"} and set(sweep.coefficient) <= coefficients
-    assert set(chosen.coefficient) <= coefficients
+    assert set(chosen.coefficient) <= coefficients and (chosen.coefficient > 0).all()
     tests = pd.read_parquet(layout.phase3_table("steering_tests"))
     assert set(tests.split) == {"validation"}
     for row in tests.itertuples():  # only the chosen coefficient of each latent's direction ran on validation
         assert row.coefficient == chosen.coefficient[row.direction]
-        assert row.ci_low <= row.rate <= row.ci_high and row.p_holm >= row.p_paired
+        assert row.ci_low <= row.rate <= row.ci_high
+        if row.question == "superiority":
+            assert row.p_holm >= row.p_paired and row.minimum_detectable_effect > 0
+        else:
+            assert row.margin > 0 and row.breakage_ci_high >= row.breakage_difference
     assert {"correction", "preservation", "corruption"} >= set(tests.experiment) and len(tests) >= 2
+    # Each control paired with the target on its own: one row per control and experiment.
+    per_control = pd.read_parquet(layout.phase3_table("steering_controls"))
+    assert len(per_control) == tests.controls.sum()
     effects = pd.read_parquet(layout.phase3_table("steering_effects"))
-    assert set(effects.kind) == {"target", "control"} and (effects.split == "validation").all()
+    assert {"target", "control"} <= set(effects.kind) <= {"target", "control", "random"}
+    assert (effects.split == "validation").all()
     # The unsteered rerun (the baseline every effect is measured against) labels the problems as Phase 1.0
     # did: batched greedy generation was measured batch-invariant (shared notes).
     noise = pd.read_parquet(layout.phase3_table("steering_noise"))
@@ -86,6 +94,7 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
     report = layout.report_file.read_text()
     assert report.startswith("# Does the model know")
     assert "## Phase 3: steering on the validation split" in report and "Exploratory: coefficient sweep" in report
+    assert "minimum detectable effect" in report and "non-inferior" in report and "Dose-response" in report
 
 
 def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[int]) -> None:

@@ -18,7 +18,10 @@ from pva_dagster.study.layout import DataLayout
 
 pytestmark = pytest.mark.slow  # Phases 0-2 on SmolLM2, then the sweep twice: ~15 min on the shared 2-core machine
 WORKERS = {"gpu-a": "cpu", "gpu-b": "cpu"}
-TABLES = ["phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_units", "steering_sweep_noise"]
+TABLES = [
+    "phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_controls", "steering_sweep_units",
+    "steering_sweep_noise",
+]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pva_dagster.study.evaluation.report import steering_members
 from pva_dagster.study.steering.results import (
     COEFFICIENT_RULE,
     choose_coefficients,
+    control_tests,
     experiment_tests,
     unit_summary,
 )
@@ -30,19 +32,38 @@ def _rows(split, coefficient, direction, kind, latent, problems, before, after):
     })
 
 
-def _outcomes(split="validation", coefficient=1.0, corrected=10, control_corrected=0, n=40):
-    before = ["incorrect"] * n
-    target_after = ["correct"] * corrected + ["incorrect"] * (n - corrected)
-    control_after = ["correct"] * control_corrected + ["incorrect"] * (n - control_corrected)
-    correct = ["correct"] * n
-    return pd.concat([
-        _rows(split, coefficient, "correct", "target", 5, "incorrect", before, target_after),
-        _rows(split, coefficient, "correct", "control", 9, "incorrect", before, control_after),
-        _rows(split, coefficient, "correct", "target", 5, "correct", correct, correct[:-2] + ["incorrect"] * 2),
-        _rows(split, coefficient, "correct", "control", 9, "correct", correct, correct),
-        _rows(split, coefficient, "incorrect", "target", 7, "correct", correct, correct[:-1] + ["incorrect"]),
-        _rows(split, coefficient, "incorrect", "control", 9, "correct", correct, correct),
-    ], ignore_index=True)
+def _flips(n: int, k: int, success: str, failure: str) -> list[str]:
+    return [success] * k + [failure] * (n - k)
+
+
+def _outcomes(split="validation", coefficient=1.0, corrected=10, control_corrected=(0,), n=40, broken=2,
+              control_broken=(0,), random_corrected=()):
+    """Target and controls on n incorrect and n correct problems; the incorrect-preferring latent corrupts one.
+
+    ``control_*`` / ``random_corrected``: one entry per control latent / random direction."""
+    incorrect, correct = ["incorrect"] * n, ["correct"] * n
+    frames = [
+        _rows(split, coefficient, "correct", "target", 5, "incorrect", incorrect,
+              _flips(n, corrected, "correct", "incorrect")),
+        _rows(split, coefficient, "correct", "target", 5, "correct", correct,
+              _flips(n, n - broken, "correct", "incorrect")),
+        _rows(split, coefficient, "incorrect", "target", 7, "correct", correct,
+              _flips(n, n - 1, "correct", "incorrect")),
+    ]
+    for i, (fixed, broke) in enumerate(zip(control_corrected, control_broken, strict=True)):
+        frames += [
+            _rows(split, coefficient, "correct", "control", 9 + i, "incorrect", incorrect,
+                  _flips(n, fixed, "correct", "incorrect")),
+            _rows(split, coefficient, "correct", "control", 9 + i, "correct", correct,
+                  _flips(n, n - broke, "correct", "incorrect")),
+            _rows(split, coefficient, "incorrect", "control", 9 + i, "correct", correct,
+                  _flips(n, n - broke, "correct", "incorrect")),
+        ]
+    frames += [
+        _rows(split, coefficient, "correct", "random", i, "incorrect", incorrect, _flips(n, k, "correct", "incorrect"))
+        for i, k in enumerate(random_corrected)
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def test_each_experiment_reads_its_own_problems_and_success():
@@ -54,16 +75,53 @@ def test_each_experiment_reads_its_own_problems_and_success():
     assert tests.loc["correction", "control_rate"] == 0.0
     assert tests.loc["correction", "ci_low"] < 0.25 < tests.loc["correction", "ci_high"]
     assert tests.loc["correction", "p_paired"] == pytest.approx(0.5**10)
-    assert (tests.p_holm >= tests.p_paired).all()
-    # Preservation: the target broke 2 problems the control kept, so it is not "better" than the control.
-    assert tests.loc["preservation", "p_paired"] == 1.0
-    assert tests.loc["correction", "paired_test"].startswith("exact McNemar")
+    assert tests.loc["correction", "test"].startswith("exact McNemar")
+    superiority = tests[tests.question == "superiority"]
+    assert set(superiority.index) == {"correction", "corruption"} and (superiority.p_holm >= superiority.p_paired).all()
 
 
-def test_one_corrected_problem_against_none_is_not_significant():
-    tests = experiment_tests(_outcomes(corrected=1, control_corrected=0, n=300)).set_index("experiment")
-    assert tests.loc["correction", "p_paired"] == pytest.approx(0.5)
-    assert tests.loc["correction", "p_fisher"] == pytest.approx(0.5)
+def test_a_planted_effect_is_detected_and_a_small_one_is_not():
+    planted = experiment_tests(_outcomes(corrected=10, n=40)).set_index("experiment").loc["correction"]
+    assert planted.p_paired < 0.01 and planted.contrast == 10
+    # The minimum detectable effect says what this many problems could see: 10 of 40 is above it.
+    assert 0 < planted.minimum_detectable_effect < 10 / 40
+    tiny = experiment_tests(_outcomes(corrected=1, n=300)).set_index("experiment").loc["correction"]
+    assert tiny.p_paired == pytest.approx(0.5) and tiny.minimum_detectable_effect < planted.minimum_detectable_effect
+
+
+def test_every_control_is_paired_on_its_own_and_the_claim_must_beat_each():
+    outcomes = _outcomes(corrected=10, control_corrected=(0, 10), control_broken=(0, 0))
+    tests = experiment_tests(outcomes).set_index("experiment")
+    per_control = control_tests(outcomes)
+    correction = per_control[per_control.experiment == "correction"].set_index("control_latent")
+    # Never pooled: each control keeps its own counts and interval over the same 40 problems.
+    assert correction.control_successes.to_dict() == {9: 0, 10: 10}
+    assert (correction.n == 40).all() and correction.loc[9, "control_ci_high"] < correction.loc[10, "control_ci_low"]
+    assert correction.loc[9, "difference_ci_low"] > 0 and correction.loc[10, "difference_ci_low"] < 0
+    # The second control corrects the same problems as the target: no evidence against it, so none overall.
+    assert tests.loc["correction", "p_paired"] == 1.0 and tests.loc["correction", "discordant"] == "10:0, 0:0"
+    assert tests.loc["correction", "controls"] == 2 and tests.loc["correction", "contrast"] == 5.0
+
+
+def test_preservation_is_non_inferiority_against_a_margin():
+    same = experiment_tests(_outcomes(n=300, broken=3, control_broken=(3,))).set_index("experiment")
+    assert same.loc["preservation", "question"] == "non-inferiority" and np.isnan(same.loc["preservation", "p_paired"])
+    assert same.loc["preservation", "non_inferior"] and same.loc["preservation", "breakage_ci_high"] < 0.1
+    worse = experiment_tests(_outcomes(n=300, broken=60, control_broken=(3,))).set_index("experiment")
+    assert not worse.loc["preservation", "non_inferior"] and worse.loc["preservation", "breakage_difference"] > 0.1
+    # Few problems cannot show non-inferiority at a 10 % margin even when nothing broke.
+    few = experiment_tests(_outcomes(n=8, corrected=2, broken=0, control_broken=(0,))).set_index("experiment")
+    assert not few.loc["preservation", "non_inferior"]
+    assert experiment_tests(_outcomes(n=8, corrected=2, broken=0, control_broken=(0,)), margin=0.5).set_index(
+        "experiment").loc["preservation", "non_inferior"]
+
+
+def test_random_directions_give_an_exploratory_rank_p():
+    ranked = experiment_tests(_outcomes(corrected=10, random_corrected=[0, 1, 2] * 6 + [3])).set_index("experiment")
+    assert ranked.loc["correction", "random_directions"] == 19 and ranked.loc["correction", "p_rank"] == 0.05
+    tied = experiment_tests(_outcomes(corrected=3, random_corrected=[3] * 19)).set_index("experiment")
+    assert tied.loc["correction", "p_rank"] == 1.0
+    assert tied.loc["corruption", "random_directions"] == 0 and np.isnan(tied.loc["corruption", "p_rank"])
 
 
 def test_a_problem_whose_unsteered_rerun_changed_label_is_not_counted():
@@ -78,45 +136,53 @@ def test_holm_runs_over_each_split_separately():
     tests = experiment_tests(pd.concat([sweep, _outcomes()], ignore_index=True))
     assert len(tests[tests.split == "hyperparams"]) == 6 and len(tests[tests.split == "validation"]) == 3
     alone = experiment_tests(_outcomes())
-    assert tests[tests.split == "validation"].p_holm.tolist() == alone.p_holm.tolist()
+    assert tests[tests.split == "validation"].p_holm.tolist() == pytest.approx(alone.p_holm.tolist(), nan_ok=True)
 
 
-def _sweep(rates: dict[float, tuple[float, float, float]]) -> pd.DataFrame:
-    rows = []
-    for coefficient, values in rates.items():
-        for experiment, rate in zip(["correction", "preservation", "corruption"], values, strict=True):
-            direction = "incorrect" if experiment == "corruption" else "correct"
-            rows.append({"split": "hyperparams", "experiment": experiment, "direction": direction,
-                         "coefficient": coefficient, "rate": rate})
-    return pd.DataFrame(rows)
+def _sweep(by_coefficient: dict[float, tuple[int, int, int]], n: int = 40) -> pd.DataFrame:
+    """A hyperparams sweep: per coefficient (target corrected, control corrected, control broken) of n each."""
+    return experiment_tests(pd.concat([
+        _outcomes("hyperparams", c, corrected=t, control_corrected=(k,), control_broken=(b,), n=n)
+        for c, (t, k, b) in by_coefficient.items()
+    ], ignore_index=True))
 
 
-def test_coefficient_rule_respects_the_preservation_floor_and_prefers_small_coefficients():
-    swept = [0.5, 1.0, 2.0, -1.0]
-    chosen = choose_coefficients(_sweep({
-        0.5: (0.2, 1.0, 0.1), 1.0: (0.4, 0.9, 0.3), 2.0: (0.6, 0.5, 0.3), -1.0: (0.4, 1.0, 0.0),
-    }), ["correct", "incorrect"], swept).set_index("direction")
-    # 2.0 corrects most but breaks preservation; 1.0 and -1.0 tie on correction: the rule breaks ties to the
-    # smaller |coefficient|, then the lower value.
-    assert chosen.coefficient["correct"] == -1.0 and chosen.met_preservation_floor["correct"]
-    assert chosen.coefficient["incorrect"] == 1.0  # 1.0 and 2.0 tie at 0.3: the smaller wins
-    assert chosen.rule.iloc[0] == COEFFICIENT_RULE
-    none_keep = choose_coefficients(
-        _sweep({0.5: (0.2, 0.5, 0.1), 1.0: (0.4, 0.7, 0.3)}), ["correct", "incorrect"], [0.5, 1.0]
+def test_the_rule_chooses_by_contrast_under_the_control_ceiling():
+    chosen = choose_coefficients(
+        _sweep({0.05: (2, 0, 0), 0.2: (8, 2, 4), 0.5: (30, 30, 40)}), ["correct", "incorrect"], [0.05, 0.2, 0.5]
     ).set_index("direction")
-    assert none_keep.coefficient["correct"] == 1.0 and not none_keep.met_preservation_floor["correct"]
-    with pytest.raises(ValueError, match="no nonzero coefficient"):
-        choose_coefficients(_sweep({0.0: (0.0, 1.0, 0.0)}), ["correct"], [0.0])
-    # A direction with no latent (Phase 2 found none) gets no coefficient.
-    assert choose_coefficients(_sweep({0.5: (0.2, 1.0, 0.1)}), ["correct"], [0.5]).direction.tolist() == ["correct"]
-    # A direction with a latent but no eligible hyperparams problem (no corruption rows): the smallest
-    # |coefficient|, flagged, so the validation run still steers it.
-    no_corruption = _sweep({0.5: (0.2, 1.0, 0.1), -0.25: (0.0, 1.0, 0.0)})
-    no_corruption = no_corruption[no_corruption.experiment != "corruption"]
-    chosen = choose_coefficients(no_corruption, ["correct", "incorrect"], [0.5, -0.25]).set_index("direction")
-    assert chosen.coefficient["incorrect"] == -0.25 and not chosen.has_data["incorrect"]
-    assert chosen.has_data["correct"]
-    assert choose_coefficients(no_corruption.iloc[:0], ["incorrect"], [0.5]).coefficient.tolist() == [0.5]
+    # 0.5 corrects most, but the controls break every correct problem there (and correct as many): never chosen.
+    assert chosen.coefficient["correct"] == 0.2 and chosen.contrast["correct"] == 6
+    assert chosen.met_control_ceiling["correct"] and chosen.rule.iloc[0] == COEFFICIENT_RULE
+    # The incorrect-preferring latent corrupts the same problem at every coefficient; only at 0.05 does the control
+    # break nothing, so only there does the target corrupt more than the control.
+    assert chosen.coefficient["incorrect"] == 0.05 and chosen.contrast["incorrect"] == 1
+    tied = choose_coefficients(_sweep({0.05: (2, 0, 0), 0.2: (2, 0, 0)}), ["correct"], [0.05, 0.2])
+    assert tied.coefficient.item() == 0.2  # equal contrasts: the strongest push the controls tolerate
+
+
+def test_where_controls_break_everything_the_smallest_is_flagged():
+    chosen = choose_coefficients(_sweep({0.1: (5, 0, 20), 0.5: (9, 0, 40)}), ["correct"], [0.1, 0.5])
+    assert chosen.coefficient.item() == 0.1 and not chosen.met_control_ceiling.item()
+
+
+def test_a_negative_coefficient_is_never_chosen_nor_confirmatory():
+    sweep = _sweep({-0.5: (30, 0, 0), 0.1: (1, 0, 0)})
+    chosen = choose_coefficients(sweep, ["correct"], [-0.5, 0.1])
+    assert chosen.coefficient.item() == 0.1
+    with pytest.raises(ValueError, match="no positive coefficient"):
+        choose_coefficients(sweep, ["correct"], [-0.5])
+    members = steering_members(experiment_tests(_outcomes(coefficient=-0.5)))
+    assert members == {}
+    assert len(steering_members(experiment_tests(_outcomes(coefficient=0.5)))) == 2
+
+
+def test_a_direction_without_eligible_problems_is_flagged():
+    sweep = _sweep({0.1: (1, 0, 0), 0.5: (3, 0, 0)})
+    chosen = choose_coefficients(sweep[sweep.experiment != "corruption"], ["correct", "incorrect"], [0.1, 0.5])
+    chosen = chosen.set_index("direction")
+    assert not chosen.has_data["incorrect"] and chosen.has_data["correct"]
+    assert choose_coefficients(sweep.iloc[:0], ["incorrect"], [0.5]).coefficient.tolist() == [0.5]
 
 
 def test_outcomes_merge_on_task_and_noise_floor_counts_changed_labels():

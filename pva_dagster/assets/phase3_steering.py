@@ -38,19 +38,22 @@ from pva_dagster.study.steering.plan import (
 from pva_dagster.study.steering.results import (
     COEFFICIENT_RULE,
     choose_coefficients,
+    control_tests,
+    dose_response,
     experiment_tests,
-    sweep_series,
     unit_summary,
 )
-from pva_dagster.study.steering.sweep import SteeringUnit, combine_units, noise_floor, run_units
+from pva_dagster.study.steering.sweep import RANDOM, SteeringUnit, combine_units, noise_floor, run_units
 from pva_dagster.study.steering.vectors import (
     CONTROL_MAX_ABS_SCORE,
+    CONTROL_POOL_FACTOR,
     CoefficientMode,
+    random_directions,
     resolve_coefficients,
 )
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "4"
+CODE_VERSION = "5"
 # Values passed between the steps of a graph are pickled beside the data (every worker sees that folder).
 STEP_IO = "step_io_manager"
 
@@ -118,6 +121,7 @@ class SplitPlan:
     coefficient_mode: str
     coefficients: list[float]  # the sweep (hyperparams) or every chosen coefficient (validation)
     phase1_labels: pd.DataFrame  # task_id, passed of Phase 1.0: the noise floor's reference
+    margin: float  # preservation's non-inferiority margin
     facts: dict[str, Any]  # for metadata
 
 
@@ -144,9 +148,14 @@ def _plan_split(
     norms = {layer: mean_norm_at_layer(discovery, layer) for layer, _ in targets.best.values()}
     per_direction = {d: list(coefficients[d] if isinstance(coefficients, dict) else coefficients) for d in targets.best}
     scales = {d: resolve_coefficients(mode, per_direction[d], norms[layer]) for d, (layer, _) in targets.best.items()}
-    units = build_units(split, per_direction, scales, targets.best, targets.controls)
+    # Random directions only on validation: the exploratory rank test of the reported result, not of the sweep.
+    n_random = design.steering_random_directions if split == VALIDATION_SPLIT else 0
+    units = build_units(split, per_direction, scales, targets.best, targets.controls, n_random)
     # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
     saes = {layer: sae_source.load(layer, layout, "cpu") for layer in norms}
+    randoms = {
+        layer: random_directions(sae.W_dec.shape[1], n_random, design.seed + layer) for layer, sae in saes.items()
+    }
     tasks = tasks_from_records(records, inputs.problems, inputs.extended)
     jobs = []
     for unit in units:
@@ -154,7 +163,10 @@ def _plan_split(
         if not unit_tasks:
             context.log.info(f"steering unit {unit.name} skipped: no {unit.problems} problems in the split")
             continue
-        row = None if unit.layer < 0 else saes[unit.layer].W_dec[unit.latent].detach().clone()  # [d_model]
+        row = (  # [d_model]
+            None if unit.layer < 0 else randoms[unit.layer][unit.latent] if unit.kind == RANDOM
+            else saes[unit.layer].W_dec[unit.latent].detach().clone()
+        )
         jobs.append(UnitJob(unit, unit_tasks, row))
     if not jobs:
         raise ValueError(f"no steering unit of the {split} split has problems to run on")
@@ -166,16 +178,20 @@ def _plan_split(
     facts = {
         "mean residual norm per layer (discovery split)": {str(k): float(v) for k, v in norms.items()},
         "controls": (
-            f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the latents of the "
-            f"target's layer with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the top "
-            f"latents: {targets.controls}"
+            f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the "
+            f"{CONTROL_POOL_FACTOR} x {design.steering_controls} latents of the target's layer nearest its firing "
+            f"frequency among those with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the "
+            f"top latents: {targets.controls}; firing frequency on the discovery split (target first): "
+            f"{targets.frequency}"
         ),
+        "random directions (exploratory rank test)": n_random,
         "units": len(jobs),
         "directions": sorted(targets.best),
         "problems per label": {label: len(frame) for label, frame in problems.items()},
     }
     coefficients_run = sorted({c for values in per_direction.values() for c in values})
-    yield dg.Output(SplitPlan(mode, coefficients_run, records[["task_id", "passed"]].copy(), facts), "plan")
+    labels = records[["task_id", "passed"]].copy()
+    yield dg.Output(SplitPlan(mode, coefficients_run, labels, design.steering_preservation_margin, facts), "plan")
 
 
 PLAN_OUTS = {"units": dg.DynamicOut(io_manager_key=STEP_IO), "plan": dg.Out(io_manager_key=STEP_IO)}
@@ -237,11 +253,23 @@ def steer_units(
 
 def _combined(
     plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(experiment tests, per-unit summary, noise floor, metadata facts) of every unit of a split."""
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The tables of every unit of a split (experiment tests, per-control tests, per-unit summary, noise floor,
+    by their role) and the metadata facts."""
     outcomes, baselines = combine_units([unit for group in results for unit in group])
     facts = {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
-    return experiment_tests(outcomes), unit_summary(outcomes), noise_floor(plan.phase1_labels, baselines), facts
+    tables = {
+        "tests": experiment_tests(outcomes, plan.margin), "controls": control_tests(outcomes),
+        "units": unit_summary(outcomes), "noise": noise_floor(plan.phase1_labels, baselines),
+    }
+    return tables, facts
+
+
+def _dose_response_plot(tests: pd.DataFrame, mode: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(line_sweep(
+        sorted(tests.coefficient.unique()), dose_response(tests), title="Dose-response: rate by steering coefficient",
+        xlabel=f"coefficient ({mode})", ylabel="rate",
+    ))
 
 
 @dg.op
@@ -249,24 +277,22 @@ def choose_from_sweep(
     plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The sweep's tests (exploratory) and the coefficient chosen per direction on the hyperparams split."""
-    tests, units, noise, facts = _combined(plan, results)
-    chosen = choose_coefficients(tests, facts["directions"], plan.coefficients).assign(
+    made, facts = _combined(plan, results)
+    chosen = choose_coefficients(made["tests"], facts["directions"], plan.coefficients).assign(
         coefficient_mode=plan.coefficient_mode
     )
     tables = {
-        outputs.CHOSEN_COEFFICIENTS: chosen, outputs.SWEEP_TESTS: tests,
-        outputs.SWEEP_UNITS: units, outputs.SWEEP_NOISE: noise,
+        outputs.CHOSEN_COEFFICIENTS: chosen,
+        outputs.SWEEP_TESTS: made["tests"], outputs.SWEEP_CONTROLS: made["controls"],
+        outputs.SWEEP_UNITS: made["units"], outputs.SWEEP_NOISE: made["noise"],
     }
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
         "rule": COEFFICIENT_RULE,
         "chosen": dg.MetadataValue.md(markdown_table(chosen.drop(columns="rule"))),
-        "sweep (exploratory, hyperparams split)": dg.MetadataValue.md(markdown_table(tests)),
-        "sweep plot": dg.MetadataValue.md(line_sweep(
-            sorted(tests.coefficient.unique()), sweep_series(tests), title="Rate by steering coefficient",
-            xlabel=f"coefficient ({plan.coefficient_mode})", ylabel="rate",
-        )),
-        "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(noise)),
+        "sweep (exploratory, hyperparams split)": dg.MetadataValue.md(markdown_table(made["tests"])),
+        "dose-response": _dose_response_plot(made["tests"], plan.coefficient_mode),
+        "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(made["noise"])),
     })
 
 
@@ -275,12 +301,16 @@ def report_validation(
     plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The reported result: target vs control with the chosen coefficients on the validation split."""
-    tests, units, noise, facts = _combined(plan, results)
-    tables = {outputs.STEERING_TESTS: tests, outputs.STEERING_EFFECTS: units, outputs.STEERING_NOISE: noise}
+    made, facts = _combined(plan, results)
+    tables = {
+        outputs.STEERING_TESTS: made["tests"], outputs.STEERING_CONTROLS: made["controls"],
+        outputs.STEERING_EFFECTS: made["units"], outputs.STEERING_NOISE: made["noise"],
+    }
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
-        "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(tests)),
-        "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(noise)),
+        "target vs control (validation split, chosen coefficients)": dg.MetadataValue.md(markdown_table(made["tests"])),
+        "per control (validation split)": dg.MetadataValue.md(markdown_table(made["controls"])),
+        "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(made["noise"])),
     })
 
 

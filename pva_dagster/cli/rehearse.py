@@ -70,6 +70,7 @@ def small_run_profile(profile: Profile, workdir: Path, problems: str = "mbpp") -
         steering_coefficients=list(SHORT_STEERING_COEFFICIENTS),
         steering_controls=1,
         steering_max_tasks=3,
+        steering_random_directions=2,
     ).with_resources(
         # Its own lock folder: a rehearsal neither waits for nor blocks other runs on this machine's CPU.
         device_pool=DevicePool(**{**pool.model_dump(), "lock_dir": str(workdir / "locks"), "poll_seconds": 0.5})

@@ -57,7 +57,7 @@ def small_design(**changes: Any) -> StudyDesign:
         "max_task_id": EMBEDDED_DESIGN.max_task_id, "task_range_size": EMBEDDED_DESIGN.task_range_size,
         "sae_layers": [3, 9], "temperatures": [0.3],
         "samples_per_temperature": 2, "max_new_tokens": 64, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
-        "steering_controls": 1, "steering_max_tasks": 3,
+        "steering_controls": 1, "steering_max_tasks": 3, "steering_random_directions": 2,
         # Small SAEs are dense (k = 16 of 256: 6.25 % mean density): the filter is relative to the density, as
         # in the embedded profile.
         "general_text_density_multiple": 4.0, **changes,

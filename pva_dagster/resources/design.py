@@ -15,6 +15,7 @@ from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.problems.extended_tests import MAX_TESTS
+from pva_dagster.study.steering.results import PRESERVATION_MARGIN
 
 PHASE1_2_TEMPERATURES = [0.3, 0.6, 0.9, 1.2]
 GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_end", "prompt_template",
@@ -80,6 +81,16 @@ class StudyDesign(dg.ConfigurableResource):
     steering_max_tasks: int | None = Field(
         default=None, description="Problems steered per label and split at most (seeded sample; None = all)."
     )
+    steering_random_directions: int = Field(
+        default=19, ge=0,
+        description="Random directions of the target's norm steered on validation for the exploratory rank test "
+        "(19 or more: its smallest p-value is 1/(n+1)); 0 skips it.",
+    )
+    steering_preservation_margin: float = Field(
+        default=PRESERVATION_MARGIN, gt=0, lt=1,
+        description="Preservation's non-inferiority margin: how much more of the correct problems the target may "
+        "break than a control does (upper 95 % bound of the paired difference).",
+    )
 
     def generation_fields(self) -> dict[str, object]:
         """The generation knobs, for the metadata stored beside each Phase 1 dataset."""
@@ -101,6 +112,11 @@ class StudyDesign(dg.ConfigurableResource):
             raise ValueError(
                 "steering_coefficients must be nonzero (0 is the baseline every run has), "
                 f"got {self.steering_coefficients}"
+            )
+        if not any(c > 0 for c in self.steering_coefficients):
+            raise ValueError(
+                "steering_coefficients need a positive value: the confirmatory coefficient is chosen among them "
+                f"(negative ones are exploratory), got {self.steering_coefficients}"
             )
         if self.layers is not None:
             missing = sorted(set(self.sae_layers) - set(self.layers))

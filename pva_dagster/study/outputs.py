@@ -29,12 +29,15 @@ REPORT = "phase3_report"
 # The tables of each table-set asset (its value is a dict of these names to DataFrames).
 CLASSIFICATION_OVERALL, CLASSIFICATION_BY_GROUP = "classification", "classification_by_group"
 CLASSIFICATION_TABLES = (CLASSIFICATION_OVERALL, CLASSIFICATION_BY_GROUP)
-CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_UNITS, SWEEP_NOISE = (
-    "phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_units", "steering_sweep_noise",
+CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_CONTROLS, SWEEP_UNITS, SWEEP_NOISE = (
+    "phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_controls", "steering_sweep_units",
+    "steering_sweep_noise",
 )
-STEERING_COEFFICIENT_TABLES = (CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_UNITS, SWEEP_NOISE)
-STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE = "steering_tests", "steering_effects", "steering_noise"
-STEERING_TABLES = (STEERING_TESTS, STEERING_EFFECTS, STEERING_NOISE)
+STEERING_COEFFICIENT_TABLES = (CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_CONTROLS, SWEEP_UNITS, SWEEP_NOISE)
+STEERING_TESTS, STEERING_CONTROLS, STEERING_EFFECTS, STEERING_NOISE = (
+    "steering_tests", "steering_controls", "steering_effects", "steering_noise",
+)
+STEERING_TABLES = (STEERING_TESTS, STEERING_CONTROLS, STEERING_EFFECTS, STEERING_NOISE)
 READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES = "readouts", "beyond_difficulty", "readout_scores"
 DISCOVERY_ON_VALIDATION = "discovery_latents_on_validation"
 LABEL_FLIPS, TOP_LATENTS_BY_LABEL, AUROC_BY_LABEL = "label_flips", "top_latents_by_label", "auroc_by_label"

@@ -27,7 +27,7 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 PERMUTATIONS = 9999
 PAIRED_TEST = "exact McNemar (one-sided sign test on discordant pairs), target > control"
-FISHER_TEST = "Fisher exact on target vs pooled-control counts, one-sided greater"
+FISHER_TEST = "Fisher exact on target vs one control's counts, one-sided greater (unpaired: descriptive only)"
 PAIRED_DIFFERENCE_INTERVAL = "Newcombe (1998) hybrid score interval for a paired difference (method 10)"
 POWER_ASSUMPTION = (
     "exact power of the paired test at one-sided alpha 0.05, target and control outcomes independent per problem,"

@@ -7,6 +7,7 @@ claim with its named test; exploratory tables (the hyperparams sweep, per-unit d
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -21,13 +22,18 @@ from pva_dagster.study.evaluation.confirmatory import (
     declared_p_values,
     family_labels,
 )
-from pva_dagster.study.plots import auroc_by_layer, markdown_table
-from pva_dagster.study.statistics import FISHER_TEST, PAIRED_TEST
-from pva_dagster.study.steering.results import COEFFICIENT_RULE
+from pva_dagster.study.plots import auroc_by_layer, line_sweep, markdown_table
+from pva_dagster.study.statistics import (
+    FISHER_TEST,
+    PAIRED_DIFFERENCE_INTERVAL,
+    PAIRED_TEST,
+    POWER_ASSUMPTION,
+    RANK_TEST,
+)
+from pva_dagster.study.steering.results import COEFFICIENT_RULE, NON_INFERIORITY_TEST, dose_response
+from pva_dagster.study.steering.sweep import NON_INFERIORITY, SUPERIORITY
 
 LABEL_TOP_RANKS = 5  # latents per label and direction shown side by side
-# Steering experiments in the confirmatory family: does adding the latent correct (or corrupt) more than a control?
-CONFIRMATORY_EXPERIMENTS = ("correction", "corruption")
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -64,41 +70,72 @@ def _classification_section(overall: pd.DataFrame) -> list[str]:
     ]
 
 
+def _confirmatory(row: Any) -> bool:
+    """A validation steering row is confirmatory when it asks superiority at a positive coefficient (a negative
+    coefficient subtracts the latent: a different claim, exploratory wherever it appears)."""
+    return row.question == SUPERIORITY and float(row.coefficient) > 0
+
+
 def steering_members(tests: pd.DataFrame) -> dict[str, float]:
-    """The steering experiments declared confirmatory (correction, corruption: target > control, paired), by
-    name, with their p-values; preservation asks a non-inferiority question and stays exploratory."""
+    """The steering experiments declared confirmatory (correction, corruption: target > every control, paired,
+    at the chosen positive coefficient), by name, with their p-values; preservation asks non-inferiority and is
+    reported against its margin instead."""
     return {
         f"steering {row.experiment} (L{row.layer}/{row.latent}): target > control ({PAIRED_TEST})": float(row.p_paired)
-        for row in tests.itertuples() if row.experiment in CONFIRMATORY_EXPERIMENTS
+        for row in tests.itertuples() if _confirmatory(row)
     }
 
 
-def _steering_section(tests: pd.DataFrame, chosen: pd.DataFrame, noise: pd.DataFrame) -> list[str]:
-    table = pd.DataFrame({
+def _steering_table(tests: pd.DataFrame) -> pd.DataFrame:
+    superiority = tests.question == SUPERIORITY
+    return pd.DataFrame({
         "experiment": tests.experiment, "latent": [f"L{r.layer}/{r.latent}" for r in tests.itertuples()],
-        "family": [CONFIRMATORY if e in CONFIRMATORY_EXPERIMENTS else EXPLORATORY for e in tests.experiment],
+        "family": [CONFIRMATORY if _confirmatory(r) else EXPLORATORY for r in tests.itertuples()],
         "coefficient": tests.coefficient, "problems": tests.n,
         "rate [95% CP]": [_interval(*r) for r in zip(tests.rate, tests.ci_low, tests.ci_high, strict=True)],
-        "control rate [95% CP]": [
-            _interval(*r) for r in zip(tests.control_rate, tests.control_ci_low, tests.control_ci_high, strict=True)
+        "controls' mean rate": tests.control_rate,
+        "discordant target:control, per control": tests.discordant,
+        "p paired (every control)": tests.p_paired.where(superiority),
+        "minimum detectable effect (80 % power)": tests.minimum_detectable_effect.where(superiority),
+        "breakage difference (upper 95 %) vs margin": [
+            f"{d:+.3f} ({h:+.3f}) vs {m:.2f}: {'non-inferior' if ok else 'not shown non-inferior'}"
+            if q == NON_INFERIORITY else "" for q, d, h, m, ok in zip(
+                tests.question, tests.breakage_difference, tests.breakage_ci_high, tests.margin, tests.non_inferior,
+                strict=True,
+            )
         ],
-        "discordant (target, control)": [
-            f"{a}, {b}" for a, b in zip(tests.discordant_target, tests.discordant_control, strict=True)
+        "random directions: mean rate, rank p": [
+            f"{r:.3f}, {p:.3f} ({k})" if k else "" for r, p, k in zip(
+                tests.random_rate, tests.p_rank, tests.random_directions, strict=True
+            )
         ],
-        "p paired": tests.p_paired, "p Fisher (descriptive)": tests.p_fisher,
     })
-    section = [
+
+
+def _steering_section(
+    tests: pd.DataFrame, per_control: pd.DataFrame, chosen: pd.DataFrame, sweep: pd.DataFrame, noise: pd.DataFrame,
+) -> list[str]:
+    chosen_table = chosen[[
+        "direction", "experiment", "coefficient", "contrast", "rate", "control_rate", "control_breakage",
+        "met_control_ceiling", "has_data",
+    ]]
+    return [
         "## Phase 3: steering on the validation split",
-        f"Coefficient rule: {COEFFICIENT_RULE}.",
-        (f"Tests: {PAIRED_TEST} (p paired; with several controls the largest p). Correction and corruption are "
-        "members of the confirmatory family above (Holm-adjusted there); preservation is exploratory. Beside them "
-        f"{FISHER_TEST}, descriptive. Rates: 95 % Clopper-Pearson."),
-        markdown_table(table),
+        f"Coefficient rule: {COEFFICIENT_RULE}. Chosen on the hyperparams split:", markdown_table(chosen_table),
+        (f"Tests: {PAIRED_TEST}, against each control on the same problems; a claim must hold against every "
+         "control (largest p). Correction and corruption at the chosen coefficient are members of the confirmatory "
+         f"family above (Holm-adjusted there). Preservation: {NON_INFERIORITY_TEST}. Minimum detectable effect: "
+         f"{POWER_ASSUMPTION}. Random directions: {RANK_TEST} (exploratory). Rates: 95 % Clopper-Pearson."),
+        markdown_table(_steering_table(tests)),
+        f"Per control ({PAIRED_DIFFERENCE_INTERVAL} of target minus control; {FISHER_TEST}, descriptive):",
+        markdown_table(per_control),
+        "Dose-response on the hyperparams split (exploratory: the sweep the coefficient was chosen from):",
+        line_sweep(sorted(sweep.coefficient.unique()), dose_response(sweep), title="Rate by steering coefficient",
+                   xlabel="coefficient", ylabel="rate") if len(sweep) else "(no sweep rows)",
+        ("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label against "
+         "Phase 1.0:"),
+        markdown_table(noise),
     ]
-    section += ["Chosen coefficients (from the hyperparams sweep):", markdown_table(chosen.drop(columns="rule"))]
-    section += [("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label "
-                    "against Phase 1.0:"), markdown_table(noise)]
-    return section
 
 
 def _label_section(readouts: Mapping[str, pd.DataFrame], rule: str) -> list[str]:
@@ -175,7 +212,8 @@ def render_report(
         if split in top_latents:
             sections += _phase2_section(split, top_latents[split])
     sections += _steering_section(
-        steering[outputs.STEERING_TESTS], coefficients[outputs.CHOSEN_COEFFICIENTS], steering[outputs.STEERING_NOISE]
+        steering[outputs.STEERING_TESTS], steering[outputs.STEERING_CONTROLS],
+        coefficients[outputs.CHOSEN_COEFFICIENTS], coefficients[outputs.SWEEP_TESTS], steering[outputs.STEERING_NOISE],
     )
     sections += _classification_section(classification[outputs.CLASSIFICATION_OVERALL])
     exploratory = [
@@ -184,7 +222,7 @@ def render_report(
          readouts[outputs.DISCOVERY_ON_VALIDATION]),
         ("Exploratory: by temperature and difficulty", classification[outputs.CLASSIFICATION_BY_GROUP]),
         ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
-         coefficients[outputs.SWEEP_TESTS]),
+         coefficients[outputs.SWEEP_TESTS].drop(columns="test", errors="ignore")),
         ("Exploratory: steering per unit (validation)", steering[outputs.STEERING_EFFECTS]),
     ]
     for title, frame in exploratory:

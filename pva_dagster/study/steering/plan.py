@@ -11,8 +11,17 @@ import pandas as pd
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.solutions import Task, tasks_from_problems
-from pva_dagster.study.steering.sweep import CONTROL, TARGET, SteeringUnit, baseline_unit, problem_groups
-from pva_dagster.study.steering.vectors import control_latents, mean_residual_norm
+from pva_dagster.study.steering.sweep import (
+    CONTROL,
+    EXPERIMENTS,
+    RANDOM,
+    TARGET,
+    SteeringUnit,
+    baseline_unit,
+    problem_groups,
+    superiority_experiment,
+)
+from pva_dagster.study.steering.vectors import control_latents, firing_frequency, mean_residual_norm
 
 
 def steering_problems(
@@ -34,20 +43,25 @@ def build_units(
     scales: Mapping[str, Sequence[float]],
     best: Mapping[str, tuple[int, int]],
     controls: Mapping[str, Sequence[int]],
+    random_directions: int = 0,
 ) -> list[SteeringUnit]:
-    """The baselines, then per direction, coefficient and problem group: the target and its controls.
+    """The baselines, then per direction, coefficient and problem group: the target and its controls, and on the
+    problems of the direction's superiority experiment ``random_directions`` random directions (latent = index).
 
     ``coefficients[direction]`` and ``scales[direction]`` (the norm each coefficient resolves to) are parallel;
     ``best[direction] = (layer, latent)``; ``controls[direction]`` are latents of that layer.
     """
     units = [baseline_unit(split, label) for label in ("correct", "incorrect")]
     for direction, (layer, latent) in sorted(best.items()):
+        ranked_on = EXPERIMENTS[superiority_experiment(direction)].problems
         for coefficient, scale in zip(coefficients[direction], scales[direction], strict=True):
             for problems in problem_groups(direction):
-                units.append(SteeringUnit(split, coefficient, scale, direction, TARGET, layer, latent, problems))
+                kinds = [(TARGET, latent), *((CONTROL, c) for c in controls[direction])]
+                if problems == ranked_on:
+                    kinds += [(RANDOM, i) for i in range(random_directions)]
                 units += [
-                    SteeringUnit(split, coefficient, scale, direction, CONTROL, layer, c, problems)
-                    for c in controls[direction]
+                    SteeringUnit(split, coefficient, scale, direction, kind, layer, index, problems)
+                    for kind, index in kinds
                 ]
     return units
 
@@ -64,22 +78,23 @@ def tasks_from_records(
 
 @dataclass(frozen=True)
 class Targets:
-    """Per direction: the latent steered (rank 1 on the discovery split) and its control latents."""
+    """Per direction: the latent steered (rank 1 on the discovery split) and its frequency-matched controls."""
 
     best: dict[str, tuple[int, int]]  # direction -> (layer, latent)
     controls: dict[str, list[int]]  # direction -> latents of that layer
+    frequency: dict[str, dict[int, float]]  # direction -> {latent: firing frequency on the discovery split}
 
 
 def steering_targets(top: pd.DataFrame, pooled_scores: pd.DataFrame, n_controls: int, seed: int) -> Targets:
     """From the discovery split's top latents and pooled scores (Phase 2): the targets and seeded controls."""
     best = {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
-    controls = {
-        d: control_latents(
-            pooled_scores[pooled_scores.layer == layer], top.latent[top.layer == layer].tolist(), n_controls, seed
-        )
-        for d, (layer, _) in best.items()
-    }
-    return Targets(best, controls)
+    controls, frequency = {}, {}
+    for direction, (layer, latent) in best.items():
+        scores = pooled_scores[pooled_scores.layer == layer]
+        controls[direction] = control_latents(scores, latent, top.latent[top.layer == layer].tolist(), n_controls, seed)
+        fired = firing_frequency(scores).set_axis(scores.latent.to_numpy())
+        frequency[direction] = {int(x): round(float(fired[x]), 4) for x in [latent, *controls[direction]]}
+    return Targets(best, controls, frequency)
 
 
 def mean_norm_at_layer(records: pd.DataFrame, layer: int) -> float:

@@ -1,8 +1,11 @@
-"""Phase 3 steering results: rates with intervals, target vs control tests, and the choice of coefficient.
+"""Phase 3 steering results: rates with intervals, target vs each control on the same problems, the exploratory
+rank test against random directions, and the choice of coefficient.
 
-Input is the per-problem outcome table of :func:`steering_sweep.unit_outcomes` (all units of a split). A problem
-counts for an experiment when its unsteered rerun (same batches) has the label the experiment applies to; the
-rate is the fraction of those problems whose steered label is the experiment's success.
+Input is the per-problem outcome table of :func:`~pva_dagster.study.steering.sweep.combine_units` (all units of a
+split). A problem counts for an experiment when its unsteered rerun (same batches) has the label the experiment
+applies to; the rate is the fraction of those problems whose steered label is the experiment's success. Controls
+are never pooled as independent trials: each is paired with the target on the same problems, its counts and
+interval kept in its own row (:func:`control_tests`), and a claim must hold against every one of them.
 """
 
 from __future__ import annotations
@@ -13,119 +16,219 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.statistics import (
-    FISHER_TEST,
+    PAIRED_DIFFERENCE_INTERVAL,
     PAIRED_TEST,
     clopper_pearson,
     fisher_greater,
     holm,
+    minimum_detectable_rate,
+    paired_difference_interval,
     paired_exact_test,
+    rank_p_value,
 )
-from pva_dagster.study.steering.sweep import CONTROL, EXPERIMENTS, TARGET
+from pva_dagster.study.steering.sweep import (
+    CONTROL,
+    EXPERIMENTS,
+    RANDOM,
+    SUPERIORITY,
+    TARGET,
+    superiority_experiment,
+)
 
 # The coefficient rule, applied to the hyperparams split's sweep only (the validation split then runs the
 # chosen coefficient once). Written out here because the report prints it.
-PRESERVATION_FLOOR = 0.8
+CONTROL_DAMAGE_CEILING = 0.2
 COEFFICIENT_RULE = (
-    "hyperparams split; correct-preferring latent: the nonzero coefficient with the highest correction rate among "
-    f"those keeping preservation >= {PRESERVATION_FLOOR} (if none does, the one with the highest preservation); "
-    "incorrect-preferring latent: the nonzero coefficient with the highest corruption rate; ties go to the "
-    "smaller |coefficient|"
+    "hyperparams split, positive coefficients only (negative ones are exploratory): per direction, the coefficient "
+    "with the largest paired contrast to the controls in its superiority experiment (correction for the "
+    "correct-preferring latent, corruption for the incorrect-preferring one; contrast = problems where the target "
+    "succeeded and a control did not minus the reverse, averaged over the controls), among the coefficients at which "
+    f"the controls break at most {CONTROL_DAMAGE_CEILING:.0%} of correct problems; ties go to the larger "
+    "coefficient (the strongest push the controls tolerate); if none keeps the controls under the ceiling, the "
+    "smallest, flagged"
+)
+# Preservation's declared non-inferiority margin: the target may break at most this much more of the correct
+# problems than a control does (upper 95 % bound of the paired difference).
+PRESERVATION_MARGIN = 0.1
+NON_INFERIORITY_TEST = (
+    f"non-inferiority: upper bound of the {PAIRED_DIFFERENCE_INTERVAL} of breakage (target minus control) below the "
+    "margin, against every control"
 )
 
 
 def _successes(part: pd.DataFrame, success: str) -> pd.Series:
-    """Success per problem (indexed by task_id) of one latent's rows."""
+    """Success per problem (indexed by task_id) of one unit's rows."""
     return (part.set_index("task_id").after == success).sort_index()
 
 
-def _test_row(group: pd.DataFrame, success: str) -> dict[str, object]:
-    target = _successes(group[group.kind == TARGET], success)
-    controls = {latent: _successes(rows, success) for latent, rows in group[group.kind == CONTROL].groupby("latent")}
-    unpaired = [latent for latent, c in controls.items() if not c.index.equals(target.index)]
+def _paired(group: pd.DataFrame, kind: str, success: str, target: pd.Series) -> dict[int, pd.Series]:
+    """Per latent of ``kind``: its successes, on exactly the target's problems."""
+    others = {int(latent): _successes(rows, success) for latent, rows in group[group.kind == kind].groupby("latent")}
+    unpaired = [latent for latent, s in others.items() if not s.index.equals(target.index)]
     if unpaired:
-        raise ValueError(f"control latents {unpaired} ran on other problems than the target: cannot pair them")
-    pairs = [paired_exact_test(target.to_numpy(), c.to_numpy()) for c in controls.values()]
-    k, n = int(target.sum()), len(target)
-    k_control, n_control = sum(int(c.sum()) for c in controls.values()), sum(len(c) for c in controls.values())
+        raise ValueError(f"{kind} latents {unpaired} ran on other problems than the target: cannot pair them")
+    return others
+
+
+def _control_row(target: pd.Series, control: pd.Series) -> dict[str, float | int]:
+    """One control against the target: its rate and interval, discordant pairs, the paired test, the interval of
+    the paired difference (target minus control) and Fisher's test (descriptive)."""
+    k, n = int(control.sum()), len(control)
     low, high = clopper_pearson(k, n)
-    control_low, control_high = clopper_pearson(k_control, n_control)
+    difference_low, difference_high = paired_difference_interval(target.to_numpy(), control.to_numpy())
     return {
-        "n": n, "successes": k, "rate": k / n if n else np.nan, "ci_low": low, "ci_high": high,
-        "control_latents": ",".join(str(latent) for latent in controls),
-        "control_successes": k_control, "control_trials": n_control,
-        "control_rate": k_control / n_control if n_control else np.nan,
-        "control_ci_low": control_low, "control_ci_high": control_high,
-        "discordant_target": sum(int(p["discordant_target"]) for p in pairs),
-        "discordant_control": sum(int(p["discordant_control"]) for p in pairs),
-        # The target must beat every control: the largest p over the controls (an intersection-union test).
-        "p_paired": max((float(p["p_paired"]) for p in pairs), default=np.nan),
-        "p_fisher": fisher_greater(k, n, k_control, n_control),
-        "mean_similarity": float(group[group.kind == TARGET].similarity.mean()) if n else np.nan,
+        "control_successes": k, "control_rate": k / n if n else np.nan, "control_ci_low": low, "control_ci_high": high,
+        **paired_exact_test(target.to_numpy(), control.to_numpy()),
+        "difference": float(target.mean() - control.mean()) if n else np.nan,
+        "difference_ci_low": difference_low, "difference_ci_high": difference_high,
+        "p_fisher": fisher_greater(int(target.sum()), n, k, n),
     }
 
 
-def experiment_tests(outcomes: pd.DataFrame) -> pd.DataFrame:
-    """Per (split, experiment, coefficient): target and control rates with 95 % Clopper-Pearson intervals, the
-    paired test and Fisher's test, and Holm-adjusted paired p-values over each split's table (one family)."""
-    rows = []
+def _eligible(outcomes: pd.DataFrame):
+    """(experiment name, experiment, (split, coefficient, layer), rows) of every tested group of outcomes."""
     for name, experiment in EXPERIMENTS.items():
-        eligible = outcomes[
+        rows = outcomes[
             (outcomes.direction == experiment.latent_direction) & (outcomes.problems == experiment.problems)
             & (outcomes.before == experiment.problems)
         ]
-        for (split, coefficient, layer), group in eligible.groupby(["split", "coefficient", "layer"]):
-            latent = int(group[group.kind == TARGET].latent.iloc[0])
+        for key, group in rows.groupby(["split", "coefficient", "layer"]):
+            yield name, experiment, key, group
+
+
+def control_tests(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """One row per (split, experiment, coefficient, control latent): that control paired with the target."""
+    rows = []
+    for name, experiment, (split, coefficient, layer), group in _eligible(outcomes):
+        target = _successes(group[group.kind == TARGET], experiment.success)
+        for latent, control in _paired(group, CONTROL, experiment.success, target).items():
             rows.append({
-                "split": split, "experiment": name, "direction": experiment.latent_direction, "layer": int(layer),
-                "latent": latent, "coefficient": coefficient, **_test_row(group, experiment.success),
-                "paired_test": PAIRED_TEST, "fisher_test": FISHER_TEST,
+                "split": split, "experiment": name, "coefficient": coefficient, "layer": int(layer),
+                "control_latent": latent, "n": len(target), "successes": int(target.sum()),
+                **_control_row(target, control),
             })
+    columns = ["split", "experiment", "coefficient", "control_latent"]
+    return pd.DataFrame(rows).sort_values(columns).reset_index(drop=True) if rows else pd.DataFrame(rows)
+
+
+def _random_columns(group: pd.DataFrame, success: str, target: pd.Series) -> dict[str, object]:
+    random = _paired(group, RANDOM, success, target)
+    if not random:
+        return {"random_directions": 0, "random_rate": np.nan, "p_rank": np.nan}
+    counts = [int(s.sum()) for s in random.values()]
+    return {
+        "random_directions": len(random), "random_rate": float(np.mean(counts)) / len(target),
+        "p_rank": rank_p_value(float(target.sum()), counts),
+    }
+
+
+def _experiment_row(
+    experiment_question: str, success: str, group: pd.DataFrame, per_control: list[dict], margin: float
+) -> dict[str, object]:
+    target = _successes(group[group.kind == TARGET], success)
+    k, n = int(target.sum()), len(target)
+    low, high = clopper_pearson(k, n)
+    control_rate = float(np.mean([c["control_rate"] for c in per_control])) if per_control else np.nan
+    row: dict[str, object] = {
+        "question": experiment_question, "n": n, "successes": k, "rate": k / n if n else np.nan,
+        "ci_low": low, "ci_high": high, "controls": len(per_control),
+        "control_latents": ",".join(str(c["control_latent"]) for c in per_control),
+        "control_rate": control_rate,
+        "discordant": ", ".join(f"{c['discordant_target']}:{c['discordant_control']}" for c in per_control),
+        # The paired contrast the coefficient rule ranks by: target-only minus control-only successes, per control.
+        "contrast": float(np.mean([c["discordant_target"] - c["discordant_control"] for c in per_control]))
+        if per_control else np.nan,
+        "difference_ci_low": min((c["difference_ci_low"] for c in per_control), default=np.nan),
+        "difference_ci_high": max((c["difference_ci_high"] for c in per_control), default=np.nan),
+        # Share of these correct problems the controls break (their own damage), for the coefficient rule.
+        "control_breakage": (1 - control_rate if success == "correct" else control_rate)
+        if (group.problems == "correct").all() else np.nan,
+        "mean_similarity": float(group[group.kind == TARGET].similarity.mean()) if n else np.nan,
+        **_random_columns(group, success, target),
+    }
+    if experiment_question == SUPERIORITY:
+        # The target must beat every control: the largest p over the controls (an intersection-union test).
+        row["p_paired"] = max((float(c["p_paired"]) for c in per_control), default=np.nan)
+        detectable = minimum_detectable_rate(n, control_rate) if per_control else np.nan
+        row["minimum_detectable_effect"] = detectable - control_rate
+        row.update(margin=np.nan, breakage_difference=np.nan, breakage_ci_high=np.nan, non_inferior=None)
+    else:
+        # Breakage = 1 - success; target minus control breakage is minus the success difference.
+        breakage_high = max((-c["difference_ci_low"] for c in per_control), default=np.nan)
+        row.update(
+            p_paired=np.nan, minimum_detectable_effect=np.nan, margin=margin,
+            breakage_difference=control_rate - (k / n if n else np.nan), breakage_ci_high=breakage_high,
+            non_inferior=bool(breakage_high < margin) if per_control else None,
+        )
+    return row
+
+
+def experiment_tests(outcomes: pd.DataFrame, margin: float = PRESERVATION_MARGIN) -> pd.DataFrame:
+    """Per (split, experiment, coefficient): the target's rate (95 % Clopper-Pearson), the controls' mean rate and
+    per-control discordant pairs, the paired contrast, and the experiment's question: for superiority the paired
+    test against every control (largest p), Holm over each split's superiority rows, and the minimum detectable
+    effect at 80 % power; for preservation the breakage difference's upper bound against ``margin``. With random
+    directions in the outcomes (validation), their mean rate and the target's rank p-value (exploratory)."""
+    controls = control_tests(outcomes)
+    rows = []
+    for name, experiment, (split, coefficient, layer), group in _eligible(outcomes):
+        mine = controls[
+            (controls.split == split) & (controls.experiment == name) & (controls.coefficient == coefficient)
+        ].to_dict("records") if len(controls) else []
+        rows.append({
+            "split": split, "experiment": name, "direction": experiment.latent_direction, "layer": int(layer),
+            "latent": int(group[group.kind == TARGET].latent.iloc[0]), "coefficient": coefficient,
+            **_experiment_row(experiment.question, experiment.success, group, mine, margin),
+        })
     tests = pd.DataFrame(rows)
     if tests.empty:
         return tests
     tests["p_holm"] = np.nan
-    for index in tests.groupby("split").groups.values():
+    for index in tests[tests.question == SUPERIORITY].groupby("split").groups.values():
         tests.loc[index, "p_holm"] = holm(tests.loc[index, "p_paired"].to_numpy())
+    tests["test"] = [PAIRED_TEST if q == SUPERIORITY else NON_INFERIORITY_TEST for q in tests.question]
     return tests.sort_values(["split", "experiment", "coefficient"]).reset_index(drop=True)
 
 
-def _pick(candidates: pd.DataFrame, rate: str) -> pd.Series:
-    ranked = candidates.assign(
-        _rate=candidates[rate].fillna(-1.0), _size=candidates.coefficient.abs()
-    ).sort_values(["_rate", "_size", "coefficient"], ascending=[False, True, True])
-    return ranked.iloc[0]
+def _choose(rows: pd.DataFrame, damage: pd.Series) -> tuple[pd.Series, bool]:
+    """The row the rule picks among one direction's positive coefficients, and whether the ceiling was met."""
+    tolerated = damage.reindex(rows.coefficient).fillna(np.inf).to_numpy() <= CONTROL_DAMAGE_CEILING
+    if not tolerated.any():
+        return rows.sort_values("coefficient").iloc[0], False
+    ranked = rows[tolerated].assign(_contrast=rows.contrast.fillna(-np.inf))
+    return ranked.sort_values(["_contrast", "coefficient"], ascending=[False, False]).iloc[0], True
 
 
 def choose_coefficients(sweep: pd.DataFrame, directions: Sequence[str], coefficients: Sequence[float]) -> pd.DataFrame:
-    """One coefficient per latent direction from the hyperparams sweep's tests, by :data:`COEFFICIENT_RULE`.
+    """One positive coefficient per latent direction from the hyperparams sweep's tests, by :data:`COEFFICIENT_RULE`.
 
-    ``directions``: those with a latent to steer; ``coefficients``: the nonzero values swept. A direction whose
-    experiments had no eligible problem on the hyperparams split has no rate to rank by; it gets the smallest
-    |coefficient| and ``has_data`` False, so the validation run still happens and the table says why.
+    ``directions``: those with a latent to steer; ``coefficients``: the values swept (negative ones are never
+    chosen). A direction whose superiority experiment had no eligible problem on the hyperparams split has no
+    contrast to rank by: ``has_data`` False, and the ceiling alone decides.
     """
-    coefficients = [c for c in coefficients if c != 0]
-    if not coefficients:
-        raise ValueError("no nonzero coefficient was swept on the hyperparams split: nothing to choose from")
+    positive = sorted(c for c in coefficients if c > 0)
+    if not positive:
+        raise ValueError(
+            f"no positive coefficient was swept on the hyperparams split ({list(coefficients)}): confirmatory "
+            "steering adds the latent's direction, so it needs one"
+        )
     sweep = sweep[sweep.split == "hyperparams"] if len(sweep) else sweep
-    rate = pd.DataFrame({"coefficient": coefficients})
-    for name in EXPERIMENTS:
-        rows = sweep[sweep.experiment == name] if len(sweep) else sweep
-        rate[name] = rate.coefficient.map(dict(zip(rows.get("coefficient", []), rows.get("rate", []), strict=True)))
     chosen = []
-    if "correct" in directions:
-        keeps = rate.preservation.fillna(0.0) >= PRESERVATION_FLOOR
-        correct = _pick(rate[keeps], "correction") if keeps.any() else _pick(rate, "preservation")
+    for direction in directions:
+        experiment = superiority_experiment(direction)
+        swept = pd.DataFrame({"coefficient": positive})
+        mine = sweep[sweep.experiment == experiment] if len(sweep) else pd.DataFrame()
+        swept = swept.merge(mine, on="coefficient", how="left") if len(mine) else swept.assign(
+            contrast=np.nan, rate=np.nan, control_rate=np.nan
+        )
+        on_correct = sweep[(sweep.direction == direction) & sweep.control_breakage.notna()] if len(sweep) else sweep
+        damage = on_correct.set_index("coefficient").control_breakage if len(on_correct) else pd.Series(dtype=float)
+        row, met = _choose(swept, damage)
         chosen.append({
-            "direction": "correct", "coefficient": float(correct.coefficient), "correction_rate": correct.correction,
-            "preservation_rate": correct.preservation, "met_preservation_floor": bool(keeps.any()),
-            "has_data": bool(rate[["correction", "preservation"]].notna().any().any()), "rule": COEFFICIENT_RULE,
-        })
-    if "incorrect" in directions:
-        incorrect = _pick(rate, "corruption")
-        chosen.append({
-            "direction": "incorrect", "coefficient": float(incorrect.coefficient),
-            "corruption_rate": incorrect.corruption, "has_data": bool(rate.corruption.notna().any()),
-            "rule": COEFFICIENT_RULE,
+            "direction": direction, "experiment": experiment, "coefficient": float(row.coefficient),
+            "contrast": row.contrast, "rate": row.rate, "control_rate": row.control_rate,
+            "control_breakage": damage.get(row.coefficient, np.nan), "met_control_ceiling": met,
+            "has_data": bool(swept.contrast.notna().any()), "rule": COEFFICIENT_RULE,
         })
     return pd.DataFrame(chosen)
 
@@ -142,11 +245,11 @@ def unit_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def sweep_series(tests: pd.DataFrame) -> dict[str, list[float]]:
-    """Rate per coefficient (ascending), one line per experiment for the target and one for the controls."""
+def dose_response(tests: pd.DataFrame) -> dict[str, list[float]]:
+    """Rate per coefficient (ascending), one line per experiment for the target and one for the controls' mean."""
     series = {}
     for name, group in tests.groupby("experiment"):
         group = group.sort_values("coefficient")
         series[f"{name} target"] = group.rate.tolist()
-        series[f"{name} control"] = group.control_rate.tolist()
+        series[f"{name} controls"] = group.control_rate.tolist()
     return series

@@ -11,8 +11,12 @@ runs on which problems is set by the experiments (:data:`EXPERIMENTS`):
 - preservation: the correct-preferring latent on problems it got right; success = still correct;
 - corruption: the incorrect-preferring latent on problems it got right; success = now incorrect.
 
-Random *control* latents of the same layer (ones that do not discriminate) run on the same problems at the same
-coefficient; :mod:`steering_results` compares target and control problem by problem.
+Control latents of the same layer (ones that do not discriminate, matched to the target on firing frequency) run
+on the same problems at the same coefficient; on the validation split, random directions of the same norm join
+them for an exploratory rank test. :mod:`~pva_dagster.study.steering.results` compares them problem by problem.
+Correction and corruption ask a *superiority* question (does the target succeed more often than a control?);
+preservation asks *non-inferiority* (does the target break correct code no more than a control does, within a
+declared margin?).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pva_dagster.study.domain import GREEDY_TEMPERATURE, label_of
 from pva_dagster.study.generation.solutions import Generator, SolutionGroup, Task, run_groups
 from pva_dagster.study.steering.vectors import code_similarity, steering_vector
 
-BASELINE, TARGET, CONTROL = "baseline", "target", "control"
+BASELINE, TARGET, CONTROL, RANDOM = "baseline", "target", "control", "random"
+SUPERIORITY, NON_INFERIORITY = "superiority", "non-inferiority"
 
 
 @dataclass(frozen=True)
@@ -37,13 +42,21 @@ class Experiment:
     latent_direction: str  # the preference ("correct" / "incorrect") of the latent that is added
     problems: str  # the unsteered label of the problems it is added on
     success: str  # the label after steering that counts as a success
+    question: str  # SUPERIORITY (target > control) or NON_INFERIORITY (target no worse, within a margin)
 
 
 EXPERIMENTS: dict[str, Experiment] = {
-    "correction": Experiment(latent_direction="correct", problems="incorrect", success="correct"),
-    "preservation": Experiment(latent_direction="correct", problems="correct", success="correct"),
-    "corruption": Experiment(latent_direction="incorrect", problems="correct", success="incorrect"),
+    "correction": Experiment("correct", problems="incorrect", success="correct", question=SUPERIORITY),
+    "preservation": Experiment("correct", problems="correct", success="correct", question=NON_INFERIORITY),
+    "corruption": Experiment("incorrect", problems="correct", success="incorrect", question=SUPERIORITY),
 }
+
+
+def superiority_experiment(direction: str) -> str:
+    """The experiment a latent of ``direction`` is expected to win (correction / corruption): the one its
+    coefficient is chosen by and that is confirmatory."""
+    (name,) = [n for n, e in EXPERIMENTS.items() if e.latent_direction == direction and e.question == SUPERIORITY]
+    return name
 
 
 def problem_groups(direction: str) -> list[str]:
@@ -57,9 +70,9 @@ class SteeringUnit:
     coefficient: float  # as configured (relative: a multiple of the mean residual norm)
     scale: float  # the vector's norm actually added (0 for the baseline)
     direction: str  # the latent's preference, "correct" / "incorrect" ("none" for the baseline)
-    kind: str  # target, control or baseline
+    kind: str  # target, control, random or baseline
     layer: int  # -1 for the baseline
-    latent: int  # -1 for the baseline
+    latent: int  # the SAE latent; for a random direction its index among them; -1 for the baseline
     problems: str  # the Phase 1.0 label of the problems it runs on
 
     @property
