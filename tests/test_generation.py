@@ -19,7 +19,7 @@ from pva_dagster.study.generation.batched import (
 from pva_dagster.study.generation.decoding import FunctionEndRule
 from pva_dagster.study.generation.model_loading import load_causal_lm, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, extract_code, function_end_reached
-from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
+from pva_dagster.study.generation.residual import add_at, decoder_blocks
 from pva_dagster.study.generation.settings import GenerationSettings
 
 PROMPTS = [
@@ -285,7 +285,7 @@ def test_steering_hooks_apply_at_every_decode_step(gemma):
     settings = GenerationSettings(max_new_tokens=steps, stop_at_function_end=False)
     plain = run_all(model, tokenizer, PROMPTS[:1], [], settings, stops)[0]
     encoded = tokenizer(PROMPTS[:1], return_tensors="pt")
-    with add_to_block_output(model, 1, vector):
+    with add_at(model, 1, vector):
         steered = run_all(model, tokenizer, PROMPTS[:1], [], settings, stops)[0]
         with torch.no_grad():
             reference = model.generate(
