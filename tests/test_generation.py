@@ -19,7 +19,7 @@ from pva_dagster.study.generation.batched import (
 from pva_dagster.study.generation.decoding import FunctionEndRule
 from pva_dagster.study.generation.model_loading import load_causal_lm, stop_token_ids
 from pva_dagster.study.generation.prompts import build_prompt, extract_code, function_end_reached
-from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
+from pva_dagster.study.generation.residual import add_at, decoder_blocks
 from pva_dagster.study.generation.settings import GenerationSettings
 
 PROMPTS = [
@@ -276,6 +276,29 @@ def test_rows_that_finish_leave_the_batch_and_change_nothing(smollm):
         np.testing.assert_allclose(b.residuals, a.residuals, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("point", ["resid_pre", "resid_mid"])
+def test_per_row_vectors_at_another_hook_point_follow_their_rows_as_rows_leave(smollm, point):
+    """Per-row vectors at resid_pre / resid_mid (not the block output): an unsteered prompt that stops early next
+    to a steered one that runs on; once the first row leaves, the second keeps its own vector, so each equals
+    its prompt alone under :func:`add_at` at that point."""
+    model, tokenizer = smollm
+    stops, prompts, cap, layer = stop_token_ids(model, tokenizer), [PROMPTS[0], PROMPTS[5]], 48, 12
+    settings = GenerationSettings(max_new_tokens=cap, batch_size=2)
+    vector = 6.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(5))
+    row_vectors = {layer: torch.stack([torch.zeros_like(vector), vector])}  # row 0 unsteered
+    together = run_all(
+        model, tokenizer, prompts, [], settings, stops, row_vectors=row_vectors, steering_point=point
+    )
+    single = GenerationSettings(max_new_tokens=cap, batch_size=1)
+    plain = [run_all(model, tokenizer, [p], [], single, stops)[0] for p in prompts]
+    with add_at(model, layer, vector, point):
+        steered_alone = run_all(model, tokenizer, prompts[1:], [], single, stops)[0]
+    assert together[0].n_new_tokens < together[1].n_new_tokens, "the unsteered row must leave the batch first"
+    assert together[0].completion == plain[0].completion
+    assert steered_alone.completion != plain[1].completion, "the vector must change the steered row's tokens"
+    assert together[1].completion == steered_alone.completion
+
+
 def test_steering_hooks_apply_at_every_decode_step(gemma):
     """A steering hook registered for the whole generate call acts on the prefill and every decode step: the
     tokens equal those of ``model.generate`` under the same hook."""
@@ -285,7 +308,7 @@ def test_steering_hooks_apply_at_every_decode_step(gemma):
     settings = GenerationSettings(max_new_tokens=steps, stop_at_function_end=False)
     plain = run_all(model, tokenizer, PROMPTS[:1], [], settings, stops)[0]
     encoded = tokenizer(PROMPTS[:1], return_tensors="pt")
-    with add_to_block_output(model, 1, vector):
+    with add_at(model, 1, vector):
         steered = run_all(model, tokenizer, PROMPTS[:1], [], settings, stops)[0]
         with torch.no_grad():
             reference = model.generate(

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-from pva_dagster.study.generation.residual import add_to_block_output, decoder_blocks
+from pva_dagster.study.generation.residual import HOOK_POINTS, add_at, decoder_blocks, hook_name
 from pva_dagster.study.steering.vectors import (
     COEFFICIENT_MODES,
     CONTROL_POOL_FACTOR,
@@ -50,7 +50,7 @@ def _logits(model: LlamaForCausalLM) -> torch.Tensor:
 
 
 def test_steered_is_the_residual_hook():
-    assert steered is add_to_block_output
+    assert steered is add_at
 
 
 def test_a_large_vector_takes_over_greedy_generation(tiny_llama):
@@ -82,6 +82,43 @@ def test_zero_scale_reproduces_the_logits_and_the_hook_goes_away(tiny_llama):
     assert torch.equal(_logits(tiny_llama), reference)
     with pytest.raises(ValueError, match=r"layers \[2\]"), steered(tiny_llama, 2, row):
         pass
+
+
+def _hook_count(model: LlamaForCausalLM) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("point", HOOK_POINTS)
+def test_every_hook_point_adds_while_open_and_goes_away(tiny_llama, point):
+    reference, before = _logits(tiny_llama), _hook_count(tiny_llama)
+    row = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    with add_at(tiny_llama, 1, steering_vector(row, 0.0), point):
+        assert torch.equal(_logits(tiny_llama), reference)
+    with add_at(tiny_llama, 1, steering_vector(row, 50.0), point):
+        assert not torch.allclose(_logits(tiny_llama), reference)
+        assert _hook_count(tiny_llama) == before + 1
+    assert _hook_count(tiny_llama) == before
+    with pytest.raises(RuntimeError, match="boom"), add_at(tiny_llama, 0, steering_vector(row, 50.0), point):
+        raise RuntimeError("boom")
+    assert _hook_count(tiny_llama) == before and torch.equal(_logits(tiny_llama), reference)
+    assert hook_name(3, point) == f"blocks.3.hook_{point}"
+
+
+def test_resid_mid_of_an_unmapped_model_type_and_an_unknown_point_are_named():
+    config = MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )
+    mistral, vector = MistralForCausalLM(config).eval(), torch.ones(32)
+    with pytest.raises(ValueError, match=r"model type 'mistral'.*\['gemma2', 'llama'\]"):
+        with add_at(mistral, 0, vector, "resid_mid"):
+            pass
+    assert _hook_count(mistral) == 0
+    for point in ("resid_pre", "resid_post"):  # the block's own input and output need no mapping
+        with add_at(mistral, 0, vector, point):
+            assert _hook_count(mistral) == 1
+    with pytest.raises(ValueError, match="unknown residual hook point 'hook_resid_mid'"):
+        hook_name(0, "hook_resid_mid")  # type: ignore[arg-type]
 
 
 def test_steering_vector_direction_sign_and_errors():

@@ -71,3 +71,18 @@ def test_a_batched_run_resumes_each_unit_from_its_own_file(generator, tmp_path):
         pd.testing.assert_frame_equal(records, again[unit])  # resumed as it was, not generated again
     assert any("4 of 4 tasks already done" in line for line in logged)
     assert any("0 of 4 tasks already done" in line for line in logged)  # the new unit ran
+
+
+def test_a_unit_steered_at_another_hook_point_is_generated_again(generator, tmp_path):
+    """The hook point is in a steered unit's fingerprint: records steered at resid_post are not resumed for a
+    run at resid_mid (the unsteered baseline, which adds nothing, is)."""
+    jobs = _jobs(generator)[:2]
+    run_units(jobs, generator, out_dir=tmp_path, seed=0)
+    logged: list[str] = []
+    run_units(jobs, generator, out_dir=tmp_path, seed=0, point="resid_mid", log=logged.append)
+    baseline, target = (unit.name for unit, _, _ in jobs)
+    assert any(f"4 of 4 tasks already done in {baseline}" in line for line in logged), logged
+    assert any(f"0 of 4 tasks already done in {target}" in line and "4 stored records made from other inputs"
+               in line for line in logged), logged  # fmt: skip
+    with pytest.raises(ValueError, match="resid_middle"):
+        run_units(jobs, generator, out_dir=tmp_path, seed=0, point="resid_middle")  # type: ignore[arg-type]

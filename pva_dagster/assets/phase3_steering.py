@@ -186,6 +186,7 @@ def _plan_split(
         ),
         "random directions (exploratory rank test)": n_random,
         "units": len(jobs),
+        "steering hook (TransformerLens)": f"blocks.L.hook_{design.steering_hook}",
         "directions": sorted(targets.best),
         "problems per label": {label: len(frame) for label, frame in problems.items()},
     }
@@ -245,7 +246,7 @@ def steer_units(
         ]
         results = run_units(
             jobs, generator, out_dir=data_store.layout.steering_units_dir, seed=study_design.seed,
-            log=context.log.info,
+            point=study_design.steering_hook, log=context.log.info,
         )
     context.add_output_metadata({"units": len(results), "records": sum(len(records) for _, records in results)})
     return results

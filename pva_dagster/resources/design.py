@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pva_dagster.study.analysis.separation import MAX_GENERAL_FREQ
 from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
+from pva_dagster.study.generation.residual import RESID_POST, HookPoint
 from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.problems.extended_tests import MAX_TESTS
 from pva_dagster.study.steering.results import PRESERVATION_MARGIN
@@ -90,6 +91,12 @@ class StudyDesign(dg.ConfigurableResource):
         default=PRESERVATION_MARGIN, gt=0, lt=1,
         description="Preservation's non-inferiority margin: how much more of the correct problems the target may "
         "break than a control does (upper 95 % bound of the paired difference).",
+    )
+    steering_hook: HookPoint = Field(
+        default=RESID_POST,
+        description="Where Phase 3 adds the vector in the steered layer L, by TransformerLens's hook names: "
+        "blocks.L.hook_resid_pre (the block's input), blocks.L.hook_resid_mid (after attention, before the MLP) "
+        "or blocks.L.hook_resid_post (the block's output: the default, where the SAEs read and Phase 1 stores).",
     )
 
     def generation_fields(self) -> dict[str, object]:

@@ -20,6 +20,8 @@ import torch
 
 from pva_dagster.study.generation.decoding import FunctionEndRule, decode, row_generator
 from pva_dagster.study.generation.residual import (
+    RESID_POST,
+    HookPoint,
     RowSteering,
     add_per_row,
     record_first_call_last_position,
@@ -69,9 +71,10 @@ def _generate_batch(
     function_end: FunctionEndRule | None,
     seeds: Sequence[int] | None,
     vectors: Mapping[int, torch.Tensor] | None = None,
+    steering_point: HookPoint = RESID_POST,
 ) -> list[Generation]:
     """Generate for ``prompts`` (one batch); ``indices`` are their positions in the caller's list; ``vectors``:
-    per layer, ``[prompts, d_model]`` added to each row's block output (greedy only)."""
+    per layer, ``[prompts, d_model]`` added to each row's residual at ``steering_point`` (greedy only)."""
     started = time.perf_counter()
     encoded, truncated = _encode(tokenizer, prompts, settings.max_prompt_tokens, model.device)
     sampling = settings.temperature > 0
@@ -83,7 +86,9 @@ def _generate_batch(
     recorder: AbstractContextManager[dict[int, torch.Tensor]] = (
         record_first_call_last_position(model, layers) if layers else nullcontext({})
     )
-    steering: AbstractContextManager[RowSteering | None] = add_per_row(model, vectors) if vectors else nullcontext()
+    steering: AbstractContextManager[RowSteering | None] = (
+        add_per_row(model, vectors, steering_point) if vectors else nullcontext()
+    )
     with torch.no_grad(), recorder as recorded, steering as rows:
         completions = decode(
             model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=settings.max_new_tokens,
@@ -161,6 +166,7 @@ def generate(
     seeds: Sequence[int] | None = None,
     row_vectors: Mapping[int, torch.Tensor] | None = None,
     blocks: Sequence[int] | None = None,
+    steering_point: HookPoint = RESID_POST,
 ) -> Iterator[list[Generation]]:
     """Yield generations batch by batch, so the caller can label, save and log after each one.
 
@@ -170,8 +176,9 @@ def generate(
     the batch size or on which prompts share its batch (see ``decoding``): a resumed run redraws the same.
     ``layers`` may be empty (rows of shape [0, d_model]). Within a batch generations come in prompt order (the
     samples of a prompt in order); with ``settings.sort_by_length`` the batches do not. ``row_vectors``: per
-    layer, ``[prompts, d_model]`` added to each prompt's block output (greedy only; zero rows are unsteered);
-    ``blocks``: prompts kept in one batch (:func:`batch_order`).
+    layer, ``[prompts, d_model]`` added to each prompt's residual at ``steering_point`` (TransformerLens's
+    ``blocks.L.hook_{point}``; greedy only; zero rows are unsteered); ``blocks``: prompts kept in one batch
+    (:func:`batch_order`).
     """
     layers = validate_layers(model, layers) if len(layers) else []
     if not stop_token_ids:
@@ -191,7 +198,7 @@ def generate(
         vectors = {layer: v[indices] for layer, v in row_vectors.items()} if row_vectors else None
         yield _generate_batch(
             model, tokenizer, [prompts[i] for i in indices], layers, settings, stop_ids, indices, function_end,
-            batch_seeds, vectors,
+            batch_seeds, vectors, steering_point,
         )
 
 

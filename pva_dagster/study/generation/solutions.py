@@ -22,6 +22,7 @@ from pva_dagster.study.generation.batched import Generation, generate, longest_p
 from pva_dagster.study.generation.decoding import SAMPLER
 from pva_dagster.study.generation.model_loading import model_fingerprint, stop_token_ids
 from pva_dagster.study.generation.prompts import extract_code
+from pva_dagster.study.generation.residual import RESID_POST, HookPoint
 from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.problems.labels import BASE_LABEL, EXTENDED_LABEL, LABEL_COLUMNS, judge_both
 from pva_dagster.study.records import RecordTable, fingerprint
@@ -132,7 +133,8 @@ class SolutionGroup:
     tasks: Sequence[Task]
     producer: Mapping[str, Any] = field(default_factory=dict)  # what else this group's records depend on
     extra_columns: Mapping[str, Any] = field(default_factory=dict)
-    steering: tuple[int, Any] | None = None  # (layer, torch.Tensor[d_model]) added at that block's output
+    # (layer, torch.Tensor[d_model]) added at that block's residual, at the hook point of the run_groups call
+    steering: tuple[int, Any] | None = None
 
 
 def run_solutions(
@@ -170,12 +172,16 @@ def run_groups(
     seed: int,
     layers: Sequence[int] | None = None,
     activations: ActivationStore | None = None,
+    steering_point: HookPoint = RESID_POST,
     log: Callable[[str], None] = print,
 ) -> list[pd.DataFrame]:
     """:func:`run_solutions` for several groups at once, their rows sharing batches; one frame per group.
 
     A task's rows of every group (the same problem steered several ways) run in one batch, next to each
-    other, so they share its padding; each row carries its group's steering vector (zero for a group without).
+    other, so they share its padding; each row carries its group's steering vector (zero for a group without),
+    added at ``steering_point`` (TransformerLens's ``blocks.L.hook_{point}``), one point for the whole call.
+    The point is not in the records' fingerprint here: groups whose records depend on it name it in their
+    ``producer`` (:func:`pva_dagster.study.steering.sweep.run_units`).
     """
     samples = range(settings.num_samples)
     identity = generator.identity()
@@ -203,7 +209,9 @@ def run_groups(
         todo.append(left)
     rows = _rows(todo)
     if rows:
-        _generate_rows(rows, groups, tables, generator, settings, seed, list(layers or []), activations, log)
+        _generate_rows(
+            rows, groups, tables, generator, settings, seed, list(layers or []), activations, steering_point, log
+        )
     return [table.frame() for table in tables]
 
 
@@ -232,7 +240,7 @@ def _row_vectors(rows: Sequence[tuple[int, Task]], groups: Sequence[SolutionGrou
 def _generate_rows(
     rows: Sequence[tuple[int, Task]], groups: Sequence[SolutionGroup], tables: Sequence[RecordTable],
     generator: Generator, settings: GenerationSettings, seed: int, layers: list[int],
-    activations: ActivationStore | None, log: Callable[[str], None],
+    activations: ActivationStore | None, steering_point: HookPoint, log: Callable[[str], None],
 ) -> None:
     model, identity = generator.model, generator.identity()
     tasks = [task for _, task in rows]
@@ -247,7 +255,7 @@ def _generate_rows(
     batches = generate(
         model, generator.tokenizer, [t.prompt for t in tasks], layers, settings,
         stop_token_ids(model, generator.tokenizer), seeds=seeds, row_vectors=_row_vectors(rows, groups),
-        blocks=blocks,
+        blocks=blocks, steering_point=steering_point,
     )
     for batch in batches:
         records = label_generations(tasks, batch, generator)

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, label_of
+from pva_dagster.study.generation.residual import RESID_POST, HookPoint, check_point
 from pva_dagster.study.generation.solutions import Generator, SolutionGroup, Task, run_groups
 from pva_dagster.study.steering.vectors import code_similarity, steering_vector
 
@@ -101,19 +102,28 @@ def run_units(
     *,
     out_dir: Path,
     seed: int,
+    point: HookPoint = RESID_POST,
     log: Callable[[str], None] = print,
 ) -> list[tuple[SteeringUnit, pd.DataFrame]]:
-    """Generate and label each unit's tasks greedily with its vector added at its layer, all units' rows sharing
-    batches (a problem's rows of every unit in one batch); each unit resumable from its own file.
+    """Generate and label each unit's tasks greedily with its vector added at its layer's residual hook
+    ``point`` (TransformerLens's ``blocks.L.hook_{point}``), all units' rows sharing batches (a problem's rows
+    of every unit in one batch); each unit resumable from its own file.
 
     ``jobs``: (unit, tasks, decoder row: ``torch.Tensor[d_model]``, None for a baseline). Each stored record is
-    keyed by a fingerprint of its task (the Phase 1.0 prompt it starts from), the unit, the decoder row added and
-    the generator (the model, the sandbox limits): a record made from other inputs is generated again.
+    keyed by a fingerprint of its task (the Phase 1.0 prompt it starts from), the unit, the decoder row added,
+    the hook point (steered units) and the generator (the model, the sandbox limits): a record made from other
+    inputs is generated again.
     """
+    point = check_point(point)
     groups = [
         SolutionGroup(
             out_dir / f"{unit.name}.parquet", tasks,
-            producer={"unit": asdict(unit), "decoder_row": None if row is None else vector_digest(row)},
+            producer={
+                "unit": asdict(unit), "decoder_row": None if row is None else vector_digest(row),
+                # A baseline adds nothing, so it does not depend on the point. Records made before the point
+                # was a setting were steered at resid_post: that point leaves their fingerprint as it was.
+                **({"steering_hook": point} if unit.kind != BASELINE and point != RESID_POST else {}),
+            },
             extra_columns={"unit": unit.name},
             steering=None if unit.kind == BASELINE else (unit.layer, steering_vector(row, unit.scale)),
         )
@@ -121,8 +131,8 @@ def run_units(
     ]
     prompts = [task.prompt for _, tasks, _ in jobs for task in tasks]
     settings = generator.settings(GREEDY_TEMPERATURE, 1, prompts)
-    log(f"{len(jobs)} steering units, {len(prompts)} rows, batches of {settings.batch_size}")
-    frames = run_groups(groups, generator, settings, seed=seed, log=log)
+    log(f"{len(jobs)} steering units, {len(prompts)} rows, batches of {settings.batch_size}, steering at {point}")
+    frames = run_groups(groups, generator, settings, seed=seed, steering_point=point, log=log)
     return [(unit, frame) for (unit, _, _), frame in zip(jobs, frames, strict=True)]
 
 

@@ -4,9 +4,10 @@ The vector is a latent's SAE decoder row, unit-normalised and scaled. How the co
 that scale is a named *coefficient mode* (:data:`COEFFICIENT_MODES`): ``relative`` multiplies by the mean
 residual-stream norm at the layer, so one sweep means the same thing at every layer and for every model;
 ``absolute`` uses the number as the vector's norm directly (the original study used 29 and 287 on
-Gemma-2-2B). The vector is added at the output of a decoder block, the very hook point Phase 1 reads
-activations from (:func:`pva_dagster.study.generation.residual.add_per_row`, one vector per row when units
-share a batch; :func:`steered` for one vector).
+Gemma-2-2B). By default the vector is added at the output of a decoder block, the very hook point Phase 1
+reads activations from; ``StudyDesign.steering_hook`` moves it to the block's input or to after attention
+(:func:`pva_dagster.study.generation.residual.add_per_row`, one vector per row when units share a batch;
+:func:`steered` for one vector).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pva_dagster.study.generation.residual import add_to_block_output
+from pva_dagster.study.generation.residual import add_at
 
-# Add ``vector[d_model]`` to the output of block ``layer`` at every position while the context is open.
+# Add ``vector[d_model]`` at a residual hook point of block ``layer`` (default: its output) at every position
+# while the context is open.
 # The same hook as the residual module's, re-exported under the name the steering code reads best with.
-steered = add_to_block_output
+steered = add_at
 
 # mode -> (configured value, mean residual norm at the layer) -> scale (the norm of the added vector)
 COEFFICIENT_MODES: dict[str, Callable[[float, float], float]] = {
