@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pva_dagster.study import outputs
@@ -96,7 +97,10 @@ def _steering_table(tests: pd.DataFrame) -> pd.DataFrame:
         "controls' mean rate": tests.control_rate,
         "discordant target:control, per control": tests.discordant,
         "p paired (every control)": tests.p_paired.where(superiority),
-        "minimum detectable effect (80 % power)": tests.minimum_detectable_effect.where(superiority),
+        "minimum detectable effect (80 % power)": [
+            ("none on this many problems" if np.isnan(m) else f"{m:.3f}") if q == SUPERIORITY else ""
+            for q, m in zip(tests.question, tests.minimum_detectable_effect, strict=True)
+        ],
         "breakage difference (upper 95 %) vs margin": [
             f"{d:+.3f} ({h:+.3f}) vs {m:.2f}: {'non-inferior' if ok else 'not shown non-inferior'}"
             if q == NON_INFERIORITY else "" for q, d, h, m, ok in zip(
