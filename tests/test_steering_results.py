@@ -32,15 +32,21 @@ def _rows(split, coefficient, direction, kind, latent, problems, before, after):
     })
 
 
+def _tests(outcomes: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    return experiment_tests(outcomes, control_tests(outcomes), **kwargs)
+
+
 def _flips(n: int, k: int, success: str, failure: str) -> list[str]:
     return [success] * k + [failure] * (n - k)
 
 
 def _outcomes(split="validation", coefficient=1.0, corrected=10, control_corrected=(0,), n=40, broken=2,
-              control_broken=(0,), random_corrected=()):
+              control_broken=(0,), random_corrected=(), control_corrupted=None):
     """Target and controls on n incorrect and n correct problems; the incorrect-preferring latent corrupts one.
 
-    ``control_*`` / ``random_corrected``: one entry per control latent / random direction."""
+    ``control_*`` / ``random_corrected``: one entry per control latent / random direction; the incorrect-preferring
+    latent's controls corrupt ``control_corrupted`` (default: as many as the correct-preferring one's break)."""
+    control_corrupted = control_broken if control_corrupted is None else control_corrupted
     incorrect, correct = ["incorrect"] * n, ["correct"] * n
     frames = [
         _rows(split, coefficient, "correct", "target", 5, "incorrect", incorrect,
@@ -50,14 +56,16 @@ def _outcomes(split="validation", coefficient=1.0, corrected=10, control_correct
         _rows(split, coefficient, "incorrect", "target", 7, "correct", correct,
               _flips(n, n - 1, "correct", "incorrect")),
     ]
-    for i, (fixed, broke) in enumerate(zip(control_corrected, control_broken, strict=True)):
+    for i, (fixed, broke, corrupted) in enumerate(
+        zip(control_corrected, control_broken, control_corrupted, strict=True)
+    ):
         frames += [
             _rows(split, coefficient, "correct", "control", 9 + i, "incorrect", incorrect,
                   _flips(n, fixed, "correct", "incorrect")),
             _rows(split, coefficient, "correct", "control", 9 + i, "correct", correct,
                   _flips(n, n - broke, "correct", "incorrect")),
             _rows(split, coefficient, "incorrect", "control", 9 + i, "correct", correct,
-                  _flips(n, n - broke, "correct", "incorrect")),
+                  _flips(n, n - corrupted, "correct", "incorrect")),
         ]
     frames += [
         _rows(split, coefficient, "correct", "random", i, "incorrect", incorrect, _flips(n, k, "correct", "incorrect"))
@@ -67,7 +75,7 @@ def _outcomes(split="validation", coefficient=1.0, corrected=10, control_correct
 
 
 def test_each_experiment_reads_its_own_problems_and_success():
-    tests = experiment_tests(_outcomes()).set_index("experiment")
+    tests = _tests(_outcomes()).set_index("experiment")
     assert set(tests.index) == set(EXPERIMENTS)
     assert (tests.loc["correction", "successes"], tests.loc["correction", "n"]) == (10, 40)
     assert tests.loc["preservation", "rate"] == pytest.approx(38 / 40)
@@ -77,21 +85,21 @@ def test_each_experiment_reads_its_own_problems_and_success():
     assert tests.loc["correction", "p_paired"] == pytest.approx(0.5**10)
     assert tests.loc["correction", "test"].startswith("exact McNemar")
     superiority = tests[tests.question == "superiority"]
-    assert set(superiority.index) == {"correction", "corruption"} and (superiority.p_holm >= superiority.p_paired).all()
+    assert set(superiority.index) == {"correction", "corruption"} and superiority.p_paired.between(0, 1).all()
 
 
 def test_a_planted_effect_is_detected_and_a_small_one_is_not():
-    planted = experiment_tests(_outcomes(corrected=10, n=40)).set_index("experiment").loc["correction"]
+    planted = _tests(_outcomes(corrected=10, n=40)).set_index("experiment").loc["correction"]
     assert planted.p_paired < 0.01 and planted.contrast == 10
     # The minimum detectable effect says what this many problems could see: 10 of 40 is above it.
     assert 0 < planted.minimum_detectable_effect < 10 / 40
-    tiny = experiment_tests(_outcomes(corrected=1, n=300)).set_index("experiment").loc["correction"]
+    tiny = _tests(_outcomes(corrected=1, n=300)).set_index("experiment").loc["correction"]
     assert tiny.p_paired == pytest.approx(0.5) and tiny.minimum_detectable_effect < planted.minimum_detectable_effect
 
 
 def test_every_control_is_paired_on_its_own_and_the_claim_must_beat_each():
     outcomes = _outcomes(corrected=10, control_corrected=(0, 10), control_broken=(0, 0))
-    tests = experiment_tests(outcomes).set_index("experiment")
+    tests = _tests(outcomes).set_index("experiment")
     per_control = control_tests(outcomes)
     correction = per_control[per_control.experiment == "correction"].set_index("control_latent")
     # Never pooled: each control keeps its own counts and interval over the same 40 problems.
@@ -104,22 +112,22 @@ def test_every_control_is_paired_on_its_own_and_the_claim_must_beat_each():
 
 
 def test_preservation_is_non_inferiority_against_a_margin():
-    same = experiment_tests(_outcomes(n=300, broken=3, control_broken=(3,))).set_index("experiment")
+    same = _tests(_outcomes(n=300, broken=3, control_broken=(3,))).set_index("experiment")
     assert same.loc["preservation", "question"] == "non-inferiority" and np.isnan(same.loc["preservation", "p_paired"])
     assert same.loc["preservation", "non_inferior"] and same.loc["preservation", "breakage_ci_high"] < 0.1
-    worse = experiment_tests(_outcomes(n=300, broken=60, control_broken=(3,))).set_index("experiment")
+    worse = _tests(_outcomes(n=300, broken=60, control_broken=(3,))).set_index("experiment")
     assert not worse.loc["preservation", "non_inferior"] and worse.loc["preservation", "breakage_difference"] > 0.1
     # Few problems cannot show non-inferiority at a 10 % margin even when nothing broke.
-    few = experiment_tests(_outcomes(n=8, corrected=2, broken=0, control_broken=(0,))).set_index("experiment")
+    few = _tests(_outcomes(n=8, corrected=2, broken=0, control_broken=(0,))).set_index("experiment")
     assert not few.loc["preservation", "non_inferior"]
-    assert experiment_tests(_outcomes(n=8, corrected=2, broken=0, control_broken=(0,)), margin=0.5).set_index(
+    assert _tests(_outcomes(n=8, corrected=2, broken=0, control_broken=(0,)), margin=0.5).set_index(
         "experiment").loc["preservation", "non_inferior"]
 
 
 def test_random_directions_give_an_exploratory_rank_p():
-    ranked = experiment_tests(_outcomes(corrected=10, random_corrected=[0, 1, 2] * 6 + [3])).set_index("experiment")
+    ranked = _tests(_outcomes(corrected=10, random_corrected=[0, 1, 2] * 6 + [3])).set_index("experiment")
     assert ranked.loc["correction", "random_directions"] == 19 and ranked.loc["correction", "p_rank"] == 0.05
-    tied = experiment_tests(_outcomes(corrected=3, random_corrected=[3] * 19)).set_index("experiment")
+    tied = _tests(_outcomes(corrected=3, random_corrected=[3] * 19)).set_index("experiment")
     assert tied.loc["correction", "p_rank"] == 1.0
     assert tied.loc["corruption", "random_directions"] == 0 and np.isnan(tied.loc["corruption", "p_rank"])
 
@@ -127,23 +135,26 @@ def test_random_directions_give_an_exploratory_rank_p():
 def test_a_problem_whose_unsteered_rerun_changed_label_is_not_counted():
     outcomes = _outcomes()
     outcomes.loc[(outcomes.problems == "incorrect") & (outcomes.task_id == 0), "before"] = "correct"
-    tests = experiment_tests(outcomes).set_index("experiment")
+    tests = _tests(outcomes).set_index("experiment")
     assert tests.loc["correction", "n"] == 39 and tests.loc["correction", "successes"] == 9
 
 
-def test_holm_runs_over_each_split_separately():
+def test_each_split_and_coefficient_is_tested_on_its_own():
     sweep = pd.concat([_outcomes("hyperparams", c, corrected=k) for c, k in [(0.5, 3), (1.0, 8)]])
-    tests = experiment_tests(pd.concat([sweep, _outcomes()], ignore_index=True))
+    tests = _tests(pd.concat([sweep, _outcomes()], ignore_index=True))
     assert len(tests[tests.split == "hyperparams"]) == 6 and len(tests[tests.split == "validation"]) == 3
-    alone = experiment_tests(_outcomes())
-    assert tests[tests.split == "validation"].p_holm.tolist() == pytest.approx(alone.p_holm.tolist(), nan_ok=True)
+    alone = _tests(_outcomes()).drop(columns="split")
+    validation = tests[tests.split == "validation"].drop(columns="split").reset_index(drop=True)
+    pd.testing.assert_frame_equal(validation, alone)
 
 
-def _sweep(by_coefficient: dict[float, tuple[int, int, int]], n: int = 40) -> pd.DataFrame:
-    """A hyperparams sweep: per coefficient (target corrected, control corrected, control broken) of n each."""
-    return experiment_tests(pd.concat([
-        _outcomes("hyperparams", c, corrected=t, control_corrected=(k,), control_broken=(b,), n=n)
-        for c, (t, k, b) in by_coefficient.items()
+def _sweep(by_coefficient: dict[float, tuple[int, ...]], n: int = 40) -> pd.DataFrame:
+    """A hyperparams sweep: per coefficient (target corrected, control corrected, control broken[, control
+    corrupted]) of n each, one control."""
+    return _tests(pd.concat([
+        _outcomes("hyperparams", c, corrected=v[0], control_corrected=(v[1],), control_broken=(v[2],), n=n,
+                  control_corrupted=(v[3],) if len(v) > 3 else None)
+        for c, v in by_coefficient.items()
     ], ignore_index=True))
 
 
@@ -161,6 +172,25 @@ def test_the_rule_chooses_by_contrast_under_the_control_ceiling():
     assert tied.coefficient.item() == 0.2  # equal contrasts: the strongest push the controls tolerate
 
 
+def test_each_direction_reads_its_own_controls_damage_and_the_ceiling_is_inclusive():
+    # At 0.5 the correct-preferring latent's controls break 8 of 40 (20 %, allowed) while the incorrect-preferring
+    # latent's controls corrupt 9 of 40 (22.5 %, not allowed): each direction's choice reads its own.
+    chosen = choose_coefficients(
+        _sweep({0.1: (1, 0, 0, 0), 0.5: (6, 0, 8, 9)}), ["correct", "incorrect"], [0.1, 0.5]
+    ).set_index("direction")
+    assert chosen.coefficient["correct"] == 0.5 and chosen.control_breakage["correct"] == pytest.approx(0.2)
+    assert chosen.coefficient["incorrect"] == 0.1
+
+
+def test_the_ceiling_holds_for_every_control_not_their_mean():
+    outcomes = pd.concat([
+        _outcomes("hyperparams", c, corrected=k, control_corrected=(0, 0), control_broken=broken)
+        for c, k, broken in [(0.1, 1, (0, 0)), (0.5, 9, (14, 2))]  # at 0.5: 35 % and 5 %, a mean of 20 %
+    ], ignore_index=True)
+    chosen = choose_coefficients(_tests(outcomes), ["correct"], [0.1, 0.5])
+    assert chosen.coefficient.item() == 0.1 and chosen.control_breakage.item() == 0.0
+
+
 def test_where_controls_break_everything_the_smallest_is_flagged():
     chosen = choose_coefficients(_sweep({0.1: (5, 0, 20), 0.5: (9, 0, 40)}), ["correct"], [0.1, 0.5])
     assert chosen.coefficient.item() == 0.1 and not chosen.met_control_ceiling.item()
@@ -172,9 +202,9 @@ def test_a_negative_coefficient_is_never_chosen_nor_confirmatory():
     assert chosen.coefficient.item() == 0.1
     with pytest.raises(ValueError, match="no positive coefficient"):
         choose_coefficients(sweep, ["correct"], [-0.5])
-    members = steering_members(experiment_tests(_outcomes(coefficient=-0.5)))
+    members = steering_members(_tests(_outcomes(coefficient=-0.5)))
     assert members == {}
-    assert len(steering_members(experiment_tests(_outcomes(coefficient=0.5)))) == 2
+    assert len(steering_members(_tests(_outcomes(coefficient=0.5)))) == 2
 
 
 def test_a_direction_without_eligible_problems_is_flagged():

@@ -71,6 +71,8 @@ class SteeringConfig(dg.Config):
     def _nonzero(cls, values: list[float] | None) -> list[float] | None:
         if values is not None and (not values or 0.0 in values):
             raise ValueError(f"coefficients must be nonzero and at least one (0 is the baseline), got {values}")
+        if values is not None and not any(v > 0 for v in values):
+            raise ValueError(f"coefficients need a positive value (the confirmatory choice is positive), got {values}")
         return values
 
 
@@ -259,14 +261,17 @@ def _combined(
     by their role) and the metadata facts."""
     outcomes, baselines = combine_units([unit for group in results for unit in group])
     facts = {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
+    per_control = control_tests(outcomes)
     tables = {
-        "tests": experiment_tests(outcomes, plan.margin), "controls": control_tests(outcomes),
+        "tests": experiment_tests(outcomes, per_control, plan.margin), "controls": per_control,
         "units": unit_summary(outcomes), "noise": noise_floor(plan.phase1_labels, baselines),
     }
     return tables, facts
 
 
 def _dose_response_plot(tests: pd.DataFrame, mode: str) -> dg.MetadataValue:
+    if tests.empty:
+        return dg.MetadataValue.md("no experiment had eligible problems on the hyperparams split")
     return dg.MetadataValue.md(line_sweep(
         sorted(tests.coefficient.unique()), dose_response(tests), title="Dose-response: rate by steering coefficient",
         xlabel=f"coefficient ({mode})", ylabel="rate",

@@ -77,7 +77,8 @@ class StudyDesign(dg.ConfigurableResource):
         "residual norm at the layer); nonzero, as every problem group also gets an unsteered baseline.",
     )
     steering_controls: int = Field(
-        default=3, description="Control latents per steered latent (same layer, |s_correct| near 0)."
+        default=3, ge=1,
+        description="Control latents per steered latent (same layer, |s_correct| near 0, matched on firing frequency).",
     )
     steering_max_tasks: int | None = Field(
         default=None, description="Problems steered per label and split at most (seeded sample; None = all)."

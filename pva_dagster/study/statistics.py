@@ -30,8 +30,9 @@ PAIRED_TEST = "exact McNemar (one-sided sign test on discordant pairs), target >
 FISHER_TEST = "Fisher exact on target vs one control's counts, one-sided greater (unpaired: descriptive only)"
 PAIRED_DIFFERENCE_INTERVAL = "Newcombe (1998) hybrid score interval for a paired difference (method 10)"
 POWER_ASSUMPTION = (
-    "exact power of the paired test at one-sided alpha 0.05, target and control outcomes independent per problem,"
-    " control at its observed rate"
+    "exact power of the paired test at one-sided alpha 0.05 against the control with the highest rate (the claim"
+    " must beat every control), target and control outcomes independent per problem; before the family's Holm"
+    " adjustment, so the effect the family detects is somewhat larger"
 )
 RANK_TEST = (
     "Monte-Carlo rank test of the target against random directions of the same norm, one-sided, ties against the"

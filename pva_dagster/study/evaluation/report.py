@@ -32,7 +32,7 @@ from pva_dagster.study.statistics import (
     RANK_TEST,
 )
 from pva_dagster.study.steering.results import COEFFICIENT_RULE, NON_INFERIORITY_TEST, dose_response
-from pva_dagster.study.steering.sweep import NON_INFERIORITY, SUPERIORITY
+from pva_dagster.study.steering.sweep import NON_INFERIORITY, SUPERIORITY, superiority_experiment
 
 LABEL_TOP_RANKS = 5  # latents per label and direction shown side by side
 
@@ -108,12 +108,23 @@ def _steering_table(tests: pd.DataFrame) -> pd.DataFrame:
                 strict=True,
             )
         ],
-        "random directions: mean rate, rank p": [
-            f"{r:.3f}, {p:.3f} ({k})" if k else "" for r, p, k in zip(
-                tests.random_rate, tests.p_rank, tests.random_directions, strict=True
-            )
+        "smallest margin these problems can show": tests.smallest_margin_shown.where(~superiority),
+        "random directions: mean rate, rank p (directions)": [
+            f"{r:.3f}, {p:.3f} ({k})" if k else ("not run" if q == SUPERIORITY else "")
+            for r, p, k, q in zip(tests.random_rate, tests.p_rank, tests.random_directions, tests.question, strict=True)
         ],
     })
+
+
+def _missing_members(tests: pd.DataFrame, chosen: pd.DataFrame) -> list[str]:
+    """A sentence per chosen direction whose superiority experiment has no validation row (no eligible problems):
+    a declared confirmatory member that could not be computed is said, not dropped silently."""
+    ran = set(tests.experiment) if len(tests) else set()
+    return [
+        f"The {direction} direction's {experiment} could not be tested: no validation problem was eligible (the "
+        "confirmatory family above lacks this member)."
+        for direction in chosen.direction if (experiment := superiority_experiment(direction)) not in ran
+    ]
 
 
 def _steering_section(
@@ -130,7 +141,8 @@ def _steering_section(
          "control (largest p). Correction and corruption at the chosen coefficient are members of the confirmatory "
          f"family above (Holm-adjusted there). Preservation: {NON_INFERIORITY_TEST}. Minimum detectable effect: "
          f"{POWER_ASSUMPTION}. Random directions: {RANK_TEST} (exploratory). Rates: 95 % Clopper-Pearson."),
-        markdown_table(_steering_table(tests)),
+        markdown_table(_steering_table(tests)) if len(tests) else "No steering experiment had eligible problems.",
+        *_missing_members(tests, chosen),
         f"Per control ({PAIRED_DIFFERENCE_INTERVAL} of target minus control; {FISHER_TEST}, descriptive):",
         markdown_table(per_control),
         "Dose-response on the hyperparams split (exploratory: the sweep the coefficient was chosen from):",

@@ -20,7 +20,6 @@ from pva_dagster.study.statistics import (
     PAIRED_TEST,
     clopper_pearson,
     fisher_greater,
-    holm,
     minimum_detectable_rate,
     paired_difference_interval,
     paired_exact_test,
@@ -43,9 +42,10 @@ COEFFICIENT_RULE = (
     "with the largest paired contrast to the controls in its superiority experiment (correction for the "
     "correct-preferring latent, corruption for the incorrect-preferring one; contrast = problems where the target "
     "succeeded and a control did not minus the reverse, averaged over the controls), among the coefficients at which "
-    f"the controls break at most {CONTROL_DAMAGE_CEILING:.0%} of correct problems; ties go to the larger "
-    "coefficient (the strongest push the controls tolerate); if none keeps the controls under the ceiling, the "
-    "smallest, flagged"
+    f"every control breaks at most {CONTROL_DAMAGE_CEILING:.0%} of correct problems; ties (and a direction without "
+    "eligible problems, flagged has_data False) go to the larger coefficient (the strongest push the controls "
+    "tolerate); if none keeps the controls under the ceiling (or there were no correct problems to measure it on), "
+    "the smallest, flagged"
 )
 # Preservation's declared non-inferiority margin: the target may break at most this much more of the correct
 # problems than a control does (upper 95 % bound of the paired difference).
@@ -113,7 +113,7 @@ def control_tests(outcomes: pd.DataFrame) -> pd.DataFrame:
 
 def _random_columns(group: pd.DataFrame, success: str, target: pd.Series) -> dict[str, object]:
     random = _paired(group, RANDOM, success, target)
-    if not random:
+    if not random:  # not run: the sweep, preservation, or steering_random_directions 0
         return {"random_directions": 0, "random_rate": np.nan, "p_rank": np.nan}
     counts = [int(s.sum()) for s in random.values()]
     return {
@@ -128,7 +128,10 @@ def _experiment_row(
     target = _successes(group[group.kind == TARGET], success)
     k, n = int(target.sum()), len(target)
     low, high = clopper_pearson(k, n)
-    control_rate = float(np.mean([c["control_rate"] for c in per_control])) if per_control else np.nan
+    if not per_control:
+        raise ValueError(f"the target at coefficient {group.coefficient.iloc[0]} ran without a control")
+    control_rates = [float(c["control_rate"]) for c in per_control]
+    control_rate = float(np.mean(control_rates))
     row: dict[str, object] = {
         "question": experiment_question, "n": n, "successes": k, "rate": k / n if n else np.nan,
         "ci_low": low, "ci_high": high, "controls": len(per_control),
@@ -136,40 +139,52 @@ def _experiment_row(
         "control_rate": control_rate,
         "discordant": ", ".join(f"{c['discordant_target']}:{c['discordant_control']}" for c in per_control),
         # The paired contrast the coefficient rule ranks by: target-only minus control-only successes, per control.
-        "contrast": float(np.mean([c["discordant_target"] - c["discordant_control"] for c in per_control]))
-        if per_control else np.nan,
-        "difference_ci_low": min((c["difference_ci_low"] for c in per_control), default=np.nan),
-        "difference_ci_high": max((c["difference_ci_high"] for c in per_control), default=np.nan),
-        # Share of these correct problems the controls break (their own damage), for the coefficient rule.
-        "control_breakage": (1 - control_rate if success == "correct" else control_rate)
+        "contrast": float(np.mean([c["discordant_target"] - c["discordant_control"] for c in per_control])),
+        "difference_ci_low": min(c["difference_ci_low"] for c in per_control),
+        "difference_ci_high": max(c["difference_ci_high"] for c in per_control),
+        # The largest share of these correct problems any control breaks (its own damage): the rule's ceiling.
+        "control_breakage": max(1 - r if success == "correct" else r for r in control_rates)
         if (group.problems == "correct").all() else np.nan,
         "mean_similarity": float(group[group.kind == TARGET].similarity.mean()) if n else np.nan,
         **_random_columns(group, success, target),
     }
     if experiment_question == SUPERIORITY:
-        # The target must beat every control: the largest p over the controls (an intersection-union test).
-        row["p_paired"] = max((float(c["p_paired"]) for c in per_control), default=np.nan)
-        detectable = minimum_detectable_rate(n, control_rate) if per_control else np.nan
-        row["minimum_detectable_effect"] = detectable - control_rate
-        row.update(margin=np.nan, breakage_difference=np.nan, breakage_ci_high=np.nan, non_inferior=None)
+        # The target must beat every control: the largest p over the controls (an intersection-union test), so the
+        # control with the highest rate decides the power.
+        row["p_paired"] = max(float(c["p_paired"]) for c in per_control)
+        row["minimum_detectable_effect"] = minimum_detectable_rate(n, max(control_rates)) - max(control_rates)
+        row.update(margin=np.nan, breakage_difference=np.nan, breakage_ci_high=np.nan, non_inferior=None,
+                   smallest_margin_shown=np.nan)
     else:
         # Breakage = 1 - success; target minus control breakage is minus the success difference.
-        breakage_high = max((-c["difference_ci_low"] for c in per_control), default=np.nan)
+        breakage_high = max(-c["difference_ci_low"] for c in per_control)
         row.update(
             p_paired=np.nan, minimum_detectable_effect=np.nan, margin=margin,
             breakage_difference=control_rate - (k / n if n else np.nan), breakage_ci_high=breakage_high,
-            non_inferior=bool(breakage_high < margin) if per_control else None,
+            non_inferior=bool(breakage_high < margin),
+            smallest_margin_shown=_smallest_margin(group, success),
         )
     return row
 
 
-def experiment_tests(outcomes: pd.DataFrame, margin: float = PRESERVATION_MARGIN) -> pd.DataFrame:
+def _smallest_margin(group: pd.DataFrame, success: str) -> float:
+    """Preservation's analogue of a detectable effect: the upper bound the breakage difference would have if the
+    target broke exactly the problems the worst control broke, i.e. the smallest margin these problems could show
+    non-inferiority at."""
+    controls = [_successes(rows, success).to_numpy() for _, rows in group[group.kind == CONTROL].groupby("latent")]
+    return max(-paired_difference_interval(c, c)[0] for c in controls)
+
+
+def experiment_tests(
+    outcomes: pd.DataFrame, controls: pd.DataFrame, margin: float = PRESERVATION_MARGIN
+) -> pd.DataFrame:
     """Per (split, experiment, coefficient): the target's rate (95 % Clopper-Pearson), the controls' mean rate and
-    per-control discordant pairs, the paired contrast, and the experiment's question: for superiority the paired
-    test against every control (largest p), Holm over each split's superiority rows, and the minimum detectable
-    effect at 80 % power; for preservation the breakage difference's upper bound against ``margin``. With random
-    directions in the outcomes (validation), their mean rate and the target's rank p-value (exploratory)."""
-    controls = control_tests(outcomes)
+    per-control discordant pairs (``controls``: :func:`control_tests` of the same outcomes), the paired contrast,
+    and the experiment's question: for superiority the paired test against every control (largest p) and the
+    minimum detectable effect at 80 % power; for preservation the breakage difference's upper bound against
+    ``margin`` and the smallest margin these problems could show. With random directions in the outcomes
+    (validation), their mean rate and the target's rank p-value (exploratory). No multiplicity adjustment here:
+    the report's confirmatory family adjusts its members together."""
     rows = []
     for name, experiment, (split, coefficient, layer), group in _eligible(outcomes):
         mine = controls[
@@ -183,16 +198,14 @@ def experiment_tests(outcomes: pd.DataFrame, margin: float = PRESERVATION_MARGIN
     tests = pd.DataFrame(rows)
     if tests.empty:
         return tests
-    tests["p_holm"] = np.nan
-    for index in tests[tests.question == SUPERIORITY].groupby("split").groups.values():
-        tests.loc[index, "p_holm"] = holm(tests.loc[index, "p_paired"].to_numpy())
     tests["test"] = [PAIRED_TEST if q == SUPERIORITY else NON_INFERIORITY_TEST for q in tests.question]
     return tests.sort_values(["split", "experiment", "coefficient"]).reset_index(drop=True)
 
 
 def _choose(rows: pd.DataFrame, damage: pd.Series) -> tuple[pd.Series, bool]:
     """The row the rule picks among one direction's positive coefficients, and whether the ceiling was met."""
-    tolerated = damage.reindex(rows.coefficient).fillna(np.inf).to_numpy() <= CONTROL_DAMAGE_CEILING
+    # A share of problems is a ratio of counts: the tolerance keeps e.g. 1 - 0.8 on the right side of 0.2.
+    tolerated = damage.reindex(rows.coefficient).fillna(np.inf).to_numpy() <= CONTROL_DAMAGE_CEILING + 1e-9
     if not tolerated.any():
         return rows.sort_values("coefficient").iloc[0], False
     ranked = rows[tolerated].assign(_contrast=rows.contrast.fillna(-np.inf))
@@ -247,7 +260,9 @@ def unit_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
 
 def dose_response(tests: pd.DataFrame) -> dict[str, list[float]]:
     """Rate per coefficient (ascending), one line per experiment for the target and one for the controls' mean."""
-    series = {}
+    series: dict[str, list[float]] = {}
+    if tests.empty:
+        return series
     for name, group in tests.groupby("experiment"):
         group = group.sort_values("coefficient")
         series[f"{name} target"] = group.rate.tolist()
