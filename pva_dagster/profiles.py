@@ -111,10 +111,11 @@ def embedded_profile() -> Profile:
                 # One sample per temperature: with 200 problems (80 validation), Phase 1.2 is 320 generations,
                 # about what 84 problems x 2 samples were; the study profile samples 5.
                 samples_per_temperature=1,
-                # Small multiples of the residual norm (half the norm breaks every correct solution here), two
-                # frequency-matched controls, every hyperparams and validation problem.
+                # Small multiples of the residual norm (half the norm breaks every correct solution here) on every
+                # hyperparams and validation problem, against one frequency-matched control: each control adds
+                # about 250 generations (70 s here); two took the pipeline to ~600 s, over the run's 480 s budget.
                 steering_coefficients=list(SMALL_STEERING_COEFFICIENTS),
-                steering_controls=2,
+                steering_controls=1,
                 steering_max_tasks=None,
                 steering_random_directions=EMBEDDED_RANDOM_DIRECTIONS,
                 # A TopK SAE (k = 32 of 2,048) has a mean density of 1.56 %: the study's absolute 2 % would drop

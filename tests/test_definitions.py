@@ -89,11 +89,12 @@ def test_study_profile_binds_the_hub_variants_with_the_real_study_values():
     assert (study.design.max_new_tokens, embedded.design.max_new_tokens) == (800, 128)
     assert isinstance(embedded.resources["language_model"], EmbeddedModel)
     assert isinstance(embedded.resources["sae_source"], EmbeddedSAEs)
-    # Steering (issue 22): every problem, several controls, the small-magnitude grid in both profiles, the
-    # study's own grid beside it, and the rank test's 19 random directions in the study.
+    # Steering (issue 22): every problem, the small-magnitude grid in both profiles, the study's own grid beside
+    # it, several controls and the rank test's 19 random directions in the study.
     for design in (embedded.design, study.design):
-        assert design.steering_max_tasks is None and design.steering_controls >= 2
+        assert design.steering_max_tasks is None and design.steering_controls >= 1
         assert {0.02, 0.05, 0.1, 0.2, 0.5} <= set(design.steering_coefficients)
+    assert study.design.steering_controls >= 2
     assert {-1.0, 0.25, 1.0} <= set(study.design.steering_coefficients)
     assert study.design.steering_random_directions >= 19
 
