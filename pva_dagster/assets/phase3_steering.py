@@ -151,6 +151,7 @@ def _plan_split(
     per_direction = {d: list(coefficients[d] if isinstance(coefficients, dict) else coefficients) for d in targets.best}
     scales = {d: resolve_coefficients(mode, per_direction[d], norms[layer]) for d, (layer, _) in targets.best.items()}
     # Random directions only on validation: the exploratory rank test of the reported result, not of the sweep.
+    # Seeded per layer: two directions steered at one layer are ranked against the same random directions.
     n_random = design.steering_random_directions if split == VALIDATION_SPLIT else 0
     units = build_units(split, per_direction, scales, targets.best, targets.controls, n_random)
     # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
