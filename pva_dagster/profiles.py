@@ -29,7 +29,7 @@ from pva_dagster.resources import (
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.domain import SMALL_STEERING_COEFFICIENTS
+from pva_dagster.study.domain import EMBEDDED_STEERING_COEFFICIENTS
 from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
 
 
@@ -114,7 +114,7 @@ def embedded_profile() -> Profile:
                 # Small multiples of the residual norm (half the norm breaks every correct solution here) on every
                 # hyperparams and validation problem, against one frequency-matched control: each control adds
                 # about 250 generations (70 s here); two took the pipeline to ~600 s, over the run's 480 s budget.
-                steering_coefficients=list(SMALL_STEERING_COEFFICIENTS),
+                steering_coefficients=list(EMBEDDED_STEERING_COEFFICIENTS),
                 steering_controls=1,
                 steering_max_tasks=None,
                 steering_random_directions=EMBEDDED_RANDOM_DIRECTIONS,

@@ -33,6 +33,9 @@ DEFAULT_SEED = 42
 # keeps the original grid beside them (its negative values are exploratory: the confirmatory coefficient is
 # positive). The short sweep is for small runs (rehearsal, tests).
 SMALL_STEERING_COEFFICIENTS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
+# The embedded profile's: the middle of those. On the embedded model 0.02 changed no label and at 0.5 the controls
+# break every correct solution (docs/runs.md), and each coefficient costs ~30 s of the run's time budget.
+EMBEDDED_STEERING_COEFFICIENTS: tuple[float, ...] = (0.05, 0.1, 0.2)
 STUDY_STEERING_COEFFICIENTS: tuple[float, ...] = tuple(
     sorted({-1.0, -0.75, -0.5, -0.25, 0.25, 0.75, 1.0, *SMALL_STEERING_COEFFICIENTS})
 )
