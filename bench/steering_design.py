@@ -4,11 +4,14 @@ Re-materializes ``phase3_steering_coefficients``, ``phase3_steering`` and the re
 folder with the embedded design changed as asked: ``--random-directions 19`` runs the exploratory rank test the
 embedded profile leaves off for time; ``--coefficients 0.5 1.0 --max-tasks 8`` is the design before issue 22.
 Steering units already on disk with the same inputs resume from their files, so only what the change adds is
-generated. Prints the chosen coefficients, the validation tests and the seconds it took. It rewrites that
-folder's Phase 3 steering tables and report: run it on a copy to keep the originals.
+generated. Prints the chosen coefficients, the validation tests and the seconds it took.
 
-    .venv/bin/python bench/steering_design.py --data copy_of_data [--random-directions 19] [--controls 1]
-        [--coefficients 0.5 1.0] [--max-tasks 8]
+It runs in place, in the run's own Dagster instance ($DAGSTER_HOME, which knows the Phase 1 partitions): a copy
+of the data folder would generate every unit again (a unit's fingerprint names the model's weights by path), and
+it rewrites the folder's Phase 3 steering tables and report, so save ``data/phase3`` first to keep them.
+
+    DAGSTER_HOME=$PWD .venv/bin/python bench/steering_design.py --data data [--random-directions 19]
+        [--controls 1] [--coefficients 0.5 1.0] [--max-tasks 8]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ TEST_COLUMNS = [
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a copy of a finished embedded run's data folder")
+    parser.add_argument("--data", type=Path, required=True, help="a finished embedded run's data folder")
     parser.add_argument("--random-directions", type=int, help="steering_random_directions")
     parser.add_argument("--controls", type=int, help="steering_controls")
     parser.add_argument("--coefficients", type=float, nargs="+", help="steering_coefficients")
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = embedded_profile().with_resources(data_store=DataStore(root=str(args.data.resolve())))
     profile = profile.with_design(**changes)
     start = time.perf_counter()
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.DagsterInstance.get() as instance:  # the run's: it records which Phase 1 partitions exist
         materialize(profile, [outputs.STEERING_COEFFICIENTS, outputs.STEERING, outputs.REPORT], instance=instance)
     seconds = time.perf_counter() - start
     layout = profile.data_store.layout
