@@ -78,7 +78,7 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
         assert row.ci_low <= row.rate <= row.ci_high
         if row.question == "superiority":
             # No effect is detectable on a handful of problems: the MDE is then missing, never zero or negative.
-            assert row.p_holm >= row.p_paired and not row.minimum_detectable_effect <= 0
+            assert 0 <= row.p_paired <= 1 and not row.minimum_detectable_effect <= 0
         else:
             assert row.margin > 0 and row.breakage_ci_high >= row.breakage_difference
     assert {"correction", "preservation", "corruption"} >= set(tests.experiment) and len(tests) >= 2
