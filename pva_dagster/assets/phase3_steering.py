@@ -27,7 +27,7 @@ from pva_dagster.study.analysis.activation_index import phase1_records
 from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.domain import HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.generation.solutions import Task
-from pva_dagster.study.plots import line_sweep, markdown_table
+from pva_dagster.study.plots import markdown_table
 from pva_dagster.study.steering.plan import (
     build_units,
     mean_norm_at_layer,
@@ -39,7 +39,7 @@ from pva_dagster.study.steering.results import (
     COEFFICIENT_RULE,
     choose_coefficients,
     control_tests,
-    dose_response,
+    dose_response_plot,
     experiment_tests,
     unit_summary,
 )
@@ -270,15 +270,6 @@ def _combined(
     return tables, facts
 
 
-def _dose_response_plot(tests: pd.DataFrame, mode: str) -> dg.MetadataValue:
-    if tests.empty:
-        return dg.MetadataValue.md("no experiment had eligible problems on the hyperparams split")
-    return dg.MetadataValue.md(line_sweep(
-        sorted(tests.coefficient.unique()), dose_response(tests), title="Dose-response: rate by steering coefficient",
-        xlabel=f"coefficient ({mode})", ylabel="rate",
-    ))
-
-
 @dg.op
 def choose_from_sweep(
     plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
@@ -298,7 +289,7 @@ def choose_from_sweep(
         "rule": COEFFICIENT_RULE,
         "chosen": dg.MetadataValue.md(markdown_table(chosen.drop(columns="rule"))),
         "sweep (exploratory, hyperparams split)": dg.MetadataValue.md(markdown_table(made["tests"])),
-        "dose-response": _dose_response_plot(made["tests"], plan.coefficient_mode),
+        "dose-response": dg.MetadataValue.md(dose_response_plot(made["tests"], plan.coefficient_mode)),
         "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(made["noise"])),
     })
 

@@ -23,7 +23,7 @@ from pva_dagster.study.evaluation.confirmatory import (
     declared_p_values,
     family_labels,
 )
-from pva_dagster.study.plots import auroc_by_layer, line_sweep, markdown_table
+from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import (
     FISHER_TEST,
     PAIRED_DIFFERENCE_INTERVAL,
@@ -31,7 +31,7 @@ from pva_dagster.study.statistics import (
     POWER_ASSUMPTION,
     RANK_TEST,
 )
-from pva_dagster.study.steering.results import COEFFICIENT_RULE, NON_INFERIORITY_TEST, dose_response
+from pva_dagster.study.steering.results import COEFFICIENT_RULE, NON_INFERIORITY_TEST, dose_response_plot
 from pva_dagster.study.steering.sweep import NON_INFERIORITY, SUPERIORITY, superiority_experiment
 
 LABEL_TOP_RANKS = 5  # latents per label and direction shown side by side
@@ -146,8 +146,7 @@ def _steering_section(
         f"Per control ({PAIRED_DIFFERENCE_INTERVAL} of target minus control; {FISHER_TEST}, descriptive):",
         markdown_table(per_control),
         "Dose-response on the hyperparams split (exploratory: the sweep the coefficient was chosen from):",
-        line_sweep(sorted(sweep.coefficient.unique()), dose_response(sweep), title="Rate by steering coefficient",
-                   xlabel="coefficient", ylabel="rate") if len(sweep) else "(no sweep rows)",
+        dose_response_plot(sweep, str(chosen.coefficient_mode.iloc[0])),
         ("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label against "
          "Phase 1.0:"),
         markdown_table(noise),

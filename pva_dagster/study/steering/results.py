@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pva_dagster.study.plots import line_sweep
 from pva_dagster.study.statistics import (
     PAIRED_DIFFERENCE_INTERVAL,
     PAIRED_TEST,
@@ -162,17 +163,16 @@ def _experiment_row(
             p_paired=np.nan, minimum_detectable_effect=np.nan, margin=margin,
             breakage_difference=control_rate - (k / n if n else np.nan), breakage_ci_high=breakage_high,
             non_inferior=bool(breakage_high < margin),
-            smallest_margin_shown=_smallest_margin(group, success),
+            smallest_margin_shown=_smallest_margin(_paired(group, CONTROL, success, target)),
         )
     return row
 
 
-def _smallest_margin(group: pd.DataFrame, success: str) -> float:
+def _smallest_margin(controls: dict[int, pd.Series]) -> float:
     """Preservation's analogue of a detectable effect: the upper bound the breakage difference would have if the
     target broke exactly the problems the worst control broke, i.e. the smallest margin these problems could show
-    non-inferiority at."""
-    controls = [_successes(rows, success).to_numpy() for _, rows in group[group.kind == CONTROL].groupby("latent")]
-    return max(-paired_difference_interval(c, c)[0] for c in controls)
+    non-inferiority at. ``controls``: each control's successes (:func:`_paired`)."""
+    return max(-paired_difference_interval(c.to_numpy(), c.to_numpy())[0] for c in controls.values())
 
 
 def experiment_tests(
@@ -268,3 +268,13 @@ def dose_response(tests: pd.DataFrame) -> dict[str, list[float]]:
         series[f"{name} target"] = group.rate.tolist()
         series[f"{name} controls"] = group.control_rate.tolist()
     return series
+
+
+def dose_response_plot(tests: pd.DataFrame, coefficient_mode: str) -> str:
+    """The sweep's :func:`dose_response` as a markdown plot (asset metadata and the report show the same one)."""
+    if tests.empty:
+        return "No experiment had eligible problems on the hyperparams split: no dose-response."
+    return line_sweep(
+        sorted(tests.coefficient.unique()), dose_response(tests), title="Dose-response: rate by steering coefficient",
+        xlabel=f"coefficient ({coefficient_mode})", ylabel="rate",
+    )
