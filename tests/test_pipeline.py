@@ -1,5 +1,10 @@
 """End to end on the embedded default: every phase materializes in-process with Dagster on real code paths
-(the SmolLM2 forward passes, the sandbox subprocesses, SAELens training and DuckDB queries)."""
+(the SmolLM2 forward passes, the sandbox subprocesses, SAELens training and DuckDB queries).
+
+The module runs in float32 and again in the default dtype where that is another (bfloat16 on a CPU that
+computes it natively). Greedy tokens differ between the two, and bfloat16 tokens differ between CPUs and between
+batch compositions, so nothing here asserts a particular label or latent: only what holds in either numerics,
+plus, in float32 alone, that a task generated again alone reproduces its batched record."""
 
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ from pva_dagster.rehearsal.small_runs import (
     small_profile,
     write_problems,
 )
+from pva_dagster.resources import EmbeddedModel
 from pva_dagster.study import storage
 from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
+from pva_dagster.study.generation.model_loading import AUTO_DTYPE, choose_dtype
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
     check_phase0,
@@ -38,11 +45,18 @@ from tests.helpers import (
 SOURCE_IDS = [*range(1, 13), *range(60, 72)]
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, embedded_model_dir):
-    tmp = tmp_path_factory.mktemp("pipeline")
+DEFAULT_DTYPE = choose_dtype(AUTO_DTYPE, "cpu")[0]
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def pipeline(request, tmp_path_factory, embedded_model_dir):
+    dtype = request.param
+    if dtype != "float32" and dtype != DEFAULT_DTYPE:
+        pytest.skip(f"this CPU's default dtype is {DEFAULT_DTYPE}: {dtype} would be emulated")
+    tmp = tmp_path_factory.mktemp(f"pipeline_{dtype}")
     instance = dg.DagsterInstance.ephemeral()  # one run history, as `dagster dev` keeps it: staleness is read from it
-    profile = small_profile(tmp, write_problems(tmp / "problems.jsonl", SOURCE_IDS))
+    model = EmbeddedModel(batch_size=8, dtype=dtype)
+    profile = small_profile(tmp, write_problems(tmp / "problems.jsonl", SOURCE_IDS), language_model=model)
     link_embedded_model(tmp / "data", embedded_model_dir)
     general = {"ops": {"general_text_frequency": {"config": {"general_documents": 300}}}}
     sampled = dg.MultiPartitionKey({"temperature": "0.3", "task_range": FIRST_RANGE})
@@ -127,8 +141,9 @@ def test_a_changed_phase1_record_makes_downstream_stale_and_reruns_only_the_stee
         assert kept_new.reset_index(drop=True).equals(kept_old.reset_index(drop=True)), name
     assert _stale(instance, profile, "phase3_steering") == StaleStatus.FRESH
 
-    # Restoring the record restores the outputs: the unsteered reruns are generated again (alone this time) and
-    # agree with the first run, as greedy generation does across batches.
+    # Restoring the record restores the outputs: the unsteered reruns are generated again (alone this time). In
+    # float32 they agree with the first run, as greedy generation does across batches; in bfloat16 a batch's
+    # padding changes the rounding, so only the problems and prompts are compared there.
     records.loc[records.task_id == task_id, "prompt"] = edited_prompt.removeprefix("# edited\n")
     storage.write_parquet(dataset, records)
     assert materialize(profile, "phase1_0_solutions", partition=FIRST_RANGE, instance=instance).success
@@ -137,5 +152,8 @@ def test_a_changed_phase1_record_makes_downstream_stale_and_reruns_only_the_stee
     for label in ("correct", "incorrect"):
         name = f"validation_baseline_on_{label}.parquet"
         if name in before:
-            restored = pd.read_parquet(units / name).drop(columns=timing)
-            assert restored.equals(before[name][1].drop(columns=timing)), name
+            restored, first = pd.read_parquet(units / name).drop(columns=timing), before[name][1].drop(columns=timing)
+            if profile.resources["language_model"].dtype == "float32":
+                assert restored.equals(first), name
+            else:
+                assert restored[["task_id", "prompt"]].equals(first[["task_id", "prompt"]]), name

@@ -59,11 +59,14 @@ def declared_p_values(
 ) -> dict[str, float]:
     """The family's named p-values: per direction in ``rank1_layers`` (direction -> layer of its rank-1 latent)
     the AUROC permutation p from :func:`readout_table` and the LRT p from :func:`beyond_difficulty_table`,
-    then ``extra`` (e.g. steering), whose names must not collide with these."""
+    then ``extra`` (e.g. steering), whose names must not collide with these. A declared test that the data
+    could not estimate (its table says why) enters as p = 1: the family keeps its declared size, and a test
+    without evidence rejects nothing."""
     named: dict[str, float] = {}
     for direction, layer in rank1_layers.items():
         named[auroc_member(direction)] = float(_rank1_row(readouts, direction, layer).auroc_p_permutation)
         named[beyond_member(direction)] = float(_rank1_row(beyond, direction, layer).p_lrt)
+    named = {name: 1.0 if np.isnan(p) else p for name, p in named.items()}
     clash = sorted(set(named) & set(extra or {}))
     if clash:
         raise ValueError(f"extra members {clash} repeat declared ones")

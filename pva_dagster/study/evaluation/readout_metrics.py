@@ -1,4 +1,4 @@
-"""Issue 21's table: every readout's threshold from ``hyperparams``, and its metrics on ``validation`` (touched once).
+"""The readout table: every readout's threshold from ``hyperparams``, and its metrics on ``validation`` (touched once).
 
 Beside each number sits what it should be read against: AUROC with its 95 % percentile-bootstrap interval and
 label-permutation p (:mod:`statistics`), average precision beside the prevalence of the direction's class, and F1
@@ -23,8 +23,9 @@ READOUT_KEY: tuple[str, ...] = ("readout", "kind", "layer", "direction")
 TABLE_COLUMNS: tuple[str, ...] = (
     *READOUT_KEY, "latent", "C", "threshold", "threshold_operator", "hyperparams_f1", "auroc", "auroc_ci_low",
     "auroc_ci_high", "auroc_p_permutation", "average_precision", "prevalence", "f1", "f1_ci_low", "f1_ci_high",
-    "majority_f1", "balanced_accuracy", "mcc", "predicts_one_class", "n", "n_positive",
+    "majority_f1", "balanced_accuracy", "mcc", "predicts_one_class", "n", "n_positive", "note",
 )
+METRIC_COLUMNS: tuple[str, ...] = TABLE_COLUMNS[TABLE_COLUMNS.index("auroc") : TABLE_COLUMNS.index("note")]
 
 
 def majority_f1(positive: np.ndarray) -> float:
@@ -32,6 +33,20 @@ def majority_f1(positive: np.ndarray) -> float:
     ``2p / (1 + p)`` for prevalence ``p >= 1/2``, else 0. The floor an F1 must beat to mean anything."""
     positive = np.asarray(positive, dtype=bool)
     return float(f1_score(positive, np.full(len(positive), positive.mean() >= 0.5), zero_division=0))
+
+
+def why_not_scored(hyper_scores: np.ndarray, hyper_correct: np.ndarray, scores: np.ndarray,
+                   correct: np.ndarray) -> str | None:
+    """Why a readout has no threshold or no metrics (non-finite scores, a split without both classes), or None."""
+    for split, split_scores, split_correct in (
+        (HYPERPARAMS_SPLIT, hyper_scores, hyper_correct), (VALIDATION_SPLIT, scores, correct)
+    ):
+        values, labels = np.asarray(split_scores, dtype=np.float64), np.asarray(split_correct, dtype=bool)
+        if not np.isfinite(values).all():
+            return f"{split}: {int((~np.isfinite(values)).sum())} of {len(values)} scores are not finite"
+        if not 0 < labels.sum() < len(labels):
+            return f"{split}: {int(labels.sum())} of {len(labels)} correct: need both classes"
+    return None
 
 
 def readout_metrics(
@@ -69,13 +84,20 @@ def readout_table(
         direction = str(key[3])
         hyper = group[group.split == HYPERPARAMS_SPLIT]
         validation = group[group.split == VALIDATION_SPLIT]
+        identity = {**dict(zip(READOUT_KEY, key, strict=True)), "latent": int(group.latent.iloc[0]),
+                    "C": group.C.iloc[0]}
+        reason = why_not_scored(hyper.score, hyper.correct, validation.score, validation.correct)
+        if reason:
+            rows.append({**identity, **dict.fromkeys(METRIC_COLUMNS, np.nan), "n": len(validation), "note": reason})
+            continue
         threshold = choose_threshold(hyper.score.to_numpy(), hyper.correct.to_numpy(bool), direction)
         rows.append({
-            **dict(zip(READOUT_KEY, key, strict=True)), "latent": int(group.latent.iloc[0]), "C": group.C.iloc[0],
-            "threshold": threshold.value, "threshold_operator": threshold.operator, "hyperparams_f1": threshold.f1,
+            **identity, "threshold": threshold.value, "threshold_operator": threshold.operator,
+            "hyperparams_f1": threshold.f1,
             **readout_metrics(
                 validation.score.to_numpy(), validation.correct.to_numpy(bool), direction, threshold, seed,
                 resamples, permutations,
             ),
+            "note": "",
         })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

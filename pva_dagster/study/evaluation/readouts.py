@@ -183,4 +183,6 @@ def _checked(matrix: np.ndarray, n_tasks: int, what: str) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != n_tasks:
         raise ValueError(f"{what}: need a [{n_tasks} tasks, features] matrix, got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():  # a model or SAE that overflowed: no readout of it means anything
+        raise ValueError(f"{what}: {int((~np.isfinite(matrix)).any(axis=1).sum())} tasks have non-finite values")
     return matrix
