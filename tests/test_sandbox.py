@@ -225,7 +225,7 @@ def test_a_sandbox_that_cannot_start_raises_instead_of_judging(
 ) -> None:
     if level is Isolation.NAMESPACES and probe().level is not level:
         pytest.skip(f"no namespaces here: {probe().missing}")
-    monkeypatch.setattr(containment, "make_cgroup", lambda max_processes: tmp_path / "no-such-cgroup")
+    monkeypatch.setattr(containment, "make_cgroup", lambda *_: tmp_path / "no-such-cgroup")
     with pytest.raises(SandboxFailure, match="could not start.*no-such-cgroup"):  # a fresh thread: a new sandbox
         run_many([SandboxJob(ADD_ONE, ("assert add_one(1) == 2",))], max_workers=1, isolation=level)
 

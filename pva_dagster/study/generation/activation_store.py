@@ -47,6 +47,26 @@ class ActivationStore(ABC):
     ) -> list[str]:
         """``source``: fingerprint of what the record's prompt residuals depend on (``residual_source``)."""
 
+    @abstractmethod
+    def files_for(self, record: dict[str, Any], layers: Sequence[int]) -> list[Path]:
+        """Where this store keeps the record's residual at each of ``layers``."""
+
+    def relocated(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """A resumed record pointed at this store's files, or None where they are missing (the record is then
+        made again). Its files may lie elsewhere: in the data folder it was copied from (the copies here are
+        used), or under the label it had before it was judged again (they are moved here)."""
+        files = self.files_for(record, [int(layer) for layer in record["layers"]])
+        stored = [Path(f) for f in record["activation_files"]]
+        if files == stored:
+            return record
+        if not all(f.is_file() for f in files):
+            if not all(f.is_file() for f in stored):
+                return None
+            for source, target in zip(stored, files, strict=True):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source.replace(target)  # one folder tree: an atomic rename
+        return {**record, "activation_files": [str(f) for f in files]}
+
 
 class PerRecordActivations(ActivationStore):
     def __init__(self, path: RecordPath):
@@ -55,14 +75,16 @@ class PerRecordActivations(ActivationStore):
     def producer(self) -> dict[str, Any]:
         return {}  # the seed study's layout, one file per record and layer
 
+    def files_for(self, record: dict[str, Any], layers: Sequence[int]) -> list[Path]:
+        return [self.path(record["label"], record["task_id"], record["sample"], layer) for layer in layers]
+
     def save(
         self, record: dict[str, Any], residuals: np.ndarray, layers: Sequence[int], source: str
     ) -> list[str]:
         """One file per layer under the record's label; drop a stale copy under the other label."""
         paths = []
         other = INCORRECT if record["label"] == CORRECT else CORRECT
-        for row, layer in enumerate(layers):
-            path = self.path(record["label"], record["task_id"], record["sample"], layer)
+        for row, (layer, path) in enumerate(zip(layers, self.files_for(record, layers), strict=True)):
             storage.write_npz(path, residual=residuals[row].astype(np.float32), layer=np.int64(layer))
             self.path(other, record["task_id"], record["sample"], layer).unlink(missing_ok=True)
             paths.append(str(path))
@@ -89,14 +111,15 @@ class SharedTaskActivations(ActivationStore):
     def producer(self) -> dict[str, Any]:
         return {"activation_files": "one per task and layer, shared by samples and temperatures"}
 
+    def files_for(self, record: dict[str, Any], layers: Sequence[int]) -> list[Path]:
+        return [self.path(int(record["task_id"]), layer) for layer in layers]
+
     def save(
         self, record: dict[str, Any], residuals: np.ndarray, layers: Sequence[int], source: str
     ) -> list[str]:
         """Reuse each (task, layer) file made the same way; write it when absent or made otherwise."""
-        task_id = int(record["task_id"])
         paths = []
-        for row, layer in enumerate(layers):
-            path = self.path(task_id, layer)
+        for row, (layer, path) in enumerate(zip(layers, self.files_for(record, layers), strict=True)):
             made_by = fingerprint(source, hook_name(layer))
             if path not in self._current and made_by_of(path) != made_by:
                 storage.write_npz(

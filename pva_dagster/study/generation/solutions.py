@@ -24,11 +24,15 @@ from pva_dagster.study.generation.model_loading import model_fingerprint, stop_t
 from pva_dagster.study.generation.prompts import extract_code
 from pva_dagster.study.generation.residual import RESID_POST, HookPoint
 from pva_dagster.study.generation.settings import GenerationSettings
+from pva_dagster.study.generation.weights_identity import weights_identity
 from pva_dagster.study.problems.labels import BASE_LABEL, EXTENDED_LABEL, LABEL_COLUMNS, judge_both
 from pva_dagster.study.records import RecordTable, fingerprint
 from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits
+from pva_dagster.study.sandbox.version import judge_version
 
 RECORD_KEY = ("task_id", "sample")
+RELABELLED = "relabelled"  # the label was judged again from the stored code, the model not called
+PASSED_BEFORE_RELABEL = "passed_before_relabel"  # ``passed`` before that (None where never judged again)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Generator:
 
     model: Any
     tokenizer: Any
-    weights: str  # what from_pretrained loaded: identifies the model in fingerprints and metadata
+    weights: str  # what from_pretrained loaded (a folder or a hub id); fingerprints name its content
     # (temperature, samples per prompt, longest prompt's tokens) -> the settings (batch size sized for them)
     settings_for: Callable[[float, int, int], GenerationSettings]
     limits: SandboxLimits
@@ -45,8 +49,14 @@ class Generator:
     label_rule: str = EXTENDED_LABEL  # which asserts decide ``passed`` (both labels are recorded)
 
     def identity(self) -> dict[str, Any]:
-        """The model's identity in every fingerprint and in metadata: the weights, architecture, sizes, dtype."""
-        return {"weights": self.weights, **model_fingerprint(self.model)}
+        """The model's identity in every fingerprint and in metadata: the weights' content, architecture, sizes,
+        dtype (not where the weights lie: a moved data folder resumes)."""
+        return {"weights": weights_identity(self.weights, self.model), **model_fingerprint(self.model)}
+
+    def judge(self) -> dict[str, Any]:
+        """What every label depends on besides the solution and its tests: how the sandbox runs it, which tests
+        decide, and the judge's version."""
+        return {"limits": self.limits, "label_rule": self.label_rule, "judge": judge_version()}
 
     def settings(self, temperature: float, samples: int, prompts: Sequence[str]) -> GenerationSettings:
         return self.settings_for(temperature, samples, longest_prompt_tokens(self.tokenizer, list(prompts)))
@@ -77,10 +87,14 @@ def tasks_from_problems(
 
 
 def task_fingerprint(task: Task, producer: Mapping[str, Any]) -> str:
-    """What a task's records depend on: its prompt and asserts, and what ran it (model, settings, seed, ...)."""
-    return fingerprint(
-        task.task_id, task.prompt, list(task.test_list), task.setup_code, list(task.extended_tests), producer
-    )
+    """What a task's generated records depend on: its prompt and what ran it (model, settings, seed, ...)."""
+    return fingerprint(task.task_id, task.prompt, producer)
+
+
+def label_fingerprint(task: Task, judge: Mapping[str, Any]) -> str:
+    """What a record's label depends on: the task's asserts, setup and extended tests, and the judge
+    (:meth:`Generator.judge`). A change here judges the stored code again; it does not generate anew."""
+    return fingerprint(task.task_id, list(task.test_list), task.setup_code, list(task.extended_tests), judge)
 
 
 def sample_seed(seed: int, temperature: float, task_id: int) -> int:
@@ -88,41 +102,56 @@ def sample_seed(seed: int, temperature: float, task_id: int) -> int:
     return (seed * 1_000_003 + round(temperature * 1000) * 10_007 + task_id) % (2**31 - 1)
 
 
+def judged(tasks: Sequence[Task], codes: Sequence[str], generator: Generator) -> list[dict[str, Any]]:
+    """The label columns of each code run against its task's base asserts and, where it passes, its extended
+    ones: both labels, and ``passed`` by the generator's label rule."""
+    jobs = [SandboxJob(code, task.test_list, task.setup_code) for code, task in zip(codes, tasks, strict=True)]
+    verdicts = judge_both(jobs, [task.extended_tests for task in tasks], generator.limits, generator.max_workers)
+    labels = []
+    for verdict in verdicts:
+        result = verdict.label(generator.label_rule)
+        labels.append({
+            "passed": result.passed, "label": label_of(result.passed),
+            LABEL_COLUMNS[BASE_LABEL]: verdict.passed_base, LABEL_COLUMNS[EXTENDED_LABEL]: verdict.passed_extended,
+            "outcome": result.outcome.value, "error_type": result.error_type, "error_message": result.message,
+            "sandbox_seconds": verdict.base.duration_s + (verdict.extended.duration_s if verdict.extended else 0),
+        })
+    return labels
+
+
 def label_generations(
     tasks: Sequence[Task], generations: Sequence[Generation], generator: Generator
 ) -> list[dict[str, Any]]:
-    """Run each generation's code against its task's base asserts and, where it passes, its extended ones; one
-    record per generation, with both labels and ``passed`` by the generator's label rule."""
+    """One record per generation: its task, prompt, completion and code, and its labels (:func:`judged`)."""
     codes = [extract_code(g.completion) for g in generations]
     owners = [tasks[g.prompt_index] for g in generations]
-    jobs = [SandboxJob(code, task.test_list, task.setup_code) for code, task in zip(codes, owners, strict=True)]
-    verdicts = judge_both(
-        jobs, [task.extended_tests for task in owners], generator.limits, generator.max_workers
-    )
-    records = []
-    for generation, code, task, verdict in zip(generations, codes, owners, verdicts, strict=True):
-        result = verdict.label(generator.label_rule)
-        records.append(
-            {
-                "task_id": task.task_id,
-                "sample": generation.sample,
-                "prompt": task.prompt,
-                "completion": generation.completion,
-                "generated_code": code,
-                "passed": result.passed,
-                "label": label_of(result.passed),
-                LABEL_COLUMNS[BASE_LABEL]: verdict.passed_base,
-                LABEL_COLUMNS[EXTENDED_LABEL]: verdict.passed_extended,
-                "outcome": result.outcome.value,
-                "error_type": result.error_type,
-                "error_message": result.message,
-                "n_prompt_tokens": generation.n_prompt_tokens,
-                "n_new_tokens": generation.n_new_tokens,
-                "generation_seconds": generation.seconds,
-                "sandbox_seconds": verdict.base.duration_s + (verdict.extended.duration_s if verdict.extended else 0),
-            }
+    return [
+        {
+            "task_id": task.task_id, "sample": generation.sample, "prompt": task.prompt,
+            "completion": generation.completion, "generated_code": code, **label,
+            "n_prompt_tokens": generation.n_prompt_tokens, "n_new_tokens": generation.n_new_tokens,
+            "generation_seconds": generation.seconds, RELABELLED: False, PASSED_BEFORE_RELABEL: None,
+        }
+        for generation, code, task, label in zip(
+            generations, codes, owners, judged(owners, codes, generator), strict=True
         )
-    return records
+    ]
+
+
+def relabel(table: RecordTable, tasks: Sequence[Task], generator: Generator) -> tuple[int, int]:
+    """Judge the stored code of ``table.stale_labels`` again (the tests or the judge changed since they were
+    labelled) and add them back: the model is not called. Returns (records judged again, labels changed)."""
+    rows = table.stale_labels
+    if not rows:
+        return 0, 0
+    by_id = {task.task_id: task for task in tasks}
+    owners = [by_id[int(row["task_id"])] for row in rows]
+    labels = judged(owners, [str(row["generated_code"]) for row in rows], generator)
+    table.add({**row, **label, RELABELLED: True, PASSED_BEFORE_RELABEL: bool(row["passed"])}
+              for row, label in zip(rows, labels, strict=True))  # fmt: skip
+    table.stale_labels = []
+    table.flush()
+    return len(rows), sum(bool(row["passed"]) != label["passed"] for row, label in zip(rows, labels, strict=True))
 
 
 @dataclass(frozen=True)
@@ -184,19 +213,28 @@ def run_groups(
     ``producer`` (:func:`pva_dagster.study.steering.sweep.run_units`).
     """
     samples = range(settings.num_samples)
-    identity = generator.identity()
+    identity, judge = generator.identity(), generator.judge()
     tables, todo = [], []
     for group in groups:
         # The batch size is left out: it may follow free memory, and no output depends on it (decoding).
         producer = {
-            "model": identity, "limits": generator.limits, "label_rule": generator.label_rule, **group.producer,
+            "model": identity, **group.producer,
             "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
             **(activations.producer() if activations else {}),
             # Sampled records depend on the sampling scheme; greedy ones do not.
             **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
         }
         expected = {(t.task_id, s): task_fingerprint(t, producer) for t in group.tasks for s in samples}
-        table = RecordTable(group.records_path, RECORD_KEY, expected)
+        labels = {(t.task_id, s): label_fingerprint(t, judge) for t in group.tasks for s in samples}
+        table = RecordTable(group.records_path, RECORD_KEY, expected, labels)
+        judged_again, changed = relabel(table, group.tasks, generator)
+        if judged_again:
+            log(f"{judged_again} stored records of {group.records_path.name} judged again from their code (the tests "
+                f"or the judge changed); {changed} labels changed")
+        moved = table.revise(activations.relocated) if activations else 0
+        if moved:
+            log(f"{moved} stored records of {group.records_path.name} pointed at their residual files here")
+            table.flush()
         left = [t for t in group.tasks if not all((t.task_id, s) in table for s in samples)]
         log(
             f"{len(group.tasks) - len(left)} of {len(group.tasks)} tasks already done in "
@@ -306,4 +344,14 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "outcomes": {str(k): int(v) for k, v in outcomes.items()},
         "new_tokens": int(frame.n_new_tokens.sum()),
         "generation_seconds": float(frame.generation_seconds.sum()),
+        **relabel_counts(frame),
     }
+
+
+def relabel_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many records were judged again from their stored code, and how many of those changed label."""
+    if RELABELLED not in frame.columns:
+        return {"judged again": 0, "labels changed when judged again": 0}
+    again = frame[frame[RELABELLED].astype(bool)]
+    return {"judged again": len(again),
+            "labels changed when judged again": int((again.passed != again[PASSED_BEFORE_RELABEL]).sum())}

@@ -52,21 +52,32 @@ def _read(path: Path) -> str:
         return ""
 
 
-def make_cgroup(max_processes: int) -> Path | None:
+def memory_cgroup_root() -> Path | None:
+    """A hierarchy where the sandbox can cap memory: v1 ``memory``, or v2 with ``memory`` delegated."""
+    return cgroup_root("memory")
+
+
+def make_cgroup(max_processes: int, memory_bytes: int | None = None) -> Path | None:
+    """A ``pids`` cgroup; on cgroup v2 with ``memory`` delegated in the same hierarchy it also caps the memory of
+    all it holds at ``memory_bytes`` (a process can be in one v2 cgroup only, so one cgroup does both)."""
     root = pids_cgroup_root()
     if root is None:
         return None
     cgroup = root / f"pva-sandbox-{os.getpid()}-{secrets.token_hex(8)}"
     cgroup.mkdir()
     (cgroup / "pids.max").write_text(str(max_processes))
+    if memory_bytes is not None and memory_cgroup_root() == root:
+        (cgroup / "memory.max").write_text(str(memory_bytes))
+        if (cgroup / "memory.swap.max").exists():
+            (cgroup / "memory.swap.max").write_text("0")  # over the cap it is killed, not swapped
     return cgroup
 
 
 def make_memory_cgroup(memory_bytes: int) -> Path | None:
     """Where memory is a cgroup v1 hierarchy of its own (root only): a cgroup capping the memory of all it
     holds at ``memory_bytes`` (its OOM killer then kills inside it, not elsewhere on the machine). None
-    elsewhere: on cgroup v2, one hierarchy, a process can be in one cgroup only (the pids one)."""
-    root = cgroup_root("memory")
+    elsewhere: on cgroup v2 the pids cgroup caps the memory too (:func:`make_cgroup`)."""
+    root = memory_cgroup_root()
     if root is None or root == pids_cgroup_root():
         return None
     cgroup = root / f"pva-sandbox-{os.getpid()}-{secrets.token_hex(8)}"

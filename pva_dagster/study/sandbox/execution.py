@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from typing import BinaryIO
@@ -52,6 +52,7 @@ from pva_dagster.study.sandbox.isolation import (
     uid_drop_works,
 )
 from pva_dagster.study.sandbox.judging import judged_tests
+from pva_dagster.study.sandbox.limits import SandboxLimits, available_mib, fit_to_host
 from pva_dagster.study.sandbox.worker import FOLDER, JOB_FD, REPORT_FD, worker_for_thread
 
 log = logging.getLogger(__name__)
@@ -63,22 +64,6 @@ _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever 
 _MAX_REPORT_BYTES = 256 * 1024
 _MIB = 1024 * 1024
 _SANDBOX_OVERHEAD_MB = 256  # the launcher, the tmpfs folders (charged to the cgroup) and slack
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    wall_time_s: float = 10.0
-    cpu_time_s: int = 10
-    memory_mb: int = 1024
-    max_processes: int = 64  # processes + threads, the runner included
-    output_bytes: int = 64_000  # per stream kept in the result
-    disk_mb: int = 64  # all a solution may write to its folder (namespaces); past it a write fails (ENOSPC)
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if not value > 0:
-                raise ValueError(f"SandboxLimits.{field.name} must be positive, got {value!r}")
 
 
 class Outcome(StrEnum):
@@ -236,7 +221,20 @@ def run_solution(
     if isinstance(test_list, str):
         raise TypeError("test_list must be a sequence of assert statements, not one string")
     level = _level(isolation)
-    return _judge(SandboxJob(solution, tuple(test_list), setup_code), limits, level, probe().bwrap)
+    return _judge(SandboxJob(solution, tuple(test_list), setup_code), host_limits(limits, 1, level), level,
+                  probe().bwrap)  # fmt: skip
+
+
+@cache
+def host_limits(limits: SandboxLimits, runs: int, level: Isolation) -> SandboxLimits:
+    """``limits`` as this host bounds the memory of ``runs`` runs at once (``limits.py``); logged once each."""
+    if level is Isolation.NAMESPACES and containment.memory_cgroup_root() is not None:
+        cap = 2 * limits.memory_mb + _SANDBOX_OVERHEAD_MB
+        log.info("sandbox memory: a cgroup caps all of a run's processes together at %d MiB", cap)
+        return limits
+    fitted, guarantee = fit_to_host(limits, runs, available_mib())
+    log.info("sandbox memory: %s", guarantee)
+    return fitted
 
 
 def _judge(job: SandboxJob, limits: SandboxLimits, level: Isolation, bwrap: str | None) -> SandboxResult:
@@ -365,6 +363,7 @@ def run_many(
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be positive, got {max_workers}")
     workers = max_workers or os.cpu_count() or 1
+    limits = host_limits(limits, min(workers, max(len(jobs), 1)), _level(isolation))
 
     def run(job: SandboxJob) -> SandboxResult:
         return run_solution(job.solution, job.test_list, job.setup_code, limits, isolation)

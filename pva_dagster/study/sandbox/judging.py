@@ -4,7 +4,11 @@ pipeline's own process, before the run starts (``runner.py`` then needs no parse
 Every piece of an assert that starts from a name of the solution's (``f``, ``f(x)``, ``f(x)[0]``,
 ``Pair(1, 2).b``) becomes ``__pva_solution__(source, {names})``: the runner sends that source to the process
 where the solution runs and gets back plain values. Everything around those pieces (comparisons, ``not``,
-``and``/``or``, builtins, standard-library modules, the setup code's names) runs in the runner itself.
+``and``/``or``, builtins, standard-library modules, the setup code's names) runs in the runner itself, with
+one exception: a comparison whose every side the solution made (``f(x) == Pair(1, 2)``, ``f(x) == [Pair(1, 2),
+3]``) is sent whole. Python compares such values with the solution's own ``__eq__``, and a solution could pass
+it in plain Python with any class it likes, so evaluating it where the objects live trusts the solution with
+nothing it did not already decide; a side that is the test's own value keeps the comparison here.
 
 Which names are the solution's is decided from the assert and the trusted setup code, never from what the
 solution imports: a builtin (``set``, ``abs``, ``isinstance``) and a standard-library module name (``math``,
@@ -99,11 +103,36 @@ class _ToSolution(ast.NodeTransformer):
     def __init__(self, remote: set[str], local: set[str]) -> None:
         self.remote, self.local = remote, local
 
-    def visit(self, node: ast.AST) -> ast.AST:
+    def _is_piece(self, node: ast.AST) -> bool:
+        """``node`` starts from a name of the solution's (``f``, ``f(x)``, ``f(x)[0]``, ``Pair(1, 2).b``)."""
         root = node
         while isinstance(root, (ast.Call, ast.Attribute, ast.Subscript)):
             root = root.func if isinstance(root, ast.Call) else root.value
-        if isinstance(node, ast.expr) and isinstance(root, ast.Name) and root.id in self.remote:
+        return isinstance(node, ast.expr) and isinstance(root, ast.Name) and root.id in self.remote
+
+    def _made_by_solution(self, node: ast.AST) -> bool:
+        """A piece, or a list, tuple, set or dict display of pieces and literals holding at least one piece."""
+        if self._is_piece(node):
+            return True
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+            items = [*node.keys, *node.values] if isinstance(node, ast.Dict) else list(node.elts)
+            present = [item for item in items if item is not None]
+            if len(present) < len(items):  # ``{**mapping}``
+                return False
+            made = [self._made_by_solution(item) for item in present]
+            return any(made) and all(m or isinstance(i, ast.Constant) for m, i in zip(made, present, strict=True))
+        return False
+
+    def _whole_comparison(self, node: ast.AST) -> bool:
+        """A comparison of values the solution made on every side (``f(x) == Pair(1, 2)``): Python compares them
+        with the solution's own methods, and so does the judge, by evaluating it where they live. A side that is
+        the test's own value (a literal, a builtin's result) keeps the comparison in the judge."""
+        return isinstance(node, ast.Compare) and all(
+            self._made_by_solution(side) for side in (node.left, *node.comparators)
+        )
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if self._is_piece(node) or self._whole_comparison(node):
             used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
             names = sorted((used & self.local) - _bound_in(node))  # bound outside the piece, used inside it
             bound = ast.Dict([ast.Constant(n) for n in names], [ast.Name(n, ast.Load()) for n in names])

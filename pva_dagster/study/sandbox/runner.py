@@ -36,6 +36,11 @@ import site
 import sys
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # one answer of the solution process; more is an error, not a verdict
+# Containers inside containers a value may cross the pipe with: twice the depth Python's own ``repr`` and ``==``
+# reach at the default recursion limit (~1,000), and a third of what the transport measured to fit in an
+# 8 MiB C stack. Deeper values (a list that holds itself) are refused with a RecursionError, as Python would.
+MAX_NESTING = 2000
+_TRANSPORT_FRAMES = 8 * MAX_NESTING  # Python frames and C recursion the transport takes at that depth
 RESOURCE_ERRNOS = (errno.EFBIG, errno.EAGAIN, errno.ENOSPC, errno.EDQUOT)  # file size, processes, disk
 
 
@@ -82,7 +87,20 @@ def json_dumps(value):
 # ---- plain data across the pipe (both sides) -----------------------------------------------------------
 # Every value is tagged JSON: the judge parses it with ``json`` (no code runs while it is read) and rebuilds
 # values of the exact built-in types, whose comparisons the solution cannot change.
-def encode(value, handles):
+def deep(function, *args):
+    """``function(*args)`` with room for a value nested MAX_NESTING deep, the recursion limit restored after (the
+    solution's own code keeps Python's limit)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + _TRANSPORT_FRAMES)
+    try:
+        return function(*args)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def encode(value, handles, depth=0):
+    if depth > MAX_NESTING:
+        raise RecursionError(f"a value nested deeper than {MAX_NESTING} containers")
     if value is None or value is True or value is False:
         return value
     if isinstance(value, int):
@@ -95,30 +113,34 @@ def encode(value, handles):
         return ["c", float.hex(value.real), float.hex(value.imag)]
     if isinstance(value, (bytes, bytearray)):
         return ["b" if isinstance(value, bytes) else "B", bytes(memoryview(value)).hex()]
+    depth += 1
     for kind, tag in ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "F")):
         if isinstance(value, kind):
-            return [tag, [encode(item, handles) for item in value]]
+            return [tag, [encode(item, handles, depth) for item in value]]
     if isinstance(value, dict):
-        return ["d", [[encode(k, handles), encode(v, handles)] for k, v in dict.items(value)]]
-    return _encode_other(value, handles)
+        # OrderedDict compares in order and Counter counts a missing key as zero: each keeps its own equality
+        name = (type(value).__module__, type(value).__name__)
+        tag = {("collections", "OrderedDict"): "od", ("collections", "Counter"): "ct"}.get(name, "d")
+        return [tag, [[encode(k, handles, depth), encode(v, handles, depth)] for k, v in dict.items(value)]]
+    return _encode_other(value, handles, depth)
 
 
-def _encode_other(value, handles):
+def _encode_other(value, handles, depth):
     """Numbers and ranges that are not built-in plain types but compare like them, rebuilt exactly by the
     judge; builtin types by name; anything else stays in the solution's process as a handle."""
     kind = type(value)
     if kind is type({}.keys()):  # set-like, and compares as a set does
-        return ["s", [encode(item, handles) for item in value]]
+        return ["s", [encode(item, handles, depth) for item in value]]
     if (kind.__module__, kind.__name__) == ("collections", "deque"):
-        return ["dq", [encode(item, handles) for item in value]]
+        return ["dq", [encode(item, handles, depth) for item in value]]
     if kind is range:
-        return ["R", encode(value.start, handles), encode(value.stop, handles), encode(value.step, handles)]
+        return ["R", *(encode(part, handles, depth) for part in (value.start, value.stop, value.step))]
     if (kind.__module__, kind.__name__) == ("decimal", "Decimal"):
         return ["D", str(value)]
     if (kind.__module__, kind.__name__) == ("fractions", "Fraction"):
-        return ["Q", encode(value.numerator, handles), encode(value.denominator, handles)]
+        return ["Q", encode(value.numerator, handles, depth), encode(value.denominator, handles, depth)]
     if kind.__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        return encode(value.item(), handles)  # a NumPy scalar (int64, float32, bool_) as its Python value
+        return encode(value.item(), handles, depth)  # a NumPy scalar (int64, float32, bool_) as its Python value
     if hasattr(kind, "__index__"):
         index = kind.__index__(value)
         if type(index) is int:
@@ -150,10 +172,13 @@ def decode(data, handle):
         return handle(data[1])
     if tag == "R":
         return range(*(decode(part, handle) for part in data[1:4]))
-    if tag == "dq":
+    if tag in ("dq", "od", "ct"):
         import collections  # here only: rare, and not free to import on every run
 
-        return collections.deque(decode(item, handle) for item in data[1])
+        if tag == "dq":
+            return collections.deque(decode(item, handle) for item in data[1])
+        pairs = ((decode(k, handle), decode(v, handle)) for k, v in data[1])
+        return (collections.OrderedDict if tag == "od" else collections.Counter)(dict(pairs))
     if tag == "D":
         import decimal
 
@@ -226,6 +251,15 @@ def _has_frame(depth):
     return True
 
 
+def _room_of_a_script():
+    """Raise the recursion limit by the runner's frames above the caller, so that the code run from there (the
+    solution; the asserts) has the room it has at the top of a plain script."""
+    depth = 2  # the caller's frame and the ones above it
+    while _has_frame(depth):
+        depth += 1
+    sys.setrecursionlimit(sys.getrecursionlimit() + depth - 1)
+
+
 def serve_solution(namespace, solution, requests, answers):
     # As a script's: ``__main__`` is the solution's module (pickle finds its functions: multiprocessing), and
     # the frames of this runner above it do not count against its recursion limit.
@@ -233,10 +267,7 @@ def serve_solution(namespace, solution, requests, answers):
     module.__dict__.update(namespace)
     sys.modules["__main__"] = module
     namespace = module.__dict__
-    depth = 1
-    while _has_frame(depth):
-        depth += 1
-    sys.setrecursionlimit(sys.getrecursionlimit() + depth)
+    _room_of_a_script()
     try:
         exec(compile(solution, "<solution>", "exec"), namespace)
     except BaseException as exc:
@@ -249,33 +280,45 @@ def serve_solution(namespace, solution, requests, answers):
         return ["r", len(objects) - 1]
 
     send(answers, {"ready": True})
-    while (request := receive(requests)) is not None:
+    while (request := deep(receive, requests)) is not None:
         op = request["op"]
         try:
             if op == "eval":
-                bound = {k: decode(v, objects.__getitem__) for k, v in request["bound"].items()}
+                bound = {k: deep(decode, v, objects.__getitem__) for k, v in request["bound"].items()}
                 scope = {**namespace, **bound} if bound else namespace  # comprehensions see globals only
                 value = eval(compile(request["source"], request["stage"], "eval"), scope)
             elif op == "call":
-                args = decode(request["args"], objects.__getitem__)
-                kwargs = decode(request["kwargs"], objects.__getitem__)
+                args = deep(decode, request["args"], objects.__getitem__)
+                kwargs = deep(decode, request["kwargs"], objects.__getitem__)
                 value = objects[request["ref"]](*args, **kwargs)
             elif op == "iter":
                 value = iter(objects[request["ref"]])
             elif op == "bool":  # the solution's object's own truth, as a plain bool
                 value = bool(objects[request["ref"]])
+            elif op == "apply":  # what a builtin asks of the object: its text, length, items, members
+                args = deep(decode, request["args"], objects.__getitem__)
+                value = _PROTOCOL[request["name"]](objects[request["ref"]], *args)
             else:  # next
                 value = next(objects[request["ref"]])
-            answer = {"value": encode(value, handle)}
+            answer = {"value": deep(encode, value, handle)}
         except StopIteration:
             answer = {"stop": True} if op == "next" else {"raise": ["StopIteration", "", "error"]}
         except BaseException as exc:
             answer = {"raise": describe(exc)}
         try:
-            send(answers, answer)
+            deep(send, answers, answer)
         except (RecursionError, ValueError) as exc:  # unencodable (too deep, ...): say so instead
             send(answers, {"raise": describe(exc)})
     os._exit(0)
+
+
+# What the judge may ask of an object of the solution's, by name: what Python's builtins (``str``, ``repr``,
+# ``len``, ``x[i]``, ``x in y``) would ask of it, each answer a plain value (or another handle).
+_PROTOCOL: dict = {
+    "str": str, "repr": repr, "len": len, "getitem": lambda obj, key: obj[key], "contains": lambda obj, x: x in obj,
+    "getattr": getattr,
+}
+_PROTOCOL_ERRORS = {error.__name__: error for error in (TypeError, AttributeError, KeyError, IndexError, ValueError)}
 
 
 # ---- the judge ------------------------------------------------------------------------------------------
@@ -307,8 +350,43 @@ class SolutionObject:
         while (item := self.judge.ask({"op": "next", "ref": iterator.ref}, stop=StopIteration)) is not StopIteration:
             yield item
 
+    def _apply(self, name, *args, answer=None):
+        """The object's own answer to ``_PROTOCOL[name]``; ``answer``: the plain type it must be, as Python
+        requires of ``__str__``, ``__len__`` and ``__contains__`` (``in`` makes any answer a bool)."""
+        try:
+            value = self.judge.ask({"op": "apply", "ref": self.ref, "name": name, "args": self.judge.outgoing(args)})
+        except SolutionRaised as exc:
+            # The builtins around the call react to these as Python's do (``list`` falls back when ``len``
+            # raises TypeError, ``hasattr`` answers False on AttributeError): raised here as the builtin type
+            error_type, message, kind = exc.args
+            if kind == "error" and error_type in _PROTOCOL_ERRORS:
+                raise _PROTOCOL_ERRORS[error_type](message) from None
+            raise
+        if answer is not None and type(value) is not answer:
+            raise TypeError(f"the solution's object answered {name} with a {type(value).__name__}")
+        return value
+
+    def __getattr__(self, name):
+        # A public attribute (a lambda's ``p.a`` in a ``sorted`` key); the interpreter's own probes of
+        # underscore names are answered here, not by the solution
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._apply("getattr", name)
+
+    def __str__(self):
+        return self._apply("str", answer=str)
+
     def __repr__(self):
-        return "<object of the solution's>"
+        return self._apply("repr", answer=str)
+
+    def __len__(self):
+        return self._apply("len", answer=int)
+
+    def __getitem__(self, key):
+        return self._apply("getitem", key)
+
+    def __contains__(self, item):
+        return self._apply("contains", item, answer=bool)
 
 
 class Judge:
@@ -329,18 +407,18 @@ class Judge:
                 return ["r", other.ref]
             raise TypeError(f"an assert passes a {type(other).__name__} to the solution, which takes plain data")
 
-        return encode(value, refuse)
+        return deep(encode, value, refuse)
 
     def ask(self, request, stop=None):
-        send(self.requests, request)
-        answer = receive(self.answers)
+        deep(send, self.requests, request)
+        answer = deep(receive, self.answers)
         if answer is None:
             raise SolutionRaised(None, "", "gone")
         if "raise" in answer:
             raise SolutionRaised(*answer["raise"])
         if "stop" in answer and stop is not None:
             return stop
-        return decode(answer["value"], self.handle)
+        return deep(decode, answer["value"], self.handle)
 
     def evaluate(self, source, stage, bound):
         bound = {name: self.outgoing(value) for name, value in bound.items()}
@@ -417,6 +495,7 @@ def main(job_fd, _label):
     stage = "solution"
     # the name judging.SOLUTION_CALL, which the rewritten asserts call
     namespace["__pva_solution__"] = lambda source, bound: judge.evaluate(source, "<" + stage + ">", bound)
+    _room_of_a_script()  # for the asserts, which run here
     try:
         ready = receive(answers_r)
         if ready is not None and "raise" in ready:

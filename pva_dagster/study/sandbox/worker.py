@@ -102,7 +102,8 @@ class Worker:
     launcher cannot start."""
 
     def __init__(self, bwrap: str, max_processes: int, disk_bytes: int, memory_bytes: int,
-                 make_cgroup: Callable[[int], Path | None], kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
+                 make_cgroup: Callable[[int, int], Path | None],
+                 kill_cgroup: Callable[[Path], None]) -> None:  # fmt: skip
         self.key = (bwrap, max_processes, disk_bytes, memory_bytes)
         self.owner = os.getpid()
         self.alive = False
@@ -112,7 +113,8 @@ class Worker:
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         # the processes (+ the launcher) and, where a memory hierarchy allows, the memory of everything inside
-        cgroups = [c for c in (make_cgroup(max_processes + 1), make_memory_cgroup(memory_bytes)) if c is not None]
+        made = (make_cgroup(max_processes + 1, memory_bytes), make_memory_cgroup(memory_bytes))
+        cgroups = [c for c in made if c is not None]
         try:
             argv = bwrap_argv(bwrap, info_w, block_r, disk_bytes)
             self.proc = subprocess.Popen(
@@ -262,7 +264,7 @@ _local = threading.local()  # a thread's worker dies with the thread (bwrap --di
 
 
 def worker_for_thread(
-    bwrap: str, max_processes: int, disk_bytes: int, memory_bytes: int, make_cgroup: Callable[[int], Path | None],
+    bwrap: str, max_processes: int, disk_bytes: int, memory_bytes: int, make_cgroup: Callable[[int, int], Path | None],
     kill_cgroup: Callable[[Path], None],
 ) -> Worker:
     worker = getattr(_local, "worker", None)

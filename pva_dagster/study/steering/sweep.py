@@ -120,9 +120,8 @@ def run_units(
             out_dir / f"{unit.name}.parquet", tasks,
             producer={
                 "unit": asdict(unit), "decoder_row": None if row is None else vector_digest(row),
-                # A baseline adds nothing, so it does not depend on the point. Records made before the point
-                # was a setting were steered at resid_post: that point leaves their fingerprint as it was.
-                **({"steering_hook": point} if unit.kind != BASELINE and point != RESID_POST else {}),
+                # A baseline adds nothing, so it does not depend on the point.
+                **({"steering_hook": point} if unit.kind != BASELINE else {}),
             },
             extra_columns={"unit": unit.name},
             steering=None if unit.kind == BASELINE else (unit.layer, steering_vector(row, unit.scale)),
