@@ -77,7 +77,8 @@ def test_flips_count_base_correct_solutions_the_extended_tests_reject():
     )
     flips = label_flips(tasks).set_index(["split", "difficulty"])
     assert flips.loc[("all", "all")].to_dict() == {
-        "tasks": 6, "base_correct": 5, "extended_correct": 2, "flipped": 3, "flipped_share": 0.6,
+        "tasks": 6, "base_correct": 5, "extended_correct": 2, "flipped": 3, "flipped_share": 0.6, "judged_again": 0,
+        "changed_when_judged_again": 0,
     }
     assert flips.loc[("sae", "easy"), "flipped"] == 1 and flips.loc[("validation", "easy"), "flipped"] == 1
     assert flips.loc[("sae", "hard"), "flipped"] == 1 and flips.loc[("validation", "hard"), "flipped"] == 0

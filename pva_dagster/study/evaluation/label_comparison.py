@@ -22,6 +22,10 @@ from pva_dagster.study.problems.labels import LABEL_COLUMNS, LABEL_RULES
 from pva_dagster.study.statistics import bootstrap_intervals
 
 
+def _count(group: pd.DataFrame, column: str) -> int:
+    return int(group[column].sum()) if column in group.columns else 0
+
+
 def label_flips(tasks: pd.DataFrame) -> pd.DataFrame:
     """Per split and difficulty bucket (and in all): tasks, base-correct, extended-correct, and the base-correct
     solutions the extended tests reject (``flipped``, with its share of the base-correct)."""
@@ -34,6 +38,9 @@ def label_flips(tasks: pd.DataFrame) -> pd.DataFrame:
             "split": split, "difficulty": difficulty, "tasks": len(group), "base_correct": int(base.sum()),
             "extended_correct": int(extended.sum()), "flipped": flipped,
             "flipped_share": flipped / base.sum() if base.sum() else np.nan,
+            # Labels a changed judge recomputed from the stored code (and how many it changed)
+            "judged_again": _count(group, "relabelled"),
+            "changed_when_judged_again": _count(group, "label_changed_by_judge"),
         })
     return pd.DataFrame(rows)
 

@@ -13,6 +13,7 @@ import pandas as pd
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.analysis.separation import separation_scores
 from pva_dagster.study.domain import SPLIT_NAMES
+from pva_dagster.study.generation.solutions import PASSED_BEFORE_RELABEL, RELABELLED
 from pva_dagster.study.problems.labels import LABEL_COLUMNS
 
 RANK1 = 1
@@ -34,7 +35,20 @@ def readout_tasks(records: pd.DataFrame, splits: pd.DataFrame, difficulty: pd.Da
         "task_id": tasks.task_id.astype(int), "split": tasks.split, "correct": tasks.passed.astype(bool),
         "prompt_tokens": tasks.n_prompt_tokens.astype(int), "complexity": tasks.cyclomatic_complexity.astype(int),
         "prompt_text": tasks.prompt.astype(str), **{c: tasks[c].astype(bool) for c in LABEL_COLUMNS.values()},
+        **relabel_columns(records.set_index("task_id").loc[tasks.task_id]),
     }).sort_values("task_id", ignore_index=True)
+
+
+def relabel_columns(records: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per record: judged again from its stored code by a changed judge, and whether that changed ``passed``."""
+    if RELABELLED not in records.columns:
+        return {RELABELLED: np.zeros(len(records), bool), "label_changed_by_judge": np.zeros(len(records), bool)}
+    again = records[RELABELLED].fillna(False).to_numpy(bool)
+    before = records[PASSED_BEFORE_RELABEL].to_numpy(object)
+    changed = again & np.array(
+        [b is not None and bool(b) != bool(p) for b, p in zip(before, records.passed, strict=True)], dtype=bool
+    )
+    return {RELABELLED: again, "label_changed_by_judge": changed}
 
 
 def why_not_computable(tasks: pd.DataFrame) -> str | None:

@@ -161,9 +161,13 @@ def _label_section(readouts: Mapping[str, pd.DataFrame], rule: str) -> list[str]
         f"asserts ({total.flipped_share:.0%})." if total.base_correct else "No solution passes the base asserts."
     )
     top = by_label[by_label["rank"] <= LABEL_TOP_RANKS][["label", "direction", "rank", "layer", "latent", "score"]]
+    judged = (
+        f" A changed judge or changed tests judged {total.judged_again} stored solutions again from their code; "
+        f"{total.changed_when_judged_again} labels changed." if total.get("judged_again", 0) else ""
+    )
     return [
         f"## What the stronger label changes (exploratory; the study's label: {rule})",
-        rejected, markdown_table(flips),
+        rejected + judged, markdown_table(flips),
         f"Discovery under each label (sae split, same general-text cut-offs), top {LABEL_TOP_RANKS}:",
         markdown_table(top),
         "Each label's rank-1 latents on validation, scored under either label (AUROC, 95 % bootstrap):",
