@@ -1,4 +1,4 @@
-"""Extended tests (issue 23) on a real MBPP file: does the oracle agree with itself, how many tests a problem
+"""Extended tests on a real MBPP file: does the oracle agree with itself, how many tests a problem
 gets, and how many deliberately wrong mutants of the references the base asserts miss and the extended
 tests catch.
 

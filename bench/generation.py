@@ -7,7 +7,7 @@
 The paths run over the same prompts, all greedy with residual capture on every layer and the function-end stop
 rule on, as Phase 1 runs them, alternated round by round so that load from other processes hits each alike:
 
-- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git; f71fee2 is the path issue #9 measured,
+- baseline: ``generate`` as it was at ``--baseline-ref`` (read from git; f71fee2 is the decode path before batching,
   ``model.generate`` with a stop rule that decoded every row each step), batches of 8 in task order;
 - new @ 8: ``generate`` now (``decoding.decode``: finished rows leave the batch), batches of 8, sorted by length;
 - new @ N: ``generate`` now at the batch size Phase 1 would choose here (``auto_batch_size``) or at each

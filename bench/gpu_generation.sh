@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase 1 generation on a lent GPU, one call: the batch-size table issue #9 asks for, on Gemma-2-2B's
+# Phase 1 generation on a lent GPU, one call: the batch-size table, on Gemma-2-2B's
 # architecture with random weights (no hub here), then one study-length run at the automatic batch size.
 #
 #   bash bench/gpu_generation.sh [OUT_DIR]

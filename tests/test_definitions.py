@@ -89,7 +89,7 @@ def test_study_profile_binds_the_hub_variants_with_the_real_study_values():
     assert (study.design.max_new_tokens, embedded.design.max_new_tokens) == (800, 128)
     assert isinstance(embedded.resources["language_model"], EmbeddedModel)
     assert isinstance(embedded.resources["sae_source"], EmbeddedSAEs)
-    # Steering (issue 22): every problem, the small-magnitude grid in both profiles, the study's own grid beside
+    # Steering: every problem, the small-magnitude grid in both profiles, the study's own grid beside
     # it, several controls and the rank test's 19 random directions in the study.
     for design in (embedded.design, study.design):
         assert design.steering_max_tasks is None and design.steering_controls >= 1

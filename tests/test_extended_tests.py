@@ -1,4 +1,4 @@
-"""Extended tests (issue 23): type-aware mutation, assert parsing, the reference as oracle in the real sandbox
+"""Extended tests: type-aware mutation, assert parsing, the reference as oracle in the real sandbox
 (failures dropped, determinism), and extended asserts that catch what the base asserts miss."""
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def test_embedded_package_data_errors_name_the_resource(monkeypatch: pytest.Monk
 
 def test_embedded_set_shape() -> None:
     problems = load_embedded()
-    # 200 so that the 10 % hyperparams split holds 20 problems (issue 12: thresholds on fewer mean nothing).
+    # 200 so that the 10 % hyperparams split holds 20 problems (thresholds chosen on fewer mean nothing).
     assert [p.task_id for p in problems] == list(range(1, 201))
     names = [_function_name(p.code) for p in problems]
     assert sorted(name for name, count in Counter(names).items() if count > 1) == []

@@ -1,4 +1,4 @@
-"""Issue 21's readouts on planted synthetic data, through the real functions: baselines, probes, the best latent,
+"""The readouts on planted synthetic data, through the real functions: baselines, probes, the best latent,
 beyond difficulty, the confirmatory family, the per-layer plot and the general-text cut-off."""
 
 from __future__ import annotations

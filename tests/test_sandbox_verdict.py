@@ -318,7 +318,7 @@ def test_a_solution_that_breaks_the_sandbox_is_judged_an_error_not_raised(monkey
 
 
 def test_ordinary_python_behaves_as_it_does_outside() -> None:
-    """What the second review found judged wrong: multiprocessing (needs /dev/shm and a pickleable
+    """Ordinary Python the judge must not get wrong: multiprocessing (needs /dev/shm and a pickleable
     ``__main__``), recursion as deep as a plain script allows, a truthy object as an assert's value, deques
     and dict views compared as Python compares them."""
     limits = SandboxLimits(wall_time_s=10.0)

@@ -132,7 +132,7 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return frame.to_markdown(index=False, floatfmt=floatfmt)
 
 
-# Issue 21: per direction, AUROC against layer of the layered readouts, the surface baselines as bands.
+# Per direction, AUROC against layer of the layered readouts, the surface baselines as bands.
 LAYERED_READOUTS: tuple[str, ...] = ("best_latent", "sparse_probe", "dense_probe")
 
 

@@ -1,4 +1,4 @@
-"""Issue 21's one declared confirmatory family, Holm-adjusted together; every other p-value is exploratory.
+"""The one declared confirmatory family, Holm-adjusted together; every other p-value is exploratory.
 
 Declared before the validation split is read: for each direction's rank-1 latent, its AUROC against 0.5
 (label-permutation p) and its value beyond difficulty (:data:`LRT_TEST`). Later experiments (steering

@@ -1,4 +1,4 @@
-"""Issue 21's readouts of correctness: surface baselines, a dense and a sparse probe, and the best latent.
+"""Readouts of correctness: surface baselines, a dense and a sparse probe, and the best latent.
 
 Every readout is fitted on the ``sae`` split (the discovery split), has its hyperparameter (the inverse
 regularisation ``C`` of a logistic regression) chosen on ``hyperparams`` by AUROC, and gives a score for every

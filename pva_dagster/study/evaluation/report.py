@@ -253,7 +253,7 @@ def render_report(
 def readout_sections(
     readouts: pd.DataFrame, beyond: pd.DataFrame, family: pd.DataFrame, rank1_layers: Mapping[str, int]
 ) -> list[str]:
-    """Issue 21's sections: the confirmatory family (Holm), one sentence per direction on the rank-1 latent
+    """The readout sections: the confirmatory family (Holm), one sentence per direction on the rank-1 latent
     beyond difficulty, the AUROC-by-layer plots, then every readout and beyond-difficulty row as exploratory
     (:func:`readout_table`, :func:`beyond_difficulty_table`, :func:`confirmatory_family`)."""
     reported = beyond[family_labels(beyond, rank1_layers) == "confirmatory"]

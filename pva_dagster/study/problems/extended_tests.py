@@ -1,4 +1,4 @@
-"""Extended tests per problem by differential testing against the reference solution (issue 23).
+"""Extended tests per problem by differential testing against the reference solution.
 
 For each problem, the literal arguments of its asserts (``probes.py``) are mutated type-aware
 (``input_mutation.py``) with a generator seeded by ``(seed, task_id)``, into up to ``CANDIDATES_PER_TEST *
