@@ -2,7 +2,8 @@
 
 Re-materializes ``phase3_steering_coefficients``, ``phase3_steering`` and the report on a finished run's data
 folder with the embedded design changed as asked: ``--random-directions 19`` runs the exploratory rank test the
-embedded profile leaves off for time; ``--coefficients 0.5 1.0 --max-tasks 8`` is the older design (large coefficients on a few problems).
+embedded profile leaves off for time; ``--coefficients 0.5 1.0 --max-tasks 8`` is the older design (large
+coefficients on a few problems).
 Steering units already on disk with the same inputs resume from their files, so only what the change adds is
 generated. Prints the chosen coefficients, the validation tests and the seconds it took.
 

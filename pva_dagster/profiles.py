@@ -29,8 +29,11 @@ from pva_dagster.resources import (
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
-from pva_dagster.study.domain import EMBEDDED_STEERING_COEFFICIENTS
 from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
+
+# The embedded profile's steering grid: the middle of the small grid. On the embedded model 0.02 changed no label
+# and at 0.5 the controls break every correct solution (docs/runs.md).
+EMBEDDED_STEERING_COEFFICIENTS: tuple[float, ...] = (0.05, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def embedded_profile() -> Profile:
                 samples_per_temperature=1,
                 # Small multiples of the residual norm (half the norm breaks every correct solution here) on every
                 # hyperparams and validation problem, against one frequency-matched control: each control adds
-                # about 250 generations (70 s here); two took the pipeline to ~600 s, over the run's 480 s budget.
+                # about 250 generations to a run that must fit a 2-core CPU's time budget (docs/runs.md).
                 steering_coefficients=list(EMBEDDED_STEERING_COEFFICIENTS),
                 steering_controls=1,
                 steering_max_tasks=None,

@@ -13,12 +13,18 @@ import pytest
 from pva_dagster.study.problems.embedded import load_embedded
 from pva_dagster.study.problems.extended_tests import candidates, generate
 from pva_dagster.study.problems.input_mutation import mutate
-from pva_dagster.study.problems.labels import judge_extended
+from pva_dagster.study.problems.labels import ExtendedVerdict, judge_both
 from pva_dagster.study.problems.mbpp import Problem, load_jsonl
 from pva_dagster.study.problems.probes import literal_source, read_probes
-from pva_dagster.study.sandbox.execution import run_solution
+from pva_dagster.study.sandbox.execution import SandboxJob, run_solution
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
+
+
+def judge_extended(solution: str, problem, extended) -> ExtendedVerdict:
+    """``solution`` on the base asserts and, where it passes them, the base and extended ones."""
+    job = SandboxJob(solution, problem.test_list, problem.test_setup_code)
+    return judge_both([job], [extended.tests], max_workers=1)[0]
 
 
 def problem(code: str, *tests: str, task_id: int = 1, setup: str = "") -> Problem:

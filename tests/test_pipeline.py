@@ -19,6 +19,7 @@ from pva_dagster.profiles import Profile
 from pva_dagster.rehearsal.small_runs import (
     FIRST_RANGE,
     PREPARE,
+    SHORT_STEERING_COEFFICIENTS,
     SMALL_SAE_TRAINING,
     link_embedded_model,
     materialize,
@@ -28,7 +29,6 @@ from pva_dagster.rehearsal.small_runs import (
 )
 from pva_dagster.resources import EmbeddedModel
 from pva_dagster.study import storage
-from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.generation.model_loading import AUTO_DTYPE, choose_dtype
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (

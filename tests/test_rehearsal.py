@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pva_dagster.cli.rehearse import SAE_LAYERS, TASK_IDS, rehearsal_environment
-from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
+from pva_dagster.rehearsal.small_runs import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
     check_phase0,

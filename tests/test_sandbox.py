@@ -35,7 +35,7 @@ from pva_dagster.study.sandbox.execution import (
     run_solution,
 )
 from pva_dagster.study.sandbox.isolation import RUNNER, Isolation, IsolationUnavailable, uid_drop_works
-from pva_dagster.study.sandbox.worker import LAUNCHER, release_thread_sandbox
+from pva_dagster.study.sandbox.worker import LAUNCHER
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 FAST = SandboxLimits(wall_time_s=1.5, cpu_time_s=5, memory_mb=256)
@@ -654,7 +654,9 @@ def test_a_forked_copy_of_the_caller_gets_its_own_sandbox() -> None:
             result = run_solution(ADD_ONE, ["assert add_one(1) == 2"], limits=FAST)
             os.write(write_fd, b"passed" if result.passed else repr(result).encode())
         finally:
-            release_thread_sandbox()  # os._exit runs no finalizer
+            made = getattr(worker._local, "worker", None)  # os._exit runs no finalizer: kill this copy's own
+            if made is not None and made.owner == os.getpid():
+                made.kill()
             os._exit(0)
     os.close(write_fd)
     _, status = os.waitpid(child, 0)

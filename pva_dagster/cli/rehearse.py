@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pva_dagster.constants import DEVICES_ENV
-from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DATA_DIR_ENV, PROJECT_ROOT
 from pva_dagster.study.runtime import OFFLINE_DEFAULTS
 
@@ -60,17 +59,11 @@ def small_run_profile(profile: Profile, workdir: Path, problems: str = "mbpp") -
     if problems == "mbppplus":
         profile = profile.with_resources(problem_source=HubMBPPPlus())
 
+    from pva_dagster.rehearsal.small_runs import SMALL_RUN
+
     pool = profile.resources["device_pool"]
     return profile.with_design(
-        max_new_tokens=32,
-        max_task_id=max(TASK_IDS),
-        sae_layers=SAE_LAYERS,
-        temperatures=[TEMPERATURE],
-        samples_per_temperature=2,
-        steering_coefficients=list(SHORT_STEERING_COEFFICIENTS),
-        steering_controls=1,
-        steering_max_tasks=3,
-        steering_random_directions=2,
+        max_new_tokens=32, max_task_id=max(TASK_IDS), sae_layers=SAE_LAYERS, temperatures=[TEMPERATURE], **SMALL_RUN
     ).with_resources(
         # Its own lock folder: a rehearsal neither waits for nor blocks other runs on this machine's CPU.
         device_pool=DevicePool(**{**pool.model_dump(), "lock_dir": str(workdir / "locks"), "poll_seconds": 0.5})

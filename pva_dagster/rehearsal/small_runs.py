@@ -15,11 +15,17 @@ from pva_dagster.definitions import build_definitions
 from pva_dagster.profiles import Profile, load_profile
 from pva_dagster.resources import DataStore, DevicePool, EmbeddedModel, LocalProblems, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
-from pva_dagster.study.domain import SHORT_STEERING_COEFFICIENTS
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.embedded import embedded_records
 from pva_dagster.study.problems.task_ranges import task_ranges
 
+# A small run's steering sweep: two coefficients, one small, one that breaks solutions.
+SHORT_STEERING_COEFFICIENTS: tuple[float, ...] = (0.1, 0.5)
+# What every small run (a test's, the rehearsal's) shares: two samples a temperature, a short steering design.
+SMALL_RUN: dict[str, Any] = {
+    "samples_per_temperature": 2, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS), "steering_controls": 1,
+    "steering_max_tasks": 3, "steering_random_directions": 2,
+}
 # The task ranges of a small run: the embedded profile's (its Definitions' partitions come from its design).
 EMBEDDED_DESIGN: StudyDesign = load_profile("embedded").design
 FIRST_RANGE, SECOND_RANGE = (
@@ -56,8 +62,7 @@ def small_design(**changes: Any) -> StudyDesign:
     return StudyDesign(**{
         "max_task_id": EMBEDDED_DESIGN.max_task_id, "task_range_size": EMBEDDED_DESIGN.task_range_size,
         "sae_layers": [3, 9], "temperatures": [0.3],
-        "samples_per_temperature": 2, "max_new_tokens": 64, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS),
-        "steering_controls": 1, "steering_max_tasks": 3, "steering_random_directions": 2,
+        "max_new_tokens": 64, **SMALL_RUN,
         # Small SAEs are dense (k = 16 of 256: 6.25 % mean density): the filter is relative to the density, as
         # in the embedded profile.
         "general_text_density_multiple": 4.0, **changes,

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from pva_dagster.study.analysis.separation import MAX_GENERAL_FREQ
-from pva_dagster.study.domain import DEFAULT_SEED, STUDY_STEERING_COEFFICIENTS
+from pva_dagster.study.domain import DEFAULT_SEED
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.generation.residual import RESID_POST, HookPoint
 from pva_dagster.study.generation.settings import GenerationSettings
@@ -23,6 +23,16 @@ GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_en
                      "use_chat_template")  # fmt: skip
 _GENERATION = GenerationSettings()  # the one place generation defaults are declared
 
+
+
+# The steering sweep (relative mode: multiples of the mean residual norm at the layer; nonzero, as every problem
+# group also gets an unsteered baseline). Half the norm already breaks every correct solution of a small model,
+# so the grid starts small; the original study's grid sits beside it (its negative values are exploratory: the
+# confirmatory coefficient is positive).
+SMALL_STEERING_COEFFICIENTS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
+STEERING_COEFFICIENTS: tuple[float, ...] = tuple(
+    sorted({-1.0, -0.75, -0.5, -0.25, 0.25, 0.75, 1.0, *SMALL_STEERING_COEFFICIENTS})
+)
 
 class StudyDesign(dg.ConfigurableResource):
     seed: int = Field(default=DEFAULT_SEED, description="Seed of every random step (splits, sampling, controls).")
@@ -72,7 +82,7 @@ class StudyDesign(dg.ConfigurableResource):
     )
 
     steering_coefficients: list[float] = Field(
-        default=list(STUDY_STEERING_COEFFICIENTS),
+        default=list(STEERING_COEFFICIENTS),
         description="Phase 3 steering sweep on the hyperparams split (relative mode: multiples of the mean "
         "residual norm at the layer); nonzero, as every problem group also gets an unsteered baseline.",
     )

@@ -27,19 +27,6 @@ TIMING_COLUMNS: tuple[str, ...] = ("generation_seconds", "sandbox_seconds")
 # Seed of every random step unless a profile or a caller says otherwise.
 DEFAULT_SEED = 42
 
-# Phase 3 steering sweeps (relative mode: multiples of the mean residual norm at the layer; nonzero, as every
-# problem group also gets an unsteered baseline). Half the norm already breaks every correct solution of the
-# embedded model, so the sweep starts small (SMALL_STEERING_COEFFICIENTS, the embedded profile's); the study
-# keeps the original grid beside them (its negative values are exploratory: the confirmatory coefficient is
-# positive). The short sweep is for small runs (rehearsal, tests).
-SMALL_STEERING_COEFFICIENTS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
-# The embedded profile's: the middle of those. On the embedded model 0.02 changed no label and at 0.5 the controls
-# break every correct solution (docs/runs.md), and each coefficient costs ~30 s of the run's time budget.
-EMBEDDED_STEERING_COEFFICIENTS: tuple[float, ...] = (0.05, 0.1, 0.2)
-STUDY_STEERING_COEFFICIENTS: tuple[float, ...] = tuple(
-    sorted({-1.0, -0.75, -0.5, -0.25, 0.25, 0.75, 1.0, *SMALL_STEERING_COEFFICIENTS})
-)
-SHORT_STEERING_COEFFICIENTS: tuple[float, ...] = (0.1, 0.5)
 
 
 def temperature_tag(temperature: float) -> str:

@@ -64,6 +64,3 @@ def write_npz(target: str | os.PathLike[str], **arrays: ArrayLike) -> Path:
 
     return _write_with(target, write)
 
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -31,7 +31,6 @@ MADE_BY = "made_by"  # the NPZ entry holding the fingerprint of what made a shar
 RecordPath = Callable[[str, int, int, int], Path]
 # (task_id, layer) -> the file of one task's residual at one layer
 TaskPath = Callable[[int, int], Path]
-# task_id -> files of an older layout that this store replaces (removed once the task is stored anew)
 
 
 class ActivationStore(ABC):

@@ -61,15 +61,3 @@ def judge_both(
 def extended_job(solution: str, problem: Problem, extended: ExtendedTests) -> SandboxJob:
     """``solution`` against the base asserts and then the extended ones, in one sandbox run."""
     return SandboxJob(solution, problem.test_list + extended.tests, problem.test_setup_code)
-
-
-def judge_extended(
-    solution: str,
-    problem: Problem,
-    extended: ExtendedTests,
-    limits: SandboxLimits = JUDGE_LIMITS,
-    isolation: Isolation | None = None,
-) -> ExtendedVerdict:
-    """Label ``solution`` with the base asserts and, where it passes them, the base and extended ones."""
-    job = SandboxJob(solution, problem.test_list, problem.test_setup_code)
-    return judge_both([job], [extended.tests], limits, 1, isolation)[0]

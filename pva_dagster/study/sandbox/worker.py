@@ -277,10 +277,3 @@ def worker_for_thread(
         worker = _local.worker = Worker(bwrap, max_processes, disk_bytes, memory_bytes, make_cgroup, kill_cgroup)
     return worker
 
-
-def release_thread_sandbox() -> None:
-    """Kill this thread's sandbox now, not when the thread or the process ends (e.g. before ``os._exit``)."""
-    worker = getattr(_local, "worker", None)
-    if worker is not None and worker.owner == os.getpid():
-        worker.kill()
-    _local.worker = None
