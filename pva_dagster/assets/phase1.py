@@ -27,6 +27,7 @@ from pva_dagster.study.generation.labelled_generation import (
     generate_and_label,
     write_metadata,
 )
+from pva_dagster.study.problems.splits import split_task_ids
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
 CODE_VERSION = "3"
@@ -104,7 +105,7 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
             # The prompt residual is the same for every sample and temperature: stored once per task and layer.
             activations=SharedTaskActivations(layout.phase1_2_activation),
         )
-        validation = mbpp_problems.task_id.isin(problem_splits.task_id[problem_splits.split == VALIDATION_SPLIT])
+        validation = mbpp_problems.task_id.isin(split_task_ids(problem_splits, VALIDATION_SPLIT))
         return _run(
             context, mbpp_problems[validation], extended_tests, partition, language_model, study_design, data_store,
             sandbox, device_pool,

@@ -33,6 +33,7 @@ from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, sc
 from pva_dagster.study.analysis.separation import KEEP, TOP_N, best_latents, rank_latents
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.plots import histogram_by_group, markdown_table
+from pva_dagster.study.problems.splits import split_task_ids
 
 CODE_VERSION = "3"
 # The splits Phase 2 can score, and the default: the discovery split. "validation" adds an exploratory table
@@ -129,7 +130,7 @@ def phase2(
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
         for split in config.splits:
             records = phase1_records([greedy, *(phase1_2_solutions.values() if split == VALIDATION_SPLIT else [])])
-            task_ids = problem_splits.task_id[problem_splits.split == split].tolist()
+            task_ids = split_task_ids(problem_splits, split)
             with duckdb.get_connection() as conn:
                 index = activation_index(conn, records, task_ids, layers)
             context.log.info(f"split {split}: {len(index) // len(layers)} samples")

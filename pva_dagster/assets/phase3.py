@@ -20,6 +20,7 @@ from pva_dagster.study.evaluation.classification import selected_latents, valida
 from pva_dagster.study.evaluation.report import render_report
 from pva_dagster.study.evaluation.validation import pr_points, roc_points
 from pva_dagster.study.plots import markdown_table, roc_pr_curves
+from pva_dagster.study.problems.splits import split_task_ids
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
 CODE_VERSION = "3"
@@ -60,7 +61,7 @@ def phase3_classification(
             sampled = phase1_2_solutions.values() if split == VALIDATION_SPLIT else []
             records = phase1_records([*phase1_0_solutions.values(), *sampled])
             with duckdb.get_connection() as conn:
-                task_ids = problem_splits.task_id[problem_splits.split == split]
+                task_ids = split_task_ids(problem_splits, split)
                 index = activation_index(conn, records, task_ids, sorted(saes))
             samples[split] = latent_samples(index, pairs, saes.__getitem__)
     overall, grouped = validate_latents(

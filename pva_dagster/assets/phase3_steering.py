@@ -10,7 +10,6 @@ loaded once (resources/model_cache.py).
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -24,33 +23,18 @@ from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, SAESou
 from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import phase1_records
-from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.domain import HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
-from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.plots import markdown_table
-from pva_dagster.study.steering.plan import (
-    build_units,
-    mean_norm_at_layer,
-    steering_problems,
-    steering_targets,
-    tasks_from_records,
+from pva_dagster.study.steering.results import COEFFICIENT_RULE, choose_coefficients, dose_response_plot
+from pva_dagster.study.steering.split_plan import (
+    GroupJob,
+    SplitPlan,
+    SteeringInputs,
+    combined_tables,
+    plan_split,
 )
-from pva_dagster.study.steering.results import (
-    COEFFICIENT_RULE,
-    choose_coefficients,
-    control_tests,
-    dose_response_plot,
-    experiment_tests,
-    unit_summary,
-)
-from pva_dagster.study.steering.sweep import RANDOM, SteeringUnit, combine_units, noise_floor, run_units
-from pva_dagster.study.steering.vectors import (
-    CONTROL_MAX_ABS_SCORE,
-    CONTROL_POOL_FACTOR,
-    CoefficientMode,
-    random_directions,
-    resolve_coefficients,
-)
+from pva_dagster.study.steering.sweep import SteeringUnit, run_units
+from pva_dagster.study.steering.vectors import CoefficientMode
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
 CODE_VERSION = "5"
@@ -76,18 +60,6 @@ class SteeringConfig(dg.Config):
         return values
 
 
-@dataclass(frozen=True)
-class SteeringInputs:
-    """What Phases 0-2 hand to steering (the asset inputs both steering assets take)."""
-
-    top: pd.DataFrame  # Phase 2 top latents, discovery split
-    scores: pd.DataFrame  # Phase 2 separation scores, discovery split (all groups)
-    records: pd.DataFrame  # Phase 1.0 records, every partition
-    problems: pd.DataFrame  # mbpp_problems
-    splits: pd.DataFrame  # problem_splits
-    extended: pd.DataFrame  # extended_tests: steered code is judged as Phase 1 judged it
-
-
 def _inputs(
     top_latents: dict[str, pd.DataFrame], phase2: dict[str, pd.DataFrame],
     phase1_0_solutions: PartitionFrames, mbpp_problems: pd.DataFrame, problem_splits: pd.DataFrame,
@@ -99,103 +71,27 @@ def _inputs(
     )
 
 
-@dataclass(frozen=True)
-class UnitJob:
-    """What one unit needs: the unit, its problems' tasks (Phase 1.0's prompts) and the decoder row added."""
-
-    unit: SteeringUnit
-    tasks: tuple[Task, ...]
-    decoder_row: Any  # torch.Tensor[d_model] on the CPU, a copy of the SAE's W_dec row; None for a baseline
-
-
-@dataclass(frozen=True)
-class GroupJob:
-    """What one step needs: every unit of one problem group (its baseline among them), run in shared batches."""
-
-    problems: str  # the Phase 1.0 label of the problems
-    jobs: tuple[UnitJob, ...]
-
-
-@dataclass(frozen=True)
-class SplitPlan:
-    """What the combining step needs besides the units' records."""
-
-    coefficient_mode: str
-    coefficients: list[float]  # the sweep (hyperparams) or every chosen coefficient (validation)
-    phase1_labels: pd.DataFrame  # task_id, passed of Phase 1.0: the noise floor's reference
-    margin: float  # preservation's non-inferiority margin
-    facts: dict[str, Any]  # for metadata
-
-
 def step_key(split: str, problems: str) -> str:
     """A problem group's step as a Dagster mapping key, e.g. ``hyperparams_on_incorrect``."""
     return f"{split}_on_{problems}"
 
 
-def _plan_split(
+def _planned(
     context: dg.OpExecutionContext, split: str, coefficients: dict[str, list[float]] | list[float], mode: str,
     inputs: SteeringInputs, sae_source: SAESource, design: StudyDesign, data_store: DataStore,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
-    """The units of one split (baselines first), one dynamic output per problem group (its units share batches),
-    then the plan the combining step reads.
-
-    ``coefficients``: per direction, or one list for every direction. A problem group with no problems is left
-    out with a log line (a small split may have no incorrect problems)."""
-    layout, records, splits = data_store.layout, inputs.records, inputs.splits
-    targets = steering_targets(inputs.top, pooled(inputs.scores), design.steering_controls, design.seed)
-    problems = steering_problems(
-        records, splits.task_id[splits.split == split].tolist(), design.steering_max_tasks, design.seed
+    """One dynamic output per problem group of :func:`plan_split`, then the plan the combining step reads."""
+    groups, plan = plan_split(
+        split, coefficients, mode, inputs, lambda layer: sae_source.load(layer, data_store.layout, "cpu"), design,
+        context.log.info,
     )
-    discovery = records[records.task_id.isin(splits.task_id[splits.split == SAE_SPLIT])]
-    norms = {layer: mean_norm_at_layer(discovery, layer) for layer, _ in targets.best.values()}
-    per_direction = {d: list(coefficients[d] if isinstance(coefficients, dict) else coefficients) for d in targets.best}
-    scales = {d: resolve_coefficients(mode, per_direction[d], norms[layer]) for d, (layer, _) in targets.best.items()}
-    # Random directions only on validation: the exploratory rank test of the reported result, not of the sweep.
-    # Seeded per layer: two directions steered at one layer are ranked against the same random directions.
-    n_random = design.steering_random_directions if split == VALIDATION_SPLIT else 0
-    units = build_units(split, per_direction, scales, targets.best, targets.controls, n_random)
-    # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
-    saes = {layer: sae_source.load(layer, layout, "cpu") for layer in norms}
-    randoms = {
-        layer: random_directions(sae.W_dec.shape[1], n_random, design.seed + layer) for layer, sae in saes.items()
-    }
-    tasks = tasks_from_records(records, inputs.problems, inputs.extended)
-    jobs = []
-    for unit in units:
-        unit_tasks = tuple(tasks[int(t)] for t in problems[unit.problems].task_id)
-        if not unit_tasks:
-            context.log.info(f"steering unit {unit.name} skipped: no {unit.problems} problems in the split")
-            continue
-        row = (  # [d_model]
-            None if unit.layer < 0 else randoms[unit.layer][unit.latent] if unit.kind == RANDOM
-            else saes[unit.layer].W_dec[unit.latent].detach().clone()
-        )
-        jobs.append(UnitJob(unit, unit_tasks, row))
-    if not jobs:
-        raise ValueError(f"no steering unit of the {split} split has problems to run on")
-    groups = sorted({job.unit.problems for job in jobs})
-    context.log.info(f"{len(jobs)} steering units on the {split} split, one step per problem group: {groups}")
-    for problems_label in groups:
-        group = GroupJob(problems_label, tuple(job for job in jobs if job.unit.problems == problems_label))
-        yield dg.DynamicOutput(group, output_name="units", mapping_key=step_key(split, problems_label))
-    facts = {
-        "mean residual norm per layer (discovery split)": {str(k): float(v) for k, v in norms.items()},
-        "controls": (
-            f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the "
-            f"{CONTROL_POOL_FACTOR} x {design.steering_controls} latents of the target's layer nearest its firing "
-            f"frequency among those with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the "
-            f"top latents: {targets.controls}; firing frequency on the discovery split (target first): "
-            f"{targets.frequency}"
-        ),
-        "random directions (exploratory rank test)": n_random,
-        "units": len(jobs),
-        "steering hook (TransformerLens)": f"blocks.L.hook_{design.steering_hook}",
-        "directions": sorted(targets.best),
-        "problems per label": {label: len(frame) for label, frame in problems.items()},
-    }
-    coefficients_run = sorted({c for values in per_direction.values() for c in values})
-    labels = records[["task_id", "passed"]].copy()
-    yield dg.Output(SplitPlan(mode, coefficients_run, labels, design.steering_preservation_margin, facts), "plan")
+    context.log.info(
+        f"{sum(len(g.jobs) for g in groups)} steering units on the {split} split, one step per problem group: "
+        f"{[g.problems for g in groups]}"
+    )
+    for group in groups:
+        yield dg.DynamicOutput(group, output_name="units", mapping_key=step_key(split, group.problems))
+    yield dg.Output(plan, "plan")
 
 
 PLAN_OUTS = {"units": dg.DynamicOut(io_manager_key=STEP_IO), "plan": dg.Out(io_manager_key=STEP_IO)}
@@ -211,7 +107,7 @@ def plan_sweep(
     """The hyperparams sweep's units: every configured coefficient for every direction's best latent."""
     sweep = config.coefficients or study_design.steering_coefficients
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
-    yield from _plan_split(
+    yield from _planned(
         context, HYPERPARAMS_SPLIT, list(sweep), config.coefficient_mode, inputs, sae_source, study_design, data_store
     )
 
@@ -227,7 +123,7 @@ def plan_validation(
     chosen = phase3_steering_coefficients[outputs.CHOSEN_COEFFICIENTS]
     coefficients = {d: [float(c)] for d, c in chosen.set_index("direction").coefficient.items()}
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
-    yield from _plan_split(
+    yield from _planned(
         context, VALIDATION_SPLIT, coefficients, str(chosen.coefficient_mode.iloc[0]), inputs, sae_source,
         study_design, data_store,
     )
@@ -258,16 +154,8 @@ def steer_units(
 def _combined(
     plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The tables of every unit of a split (experiment tests, per-control tests, per-unit summary, noise floor,
-    by their role) and the metadata facts."""
-    outcomes, baselines = combine_units([unit for group in results for unit in group])
-    facts = {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
-    per_control = control_tests(outcomes)
-    tables = {
-        "tests": experiment_tests(outcomes, per_control, plan.margin), "controls": per_control,
-        "units": unit_summary(outcomes), "noise": noise_floor(plan.phase1_labels, baselines),
-    }
-    return tables, facts
+    """The split's tables (:func:`combined_tables`) and the metadata facts."""
+    return combined_tables(plan, results), {**plan.facts, "controls": dg.MetadataValue.md(plan.facts["controls"])}
 
 
 @dg.op

@@ -190,3 +190,8 @@ def split_summary(splits: pd.DataFrame) -> dict[str, Any]:
             for name, counts in pd.crosstab(splits["split"], splits["cyclomatic_complexity"]).iterrows()
         },
     }
+
+
+def split_task_ids(splits: pd.DataFrame, split: str) -> list[int]:
+    """The task ids of one split of ``problem_splits``, in its order (none for a split it does not hold)."""
+    return [int(t) for t in splits.task_id[splits.split == split]]

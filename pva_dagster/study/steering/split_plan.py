@@ -1,0 +1,171 @@
+"""One split's steering, planned before any generation and combined after: which units run on which problems
+along which decoder row (:func:`plan_split`), and the tables their records make (:func:`combined_tables`).
+
+The steering assets only wire these: a plan step yields one group of units per problem group (each a step of its
+own, on a device of its own), and a combining step turns the groups' records into the asset's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+
+from pva_dagster.study.analysis.latent_scores import pooled
+from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.generation.solutions import Task
+from pva_dagster.study.problems.splits import split_task_ids
+from pva_dagster.study.steering.plan import (
+    build_units,
+    mean_norm_at_layer,
+    steering_problems,
+    steering_targets,
+    tasks_from_records,
+)
+from pva_dagster.study.steering.results import control_tests, experiment_tests, unit_summary
+from pva_dagster.study.steering.sweep import RANDOM, SteeringUnit, combine_units, noise_floor
+from pva_dagster.study.steering.vectors import (
+    CONTROL_MAX_ABS_SCORE,
+    CONTROL_POOL_FACTOR,
+    random_directions,
+    resolve_coefficients,
+)
+
+
+class SteeringDesign(Protocol):
+    """The study design's steering settings, as the plan reads them (read-only)."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def steering_controls(self) -> int: ...
+    @property
+    def steering_max_tasks(self) -> int | None: ...
+    @property
+    def steering_random_directions(self) -> int: ...
+    @property
+    def steering_hook(self) -> str: ...
+    @property
+    def steering_preservation_margin(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class SteeringInputs:
+    """What Phases 0-2 hand to steering (the asset inputs both steering assets take)."""
+
+    top: pd.DataFrame  # Phase 2 top latents, discovery split
+    scores: pd.DataFrame  # Phase 2 separation scores, discovery split (all groups)
+    records: pd.DataFrame  # Phase 1.0 records, every partition
+    problems: pd.DataFrame  # mbpp_problems
+    splits: pd.DataFrame  # problem_splits
+    extended: pd.DataFrame  # extended_tests: steered code is judged as Phase 1 judged it
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """What one unit needs: the unit, its problems' tasks (Phase 1.0's prompts) and the decoder row added."""
+
+    unit: SteeringUnit
+    tasks: tuple[Task, ...]
+    decoder_row: Any  # torch.Tensor[d_model] on the CPU, a copy of the SAE's W_dec row; None for a baseline
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """What one step needs: every unit of one problem group (its baseline among them), run in shared batches."""
+
+    problems: str  # the Phase 1.0 label of the problems
+    jobs: tuple[UnitJob, ...]
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """What the combining step needs besides the units' records."""
+
+    coefficient_mode: str
+    coefficients: list[float]  # the sweep (hyperparams) or every chosen coefficient (validation)
+    phase1_labels: pd.DataFrame  # task_id, passed of Phase 1.0: the noise floor's reference
+    margin: float  # preservation's non-inferiority margin
+    facts: dict[str, Any]  # for metadata
+
+
+def plan_split(
+    split: str, coefficients: Mapping[str, Sequence[float]] | Sequence[float], mode: str, inputs: SteeringInputs,
+    load_sae: Callable[[int], Any], design: SteeringDesign, log: Callable[[str], None],
+) -> tuple[list[GroupJob], SplitPlan]:
+    """The units of one split (baselines first), grouped by problem group (its units share batches), and the
+    plan the combining step reads.
+
+    ``coefficients``: per direction, or one list for every direction; ``load_sae(layer)``: the SAE on the CPU. A
+    unit without problems is left out with a log line (a small split may have no incorrect problems)."""
+    records, splits = inputs.records, inputs.splits
+    targets = steering_targets(inputs.top, pooled(inputs.scores), design.steering_controls, design.seed)
+    problems = steering_problems(
+        records, split_task_ids(splits, split), design.steering_max_tasks, design.seed
+    )
+    discovery = records[records.task_id.isin(split_task_ids(splits, SAE_SPLIT))]
+    norms = {layer: mean_norm_at_layer(discovery, layer) for layer, _ in targets.best.values()}
+    per_direction = {
+        d: list(coefficients[d] if isinstance(coefficients, Mapping) else coefficients) for d in targets.best
+    }
+    scales = {d: resolve_coefficients(mode, per_direction[d], norms[layer]) for d, (layer, _) in targets.best.items()}
+    # Random directions only on validation: the exploratory rank test of the reported result, not of the sweep.
+    # Seeded per layer: two directions steered at one layer are ranked against the same random directions.
+    n_random = design.steering_random_directions if split == VALIDATION_SPLIT else 0
+    units = build_units(split, per_direction, scales, targets.best, targets.controls, n_random)
+    # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
+    saes = {layer: load_sae(layer) for layer in norms}
+    randoms = {
+        layer: random_directions(sae.W_dec.shape[1], n_random, design.seed + layer) for layer, sae in saes.items()
+    }
+    tasks = tasks_from_records(records, inputs.problems, inputs.extended)
+    jobs = []
+    for unit in units:
+        unit_tasks = tuple(tasks[int(t)] for t in problems[unit.problems].task_id)
+        if not unit_tasks:
+            log(f"steering unit {unit.name} skipped: no {unit.problems} problems in the split")
+            continue
+        row = (  # [d_model]
+            None if unit.layer < 0 else randoms[unit.layer][unit.latent] if unit.kind == RANDOM
+            else saes[unit.layer].W_dec[unit.latent].detach().clone()
+        )
+        jobs.append(UnitJob(unit, unit_tasks, row))
+    if not jobs:
+        raise ValueError(f"no steering unit of the {split} split has problems to run on")
+    labels = sorted({job.unit.problems for job in jobs})
+    groups = [GroupJob(label, tuple(job for job in jobs if job.unit.problems == label)) for label in labels]
+    facts = {
+        "mean residual norm per layer (discovery split)": {str(k): float(v) for k, v in norms.items()},
+        "controls": (
+            f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the "
+            f"{CONTROL_POOL_FACTOR} x {design.steering_controls} latents of the target's layer nearest its firing "
+            f"frequency among those with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the "
+            f"top latents: {targets.controls}; firing frequency on the discovery split (target first): "
+            f"{targets.frequency}"
+        ),
+        "random directions (exploratory rank test)": n_random,
+        "units": len(jobs),
+        "steering hook (TransformerLens)": f"blocks.L.hook_{design.steering_hook}",
+        "directions": sorted(targets.best),
+        "problems per label": {label: len(frame) for label, frame in problems.items()},
+    }
+    coefficients_run = sorted({c for values in per_direction.values() for c in values})
+    plan = SplitPlan(
+        mode, coefficients_run, records[["task_id", "passed"]].copy(), design.steering_preservation_margin, facts
+    )
+    return groups, plan
+
+
+def combined_tables(
+    plan: SplitPlan, results: Sequence[Sequence[tuple[SteeringUnit, pd.DataFrame]]]
+) -> dict[str, pd.DataFrame]:
+    """The tables of every unit of a split, by their role: experiment tests, per-control tests, per-unit summary,
+    noise floor."""
+    outcomes, baselines = combine_units([unit for group in results for unit in group])
+    per_control = control_tests(outcomes)
+    return {
+        "tests": experiment_tests(outcomes, per_control, plan.margin), "controls": per_control,
+        "units": unit_summary(outcomes), "noise": noise_floor(plan.phase1_labels, baselines),
+    }
