@@ -21,7 +21,13 @@ import pandas as pd
 from pva_dagster.profiles import load_profile
 from pva_dagster.study.domain import GREEDY_TEMPERATURE
 from pva_dagster.study.generation.labelled_generation import prompts_for
-from pva_dagster.study.generation.solutions import Generator, run_solutions, tasks_from_problems
+from pva_dagster.study.generation.solutions import (
+    GenerationRun,
+    Generator,
+    SolutionGroup,
+    run_solutions,
+    tasks_from_problems,
+)
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.difficulty import cyclomatic_complexity
 from pva_dagster.study.problems.embedded import load_embedded
@@ -72,10 +78,8 @@ def main() -> None:
         for task_range in task_ranges(max(p.task_id for p in problems), design.task_range_size):
             tasks = tasks_from_problems(table[table.task_id.between(task_range.first, task_range.last)], prompts)
             if tasks:
-                frames.append(run_solutions(
-                    tasks, generator, settings, seed=design.seed,
-                    records_path=Path(scratch) / f"records_{task_range.key}.parquet",
-                ))
+                group = SolutionGroup(Path(scratch) / f"records_{task_range.key}.parquet", tasks)
+                frames.append(run_solutions(group, generator, GenerationRun(settings, design.seed)))
         frame = pd.concat(frames, ignore_index=True)
         if args.out:
             frame.to_parquet(args.out, index=False)

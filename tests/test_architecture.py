@@ -4,6 +4,7 @@ building the Definitions reads no data."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,62 @@ def test_every_declared_output_name_is_an_asset():
     asset_names = {key.to_user_string() for key in keys}
     assert declared - table_names <= asset_names
     assert {"phase1_0_solutions", "phase2", "phase3_report"} <= declared
+
+
+MAX_MODULE_LINES = 400
+MAX_PARAMETERS = 7
+# Functions allowed more parameters, each with the reason. Dagster's asset and op functions are not listed:
+# their parameters are their declared inputs and resources, which Dagster reads from the signature.
+MANY_PARAMETERS = {
+    "pva_dagster.study.generation.batched.generate": "the decode loop's inputs, each a per-call tensor or list",
+    "pva_dagster.study.generation.batched._generate_batch": "one batch of generate's inputs, sliced per batch",
+    "pva_dagster.study.generation.decoding.decode": "the decode loop itself: the model, one batch's tensors, hooks",
+    "pva_dagster.study.analysis.sae.train_topk_sae": "SAELens's training settings, each a keyword with a default",
+    "pva_dagster.study.analysis.corpus.sample_position_residuals": "the general-text pass: keywords with defaults",
+    "pva_dagster.study.generation.labelled_generation.generate_and_label": "one partition's inputs, each distinct",
+}
+DAGSTER_DECORATORS = ("asset", "op", "graph_asset", "multi_asset", "asset_check", "graph")
+ISSUE_NUMBER = re.compile(r"\b[Ii]ssues?\s*#?\d+")  # ("#1565" names a latent: not matched)
+PRODUCT = [PACKAGE, ROOT / "tests", ROOT / "bench", ROOT / "docs", ROOT / "cluster"]
+
+
+def _is_dagster_function(node: ast.FunctionDef) -> bool:
+    names = {ast.unparse(d.func if isinstance(d, ast.Call) else d).split(".")[-1] for d in node.decorator_list}
+    return bool(names & set(DAGSTER_DECORATORS))
+
+
+def test_no_module_over_the_line_limit():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines()))
+            > MAX_MODULE_LINES}  # fmt: skip
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_takes_more_parameters_than_the_limit_outside_the_stated_list():
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and not _is_dagster_function(node):
+                arguments = node.args
+                names = [a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]]
+                if len([n for n in names if n not in ("self", "cls")]) > MAX_PARAMETERS:
+                    found.add(f"{_module_name(path)}.{node.name}")
+    assert found <= set(MANY_PARAMETERS), f"over {MAX_PARAMETERS} parameters: {sorted(found - set(MANY_PARAMETERS))}"
+    assert set(MANY_PARAMETERS) <= found, f"listed but no longer long: {sorted(set(MANY_PARAMETERS) - found)}"
+
+
+def test_the_product_names_no_issue_number():
+    files = [p for folder in PRODUCT for p in folder.rglob("*") if p.suffix in (".py", ".md", ".yaml", ".sh")]
+    files += [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    hits = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
+            if ISSUE_NUMBER.search(line)]  # fmt: skip
+    assert not hits, f"issue numbers in the product: {hits}"
+
+
+def test_assets_take_only_public_names_of_the_science():
+    """Asset modules wire: they call the science's public functions, never reach into its private helpers."""
+    private = []
+    for path in (PACKAGE / "assets").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pva_dagster.study"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private, private

@@ -22,7 +22,14 @@ from pva_dagster.study.generation.activation_store import PerRecordActivations
 from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.prompts import build_prompt
 from pva_dagster.study.generation.settings import GenerationSettings
-from pva_dagster.study.generation.solutions import Generator, Task, relabel_counts, run_solutions
+from pva_dagster.study.generation.solutions import (
+    GenerationRun,
+    Generator,
+    SolutionGroup,
+    Task,
+    relabel_counts,
+    run_solutions,
+)
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.labels import EXTENDED_LABEL
 from pva_dagster.study.sandbox.execution import SandboxLimits
@@ -56,8 +63,8 @@ def _generator(smollm, embedded_model_dir) -> Generator:
 def _run(generator: Generator, tasks, tmp_path):
     layout = DataLayout(tmp_path / "data")
     store = PerRecordActivations(lambda label, task, _sample, layer: layout.phase1_0_activation(label, task, layer))
-    return run_solutions(tasks, generator, SETTINGS, seed=0, records_path=tmp_path / "records.parquet",
-                         layers=[2, 5], activations=store, log=lambda _: None)  # fmt: skip
+    group = SolutionGroup(tmp_path / "records.parquet", tasks)
+    return run_solutions(group, generator, GenerationRun(SETTINGS, 0, [2, 5], store, log=lambda _: None))
 
 
 def _forbid_forward(model):

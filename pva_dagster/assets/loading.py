@@ -8,6 +8,7 @@ while (:func:`with_model_released`) frees it after: the SAEs then get the memory
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -60,16 +61,25 @@ def model_on_device(
             yield device, model, tokenizer
 
 
+@dataclass(frozen=True)
+class GenerationResources:
+    """The resources every generating step (Phase 1, a steering group) uses together."""
+
+    language_model: LanguageModel
+    study_design: StudyDesign
+    data_store: DataStore
+    sandbox: Sandbox
+    device_pool: DeviceSource
+
+
 @contextmanager
-def generator_on_device(
-    context: StepContext, device_pool: DeviceSource, language_model: LanguageModel, study_design: StudyDesign,
-    data_store: DataStore, sandbox: Sandbox,
-) -> Iterator[tuple[str, Generator]]:
+def generator_on_device(context: StepContext, resources: GenerationResources) -> Iterator[tuple[str, Generator]]:
     """Yield ``(device, generator)``: the model on a claimed device (as :func:`model_on_device`), bundled with the
     study design's generation settings and the sandbox's limits, as Phase 1 and every steering unit use it."""
-    with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
+    language_model, data_store, sandbox = resources.language_model, resources.data_store, resources.sandbox
+    with model_on_device(context, resources.device_pool, language_model, data_store) as (device, model, tokenizer):
         yield device, language_model.generator(
-            model, tokenizer, data_store.layout, study_design, sandbox.limits, sandbox.max_workers
+            model, tokenizer, data_store.layout, resources.study_design, sandbox.limits, sandbox.max_workers
         )
 
 

@@ -7,7 +7,7 @@ The partitions come from the profile's study design, so the two assets are made 
 import dagster as dg
 import pandas as pd
 
-from pva_dagster.assets.loading import generator_on_device
+from pva_dagster.assets.loading import GenerationResources, generator_on_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.assets.weights import language_model_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_GENERATION
@@ -37,14 +37,12 @@ PHASE1_2_CODE_VERSION = "4"
 
 def _run(
     context: dg.AssetExecutionContext, problems: pd.DataFrame, extended: pd.DataFrame, partition: Partition,
-    language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, sandbox: Sandbox,
-    device_pool: DevicePool,
+    resources: GenerationResources,
 ) -> dg.Output[pd.DataFrame]:
     """Shared body of both Phase 1 assets: claim a device, load the model, generate and label, report."""
+    study_design, sandbox, language_model = resources.study_design, resources.sandbox, resources.language_model
     prompt_format = PromptFormat(study_design.prompt_template, study_design.use_chat_template)
-    with generator_on_device(context, device_pool, language_model, study_design, data_store, sandbox) as (
-        device, generator,
-    ):
+    with generator_on_device(context, resources) as (device, generator):
         context.log.info(f"generating on {device}")
         frame, metadata = generate_and_label(
             problems, partition, extended, generator, prompt_format, study_design.layers, study_design.seed,
@@ -81,8 +79,8 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
             ),
         )
         return _run(
-            context, mbpp_problems, extended_tests, partition, language_model, study_design, data_store, sandbox,
-            device_pool,
+            context, mbpp_problems, extended_tests, partition,
+            GenerationResources(language_model, study_design, data_store, sandbox, device_pool),
         )
 
     @dg.asset(
@@ -107,8 +105,8 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
         )
         validation = mbpp_problems.task_id.isin(split_task_ids(problem_splits, VALIDATION_SPLIT))
         return _run(
-            context, mbpp_problems[validation], extended_tests, partition, language_model, study_design, data_store,
-            sandbox, device_pool,
+            context, mbpp_problems[validation], extended_tests, partition,
+            GenerationResources(language_model, study_design, data_store, sandbox, device_pool),
         )
 
     return [phase1_0_solutions, phase1_2_solutions]

@@ -20,19 +20,11 @@ from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
 from pva_dagster.study.analysis.general_text import frequencies_by_layer
 from pva_dagster.study.analysis.sae import encode
-from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT, VALIDATION_SPLIT
-from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences, beyond_difficulty_table
-from pva_dagster.study.evaluation.confirmatory import family_labels
-from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_auroc_by_label, top_latents_by_label
-from pva_dagster.study.evaluation.readout_inputs import (
-    discovery_latents_on,
-    rank1_latents,
-    readout_tasks,
-    residuals_by_layer,
-    why_not_computable,
-)
-from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, readout_table
-from pva_dagster.study.evaluation.readouts import readout_scores
+from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT
+from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences
+from pva_dagster.study.evaluation.readout_inputs import readout_tasks, residuals_by_layer, why_not_computable
+from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PERMUTATIONS
+from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, readout_tables
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 
 CODE_VERSION = "1"
@@ -61,9 +53,6 @@ def phase3_readouts(
         empty = {name: pd.DataFrame() for name in outputs.READOUT_TABLES}
         empty[outputs.READOUT_TABLE].attrs["not_computed"] = reason
         return dg.Output(empty, data_version=data_version(empty), metadata={"not computed": reason})
-    per_layer, rank1 = rank1_latents(top_latents[SAE_SPLIT])
-    for direction in sorted(set(DIRECTIONS) - set(rank1)):
-        context.log.warning(f"no {direction} latent survived Phase 2's general-text filter: none is confirmatory")
     layers = sorted({int(layer) for layer_list in records.layers for layer in layer_list})
     with duckdb.get_connection() as conn:
         index = activation_index(conn, records, tasks.task_id.tolist(), layers)
@@ -72,25 +61,14 @@ def phase3_readouts(
     with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in study_design.sae_layers}
         latents = {layer: encode(sae, residuals[layer], ENCODE_BATCH) for layer, sae in saes.items()}
-    scores = readout_scores(tasks, residuals, latents, study_design.seed, chosen_latents=per_layer)
-    context.log.info(f"{scores.readout.nunique()} readouts fitted; scoring validation with intervals")
-    table = readout_table(scores, study_design.seed, config.resamples, config.permutations)
-    beyond = beyond_difficulty_table(scores, tasks, study_design.seed, config.resamples)
-    table, beyond = (frame.assign(family=family_labels(frame, rank1)) for frame in (table, beyond))
-    rescored = discovery_latents_on(top_latents[SAE_SPLIT], latents, tasks, VALIDATION_SPLIT)
-    # Exploratory: the same discovery and AUROC under the other label.
-    discovery = top_latents[SAE_SPLIT].attrs  # the cut-offs and sizes Phase 2 ranked with
-    cutoffs = {int(k): float(v) for k, v in discovery["general_text_cutoffs"].items()}
-    by_label = top_latents_by_label(
-        tasks, latents, frequencies_by_layer(general_text_frequency), cutoffs, discovery["config"]["top_n"],
-        discovery["config"]["keep"],
+    settings = ReadoutSettings(study_design.seed, config.resamples, config.permutations)
+    tables, rank1 = readout_tables(
+        tasks, residuals, latents, top_latents[SAE_SPLIT], frequencies_by_layer(general_text_frequency), settings
     )
-    flips = label_flips(tasks)
-    tables = {
-        outputs.READOUT_TABLE: table, outputs.BEYOND_DIFFICULTY: beyond, outputs.READOUT_SCORES: scores,
-        outputs.DISCOVERY_ON_VALIDATION: rescored, outputs.LABEL_FLIPS: flips, outputs.TOP_LATENTS_BY_LABEL: by_label,
-        outputs.AUROC_BY_LABEL: rank1_auroc_by_label(tasks, latents, by_label, study_design.seed, config.resamples),
-    }
+    for direction in sorted(set(DIRECTIONS) - set(rank1)):
+        context.log.warning(f"no {direction} latent survived Phase 2's general-text filter: none is confirmatory")
+    table, beyond, flips = (tables[name] for name in (outputs.READOUT_TABLE, outputs.BEYOND_DIFFICULTY,
+                                                       outputs.LABEL_FLIPS))  # fmt: skip
     reported = beyond[beyond.family == "confirmatory"]
     return dg.Output(tables, data_version=data_version(tables), metadata={
         "rank-1 latents (confirmatory)": {direction: f"L{layer}" for direction, layer in rank1.items()},

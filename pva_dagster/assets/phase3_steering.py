@@ -9,14 +9,14 @@ workers (README "Running on a cluster"); in-process they run one after the other
 loaded once (resources/model_cache.py).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from pva_dagster.assets.loading import generator_on_device
+from pva_dagster.assets.loading import GenerationResources, generator_on_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, SAESource, Sandbox, StudyDesign
@@ -34,7 +34,7 @@ from pva_dagster.study.steering.split_plan import (
     plan_split,
 )
 from pva_dagster.study.steering.sweep import SteeringUnit, run_units
-from pva_dagster.study.steering.vectors import CoefficientMode
+from pva_dagster.study.steering.vectors import CoefficientMode, check_steering_coefficients
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
 CODE_VERSION = "5"
@@ -52,12 +52,8 @@ class SteeringConfig(dg.Config):
 
     @field_validator("coefficients")
     @classmethod
-    def _nonzero(cls, values: list[float] | None) -> list[float] | None:
-        if values is not None and (not values or 0.0 in values):
-            raise ValueError(f"coefficients must be nonzero and at least one (0 is the baseline), got {values}")
-        if values is not None and not any(v > 0 for v in values):
-            raise ValueError(f"coefficients need a positive value (the confirmatory choice is positive), got {values}")
-        return values
+    def _as_a_sweep(cls, values: list[float] | None) -> list[float] | None:
+        return None if values is None else check_steering_coefficients(values)
 
 
 def _inputs(
@@ -76,15 +72,16 @@ def step_key(split: str, problems: str) -> str:
     return f"{split}_on_{problems}"
 
 
+def _cpu_saes(sae_source: SAESource, data_store: DataStore) -> Callable[[int], Any]:
+    return lambda layer: sae_source.load(layer, data_store.layout, "cpu")
+
+
 def _planned(
     context: dg.OpExecutionContext, split: str, coefficients: dict[str, list[float]] | list[float], mode: str,
-    inputs: SteeringInputs, sae_source: SAESource, design: StudyDesign, data_store: DataStore,
+    inputs: SteeringInputs, load_sae: Callable[[int], Any], design: StudyDesign,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
     """One dynamic output per problem group of :func:`plan_split`, then the plan the combining step reads."""
-    groups, plan = plan_split(
-        split, coefficients, mode, inputs, lambda layer: sae_source.load(layer, data_store.layout, "cpu"), design,
-        context.log.info,
-    )
+    groups, plan = plan_split(split, coefficients, mode, inputs, load_sae, design, context.log.info)
     context.log.info(
         f"{sum(len(g.jobs) for g in groups)} steering units on the {split} split, one step per problem group: "
         f"{[g.problems for g in groups]}"
@@ -108,7 +105,8 @@ def plan_sweep(
     sweep = config.coefficients or study_design.steering_coefficients
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     yield from _planned(
-        context, HYPERPARAMS_SPLIT, list(sweep), config.coefficient_mode, inputs, sae_source, study_design, data_store
+        context, HYPERPARAMS_SPLIT, list(sweep), config.coefficient_mode, inputs, _cpu_saes(sae_source, data_store),
+        study_design,
     )
 
 
@@ -124,8 +122,8 @@ def plan_validation(
     coefficients = {d: [float(c)] for d, c in chosen.set_index("direction").coefficient.items()}
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     yield from _planned(
-        context, VALIDATION_SPLIT, coefficients, str(chosen.coefficient_mode.iloc[0]), inputs, sae_source,
-        study_design, data_store,
+        context, VALIDATION_SPLIT, coefficients, str(chosen.coefficient_mode.iloc[0]), inputs,
+        _cpu_saes(sae_source, data_store), study_design,
     )
 
 
@@ -135,9 +133,8 @@ def steer_units(
     data_store: DataStore, sandbox: Sandbox, device_pool: DeviceSource,
 ) -> list[tuple[SteeringUnit, pd.DataFrame]]:
     """One problem group's units on one device, their rows in shared batches (each resumes from its file)."""
-    with generator_on_device(context, device_pool, language_model, study_design, data_store, sandbox) as (
-        device, generator,
-    ):
+    resources = GenerationResources(language_model, study_design, data_store, sandbox, device_pool)
+    with generator_on_device(context, resources) as (device, generator):
         context.log.info(f"{len(group.jobs)} steering units on the {group.problems} problems, on {device}")
         jobs = [
             (job.unit, job.tasks, None if job.decoder_row is None else job.decoder_row.to(device))

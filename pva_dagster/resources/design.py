@@ -17,6 +17,7 @@ from pva_dagster.study.generation.residual import RESID_POST, HookPoint
 from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.problems.extended_tests import MAX_TESTS
 from pva_dagster.study.steering.results import PRESERVATION_MARGIN
+from pva_dagster.study.steering.vectors import check_steering_coefficients
 
 PHASE1_2_TEMPERATURES = [0.3, 0.6, 0.9, 1.2]
 GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_end", "prompt_template",
@@ -126,16 +127,7 @@ class StudyDesign(dg.ConfigurableResource):
         bad = [t for t in self.temperatures if t <= 0]
         if bad:
             raise ValueError(f"Phase 1.2 temperatures must be > 0 (Phase 1.0 is the greedy run), got {bad}")
-        if not self.steering_coefficients or 0.0 in self.steering_coefficients:
-            raise ValueError(
-                "steering_coefficients must be nonzero (0 is the baseline every run has), "
-                f"got {self.steering_coefficients}"
-            )
-        if not any(c > 0 for c in self.steering_coefficients):
-            raise ValueError(
-                "steering_coefficients need a positive value: the confirmatory coefficient is chosen among them "
-                f"(negative ones are exploratory), got {self.steering_coefficients}"
-            )
+        check_steering_coefficients(self.steering_coefficients)
         if self.layers is not None:
             missing = sorted(set(self.sae_layers) - set(self.layers))
             if missing:

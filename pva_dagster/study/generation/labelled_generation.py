@@ -14,7 +14,14 @@ from pva_dagster.study import storage
 from pva_dagster.study.generation.activation_store import ActivationStore
 from pva_dagster.study.generation.prompts import build_prompt, format_for_model
 from pva_dagster.study.generation.residual import decoder_blocks, validate_layers
-from pva_dagster.study.generation.solutions import Generator, run_solutions, summarize, tasks_from_problems
+from pva_dagster.study.generation.solutions import (
+    GenerationRun,
+    Generator,
+    SolutionGroup,
+    run_solutions,
+    summarize,
+    tasks_from_problems,
+)
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.problems.task_ranges import TaskRange
 
@@ -81,11 +88,11 @@ def generate_and_label(
         f"{len(tasks)} tasks in {task_range.key} at temperature {partition.temperature}, {partition.samples} "
         f"sample(s) each, {len(layers)} layers stored, batches of {settings.batch_size} rows"
     )
-    frame = run_solutions(
-        tasks, generator, settings, seed=seed, records_path=DataLayout.records_in_progress(partition.dataset_path),
-        layers=layers, activations=partition.activations, producer={"layers": layers},
-        extra_columns={"temperature": partition.temperature, "partition": task_range.key}, log=log,
+    group = SolutionGroup(
+        DataLayout.records_in_progress(partition.dataset_path), tasks, producer={"layers": layers},
+        extra_columns={"temperature": partition.temperature, "partition": task_range.key},
     )
+    frame = run_solutions(group, generator, GenerationRun(settings, seed, layers, partition.activations, log=log))
     metadata = {
         **summarize(frame), "label_rule": generator.label_rule, "partition": task_range.key,
         "temperature": partition.temperature,

@@ -166,91 +166,81 @@ class SolutionGroup:
     steering: tuple[int, Any] | None = None
 
 
-def run_solutions(
-    tasks: Sequence[Task],
-    generator: Generator,
-    settings: GenerationSettings,
-    *,
-    seed: int,
-    records_path: Path,
-    layers: Sequence[int] | None = None,
-    activations: ActivationStore | None = None,
-    producer: Mapping[str, Any] | None = None,
-    extra_columns: dict[str, Any] | None = None,
-    log: Callable[[str], None] = print,
-) -> pd.DataFrame:
-    """Resumably generate ``settings.num_samples`` solutions per task, label them, persist after each batch.
+@dataclass(frozen=True)
+class GenerationRun:
+    """How one call generates: its settings and seed, the residuals it stores, the steering point, its log."""
 
-    Records are kept in ``records_path`` (rewritten atomically after each batch). Tasks whose samples are all
-    there already, made from the same task by the same producer (the generator's model and limits, the
-    settings, the seed, and ``producer``: anything else the caller's records depend on), are skipped, so a
-    re-run after a crash ends with exactly one record per (task, sample); a task or producer that changed is
-    generated again, and a task no longer asked for is dropped from the file. ``activations`` stores each
-    record's prompt residuals (None: none stored); its layout enters the records' fingerprint, and the model's
-    identity the fingerprint of the residual files.
+    settings: GenerationSettings
+    seed: int
+    layers: Sequence[int] = ()  # residuals stored at these blocks (with ``activations``)
+    activations: ActivationStore | None = None  # where they go (None: none stored)
+    # Where each row's steering vector is added (TransformerLens's ``blocks.L.hook_{point}``), one for the call
+    steering_point: HookPoint = RESID_POST
+    log: Callable[[str], None] = print
+
+
+def run_solutions(group: SolutionGroup, generator: Generator, run: GenerationRun) -> pd.DataFrame:
+    """Resumably generate ``run.settings.num_samples`` solutions per task of ``group``, label them, persist
+    after each batch.
+
+    Records are kept in ``group.records_path`` (rewritten atomically after each batch). Tasks whose samples are
+    all there already, made from the same task by the same producer (the generator's model, the settings, the
+    seed, and ``group.producer``: anything else the caller's records depend on), are skipped, so a re-run after
+    a crash ends with exactly one record per (task, sample); a task or producer that changed is generated again,
+    a task no longer asked for is dropped from the file, and a record whose tests or judge changed is judged
+    again from its stored code. ``run.activations`` stores each record's prompt residuals; its layout enters the
+    records' fingerprint, and the model's identity the fingerprint of the residual files.
     """
-    group = SolutionGroup(records_path, tasks, producer or {}, extra_columns or {})
-    return run_groups([group], generator, settings, seed=seed, layers=layers, activations=activations, log=log)[0]
+    return run_groups([group], generator, run)[0]
 
 
-def run_groups(
-    groups: Sequence[SolutionGroup],
-    generator: Generator,
-    settings: GenerationSettings,
-    *,
-    seed: int,
-    layers: Sequence[int] | None = None,
-    activations: ActivationStore | None = None,
-    steering_point: HookPoint = RESID_POST,
-    log: Callable[[str], None] = print,
-) -> list[pd.DataFrame]:
+def run_groups(groups: Sequence[SolutionGroup], generator: Generator, run: GenerationRun) -> list[pd.DataFrame]:
     """:func:`run_solutions` for several groups at once, their rows sharing batches; one frame per group.
 
     A task's rows of every group (the same problem steered several ways) run in one batch, next to each
     other, so they share its padding; each row carries its group's steering vector (zero for a group without),
-    added at ``steering_point`` (TransformerLens's ``blocks.L.hook_{point}``), one point for the whole call.
-    The point is not in the records' fingerprint here: groups whose records depend on it name it in their
-    ``producer`` (:func:`pva_dagster.study.steering.sweep.run_units`).
+    added at ``run.steering_point``. The point is not in the records' fingerprint here: groups whose records
+    depend on it name it in their ``producer`` (:func:`pva_dagster.study.steering.sweep.run_units`).
     """
-    samples = range(settings.num_samples)
-    identity, judge = generator.identity(), generator.judge()
-    tables, todo = [], []
-    for group in groups:
-        # The batch size is left out: it may follow free memory, and no output depends on it (decoding).
-        producer = {
-            "model": identity, **group.producer,
-            "settings": {**settings.describe(), "batch_size": None}, "seed": seed,
-            **(activations.producer() if activations else {}),
-            # Sampled records depend on the sampling scheme; greedy ones do not.
-            **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
-        }
-        expected = {(t.task_id, s): task_fingerprint(t, producer) for t in group.tasks for s in samples}
-        labels = {(t.task_id, s): label_fingerprint(t, judge) for t in group.tasks for s in samples}
-        table = RecordTable(group.records_path, RECORD_KEY, expected, labels)
-        judged_again, changed = relabel(table, group.tasks, generator)
-        if judged_again:
-            log(f"{judged_again} stored records of {group.records_path.name} judged again from their code (the tests "
-                f"or the judge changed); {changed} labels changed")
-        moved = table.revise(activations.relocated) if activations else 0
-        if moved:
-            log(f"{moved} stored records of {group.records_path.name} pointed at their residual files here")
-            table.flush()
-        left = [t for t in group.tasks if not all((t.task_id, s) in table for s in samples)]
-        log(
-            f"{len(group.tasks) - len(left)} of {len(group.tasks)} tasks already done in "
-            f"{group.records_path.name}; {len(left)} to go"
-            + (f"; {table.dropped} stored records made from other inputs dropped" if table.dropped else "")
-        )
-        if table.dropped and not left:
-            table.flush()
-        tables.append(table)
-        todo.append(left)
-    rows = _rows(todo)
+    opened = [_open(group, generator, run) for group in groups]
+    tables = [table for table, _ in opened]
+    rows = _rows([left for _, left in opened])
     if rows:
-        _generate_rows(
-            rows, groups, tables, generator, settings, seed, list(layers or []), activations, steering_point, log
-        )
+        _generate_rows(rows, groups, tables, generator, run)
     return [table.frame() for table in tables]
+
+
+def _open(group: SolutionGroup, generator: Generator, run: GenerationRun) -> tuple[RecordTable, list[Task]]:
+    """The group's record table, resumed (stale labels judged again, residual files found), and its tasks left."""
+    settings, activations, log, samples = run.settings, run.activations, run.log, range(run.settings.num_samples)
+    # The batch size is left out: it may follow free memory, and no output depends on it (decoding).
+    producer = {
+        "model": generator.identity(), **group.producer,
+        "settings": {**settings.describe(), "batch_size": None}, "seed": run.seed,
+        **(activations.producer() if activations else {}),
+        # Sampled records depend on the sampling scheme; greedy ones do not.
+        **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
+    }
+    expected = {(t.task_id, s): task_fingerprint(t, producer) for t in group.tasks for s in samples}
+    labels = {(t.task_id, s): label_fingerprint(t, generator.judge()) for t in group.tasks for s in samples}
+    table = RecordTable(group.records_path, RECORD_KEY, expected, labels)
+    judged_again, changed = relabel(table, group.tasks, generator)
+    if judged_again:
+        log(f"{judged_again} stored records of {group.records_path.name} judged again from their code (the tests "
+            f"or the judge changed); {changed} labels changed")
+    moved = table.revise(activations.relocated) if activations else 0
+    if moved:
+        log(f"{moved} stored records of {group.records_path.name} pointed at their residual files here")
+        table.flush()
+    left = [t for t in group.tasks if not all((t.task_id, s) in table for s in samples)]
+    log(
+        f"{len(group.tasks) - len(left)} of {len(group.tasks)} tasks already done in "
+        f"{group.records_path.name}; {len(left)} to go"
+        + (f"; {table.dropped} stored records made from other inputs dropped" if table.dropped else "")
+    )
+    if table.dropped and not left:
+        table.flush()
+    return table, left
 
 
 def _rows(todo: Sequence[Sequence[Task]]) -> list[tuple[int, Task]]:
@@ -277,9 +267,9 @@ def _row_vectors(rows: Sequence[tuple[int, Task]], groups: Sequence[SolutionGrou
 
 def _generate_rows(
     rows: Sequence[tuple[int, Task]], groups: Sequence[SolutionGroup], tables: Sequence[RecordTable],
-    generator: Generator, settings: GenerationSettings, seed: int, layers: list[int],
-    activations: ActivationStore | None, steering_point: HookPoint, log: Callable[[str], None],
+    generator: Generator, run: GenerationRun,
 ) -> None:
+    settings, seed, layers, activations, log = run.settings, run.seed, list(run.layers), run.activations, run.log
     model, identity = generator.model, generator.identity()
     tasks = [task for _, task in rows]
     # The residuals depend on the model (weights, sizes), not on the sampling.
@@ -293,7 +283,7 @@ def _generate_rows(
     batches = generate(
         model, generator.tokenizer, [t.prompt for t in tasks], layers, settings,
         stop_token_ids(model, generator.tokenizer), seeds=seeds, row_vectors=_row_vectors(rows, groups),
-        blocks=blocks, steering_point=steering_point,
+        blocks=blocks, steering_point=run.steering_point,
     )
     for batch in batches:
         records = label_generations(tasks, batch, generator)

@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import site
 import subprocess
 import sys
@@ -34,8 +33,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import cache
 from typing import BinaryIO
 
@@ -53,6 +50,7 @@ from pva_dagster.study.sandbox.isolation import (
 )
 from pva_dagster.study.sandbox.judging import judged_tests
 from pva_dagster.study.sandbox.limits import SandboxLimits, available_mib, fit_to_host
+from pva_dagster.study.sandbox.verdict import Outcome, SandboxJob, SandboxResult, read_capped, read_report, verdict
 from pva_dagster.study.sandbox.worker import FOLDER, JOB_FD, REPORT_FD, worker_for_thread
 
 log = logging.getLogger(__name__)
@@ -61,47 +59,8 @@ __all__ = ["Outcome", "SandboxFailure", "SandboxJob", "SandboxLimits", "SandboxR
            "probe", "run_many", "run_solution"]  # fmt: skip
 
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE: a solution printing forever fills no disk
-_MAX_REPORT_BYTES = 256 * 1024
 _MIB = 1024 * 1024
 _SANDBOX_OVERHEAD_MB = 256  # the launcher, the tmpfs folders (charged to the cgroup) and slack
-
-
-class Outcome(StrEnum):
-    PASSED = "passed"
-    FAILED_ASSERTION = "failed_assertion"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    RESOURCE_KILLED = "resource_killed"
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    outcome: Outcome
-    error_type: str | None
-    message: str
-    stdout: str
-    stderr: str
-    duration_s: float
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome is Outcome.PASSED
-
-
-@dataclass(frozen=True)
-class SandboxJob:
-    solution: str
-    test_list: tuple[str, ...]
-    setup_code: str = ""
-
-
-_STATUS_OUTCOME = {
-    "passed": Outcome.PASSED,
-    "assertion": Outcome.FAILED_ASSERTION,
-    "error": Outcome.ERROR,
-    "resource": Outcome.RESOURCE_KILLED,
-    "timeout": Outcome.TIMEOUT,
-}
 
 
 def fork_containment(isolation: Isolation | None = None) -> str:
@@ -152,59 +111,6 @@ def _rlimits(limits: SandboxLimits, level: Isolation) -> list[tuple[str, tuple[i
         ("RLIMIT_CORE", (0, 0)),
         ("RLIMIT_MSGQUEUE", (0, 0)),  # POSIX message queues outlive their processes: none may be made
     ]
-
-
-def _read_capped(handle: BinaryIO, cap: int) -> str:
-    handle.seek(0)
-    data = handle.read(cap + 1)
-    text = data[:cap].decode("utf-8", errors="replace")
-    return text + "\n[output truncated]" if len(data) > cap else text
-
-
-def _read_report(fd: int, nonce: str, pid: int) -> dict[str, str] | None:
-    os.set_blocking(fd, False)
-    chunks, size = [], 0
-    while size < _MAX_REPORT_BYTES:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    for line in b"".join(chunks).decode("utf-8", errors="replace").splitlines():
-        head, _, body = line.partition(" ")
-        if head == nonce:
-            try:
-                fields = json.loads(body)
-            except ValueError:  # cut off: not a report
-                continue
-            if fields.get("pid") == pid:  # a forked child's report does not count
-                return fields
-    return None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:  # real-time signals have no name
-        return f"signal {number}"
-
-
-def _verdict(
-    report: dict[str, str] | None, returncode: int, timed_out: bool, limits: SandboxLimits
-) -> tuple[Outcome, str | None, str]:
-    if timed_out:
-        return Outcome.TIMEOUT, None, f"wall-time limit of {limits.wall_time_s} s exceeded"
-    if report is not None:
-        return _STATUS_OUTCOME[report["status"]], report.get("error_type"), report.get("message", "")
-    if returncode == -signal.SIGXCPU:
-        return Outcome.TIMEOUT, None, f"CPU-time limit of {limits.cpu_time_s} s exceeded"
-    if returncode < 0:
-        name = _signal_name(-returncode)
-        return Outcome.RESOURCE_KILLED, name, f"killed by {name} before reporting a result"
-    return Outcome.ERROR, "EarlyExit", f"exited with code {returncode} before the asserts finished"
 
 
 def run_solution(
@@ -272,11 +178,11 @@ def _attempt(fields: _Job, nonce: str, limits: SandboxLimits, level: Isolation, 
             returncode, runner_pid, timed_out, duration = ran
             os.close(report_w)  # only now: the runner's copy is what a read sees the end of
             report_w = -1
-            report = _read_report(report_r, nonce, runner_pid)
+            report = read_report(report_r, nonce, runner_pid)
             if report is not None and report["status"] == "sandbox":
                 raise SandboxFailure(f"the sandbox could not start: {report['message']}")
-            outcome, error_type, message = _verdict(report, returncode, timed_out, limits)
-            stdout, stderr = _read_capped(out, limits.output_bytes), _read_capped(err, limits.output_bytes)
+            outcome, error_type, message = verdict(report, returncode, timed_out, limits)
+            stdout, stderr = read_capped(out, limits.output_bytes), read_capped(err, limits.output_bytes)
             return SandboxResult(outcome, error_type, message, stdout, stderr, duration)
     finally:
         for fd in (report_r, report_w):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 # The trusted runner every sandboxed interpreter starts with (run by path, so whoever runs it must read it).
 RUNNER = Path(__file__).with_name("runner.py")
+TRANSPORT = RUNNER.with_name("transport.py")  # loaded by the runner from beside it
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: what root drops to; owns nothing on a normal system
 HOW_TO_GET = (
     "install bubblewrap (as root: `make install`, which runs `apt-get install -y bubblewrap`; otherwise "
@@ -75,8 +76,8 @@ def uid_drop_works() -> bool:
     if os.geteuid() != 0:
         return False
     try:
-        check_runs = "import json, sys; open(sys.argv[1], 'rb').close(); print(sys.version)"
-        done = subprocess.run([sys.executable, "-I", "-S", "-c", check_runs, str(RUNNER)],
+        check_runs = "import json, sys; [open(p, 'rb').close() for p in sys.argv[1:]]; print(sys.version)"
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", check_runs, str(RUNNER), str(TRANSPORT)],
                               capture_output=True, text=True, timeout=30, check=False,
                               user=SANDBOX_UID, group=SANDBOX_GID, extra_groups=[])  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):

@@ -1,9 +1,9 @@
 """The judge's version: what a label depends on besides the solution and its tests.
 
-A hash of the code that decides a verdict: the runner (how values cross from the solution's process and how
-the asserts are evaluated), the assert rewriting, and how the base and extended labels combine. A change to any
-of them changes every label's fingerprint, so stored labels are recomputed from the stored completions instead
-of being resumed (``generation/solutions.py``).
+A hash of the code that decides a verdict: the runner and its transport (how values cross from the solution's
+process and how the asserts are evaluated), the assert rewriting, and how the base and extended labels combine.
+A change to any of them changes every label's fingerprint, so stored labels are recomputed from the stored
+completions instead of being resumed (``generation/solutions.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from functools import cache
 from pathlib import Path
 
 _SANDBOX = Path(__file__).resolve().parent
-JUDGE_SOURCES = (_SANDBOX / "runner.py", _SANDBOX / "judging.py", _SANDBOX.parent / "problems" / "labels.py")
+JUDGE_SOURCES = tuple(
+    _SANDBOX / name for name in ("runner.py", "transport.py", "judging.py", "../problems/labels.py")
+)
 
 
 @cache

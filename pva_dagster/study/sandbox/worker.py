@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pva_dagster.study.sandbox.containment import SandboxBroken, SandboxFailure, make_memory_cgroup
-from pva_dagster.study.sandbox.isolation import RUNNER, SANDBOX_GID, SANDBOX_UID
+from pva_dagster.study.sandbox.isolation import RUNNER, SANDBOX_GID, SANDBOX_UID, TRANSPORT
 
 REPORT_FD, JOB_FD = 3, 4  # where the runner finds the report pipe and its job
 # For the launcher's cleanup after a solution (a solution may leave a deep or wide tree of files to remove);
@@ -83,7 +83,7 @@ def bwrap_argv(bwrap: str, info_fd: int, block_fd: int, disk_bytes: int) -> list
             argv += ["--ro-bind", path, path]
     for name in _ETC:
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for path in [*python_paths(), str(LAUNCHER), str(RUNNER)]:
+    for path in [*python_paths(), str(LAUNCHER), str(RUNNER), str(TRANSPORT)]:
         argv += ["--ro-bind", path, path]
     # bwrap mounts its binds nodev, so /dev/null & co. come from a fresh, then read-only, /dev. /proc is
     # read-only too: as root the run keeps the host's uid 0 (no capabilities), which the kernel lets write
@@ -176,8 +176,8 @@ class Worker:
         return (
             f"bwrap exited with {self.proc.returncode}, saying: {said} -- the sandbox shows, read-only, the "
             f"system folders {', '.join(p for p in _SYSTEM if os.path.exists(p))}, this interpreter's folders "
-            f"{python_paths()}, {LAUNCHER} and {RUNNER}; a path it names that is missing from those, or that "
-            f"this user cannot read, is the cause"
+            f"{python_paths()}, {LAUNCHER}, {RUNNER} and {TRANSPORT}; a path it names that is missing from those, or "
+            f"that this user cannot read, is the cause"
         )
 
     def run(self, argv: list[str], env: dict[str, str], files: tuple[BinaryIO, BinaryIO, int, BinaryIO],

@@ -31,7 +31,7 @@ import pandas as pd
 
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, label_of
 from pva_dagster.study.generation.residual import RESID_POST, HookPoint, check_point
-from pva_dagster.study.generation.solutions import Generator, SolutionGroup, Task, run_groups
+from pva_dagster.study.generation.solutions import GenerationRun, Generator, SolutionGroup, Task, run_groups
 from pva_dagster.study.steering.vectors import code_similarity, steering_vector
 
 BASELINE, TARGET, CONTROL, RANDOM = "baseline", "target", "control", "random"
@@ -131,7 +131,7 @@ def run_units(
     prompts = [task.prompt for _, tasks, _ in jobs for task in tasks]
     settings = generator.settings(GREEDY_TEMPERATURE, 1, prompts)
     log(f"{len(jobs)} steering units, {len(prompts)} rows, batches of {settings.batch_size}, steering at {point}")
-    frames = run_groups(groups, generator, settings, seed=seed, steering_point=point, log=log)
+    frames = run_groups(groups, generator, GenerationRun(settings, seed, steering_point=point, log=log))
     return [(unit, frame) for (unit, _, _), frame in zip(jobs, frames, strict=True)]
 
 

@@ -165,3 +165,15 @@ def random_directions(d_model: int, n: int, seed: int) -> torch.Tensor:
     rows = torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
     return rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True)
 
+
+def check_steering_coefficients(values: Sequence[float]) -> list[float]:
+    """``values`` as a sweep may hold them: nonzero (0 is the unsteered baseline every run has) and at least one
+    positive (the confirmatory coefficient is chosen among the positive ones; negative ones are exploratory)."""
+    if not values or 0.0 in values:
+        raise ValueError(f"steering coefficients must be nonzero (0 is the baseline every run has), got {list(values)}")
+    if not any(v > 0 for v in values):
+        raise ValueError(
+            "steering coefficients need a positive value: the confirmatory coefficient is chosen among them "
+            f"(negative ones are exploratory), got {list(values)}"
+        )
+    return list(values)
