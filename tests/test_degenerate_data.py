@@ -7,6 +7,8 @@ case of a validation split that one latent separates is kept as a regression tes
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,7 +38,11 @@ from pva_dagster.study.statistics import (
 )
 from pva_dagster.study.steering.results import control_tests, experiment_tests
 
-EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomised: the suite tries the same examples on every run and machine (a wider search: PVA_HYPOTHESIS_EXAMPLES).
+EXAMPLES = settings(
+    max_examples=int(os.environ.get("PVA_HYPOTHESIS_EXAMPLES", "40")), deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # Scores from a small pool, so ties, constants and separation come up often; NaN among them on purpose.
 POOL = st.sampled_from([0.0, 0.0, 1.0, 1.0, -2.5, 3.25, 1e-12, 7.0])
@@ -56,6 +62,12 @@ def labelled(draw, min_size: int = 0, max_size: int = 14, score=SCORE):
 
 def _is_probability(value: float) -> bool:
     return bool(np.isfinite(value) and 0.0 <= value <= 1.0)
+
+
+def test_collinear_length_and_complexity_are_one_dimension_not_an_error():
+    result = likelihood_ratio_test(np.array([0, 0, 0, 0, 1]), np.array([2, 1, 1, 2, 1]), np.array([2, 1, 1, 2, 1]),
+                                   np.array([0.0, 0, 0, 0, 1]))  # fmt: skip
+    assert _is_probability(result["p_lrt"]) and result["lrt_method"] == FIRTH
 
 
 def test_a_separating_latent_on_a_small_validation_split_gets_firth_not_an_exception():

@@ -41,7 +41,7 @@ STRATIFIED_AUROC = "AUROC within difficulty buckets"  # pooled over within-bucke
 MAXIMUM_LIKELIHOOD = "maximum likelihood"
 FIRTH = "Firth penalised likelihood"  # where separation leaves maximum likelihood without an estimate
 NOT_ESTIMABLE = "not estimable"
-CONSTANT_SCORE = "none: the score is constant"
+CONSTANT_SCORE = "none: the score adds no dimension"
 BEYOND_COLUMNS: tuple[str, ...] = (
     *READOUT_KEY, "latent", "test", "lr_stat", "lr_df", "p_lrt", "odds_ratio_per_sd", "odds_ratio_ci_low",
     "odds_ratio_ci_high", "lrt_method", "lrt_note", "stratified_auroc", "stratified_auroc_ci_low",
@@ -49,13 +49,23 @@ BEYOND_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _standardised(columns: list[np.ndarray]) -> np.ndarray:
-    """The columns centred and scaled, without an intercept; a constant column is left out (the intercept holds
-    it: it can explain nothing)."""
-    matrix = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-    spread = matrix.std(axis=0)
-    varying = matrix[:, spread > 0]
-    return (varying - varying.mean(axis=0)) / spread[spread > 0]
+def _independent(columns: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """The columns centred and scaled, each kept only if it adds a dimension beside the intercept and the columns
+    kept before it (a constant column, or complexity that equals length up to scale, can explain nothing the
+    model does not already hold), and the indices of those kept. Without an intercept column."""
+    n = len(columns[0])
+    kept: list[np.ndarray] = []
+    indices: list[int] = []
+    for index, column in enumerate(np.asarray(c, dtype=np.float64) for c in columns):
+        spread = column.std()
+        if spread == 0:
+            continue
+        candidate = (column - column.mean()) / spread
+        trial = np.column_stack([np.ones(n), *kept, candidate])
+        if np.linalg.matrix_rank(trial) == trial.shape[1]:
+            kept.append(candidate)
+            indices.append(index)
+    return (np.column_stack(kept) if kept else np.empty((n, 0))), indices
 
 
 def _not_estimable(reason: str) -> dict[str, float | str]:
@@ -133,12 +143,16 @@ def likelihood_ratio_test(
     reason = _why_not_estimable(positive.astype(bool), np.column_stack(columns))
     if reason:
         return _not_estimable(reason)
-    if np.ptp(columns[2]) == 0:
+    full, kept = _independent(columns)
+    if kept[-1:] != [2]:  # a score constant over the tasks, or a linear function of length and complexity
         return {"lr_stat": 0.0, "lr_df": 1, "p_lrt": 1.0, "odds_ratio_per_sd": np.nan, "odds_ratio_ci_low": np.nan,
                 "odds_ratio_ci_high": np.nan, "lrt_method": CONSTANT_SCORE,
-                "lrt_note": "a score constant over the tasks adds nothing"}  # fmt: skip
-    base, full = _standardised(columns[:2]), _standardised(columns)
-    separated = bool(detect_separation(full, positive).separation)
+                "lrt_note": "the score adds no dimension to length and complexity: it adds nothing"}  # fmt: skip
+    base = full[:, :-1]
+    try:
+        separated = bool(detect_separation(full, positive).separation)
+    except (np.linalg.LinAlgError, ValueError) as error:  # the linear program could not be set up
+        return _not_estimable(f"separation could not be checked: {error}")
     note = "separation: maximum likelihood has no estimate" if separated else ""
     fit: dict[str, float | str] | None = None
     if not separated:
