@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 
 # The sandbox isolates model-written code with bubblewrap (README "Safety and crash behaviour"). Installed
 # here where it is missing and we are root with apt; otherwise say how to get it: the embedded profile then
-# runs on with a warning, the study profile refuses to label solutions.
+# runs on with a warning, the gemma profile refuses to label solutions.
 sandbox-deps:
 	@command -v bwrap >/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -51,7 +51,7 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
-# The study profile end to end on stand-ins for google/gemma-2-2b, GemmaScope and MBPP (README, "Before your
+# The gemma profile end to end on stand-ins for google/gemma-2-2b, GemmaScope and MBPP (README, "Before your
 # first GPU run"); needs ../shared/mbpp/mbpp.jsonl or MBPP=path.
 rehearse: install
 	$(BIN)/pva-rehearse $(if $(MBPP),--mbpp $(MBPP))

@@ -86,7 +86,7 @@ def prepare(data: Path) -> None:
 
 
 def measure(data: Path) -> dict:
-    import pva_dagster.assets.phase2 as phase2_module
+    import pva_dagster.assets.latents as phase2_module
 
     assets_list, resources = definitions(base_profile(data))
     marks: dict[str, float] = {}

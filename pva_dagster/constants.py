@@ -15,7 +15,7 @@ GPU_TAG = "gpu"
 # One setting picks the run profile (see pva_dagster/profiles.py).
 PROFILE_ENV = "PVA_PROFILE"
 DEFAULT_PROFILE = "embedded"
-# The devices of the study profile's pool, e.g. "cuda:0,cuda:1,cuda:2" (the data folder's setting,
+# The devices of the gemma profile's pool, e.g. "cuda:0,cuda:1,cuda:2" (the data folder's setting,
 # PVA_DATA_DIR, is study.layout.DATA_DIR_ENV).
 DEVICES_ENV = "PVA_DEVICES"
 # The language model's dtype, overriding the profile's ("auto" in the embedded profile, "bfloat16" in the study's):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from pva_dagster.assets import phase0, phase0_1, phase1, phase2, phase3, phase3_readouts, phase3_steering, weights
+from pva_dagster.assets import latents, problems, readouts, solutions, splits, steering, validation, weights
 from pva_dagster.cluster import for_cluster
 from pva_dagster.jobs import JOBS
 from pva_dagster.profiles import Profile, load_profile
@@ -32,10 +32,10 @@ def build_definitions(profile: Profile, environ: Mapping[str, str] = os.environ)
     executor = executor or profile.executor
     return dg.Definitions(
         assets=[
-            *dg.load_assets_from_modules([phase0, phase0_1, weights, phase2, phase3, phase3_readouts, phase3_steering]),
-            *phase1.phase1_assets(profile.design),
+            *dg.load_assets_from_modules([problems, splits, weights, latents, validation, readouts, steering]),
+            *solutions.phase1_assets(profile.design),
         ],
-        asset_checks=dg.load_asset_checks_from_modules([phase0_1]),
+        asset_checks=dg.load_asset_checks_from_modules([splits]),
         jobs=JOBS,
         resources=resources,
         executor=executor,

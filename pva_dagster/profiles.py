@@ -9,6 +9,7 @@ one with ``PVA_PROFILE=embedded|study`` (default ``embedded``) before starting D
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,7 +85,7 @@ def _shared(data_store: DataStore) -> dict[str, Any]:
 
 # The embedded run's exploratory rank test needs 19 random directions on every validation problem of its
 # experiments (about 1,500 more generations than the rest of steering together): more than the README run's time
-# budget allows on a 2-core CPU. Off here, on in the study profile (docs/runs.md has one embedded run with it).
+# budget allows on a 2-core CPU. Off here, on in the gemma profile (docs/runs.md has one embedded run with it).
 EMBEDDED_RANDOM_DIRECTIONS = 0
 
 
@@ -96,7 +97,7 @@ def embedded_profile() -> Profile:
             **_shared(data_store),
             "problem_source": EmbeddedProblems(),
             # A laptop may lack bubblewrap or user namespaces: run, but say so (README "Safety and crash
-            # behaviour"). The study profile requires the isolation.
+            # behaviour"). The gemma profile requires the isolation.
             "sandbox": Sandbox(isolation="warn"),
             # batch_size None: the measured CPU size (batched.CPU_BATCH_SIZE). dtype auto: bfloat16 on a CPU
             # that computes it natively (2.5x the float32 throughput of Phase 1 here), else float32.
@@ -112,7 +113,7 @@ def embedded_profile() -> Profile:
                 task_range_size=101,
                 sae_layers=[6, 12, 18, 24],
                 # One sample per temperature: with 200 problems (80 validation), Phase 1.2 is 320 generations,
-                # about what 84 problems x 2 samples were; the study profile samples 5.
+                # about what 84 problems x 2 samples were; the gemma profile samples 5.
                 samples_per_temperature=1,
                 # Small multiples of the residual norm (half the norm breaks every correct solution here) on every
                 # hyperparams and validation problem, against one frequency-matched control: each control adds
@@ -133,11 +134,11 @@ def embedded_profile() -> Profile:
     )
 
 
-def study_profile() -> Profile:
+def gemma_profile() -> Profile:
     data_store = DataStore()
     devices = os.environ.get(DEVICES_ENV, "cuda:0").split(",")
     return Profile(
-        "study",
+        "gemma",
         {
             **_shared(data_store),
             "problem_source": HubProblems(),
@@ -154,11 +155,19 @@ def study_profile() -> Profile:
     )
 
 
-PROFILES = {"embedded": embedded_profile, "study": study_profile}
+PROFILES = {"embedded": embedded_profile, "gemma": gemma_profile}
+# Former names, still read (with a warning) so that existing shells and job scripts keep working.
+RENAMED_PROFILES = {"study": "gemma"}
 
 
 def load_profile(name: str | None = None) -> Profile:
     name = name or os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
+    if name in RENAMED_PROFILES:
+        warnings.warn(
+            f"profile {name!r} is now called {RENAMED_PROFILES[name]!r}; set ${PROFILE_ENV}={RENAMED_PROFILES[name]}",
+            FutureWarning, stacklevel=2,
+        )
+        name = RENAMED_PROFILES[name]
     try:
         return PROFILES[name]()
     except KeyError:

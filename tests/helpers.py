@@ -1,5 +1,5 @@
 """What every end-to-end run must leave (tests/test_pipeline.py on the embedded profile, tests/test_rehearsal.py
-on the study profile's stand-ins)."""
+on the gemma profile's stand-ins)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def test_no_import_cycle(graph):
 
 def test_two_profiles_give_two_definitions_in_one_process():
     """Partitions come from each profile's design, not from whichever profile was imported first."""
-    embedded, study = load_profile("embedded"), load_profile("study")
+    embedded, gemma = load_profile("embedded"), load_profile("gemma")
     small = embedded.with_design(max_task_id=40, task_range_size=10, temperatures=[0.6])
 
     def keys(profile, asset):
@@ -127,7 +127,7 @@ sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "op
 from pva_dagster.definitions import build_definitions, defs
 from pva_dagster.profiles import load_profile
 defs()
-build_definitions(load_profile("study"), environ={})
+build_definitions(load_profile("gemma"), environ={})
 data = [p for p in opened if p.endswith((".jsonl", ".parquet", ".npz", ".safetensors", ".gguf"))]
 print("\\n".join(data))
 """

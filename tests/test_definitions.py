@@ -1,4 +1,4 @@
-"""The Definitions load in both profiles; the study profile differs only in resource values."""
+"""The Definitions load in both profiles; the gemma profile differs only in resource values."""
 
 from __future__ import annotations
 
@@ -74,29 +74,29 @@ def test_phase2_star_selects_only_unpartitioned_assets(defs):
 RESOURCE_KINDS = {"language_model": LanguageModel, "sae_source": SAESource, "problem_source": ProblemSource}
 
 
-def test_study_profile_binds_the_hub_variants_with_the_real_study_values():
-    embedded, study = load_profile("embedded"), load_profile("study")
-    assert embedded.resources.keys() == study.resources.keys()
+def test_gemma_profile_binds_the_hub_variants_with_the_real_study_values():
+    embedded, gemma = load_profile("embedded"), load_profile("gemma")
+    assert embedded.resources.keys() == gemma.resources.keys()
     for name in embedded.resources:
         kind = RESOURCE_KINDS.get(name, type(embedded.resources[name]))
-        assert isinstance(embedded.resources[name], kind) and isinstance(study.resources[name], kind), name
-    model, saes = study.resources["language_model"], study.resources["sae_source"]
+        assert isinstance(embedded.resources[name], kind) and isinstance(gemma.resources[name], kind), name
+    model, saes = gemma.resources["language_model"], gemma.resources["sae_source"]
     assert isinstance(model, HubModel) and (model.model_id, model.dtype) == ("google/gemma-2-2b", "bfloat16")
     assert isinstance(saes, PretrainedSAEs) and (saes.release, saes.sae_id.format(layer=12)) == (
         "gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical"
     )
-    assert isinstance(study.resources["problem_source"], HubProblems)
-    assert (study.design.max_new_tokens, embedded.design.max_new_tokens) == (800, 128)
+    assert isinstance(gemma.resources["problem_source"], HubProblems)
+    assert (gemma.design.max_new_tokens, embedded.design.max_new_tokens) == (800, 128)
     assert isinstance(embedded.resources["language_model"], EmbeddedModel)
     assert isinstance(embedded.resources["sae_source"], EmbeddedSAEs)
     # Steering: every problem, the small-magnitude grid in both profiles, the study's own grid beside
     # it, several controls and the rank test's 19 random directions in the study.
-    for design in (embedded.design, study.design):
+    for design in (embedded.design, gemma.design):
         assert design.steering_max_tasks is None and design.steering_controls >= 1
         assert {0.05, 0.1, 0.2} <= set(design.steering_coefficients)
-    assert {0.02, 0.5} <= set(study.design.steering_coefficients) and study.design.steering_controls >= 2
-    assert {-1.0, 0.25, 1.0} <= set(study.design.steering_coefficients)
-    assert study.design.steering_random_directions >= 19
+    assert {0.02, 0.5} <= set(gemma.design.steering_coefficients) and gemma.design.steering_controls >= 2
+    assert {-1.0, 0.25, 1.0} <= set(gemma.design.steering_coefficients)
+    assert gemma.design.steering_random_directions >= 19
 
 
 def test_a_design_without_a_positive_steering_coefficient_is_refused():
@@ -110,10 +110,10 @@ def test_a_design_without_a_positive_steering_coefficient_is_refused():
 def test_unknown_profile_is_named():
     with pytest.raises(ValueError, match="nope"):
         load_profile("nope")
-    assert set(PROFILES) == {"embedded", "study"}
+    assert set(PROFILES) == {"embedded", "gemma"}
 
 
-@pytest.mark.parametrize("profile", ["embedded", "study"])
+@pytest.mark.parametrize("profile", ["embedded", "gemma"])
 def test_dagster_cli_validates_the_definitions(profile):
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate"],
@@ -157,3 +157,9 @@ def test_dg_check_defs_and_list_defs_find_every_phase():
     assert PHASE_ASSETS <= {asset["asset_key"] for asset in found["assets"]}
     assert {job["name"] for job in found["jobs"]} == set(JOB_ORDER)
     assert len(found["asset_checks"]) == 2
+
+
+def test_the_former_profile_name_still_loads_with_a_warning(monkeypatch):
+    monkeypatch.setenv("PVA_PROFILE", "study")
+    with pytest.warns(FutureWarning, match="now called 'gemma'"):
+        assert load_profile().name == "gemma"

@@ -122,7 +122,7 @@ def test_sorted_batches_are_re_formed_on_resume(gemma):
 
 
 def test_batch_size_follows_free_memory_for_gemma2_2b():
-    """The study profile's batch size, on the real Gemma-2-2B architecture (random, on the meta device)."""
+    """The gemma profile's batch size, on the real Gemma-2-2B architecture (random, on the meta device)."""
     config = Gemma2Config(**GEMMA2_2B, vocab_size=256_000)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)

@@ -1,4 +1,4 @@
-"""The study profile end to end on stand-ins for the hub's files (``pva-rehearse``): google/gemma-2-2b's
+"""The gemma profile end to end on stand-ins for the hub's files (``pva-rehearse``): google/gemma-2-2b's
 interface, GemmaScope through SAELens's own loader, the real MBPP through the ``datasets`` cache; every asset
 materialized by Dagster in a fresh process whose HF_HOME is the stand-ins' cache."""
 
@@ -28,9 +28,9 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 MBPP = Path(__file__).resolve().parents[1].parent / "shared/mbpp/mbpp.jsonl"
 N_BLOCKS, D_MODEL, D_SAE = 26, 2304, 16384
-FIRST_RANGE = "0000-0049"  # the study profile's first task range: MBPP tasks 11-34 fall in it
+FIRST_RANGE = "0000-0049"  # the gemma profile's first task range: MBPP tasks 11-34 fall in it
 
-# Run in the rehearsal's environment: loads what the run loaded, through the study profile's own resources.
+# Run in the rehearsal's environment: loads what the run loaded, through the gemma profile's own resources.
 INSPECT = """
 import json, sys
 import numpy as np, pandas as pd, torch
@@ -38,7 +38,7 @@ from pva_dagster.profiles import load_profile
 from pva_dagster.study.layout import DataLayout
 
 layout, layers = DataLayout(sys.argv[1]), json.loads(sys.argv[2])
-resources = load_profile("study").resources
+resources = load_profile("gemma").resources
 out = {"saes": {}}
 for layer in layers:
     sae = resources["sae_source"].load(layer, layout, "cpu")

@@ -32,14 +32,14 @@ DEFAULT_MBPP = PROJECT_ROOT.parent / "shared" / "mbpp" / "mbpp.jsonl"
 # MBPP's first test-split problems: one task range, both labels once the stand-in's program is planted.
 TASK_IDS = list(range(11, 35))
 SAE_LAYERS = [6, 18]
-PROBLEM_SOURCES = ("mbpp", "mbppplus")  # the hub data sets the study profile can read (both stood in)
+PROBLEM_SOURCES = ("mbpp", "mbppplus")  # the hub data sets the gemma profile can read (both stood in)
 TEMPERATURE = 0.3
 # Modules that read HF_HOME / the offline switches once, at import: they must see the stand-ins' cache.
 _HUB_AWARE = ("huggingface_hub", "transformers", "datasets", "sae_lens", "pva_dagster.definitions")
 
 
 def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
-    """The settings of a rehearsal: the study profile, the stand-ins' cache, offline, one device, its own data."""
+    """The settings of a rehearsal: the gemma profile, the stand-ins' cache, offline, one device, its own data."""
     return {
         DEVICES_ENV: device,
         DATA_DIR_ENV: str(workdir / "data"),
@@ -50,7 +50,7 @@ def rehearsal_environment(workdir: Path, device: str = "cpu") -> dict[str, str]:
 
 
 def small_run_profile(profile: Profile, workdir: Path, problems: str = "mbpp") -> Profile:
-    """The study profile with what a user changes for a small run, and nothing else; ``problems="mbppplus"``
+    """The gemma profile with what a user changes for a small run, and nothing else; ``problems="mbppplus"``
     reads EvalPlus's MBPP+ (its own extended tests) instead of MBPP."""
     from pva_dagster.resources import DevicePool, HubMBPPPlus
 
@@ -94,7 +94,7 @@ def run_rehearsal(
     standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS)
     log(f"[rehearse] stand-ins built in {time.perf_counter() - started:.0f} s under {standins.hf_home}; "
         f"the model's program holds the solutions of tasks {standins.planted_task_ids}")
-    defs = build_definitions(small_run_profile(load_profile("study"), workdir, problems), environ={})
+    defs = build_definitions(small_run_profile(load_profile("gemma"), workdir, problems), environ={})
     steps: list[tuple[str, Any, Any, Any]] = [
         # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
         ("prepare", PREPARE, None, {"ops": {"general_text_frequency": {"config": {"general_documents": 100}}}}),

@@ -1,1 +1,1 @@
-"""Offline stand-ins for the study profile's hub files (rehearsal, tests, benchmarks)."""
+"""Offline stand-ins for the gemma profile's hub files (rehearsal, tests, benchmarks)."""

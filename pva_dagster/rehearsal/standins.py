@@ -1,4 +1,4 @@
-"""Stand-ins for the study profile's hub files, built offline and seeded, in a Hugging Face cache.
+"""Stand-ins for the gemma profile's hub files, built offline and seeded, in a Hugging Face cache.
 
 The ``study`` profile loads ``google/gemma-2-2b`` with ``from_pretrained``, GemmaScope through SAELens's
 ``SAE.from_pretrained("gemma-scope-2b-pt-res-canonical", "layer_{L}/width_16k/canonical")`` and MBPP through
@@ -226,7 +226,7 @@ def read_mbpp_slice(path: Path, task_ids: Sequence[int]) -> list[dict[str, Any]]
 def build_study_standins(
     hf_home: Path, mbpp_path: Path, task_ids: Sequence[int], sae_layers: Sequence[int], seed: int = 0
 ) -> StudyStandins:
-    """Every hub file the study profile reads, for the problems ``task_ids`` of the MBPP at ``mbpp_path``."""
+    """Every hub file the gemma profile reads, for the problems ``task_ids`` of the MBPP at ``mbpp_path``."""
     hf_home = Path(hf_home)
     records = read_mbpp_slice(mbpp_path, task_ids)
     planted = choose_planted(records, seed)

@@ -1,4 +1,4 @@
-"""The study's design: every science knob that differs between the embedded and the study profile.
+"""The study's design: every science knob that differs between the embedded and the gemma profile.
 
 Generation settings live here rather than on the model resource because they decide what the model writes
 (and so the labels); Phase 1.0, Phase 1.2 and the steering reruns must share them.

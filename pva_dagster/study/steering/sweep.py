@@ -2,7 +2,7 @@
 
 A unit is one (split, coefficient, latent, problem group); its records go to their own resumable file. The
 units of one problem group run together, their rows sharing batches with a vector per row, as one step
-(assets/phase3_steering.py), so a sweep fills its batches, spreads over devices and resumes after a crash.
+(assets/steering.py), so a sweep fills its batches, spreads over devices and resumes after a crash.
 Every problem group of a split also gets a *baseline* unit: the same problems generated unsteered, each in the
 same batch as its steered rows, so that padding or batching noise never counts as an effect. Which latent
 runs on which problems is set by the experiments (:data:`EXPERIMENTS`):

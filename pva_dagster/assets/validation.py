@@ -1,5 +1,5 @@
 """Phase 3: do the best latents predict correctness on held-out problems (AUROC, F1)? And the report of
-Phases 2 and 3 (steering lives in phase3_steering.py)."""
+Phases 2 and 3 (steering lives in steering.py, the readouts in readouts.py)."""
 
 import dagster as dg
 import pandas as pd
