@@ -104,14 +104,14 @@ def test_two_profiles_give_two_definitions_in_one_process():
         return sorted(build_definitions(profile, environ={}).get_assets_def(asset).partitions_def.get_partition_keys())
 
     assert keys(embedded, "phase1_0_solutions") == ["0000-0100", "0101-0201"]
-    assert len(keys(study, "phase1_0_solutions")) == 20  # 974 tasks, 50 a range
+    assert len(keys(gemma, "phase1_0_solutions")) == 20  # 974 tasks, 50 a range
     assert keys(small, "phase1_0_solutions") == ["0000-0009", "0010-0019", "0020-0029", "0030-0039", "0040-0049"]
     sampled = keys(small, "phase1_2_solutions")
     assert len(sampled) == 5 and all("0.6" in key.split("|") for key in sampled)
     assert keys(embedded, "phase1_0_solutions") == ["0000-0100", "0101-0201"], "building another changed nothing"
     # The executor comes from the profile too: one process for the embedded profile's one CPU device.
     assert build_definitions(embedded, environ={}).executor is dg.in_process_executor
-    assert build_definitions(study, environ={}).executor is None  # Dagster's multiprocess default
+    assert build_definitions(gemma, environ={}).executor is None  # Dagster's multiprocess default
 
 
 def test_the_embedded_partitions_cover_the_embedded_problems():
