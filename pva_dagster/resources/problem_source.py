@@ -112,7 +112,10 @@ def problem_source_named(spec: str) -> tuple[ProblemSource, int]:
     its line and field; an unknown name fails naming the choices."""
     if spec in NAMED_SOURCES:
         source_class, max_task_id = NAMED_SOURCES[spec]
-        return source_class(), max_task_id
+        source = source_class()
+        if isinstance(source, HumanEvalProblems):
+            source.load()  # offline and quick: a missing or broken wheel fails here, not after the model loads
+        return source, max_task_id
     looks_like_path = spec.endswith((".jsonl", ".json", ".parquet")) or "/" in spec
     if not looks_like_path:
         raise ValueError(
