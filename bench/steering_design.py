@@ -57,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         }.items() if value is not None
     }
     profile = embedded_profile().with_resources(data_store=DataStore(root=str(args.data.resolve())))
-    profile = profile.with_design(**changes)
+    # As `--config-json` would: the changed fields only; the profile keeps the rest.
+    run_config = {"resources": {"study_design": {"config": changes}}}
     start = time.perf_counter()
     with dg.DagsterInstance.get() as instance:  # the run's: it records which Phase 1 partitions exist
-        materialize(profile, [outputs.STEERING_COEFFICIENTS, outputs.STEERING, outputs.REPORT], instance=instance)
+        materialize(
+            profile, [outputs.STEERING_COEFFICIENTS, outputs.STEERING, outputs.REPORT], run_config=run_config,
+            instance=instance,
+        )
     seconds = time.perf_counter() - start
     layout = profile.data_store.layout
     chosen = pd.read_parquet(layout.phase3_table(outputs.CHOSEN_COEFFICIENTS)).drop(columns="rule")

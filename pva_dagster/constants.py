@@ -15,6 +15,9 @@ GPU_TAG = "gpu"
 # One setting picks the run profile (see pva_dagster/profiles.py).
 PROFILE_ENV = "PVA_PROFILE"
 DEFAULT_PROFILE = "embedded"
+# The problem set, replacing the profile's: embedded, mbpp, mbppplus, humaneval or a path to an MBPP-format .jsonl
+# (resources/problem_source.py, problem_source_named).
+PROBLEMS_ENV = "PVA_PROBLEMS"
 # The devices of the gemma profile's pool, e.g. "cuda:0,cuda:1,cuda:2" (the data folder's setting,
 # PVA_DATA_DIR, is study.layout.DATA_DIR_ENV).
 DEVICES_ENV = "PVA_DEVICES"

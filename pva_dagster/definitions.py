@@ -24,10 +24,14 @@ from pva_dagster.assets import latents, problems, readouts, solutions, splits, s
 from pva_dagster.cluster import for_cluster
 from pva_dagster.jobs import JOBS
 from pva_dagster.profiles import Profile, load_profile
+from pva_dagster.resources.launch_defaults import keep_all_values_at_launch
 
 
 def build_definitions(profile: Profile, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
-    """Assets (partitioned as ``profile.design`` says), checks, jobs, resources and executor of one profile."""
+    """Assets (partitioned as ``profile.design`` says), checks, jobs, resources and executor of one profile.
+
+    A run config that sets some fields of a resource (``--config-json``, the launchpad) keeps the profile's values
+    of the others (resources/launch_defaults.py)."""
     executor, resources = for_cluster(profile.resources, environ)
     executor = executor or profile.executor
     return dg.Definitions(
@@ -37,7 +41,7 @@ def build_definitions(profile: Profile, environ: Mapping[str, str] = os.environ)
         ],
         asset_checks=dg.load_asset_checks_from_modules([splits]),
         jobs=JOBS,
-        resources=resources,
+        resources=keep_all_values_at_launch(resources),
         executor=executor,
     )
 

@@ -2,8 +2,9 @@
 
 A profile is one value: its resources, the study design among them. ``definitions.build_definitions(profile)``
 makes the Definitions from it, partitions included, so two profiles give two Definitions in one process. Pick
-one with ``PVA_PROFILE=embedded|study`` (default ``embedded``) before starting Dagster; a small run (a test,
-``pva-rehearse``) derives its own profile with ``Profile.with_design`` / ``with_resources``.
+one with ``PVA_PROFILE=embedded|study`` (default ``embedded``) before starting Dagster, and its problem set with
+``PVA_PROBLEMS`` (``Profile.with_problems``); a small run (a test, ``pva-rehearse``) derives its own profile with
+``Profile.with_design`` / ``with_resources``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from pva_dagster.constants import DEFAULT_PROFILE, DEVICES_ENV, MODEL_DTYPE_ENV, PROFILE_ENV
+from pva_dagster.constants import DEFAULT_PROFILE, DEVICES_ENV, MODEL_DTYPE_ENV, PROBLEMS_ENV, PROFILE_ENV
 from pva_dagster.resources import (
     DataStore,
     DevicePool,
@@ -30,6 +31,7 @@ from pva_dagster.resources import (
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
+from pva_dagster.resources.problem_source import problem_source_named
 from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
 
 # The embedded profile's steering grid: the middle of the small grid. On the embedded model 0.02 changed no label
@@ -63,6 +65,12 @@ class Profile:
     def with_design(self, **changes: Any) -> Profile:
         """This profile with some study-design fields changed (validated as a new ``StudyDesign``)."""
         return self.with_resources(study_design=StudyDesign(**{**self.design.model_dump(), **changes}))
+
+    def with_problems(self, spec: str) -> Profile:
+        """This profile on the problem set ``spec`` names (``problem_source_named``), its partitions covering the
+        set's task IDs; the task-range size and the rest of the design stay the profile's."""
+        source, max_task_id = problem_source_named(spec)
+        return self.with_resources(problem_source=source).with_design(max_task_id=max_task_id)
 
 
 def step_io_manager(data_store: DataStore) -> dg.FilesystemIOManager:
@@ -160,7 +168,9 @@ PROFILES = {"embedded": embedded_profile, "gemma": gemma_profile}
 RENAMED_PROFILES = {"study": "gemma"}
 
 
-def load_profile(name: str | None = None) -> Profile:
+def load_profile(name: str | None = None, problems: str | None = None) -> Profile:
+    """The profile ``name`` (default ``$PVA_PROFILE``) on the problem set ``problems`` (default ``$PVA_PROBLEMS``;
+    unset or empty: the profile's own)."""
     name = name or os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
     if name in RENAMED_PROFILES:
         warnings.warn(
@@ -168,8 +178,9 @@ def load_profile(name: str | None = None) -> Profile:
             FutureWarning, stacklevel=2,
         )
         name = RENAMED_PROFILES[name]
-    try:
-        return PROFILES[name]()
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r} (${PROFILE_ENV}); expected one of {sorted(PROFILES)}") from None
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r} (${PROFILE_ENV}); expected one of {sorted(PROFILES)}")
+    profile = PROFILES[name]()
+    problems = problems or os.environ.get(PROBLEMS_ENV)
+    return profile.with_problems(problems) if problems else profile
 

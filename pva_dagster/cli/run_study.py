@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         "--until", choices=JOB_ORDER, default=JOB_ORDER[-1],
         help="stop after this job",
     )
+    parser.add_argument(
+        "--problems", metavar="SET",
+        help="embedded, mbpp, mbppplus, humaneval or a path to an MBPP-format .jsonl (default: $PVA_PROBLEMS, "
+             "else the profile's)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
 
@@ -41,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     from pva_dagster.definitions import build_definitions
     from pva_dagster.profiles import load_profile
 
-    defs = build_definitions(load_profile())
+    try:  # the problem set is read and checked here, before any model loads
+        profile = load_profile(problems=args.problems)
+    except ValueError as error:  # ProblemDataError included: one line naming the setting, the line and the field
+        print(f"pva-study: {error}", file=sys.stderr)
+        return 2
+    print(f"[pva-study] profile {profile.name}, problems {profile.resources['problem_source'].describe()}", flush=True)
+    defs = build_definitions(profile)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         for job in jobs_in_order(defs):

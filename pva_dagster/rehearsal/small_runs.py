@@ -12,7 +12,7 @@ from typing import Any, cast
 import dagster as dg
 
 from pva_dagster.definitions import build_definitions
-from pva_dagster.profiles import Profile, load_profile
+from pva_dagster.profiles import Profile, embedded_profile
 from pva_dagster.resources import DataStore, DevicePool, EmbeddedModel, LocalProblems, StudyDesign
 from pva_dagster.resources.language_model import EMBEDDED_MODEL_DIR
 from pva_dagster.study.layout import DataLayout
@@ -26,8 +26,9 @@ SMALL_RUN: dict[str, Any] = {
     "samples_per_temperature": 2, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS), "steering_controls": 1,
     "steering_max_tasks": 3, "steering_random_directions": 2,
 }
-# The task ranges of a small run: the embedded profile's (its Definitions' partitions come from its design).
-EMBEDDED_DESIGN: StudyDesign = load_profile("embedded").design
+# The task ranges of a small run: the embedded profile's (its Definitions' partitions come from its design), on
+# its own problems whatever PVA_PROBLEMS says.
+EMBEDDED_DESIGN: StudyDesign = embedded_profile().design
 FIRST_RANGE, SECOND_RANGE = (
     r.key for r in task_ranges(EMBEDDED_DESIGN.max_task_id, EMBEDDED_DESIGN.task_range_size)[:2]
 )
@@ -79,7 +80,7 @@ def small_profile(tmp_path: Path, problems: Path, **overrides: Any) -> Profile:
         "study_design": small_design(),
         "device_pool": DevicePool(devices=["cpu"], lock_dir=str(tmp_path / "locks"), poll_seconds=0.2),
     }
-    return load_profile("embedded").with_resources(**{**small, **overrides})
+    return embedded_profile().with_resources(**{**small, **overrides})
 
 
 def materialize_in_process(

@@ -8,6 +8,7 @@ from pva_dagster.resources.problem_source import (
     EmbeddedProblems,
     HubMBPPPlus,
     HubProblems,
+    HumanEvalProblems,
     LocalProblems,
     ProblemSource,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "HubMBPPPlus",
     "HubModel",
     "HubProblems",
+    "HumanEvalProblems",
     "LanguageModel",
     "LocalModel",
     "LocalProblems",

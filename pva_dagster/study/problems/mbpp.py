@@ -72,18 +72,20 @@ def _string_list(value: Any, field: str, where: str, *, allow_empty: bool) -> tu
     return tuple(value)
 
 
-def _one_problem(record: Any, index: int, source: str) -> Problem:
+def _one_problem(record: Any, index: int, source: str, line: int | None = None) -> Problem:
+    """Record ``index`` of ``source``; errors name its ``line`` instead where it came from a JSONL file."""
+    place = f"line {line}" if line is not None else f"record #{index}"
     if not isinstance(record, Mapping):
-        raise ProblemDataError(f"{source}: record #{index} is a {type(record).__name__}, not a mapping")
+        raise ProblemDataError(f"{source}: {place} is a {type(record).__name__}, not a mapping")
     if "task_id" not in record:
-        raise ProblemDataError(f"{source}: record #{index}: missing field 'task_id'")
+        raise ProblemDataError(f"{source}: {place}: missing field 'task_id'")
     task_id = record["task_id"]
     # numpy integers come from Parquet and pandas; bool is an int subclass but never a task id.
     if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
         raise ProblemDataError(
-            f"{source}: record #{index}: field 'task_id' must be an int, got {task_id!r}"
+            f"{source}: {place}: field 'task_id' must be an int, got {task_id!r}"
         )
-    where = f"{source}: task {int(task_id)}"
+    where = f"{source}: {'' if line is None else place + ': '}task {int(task_id)}"
     missing = [field for field in REQUIRED_FIELDS if field not in record]
     if missing:
         raise ProblemDataError(f"{where}: missing field(s) {missing}")
@@ -109,14 +111,20 @@ def _one_problem(record: Any, index: int, source: str) -> Problem:
     )
 
 
-def validate_records(records: Iterable[Mapping[str, Any]], source: str) -> list[Problem]:
-    """Check every record and return the problems sorted by task_id; raise ProblemDataError on the first bad one."""
+def validate_records(
+    records: Iterable[Mapping[str, Any]], source: str, lines: Sequence[int] | None = None
+) -> list[Problem]:
+    """Check every record and return the problems sorted by task_id; raise ProblemDataError on the first bad one.
+
+    ``lines``: each record's line in a JSONL file, named in the error instead of the record's index."""
     problems: list[Problem] = []
     seen: set[int] = set()
     for index, record in enumerate(records):
-        problem = _one_problem(record, index, source)
+        line = lines[index] if lines is not None else None
+        problem = _one_problem(record, index, source, line)
         if problem.task_id in seen:
-            raise ProblemDataError(f"{source}: task {problem.task_id}: duplicate field 'task_id'")
+            at = f"line {line}: " if line is not None else ""
+            raise ProblemDataError(f"{source}: {at}task {problem.task_id}: duplicate field 'task_id'")
         seen.add(problem.task_id)
         problems.append(problem)
     if not problems:
@@ -124,23 +132,34 @@ def validate_records(records: Iterable[Mapping[str, Any]], source: str) -> list[
     return sorted(problems, key=lambda problem: problem.task_id)
 
 
-def parse_jsonl(text: str, source: str) -> list[Any]:
-    """The JSON value of each non-blank line of ``text``; a line that is not JSON is named with ``source``."""
+def parse_jsonl_lines(text: str, source: str) -> list[tuple[int, Any]]:
+    """The line number and JSON value of each non-blank line of ``text``; a line that is not JSON is named with
+    ``source``."""
     records = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append((line_number, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise ProblemDataError(f"{source}: line {line_number} is not JSON: {exc}") from exc
     return records
 
 
+def parse_jsonl(text: str, source: str) -> list[Any]:
+    """The JSON value of each non-blank line of ``text`` (``parse_jsonl_lines`` without the line numbers)."""
+    return [record for _, record in parse_jsonl_lines(text, source)]
+
+
 def load_jsonl(path: str | Path) -> list[Problem]:
-    """One JSON object a line (the MBPP release format)."""
+    """One JSON object a line (the MBPP release format); an error names the line and the field."""
     path = Path(path)
-    return validate_records(parse_jsonl(path.read_text(encoding="utf-8"), str(path)), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProblemDataError(f"{path}: cannot read it: {exc}") from exc
+    numbered = parse_jsonl_lines(text, str(path))
+    return validate_records([record for _, record in numbered], str(path), lines=[n for n, _ in numbered])
 
 
 def load_parquet(path: str | Path) -> list[Problem]:
