@@ -5,7 +5,8 @@ other weights under the same name are never taken for the old ones.
 - A local folder (the embedded model under ``data/models``, a ``save_pretrained`` folder): the SHA-256 of its
   files' names and bytes. A file that is a link into a Hugging Face cache's ``blobs/`` is named by its blob,
   which the hub already names by the SHA-256 of its content, so it is not read again.
-- A hub id: the id at the commit ``from_pretrained`` resolved (``config._commit_hash``), which pins every file.
+- A hub id: the id at the commit ``from_pretrained`` resolved (``config._commit_hash``), which pins every file;
+  without one, the local cache's snapshot of it, hashed as a folder (its large files are named by their blobs).
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ def weights_identity(weights: str, model: Any) -> str:
         stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         return folder_digest(str(folder.resolve()), stats)
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
-    if not commit:
+    if commit:
+        return f"{weights}@{commit}"
+    return weights_identity(_cached_snapshot(weights), model)
+
+
+def _cached_snapshot(repo_id: str) -> str:
+    """The local cache's snapshot folder of a hub model (no network), whose files name their content."""
+    from huggingface_hub import snapshot_download  # a hub id only: a folder needs no hub client
+
+    try:
+        return str(snapshot_download(repo_id, local_files_only=True))
+    except Exception as error:  # the hub client raises several types for "not cached" and "not a repo id"
         raise ValueError(
-            f"the weights {weights!r} are neither a local folder nor a hub model with a resolved commit: nothing "
-            "names their content"
-        )
-    return f"{weights}@{commit}"
+            f"the weights {repo_id!r} are neither a local folder nor a hub model in the local cache: "
+            f"nothing names their content ({type(error).__name__}: {error})"
+        ) from error
 
 
 @cache
