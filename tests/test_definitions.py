@@ -74,7 +74,8 @@ def test_phase2_star_selects_only_unpartitioned_assets(defs):
 RESOURCE_KINDS = {"language_model": LanguageModel, "sae_source": SAESource, "problem_source": ProblemSource}
 
 
-def test_gemma_profile_binds_the_hub_variants_with_the_real_study_values():
+def test_gemma_profile_binds_the_hub_variants_with_the_real_study_values(monkeypatch):
+    monkeypatch.delenv("PVA_MODEL_DTYPE", raising=False)  # the profiles' own dtypes, not a user's override
     embedded, gemma = load_profile("embedded"), load_profile("gemma")
     assert embedded.resources.keys() == gemma.resources.keys()
     for name in embedded.resources:
