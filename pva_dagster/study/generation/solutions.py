@@ -222,7 +222,8 @@ def _open(group: SolutionGroup, generator: Generator, run: GenerationRun) -> tup
         **({"sampler": SAMPLER} if settings.temperature > 0 else {}),
     }
     expected = {(t.task_id, s): task_fingerprint(t, producer) for t in group.tasks for s in samples}
-    labels = {(t.task_id, s): label_fingerprint(t, generator.judge()) for t in group.tasks for s in samples}
+    judge = generator.judge()
+    labels = {(t.task_id, s): label_fingerprint(t, judge) for t in group.tasks for s in samples}
     table = RecordTable(group.records_path, RECORD_KEY, expected, labels)
     judged_again, changed = relabel(table, group.tasks, generator)
     if judged_again:
