@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import builtins
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,18 @@ SOLUTION_CALL = "__pva_solution__"  # the runner's function that evaluates a pie
 class JudgedTest:
     prelude: str  # imports of the real standard-library modules the assert uses, run in the runner first
     body: str  # the assert, its solution pieces replaced by ``__pva_solution__(...)`` calls
+
+
+# CPython 3.11 builds an AST with one recursion count per interpreter, so two threads parsing at once can fail
+# with "SystemError: AST constructor recursion depth mismatch" (a garbage collection mid-parse lets the other
+# thread in); ``run_many`` judges from several threads, so its parses take turns.
+_PARSING = threading.Lock()
+
+
+def parse(source: str) -> ast.Module:
+    """``ast.parse(source)``, one thread at a time."""
+    with _PARSING:
+        return ast.parse(source)
 
 
 def judged_tests(setup: str, solution: str, tests: Sequence[str]) -> list[JudgedTest]:
@@ -49,7 +62,7 @@ def top_level_names(source: str, imports: bool) -> set[str]:
     """The names ``source`` binds at its top level (inside top-level ``if``/``for``/``with``/``try`` too) by
     ``def``, ``class`` and assignment, and by ``import`` if ``imports``."""
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set()  # the solution's process reports the error when it runs it
     found: set[str] = set()
@@ -82,7 +95,7 @@ def _bound_in(node: ast.AST) -> set[str]:
 
 def _judged(test: str, setup_names: set[str], defined: set[str]) -> JudgedTest:
     try:
-        tree = ast.parse(test)
+        tree = parse(test)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return JudgedTest("", test)
     local = _bound_in(tree)
