@@ -13,6 +13,7 @@ from pva_dagster.study.analysis.general_text_cutoff import layer_cutoffs
 from pva_dagster.study.analysis.separation import rank_latents, separation_scores
 from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_auroc_by_label, top_latents_by_label
 from pva_dagster.study.generation.batched import Generation
+from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.generation.solutions import Generator, Task, label_generations
 from pva_dagster.study.problems.embedded import load_embedded
 from pva_dagster.study.problems.extended_tests import generate
@@ -45,7 +46,7 @@ def add_numbers_task() -> Task:
 
 @pytest.mark.parametrize("rule", [EXTENDED_LABEL, BASE_LABEL])
 def test_a_lookup_table_passes_the_base_asserts_and_only_the_extended_rule_calls_it_incorrect(add_numbers_task, rule):
-    generator = Generator(None, None, "none", lambda *_: None, SandboxLimits(), 2, rule)  # judging needs no model
+    generator = Generator(None, None, "none", GenerationSettings(), SandboxLimits(), 2, rule)  # judging needs no model
     wrong_code = _lookup_table(add_numbers_task.test_list)
     right, wrong = label_generations(
         [add_numbers_task], [_generation(0, RIGHT), _generation(0, wrong_code)], generator
@@ -58,7 +59,7 @@ def test_a_lookup_table_passes_the_base_asserts_and_only_the_extended_rule_calls
 
 def test_without_extended_tests_both_labels_agree(add_numbers_task):
     bare = Task(add_numbers_task.task_id, "prompt", add_numbers_task.test_list)
-    generator = Generator(None, None, "none", lambda *_: None, SandboxLimits(), 1, EXTENDED_LABEL)
+    generator = Generator(None, None, "none", GenerationSettings(), SandboxLimits(), 1, EXTENDED_LABEL)
     (wrong,) = label_generations([bare], [_generation(0, _lookup_table(bare.test_list))], generator)
     assert wrong["passed_base"] and wrong["passed_extended"] and wrong["passed"]
 

@@ -57,7 +57,7 @@ def smollm(embedded_model_dir):
 
 def _generator(smollm, embedded_model_dir) -> Generator:
     model, tokenizer = smollm
-    return Generator(model, tokenizer, str(embedded_model_dir), lambda *_: SETTINGS, SandboxLimits(), 2, EXTENDED_LABEL)
+    return Generator(model, tokenizer, str(embedded_model_dir), SETTINGS, SandboxLimits(), 2, EXTENDED_LABEL)
 
 
 def _run(generator: Generator, tasks, tmp_path):
@@ -112,13 +112,13 @@ def test_a_new_judge_version_or_new_tests_relabel_the_stored_code_without_the_mo
 def test_the_model_is_named_by_its_weights_content_not_its_path(smollm, embedded_model_dir, tmp_path):
     copy = shutil.copytree(embedded_model_dir, tmp_path / "elsewhere" / "smollm2")
     model, tokenizer = smollm
-    here = Generator(model, tokenizer, str(embedded_model_dir), lambda *_: SETTINGS, SandboxLimits(), 2)
-    there = Generator(model, tokenizer, str(copy), lambda *_: SETTINGS, SandboxLimits(), 2)
+    here = Generator(model, tokenizer, str(embedded_model_dir), SETTINGS, SandboxLimits(), 2)
+    there = Generator(model, tokenizer, str(copy), SETTINGS, SandboxLimits(), 2)
     assert here.identity() == there.identity() and here.identity()["weights"].startswith("sha256:")
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ', "note": 1}', 1))
-    assert Generator(model, tokenizer, str(copy), lambda *_: SETTINGS, SandboxLimits(), 2).identity() != here.identity()
+    assert Generator(model, tokenizer, str(copy), SETTINGS, SandboxLimits(), 2).identity() != here.identity()
     with pytest.raises(ValueError, match="names their content"):
-        Generator(model, tokenizer, "not-a-folder-nor-a-hub-model", lambda *_: SETTINGS, SandboxLimits()).identity()
+        Generator(model, tokenizer, "not-a-folder-nor-a-hub-model", SETTINGS, SandboxLimits()).identity()
 
 
 def test_a_copied_data_folder_resumes_with_nothing_generated(tmp_path, tiny_gemma2_dir):

@@ -21,12 +21,7 @@ from pva_dagster.partitions import (
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, Sandbox, StudyDesign
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, VALIDATION_SPLIT
 from pva_dagster.study.generation.activation_store import PerRecordActivations, SharedTaskActivations
-from pva_dagster.study.generation.labelled_generation import (
-    Partition,
-    PromptFormat,
-    generate_and_label,
-    write_metadata,
-)
+from pva_dagster.study.generation.labelled_generation import Partition, generate_and_label, write_metadata
 from pva_dagster.study.problems.splits import split_task_ids
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
@@ -41,7 +36,7 @@ def _run(
 ) -> dg.Output[pd.DataFrame]:
     """Shared body of both Phase 1 assets: claim a device, load the model, generate and label, report."""
     study_design, sandbox, language_model = resources.study_design, resources.sandbox, resources.language_model
-    prompt_format = PromptFormat(study_design.prompt_template, study_design.use_chat_template)
+    prompt_format = study_design.prompt_format()
     with generator_on_device(context, resources) as (device, generator):
         context.log.info(f"generating on {device}")
         frame, metadata = generate_and_label(

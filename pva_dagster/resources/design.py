@@ -5,23 +5,23 @@ Generation settings live here rather than on the model resource because they dec
 """
 
 
-from typing import Literal
+from dataclasses import fields
 
 import dagster as dg
 from pydantic import Field, model_validator
 
 from pva_dagster.study.analysis.separation import MAX_GENERAL_FREQ
 from pva_dagster.study.domain import DEFAULT_SEED
+from pva_dagster.study.generation.labelled_generation import PromptFormat
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
 from pva_dagster.study.generation.residual import RESID_POST, HookPoint
 from pva_dagster.study.generation.settings import GenerationSettings
 from pva_dagster.study.problems.extended_tests import MAX_TESTS
+from pva_dagster.study.problems.labels import EXTENDED_LABEL, LabelRule
 from pva_dagster.study.steering.results import PRESERVATION_MARGIN
 from pva_dagster.study.steering.vectors import check_steering_coefficients
 
 PHASE1_2_TEMPERATURES = [0.3, 0.6, 0.9, 1.2]
-GENERATION_FIELDS = ("max_new_tokens", "max_prompt_tokens", "stop_at_function_end", "prompt_template",
-                     "use_chat_template")  # fmt: skip
 _GENERATION = GenerationSettings()  # the one place generation defaults are declared
 
 
@@ -65,8 +65,8 @@ class StudyDesign(dg.ConfigurableResource):
 
     # What decides a solution's label (both are recorded): MBPP's three base asserts, shown in the prompt, or
     # the base asserts and the extended tests made from the reference solution (Phase 0, never shown).
-    label: Literal["extended", "base"] = Field(
-        default="extended", description="'extended': base + extended tests decide pass@1; 'base': the base asserts."
+    label: LabelRule = Field(
+        default=EXTENDED_LABEL, description="'extended': base + extended tests decide pass@1; 'base': the base asserts."
     )
     extended_tests_per_problem: int = Field(
         default=MAX_TESTS, ge=0, description="Extended tests made per problem at most (0: none, base label only)."
@@ -111,9 +111,17 @@ class StudyDesign(dg.ConfigurableResource):
         "or blocks.L.hook_resid_post (the block's output: the default, where the SAEs read and Phase 1 stores).",
     )
 
+    def generation_settings(self, sort_by_length: bool = False) -> GenerationSettings:
+        """How the model writes under this design (greedy; a run sets its temperature, samples and batch size)."""
+        return GenerationSettings(**{name: getattr(self, name) for name in _DESIGNED}, sort_by_length=sort_by_length)
+
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(self.prompt_template, self.use_chat_template)
+
     def generation_fields(self) -> dict[str, object]:
         """The generation knobs, for the metadata stored beside each Phase 1 dataset."""
-        return {name: getattr(self, name) for name in GENERATION_FIELDS}
+        written = {name: getattr(self, name) for name in _DESIGNED if name != "seed"}
+        return {**written, "prompt_template": self.prompt_template, "use_chat_template": self.use_chat_template}
 
     @model_validator(mode="after")
     def _check(self) -> "StudyDesign":
@@ -121,9 +129,7 @@ class StudyDesign(dg.ConfigurableResource):
             raise ValueError(f"task_range_size must be >= 1, got {self.task_range_size}")
         if self.samples_per_temperature < 1:
             raise ValueError(f"samples_per_temperature must be >= 1, got {self.samples_per_temperature}")
-        for name in ("max_new_tokens", "max_prompt_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.generation_settings()  # raises, naming the knob, where a token budget is not a positive integer
         bad = [t for t in self.temperatures if t <= 0]
         if bad:
             raise ValueError(f"Phase 1.2 temperatures must be > 0 (Phase 1.0 is the greedy run), got {bad}")
@@ -133,3 +139,8 @@ class StudyDesign(dg.ConfigurableResource):
             if missing:
                 raise ValueError(f"sae_layers {missing} are not among the stored layers {self.layers}")
         return self
+
+
+# GenerationSettings' fields that the design sets (token budgets, stop rule, seed): found by name, so a knob is
+# declared once there and once here as a Dagster setting, never listed a third time.
+_DESIGNED = tuple(f.name for f in fields(GenerationSettings) if f.name in StudyDesign.model_fields)

@@ -26,7 +26,7 @@ from pva_dagster.study.generation.model_loading import (
     load_causal_lm,
     locate_embedded_gguf,
 )
-from pva_dagster.study.generation.settings import DEFAULT_BATCH_SIZE, GenerationSettings
+from pva_dagster.study.generation.settings import DEFAULT_BATCH_SIZE
 from pva_dagster.study.generation.solutions import Generator
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.sandbox.execution import SandboxLimits
@@ -86,38 +86,14 @@ class LanguageModel(dg.ConfigurableResource, ABC):
             return DEFAULT_BATCH_SIZE  # the size before it was chosen per device; callers that pass no model keep it
         return auto_batch_size(model, token_budget)
 
-    def settings(
-        self, design: StudyDesign, temperature: float, num_samples: int = 1, model: Any | None = None,
-        prompt_tokens: int | None = None,
-    ) -> GenerationSettings:
-        """The study design's generation settings, run in this machine's batches.
-
-        The batch size is sized for ``prompt_tokens`` (the longest prompt of the work at hand; at most
-        ``max_prompt_tokens``, which is also the default) plus ``max_new_tokens``.
-        """
-        prompt_budget = min(prompt_tokens or design.max_prompt_tokens, design.max_prompt_tokens)
-        return GenerationSettings(
-            max_new_tokens=design.max_new_tokens,
-            max_prompt_tokens=design.max_prompt_tokens,
-            batch_size=self.batch_size_for(model, prompt_budget + design.max_new_tokens),
-            sort_by_length=self.sort_by_length,
-            temperature=temperature,
-            num_samples=num_samples,
-            seed=design.seed,
-            stop_at_function_end=design.stop_at_function_end,
-        )
-
     def generator(
         self, model: Any, tokenizer: Any, layout: DataLayout, design: StudyDesign, limits: SandboxLimits,
         max_workers: int | None,
     ) -> Generator:
         """The loaded model bundled with the design's generation settings and how its code is judged."""
         return Generator(
-            model, tokenizer, self.weights(layout),
-            lambda temperature, samples, prompt_tokens: self.settings(
-                design, temperature, samples, model=model, prompt_tokens=prompt_tokens
-            ),
-            limits, max_workers, design.label,
+            model, tokenizer, self.weights(layout), design.generation_settings(self.sort_by_length), limits,
+            max_workers, design.label, batch_size_for=lambda tokens: self.batch_size_for(model, tokens),
         )
 
 

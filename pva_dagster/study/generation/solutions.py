@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,12 @@ class Generator:
     model: Any
     tokenizer: Any
     weights: str  # what from_pretrained loaded (a folder or a hub id); fingerprints name its content
-    # (temperature, samples per prompt, longest prompt's tokens) -> the settings (batch size sized for them)
-    settings_for: Callable[[float, int, int], GenerationSettings]
+    writing: GenerationSettings  # the design's, greedy; a run's temperature, samples and batch size replace theirs
     limits: SandboxLimits
     max_workers: int | None = None  # sandbox runs at once (None: one per CPU)
     label_rule: str = EXTENDED_LABEL  # which asserts decide ``passed`` (both labels are recorded)
+    # tokens per row (longest prompt + new tokens) -> rows per batch on this machine; None keeps writing's
+    batch_size_for: Callable[[int], int] | None = None
 
     def identity(self) -> dict[str, Any]:
         """The model's identity in every fingerprint and in metadata: the weights' content, architecture, sizes,
@@ -59,7 +60,12 @@ class Generator:
         return {"limits": self.limits, "label_rule": self.label_rule, "judge": judge_version()}
 
     def settings(self, temperature: float, samples: int, prompts: Sequence[str]) -> GenerationSettings:
-        return self.settings_for(temperature, samples, longest_prompt_tokens(self.tokenizer, list(prompts)))
+        """The design's settings at ``temperature`` and ``samples``, in batches sized for ``prompts``."""
+        batch_size = self.writing.batch_size
+        if self.batch_size_for is not None:
+            longest = longest_prompt_tokens(self.tokenizer, list(prompts)) or self.writing.max_prompt_tokens
+            batch_size = self.batch_size_for(min(longest, self.writing.max_prompt_tokens) + self.writing.max_new_tokens)
+        return replace(self.writing, temperature=temperature, num_samples=samples, batch_size=batch_size)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from pva_dagster.study.problems.extended_tests import JUDGE_LIMITS, ExtendedTests
 from pva_dagster.study.problems.mbpp import Problem
 from pva_dagster.study.sandbox.execution import SandboxJob, SandboxLimits, SandboxResult, run_many
 from pva_dagster.study.sandbox.isolation import Isolation
 
-BASE_LABEL, EXTENDED_LABEL = "base", "extended"
-LABEL_RULES = (BASE_LABEL, EXTENDED_LABEL)  # which asserts decide a solution's label
+# Which asserts decide a solution's label: the one list of rules (the study design's setting is typed by it).
+LabelRule = Literal["base", "extended"]
+BASE_LABEL, EXTENDED_LABEL = LABEL_RULES = get_args(LabelRule)
 # The column of a Phase 1 record that holds each label (``passed`` holds the study's).
 LABEL_COLUMNS = {BASE_LABEL: "passed_base", EXTENDED_LABEL: "passed_extended"}
 
