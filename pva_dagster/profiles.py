@@ -124,10 +124,10 @@ def embedded_profile() -> Profile:
                 # about what 84 problems x 2 samples were; the gemma profile samples 5.
                 samples_per_temperature=1,
                 # Small multiples of the residual norm (half the norm breaks every correct solution here) on every
-                # hyperparams and validation problem, against one frequency-matched control: each control adds
-                # about 250 generations to a run that must fit a 2-core CPU's time budget (docs/runs.md).
+                # hyperparams and validation problem, against three matched controls (a claim must hold against
+                # each; each control adds about 250 generations, see docs/runs.md).
                 steering_coefficients=list(EMBEDDED_STEERING_COEFFICIENTS),
-                steering_controls=1,
+                steering_controls=3,
                 steering_max_tasks=None,
                 steering_random_directions=EMBEDDED_RANDOM_DIRECTIONS,
                 # A TopK SAE (k = 32 of 2,048) has a mean density of 1.56 %: the study's absolute 2 % would drop

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import get_args
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
@@ -13,11 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 from pva_dagster.study.generation.residual import HOOK_POINTS, add_at, decoder_blocks, hook_name
 from pva_dagster.study.steering.vectors import (
     COEFFICIENT_MODES,
-    CONTROL_POOL_FACTOR,
     CoefficientMode,
     code_similarity,
-    control_latents,
-    firing_frequency,
     mean_residual_norm,
     python_tokens,
     resolve_coefficients,
@@ -161,39 +157,3 @@ def test_code_similarity_compares_python_tokens():
     assert code_similarity("abc", "xyz") == 0.0
 
 
-def _layer_scores(s_correct: list[float], frequency: list[float] | None = None, layer: int = 4) -> pd.DataFrame:
-    """Phase 2 scores of one layer: 50 correct and 50 incorrect samples, each latent firing on ``frequency`` of
-    them (split by its score)."""
-    s = np.asarray(s_correct)
-    f = np.asarray(frequency if frequency is not None else [0.5] * len(s))
-    return pd.DataFrame({
-        "layer": layer, "latent": range(len(s)), "s_correct": s, "n_correct": 50, "n_incorrect": 50,
-        "f_correct": f + s / 2, "f_incorrect": f - s / 2,
-    })
-
-
-def test_control_latents_do_not_discriminate_and_are_seeded():
-    scores = _layer_scores([0.0, 0.3, -0.01, 0.04, -0.4, 0.05, 0.2, 0.0, 0.02, -0.06])
-    controls = control_latents(scores, target=1, exclude=[7], n=2, seed=3)
-    assert controls == control_latents(scores, target=1, exclude=[7], n=2, seed=3)
-    assert controls == sorted(controls) and len(set(controls)) == 2
-    assert set(controls) <= {0, 2, 3, 5, 8}  # |s| <= 0.05 and neither the target nor the excluded 7
-    assert {tuple(control_latents(scores, 1, [7], 1, seed)) for seed in range(20)} != {(controls[0],)}
-    with pytest.raises(ValueError, match="cannot draw 6 control latents: layer 4 has 5"):
-        control_latents(scores, target=1, exclude=[7], n=6, seed=0)
-    with pytest.raises(ValueError, match="one layer"):
-        control_latents(pd.concat([scores, _layer_scores([0.0], layer=5)]), target=0, exclude=[], n=1, seed=0)
-    with pytest.raises(ValueError, match="target latent 99"):
-        control_latents(scores, target=99, exclude=[], n=1, seed=0)
-
-
-def test_controls_fire_as_often_as_the_target():
-    # Target 0 fires on 30 % of samples; twelve neutral latents fire from never to always.
-    frequency = [0.3, *np.linspace(0.0, 1.0, 12)]
-    scores = _layer_scores([0.4] + [0.0] * 12, frequency)
-    assert firing_frequency(scores).tolist() == pytest.approx(frequency)
-    nearest = sorted(range(1, 13), key=lambda i: (abs(frequency[i] - 0.3), i))[:CONTROL_POOL_FACTOR]
-    drawn = {c for seed in range(50) for c in control_latents(scores, target=0, exclude=[], n=1, seed=seed)}
-    assert drawn == set(nearest)  # seeded draws cover the pool, and nothing outside it
-    # The latent that never fires and the one that always fires are never controls for it.
-    assert not drawn & {1, 12}

@@ -31,7 +31,7 @@ def test_batches_take_whole_blocks():
 @pytest.fixture(scope="module")
 def generator(embedded_model_dir) -> Generator:
     model, tokenizer = load_causal_lm(str(embedded_model_dir), dtype="float32")
-    return Generator(model, tokenizer, str(embedded_model_dir), lambda *_: SETTINGS, SandboxLimits(), 2, BASE_LABEL)
+    return Generator(model, tokenizer, str(embedded_model_dir), SETTINGS, SandboxLimits(), 2, BASE_LABEL)
 
 
 def _jobs(generator: Generator) -> list[tuple[SteeringUnit, list[Task], torch.Tensor | None]]:

@@ -89,7 +89,8 @@ class StudyDesign(dg.ConfigurableResource):
     )
     steering_controls: int = Field(
         default=3, ge=1,
-        description="Control latents per steered latent (same layer, |s_correct| near 0, matched on firing frequency).",
+        description="Control latents per steered latent (same layer, |s_correct| near 0, matched on firing "
+        "frequency, cosine with the mean residual and decoder norm).",
     )
     steering_max_tasks: int | None = Field(
         default=None, description="Problems steered per label and split at most (seeded sample; None = all)."

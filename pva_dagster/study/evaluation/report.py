@@ -31,7 +31,12 @@ from pva_dagster.study.statistics import (
     POWER_ASSUMPTION,
     RANK_TEST,
 )
-from pva_dagster.study.steering.results import COEFFICIENT_RULE, NON_INFERIORITY_TEST, dose_response_plot
+from pva_dagster.study.steering.results import (
+    COEFFICIENT_RULE,
+    CONTROL_DAMAGE_CEILING,
+    NON_INFERIORITY_TEST,
+    dose_response_plot,
+)
 from pva_dagster.study.steering.sweep import NON_INFERIORITY, SUPERIORITY, superiority_experiment
 
 LABEL_TOP_RANKS = 5  # latents per label and direction shown side by side
@@ -95,6 +100,11 @@ def _steering_table(tests: pd.DataFrame) -> pd.DataFrame:
         "coefficient": tests.coefficient, "problems": tests.n,
         "rate [95% CP]": [_interval(*r) for r in zip(tests.rate, tests.ci_low, tests.ci_high, strict=True)],
         "controls' mean rate": tests.control_rate,
+        f"worst control's damage on correct problems (ceiling {CONTROL_DAMAGE_CEILING:.0%})": [
+            "" if ok is None or pd.isna(ok) else f"{b:.3f}" + ("" if ok else ": above the ceiling, so the control is "
+                                                              "itself disruptive here")
+            for b, ok in zip(tests.control_breakage, tests.control_within_ceiling, strict=True)
+        ],
         "discordant target:control, per control": tests.discordant,
         "p paired (every control)": tests.p_paired.where(superiority),
         "minimum detectable effect (80 % power)": [

@@ -11,6 +11,7 @@ import pandas as pd
 from pva_dagster.study.analysis.activation_index import load_residuals
 from pva_dagster.study.domain import label_of
 from pva_dagster.study.generation.solutions import Task, tasks_from_problems
+from pva_dagster.study.steering.controls import latent_properties, matched_controls
 from pva_dagster.study.steering.sweep import (
     CONTROL,
     EXPERIMENTS,
@@ -21,7 +22,7 @@ from pva_dagster.study.steering.sweep import (
     problem_groups,
     superiority_experiment,
 )
-from pva_dagster.study.steering.vectors import control_latents, firing_frequency, mean_residual_norm
+from pva_dagster.study.steering.vectors import mean_residual_norm
 
 
 def steering_problems(
@@ -78,29 +79,57 @@ def tasks_from_records(
 
 @dataclass(frozen=True)
 class Targets:
-    """Per direction: the latent steered (rank 1 on the discovery split) and its frequency-matched controls."""
+    """Per direction: the latent steered (rank 1 on the discovery split) and its matched controls."""
 
     best: dict[str, tuple[int, int]]  # direction -> (layer, latent)
     controls: dict[str, list[int]]  # direction -> latents of that layer
-    frequency: dict[str, dict[int, float]]  # direction -> {latent: firing frequency on the discovery split}
+    # direction -> the target's properties (first row) and its controls' (controls.latent_properties), with
+    # each control's mismatch in calipers and whether it is matched
+    matching: dict[str, pd.DataFrame]
+
+    def mean_cosine(self, direction: str) -> float:
+        """The target's decoder-row cosine with the mean residual (random directions are given the same)."""
+        return float(self.matching[direction].mean_cosine.iloc[0])
 
 
-def steering_targets(top: pd.DataFrame, pooled_scores: pd.DataFrame, n_controls: int, seed: int) -> Targets:
-    """From the discovery split's top latents and pooled scores (Phase 2): the targets and seeded controls."""
-    best = {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
-    controls, frequency = {}, {}
+def rank1_targets(top: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per direction, the (layer, latent) ranked first on the discovery split: the latent steered."""
+    return {d: (int(r.layer), int(r.latent)) for d, r in top[top["rank"] == 1].set_index("direction").iterrows()}
+
+
+def steering_targets(
+    top: pd.DataFrame, pooled_scores: pd.DataFrame, layer_geometry: Mapping[int, LayerGeometry], n_controls: int,
+    seed: int,
+) -> Targets:
+    """From the discovery split's top latents and pooled scores (Phase 2) and each steered layer's decoder and
+    mean residual: the targets and their seeded, matched controls."""
+    best, controls, matching = rank1_targets(top), {}, {}
     for direction, (layer, latent) in best.items():
-        scores = pooled_scores[pooled_scores.layer == layer]
-        controls[direction] = control_latents(scores, latent, top.latent[top.layer == layer].tolist(), n_controls, seed)
-        fired = firing_frequency(scores).set_axis(scores.latent.to_numpy())
-        frequency[direction] = {int(x): round(float(fired[x]), 4) for x in [latent, *controls[direction]]}
-    return Targets(best, controls, frequency)
+        geometry = layer_geometry[layer]
+        properties = latent_properties(pooled_scores[pooled_scores.layer == layer], geometry.decoder, geometry.mean)
+        chosen = matched_controls(properties, latent, top.latent[top.layer == layer].tolist(), n_controls, seed)
+        controls[direction] = chosen.latent.astype(int).tolist()
+        target = properties[properties.latent == latent].assign(mismatch=0.0, matched=True)
+        matching[direction] = pd.concat([target, chosen], ignore_index=True)
+    return Targets(best, controls, matching)
 
 
-def mean_norm_at_layer(records: pd.DataFrame, layer: int) -> float:
-    """Mean residual-stream norm at ``layer`` over the records' prompts (their Phase 1 NPZ files)."""
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What matching a control needs of a layer besides Phase 2's scores."""
+
+    decoder: np.ndarray  # the SAE's W_dec, float[d_sae, d_model]
+    mean: np.ndarray  # the discovery split's mean residual, float[d_model]
+    mean_norm: float  # the mean of the discovery residuals' norms (relative coefficients multiply it)
+
+
+def layer_geometry(records: pd.DataFrame, layer: int, decoder: np.ndarray) -> LayerGeometry:
+    """``layer``'s decoder with the mean residual and mean residual norm over the records' prompts (their Phase 1
+    NPZ files)."""
     files = [
         list(files)[list(layers).index(layer)]
         for files, layers in zip(records.activation_files, records.layers, strict=True)
     ]
-    return mean_residual_norm(load_residuals(files))
+    residuals = load_residuals(files)
+    mean = residuals.astype(np.float64).mean(axis=0)
+    return LayerGeometry(np.asarray(decoder, dtype=np.float32), mean, mean_residual_norm(residuals))

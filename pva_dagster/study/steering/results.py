@@ -146,6 +146,10 @@ def _experiment_row(
         # The largest share of these correct problems any control breaks (its own damage): the rule's ceiling.
         "control_breakage": max(1 - r if success == "correct" else r for r in control_rates)
         if (group.problems == "correct").all() else np.nan,
+        # The ceiling the coefficient was chosen under, checked again on these problems (on validation a control
+        # that stayed under it on the hyperparams split can break more).
+        "control_within_ceiling": _within_ceiling(control_rates, success) if (group.problems == "correct").all()
+        else None,
         "mean_similarity": float(group[group.kind == TARGET].similarity.mean()) if n else np.nan,
         **_random_columns(group, success, target),
     }
@@ -166,6 +170,10 @@ def _experiment_row(
             smallest_margin_shown=_smallest_margin(_paired(group, CONTROL, success, target)),
         )
     return row
+
+
+def _within_ceiling(control_rates: list[float], success: str) -> bool:
+    return max(1 - r if success == "correct" else r for r in control_rates) <= CONTROL_DAMAGE_CEILING + 1e-9
 
 
 def _smallest_margin(controls: dict[int, pd.Series]) -> float:

@@ -17,21 +17,18 @@ from pva_dagster.study.analysis.latent_scores import pooled
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.problems.splits import split_task_ids
+from pva_dagster.study.steering.controls import MATCHING, random_directions
 from pva_dagster.study.steering.plan import (
     build_units,
-    mean_norm_at_layer,
+    layer_geometry,
+    rank1_targets,
     steering_problems,
     steering_targets,
     tasks_from_records,
 )
 from pva_dagster.study.steering.results import control_tests, experiment_tests, unit_summary
 from pva_dagster.study.steering.sweep import RANDOM, SteeringUnit, combine_units, noise_floor
-from pva_dagster.study.steering.vectors import (
-    CONTROL_MAX_ABS_SCORE,
-    CONTROL_POOL_FACTOR,
-    random_directions,
-    resolve_coefficients,
-)
+from pva_dagster.study.steering.vectors import resolve_coefficients
 
 
 class SteeringDesign(Protocol):
@@ -101,24 +98,30 @@ def plan_split(
     ``coefficients``: per direction, or one list for every direction; ``load_sae(layer)``: the SAE on the CPU. A
     unit without problems is left out with a log line (a small split may have no incorrect problems)."""
     records, splits = inputs.records, inputs.splits
-    targets = steering_targets(inputs.top, pooled(inputs.scores), design.steering_controls, design.seed)
-    problems = steering_problems(
-        records, split_task_ids(splits, split), design.steering_max_tasks, design.seed
-    )
+    problems = steering_problems(records, split_task_ids(splits, split), design.steering_max_tasks, design.seed)
     discovery = records[records.task_id.isin(split_task_ids(splits, SAE_SPLIT))]
-    norms = {layer: mean_norm_at_layer(discovery, layer) for layer, _ in targets.best.values()}
+    # The decoder rows are copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
+    saes = {layer: load_sae(layer) for layer in sorted({layer for layer, _ in rank1_targets(inputs.top).values()})}
+    geometry = {
+        layer: layer_geometry(discovery, layer, sae.W_dec.detach().float().cpu().numpy()) for layer, sae in saes.items()
+    }
+    targets = steering_targets(inputs.top, pooled(inputs.scores), geometry, design.steering_controls, design.seed)
+    norms = {layer: g.mean_norm for layer, g in geometry.items()}
     per_direction = {
         d: list(coefficients[d] if isinstance(coefficients, Mapping) else coefficients) for d in targets.best
     }
     scales = {d: resolve_coefficients(mode, per_direction[d], norms[layer]) for d, (layer, _) in targets.best.items()}
     # Random directions only on validation: the exploratory rank test of the reported result, not of the sweep.
-    # Seeded per layer: two directions steered at one layer are ranked against the same random directions.
+    # Seeded per layer (two directions steered at one layer are ranked against rotations of the same draws), each
+    # given its target's cosine with the mean residual.
     n_random = design.steering_random_directions if split == VALIDATION_SPLIT else 0
     units = build_units(split, per_direction, scales, targets.best, targets.controls, n_random)
-    # The decoder rows, copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
-    saes = {layer: load_sae(layer) for layer in norms}
     randoms = {
-        layer: random_directions(sae.W_dec.shape[1], n_random, design.seed + layer) for layer, sae in saes.items()
+        direction: random_directions(
+            geometry[layer].decoder.shape[1], n_random, design.seed + layer, geometry[layer].mean,
+            targets.mean_cosine(direction),
+        )
+        for direction, (layer, _) in targets.best.items()
     }
     tasks = tasks_from_records(records, inputs.problems, inputs.extended)
     jobs = []
@@ -128,7 +131,7 @@ def plan_split(
             log(f"steering unit {unit.name} skipped: no {unit.problems} problems in the split")
             continue
         row = (  # [d_model]
-            None if unit.layer < 0 else randoms[unit.layer][unit.latent] if unit.kind == RANDOM
+            None if unit.layer < 0 else randoms[unit.direction][unit.latent] if unit.kind == RANDOM
             else saes[unit.layer].W_dec[unit.latent].detach().clone()
         )
         jobs.append(UnitJob(unit, unit_tasks, row))
@@ -138,13 +141,10 @@ def plan_split(
     groups = [GroupJob(label, tuple(job for job in jobs if job.unit.problems == label)) for label in labels]
     facts = {
         "mean residual norm per layer (discovery split)": {str(k): float(v) for k, v in norms.items()},
-        "controls": (
-            f"{design.steering_controls} per direction, seeded ({design.seed}), drawn from the "
-            f"{CONTROL_POOL_FACTOR} x {design.steering_controls} latents of the target's layer nearest its firing "
-            f"frequency among those with |s_correct| <= {CONTROL_MAX_ABS_SCORE} on the discovery split, not in the "
-            f"top latents: {targets.controls}; firing frequency on the discovery split (target first): "
-            f"{targets.frequency}"
-        ),
+        "controls": f"{design.steering_controls} per direction, seeded ({design.seed}); {MATCHING}",
+        "control matching (target first)": {
+            direction: frame.round(4).to_dict("records") for direction, frame in targets.matching.items()
+        },
         "random directions (exploratory rank test)": n_random,
         "units": len(jobs),
         "steering hook (TransformerLens)": f"blocks.L.hook_{design.steering_hook}",

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pva_dagster.study.generation.residual import add_at
@@ -105,65 +104,6 @@ def code_similarity(a: str, b: str) -> float:
     if not tokens_a and not tokens_b:
         return 1.0
     return difflib.SequenceMatcher(None, tokens_a, tokens_b, autojunk=False).ratio()
-
-
-# Controls are latents that do *not* tell correct from incorrect code: |s_correct| on the discovery split at
-# most this (the original study drew its random latents from those with a separation score near 0).
-CONTROL_MAX_ABS_SCORE = 0.05
-# ... and that fire about as often as the target on the same code prompts: a latent that never fires there (or
-# fires everywhere) controls for a different intervention. The pool is the CONTROL_POOL_FACTOR x n neutral
-# latents nearest the target in firing frequency; the n controls are a seeded draw from it.
-CONTROL_POOL_FACTOR = 4
-
-
-def firing_frequency(layer_scores: pd.DataFrame) -> pd.Series:
-    """Per row of Phase 2 scores: the fraction of the split's samples (correct and incorrect) the latent fires on."""
-    n_correct, n_incorrect = layer_scores.n_correct, layer_scores.n_incorrect
-    fired = n_correct * layer_scores.f_correct + n_incorrect * layer_scores.f_incorrect
-    return fired / (n_correct + n_incorrect)
-
-
-def control_latents(
-    layer_scores: pd.DataFrame, target: int, exclude: Sequence[int], n: int, seed: int,
-    max_abs_score: float = CONTROL_MAX_ABS_SCORE,
-) -> list[int]:
-    """``n`` seeded, distinct, non-discriminating latents of one layer matched to ``target`` on firing frequency,
-    none in ``exclude`` (sorted).
-
-    ``layer_scores``: that layer's pooled Phase 2 scores on the discovery split (columns ``latent``,
-    ``s_correct``, ``n_correct``, ``n_incorrect``, ``f_correct``, ``f_incorrect``). Candidates have
-    ``|s_correct| <= max_abs_score``; the draw is from the ``CONTROL_POOL_FACTOR * n`` of them nearest the
-    target's firing frequency (ties by latent index).
-    """
-    if layer_scores.layer.nunique() != 1:
-        raise ValueError(f"control latents are drawn from one layer, got layers {sorted(layer_scores.layer.unique())}")
-    layer = int(layer_scores.layer.iloc[0])
-    frequency = firing_frequency(layer_scores).set_axis(layer_scores.latent.to_numpy(np.int64))
-    if target not in frequency.index:
-        raise ValueError(f"target latent {target} has no Phase 2 score at layer {layer}")
-    neutral = (layer_scores.s_correct.abs() <= max_abs_score).to_numpy()
-    candidates = frequency[neutral & ~frequency.index.isin([target, *exclude])]
-    if not 0 <= n <= len(candidates):
-        raise ValueError(
-            f"cannot draw {n} control latents: layer {layer} has {len(candidates)} latents "
-            f"with |s_correct| <= {max_abs_score} outside {sorted({target, *exclude})}"
-        )
-    nearest = pd.DataFrame({"latent": candidates.index, "distance": (candidates - frequency[target]).abs().to_numpy()})
-    pool = nearest.sort_values(["distance", "latent"]).latent.head(CONTROL_POOL_FACTOR * n)
-    chosen = np.random.default_rng(seed).choice(pool.to_numpy(np.int64), size=n, replace=False)
-    return sorted(int(c) for c in chosen)
-
-
-def random_directions(d_model: int, n: int, seed: int) -> torch.Tensor:
-    """``n`` seeded random unit directions ``[n, d_model]`` (float32): isotropic Gaussian rows, normalised.
-
-    The exploratory rank test steers with these at the target's norm (:func:`steering_vector` rescales), so a
-    latent's effect is compared with what an arbitrary push of the same size does.
-    """
-    if n < 0 or d_model < 1:
-        raise ValueError(f"need n >= 0 random directions in d_model >= 1, got n={n}, d_model={d_model}")
-    rows = torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-    return rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True)
 
 
 def check_steering_coefficients(values: Sequence[float]) -> list[float]:
