@@ -106,7 +106,8 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
 
 def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[int]) -> None:
     """Baselines, a dense probe per stored layer, a sparse probe and best latent per SAE layer, each direction;
-    the rank-1 latents confirmatory; the report opens with the declared family, Holm-adjusted together."""
+    the rank-1 latents confirmatory; the report opens with the SAE quality table, then the declared family,
+    Holm-adjusted together."""
     table = pd.read_parquet(layout.phase3_table("readouts"))
     counts = table.groupby("readout").size().to_dict()
     assert counts == {
