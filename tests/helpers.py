@@ -53,6 +53,12 @@ def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) 
             WHERE task_id IN ({",".join(map(str, sae_tasks))}) GROUP BY passed"""
     ).df().set_index("passed").n
     assert best["n_correct"] == recount[True] and best["n_incorrect"] == recount[False]
+    # The SAE quality table: one row per SAE layer over every Phase 1.0 task, its counts adding up.
+    quality = pd.read_parquet(layout.sae_quality_file)
+    assert quality.layer.is_unique and quality.tasks.nunique() == 1
+    assert (quality.tasks >= len(pd.read_parquet(layout.phase1_0_dataset(task_range)))).all()
+    assert (quality.latents_fired + quality.dead_on_study_prompts == quality.d_sae).all()
+    assert (quality.fvu >= 0).all() and quality.between_task_share.between(0, 1).all()
 
 
 def check_phase3_classification(layout: DataLayout) -> None:
@@ -100,7 +106,8 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
 
 def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[int]) -> None:
     """Baselines, a dense probe per stored layer, a sparse probe and best latent per SAE layer, each direction;
-    the rank-1 latents confirmatory; the report opens with the declared family, Holm-adjusted together."""
+    the rank-1 latents confirmatory; the report opens with the SAE quality table, then the declared family,
+    Holm-adjusted together."""
     table = pd.read_parquet(layout.phase3_table("readouts"))
     counts = table.groupby("readout").size().to_dict()
     assert counts == {
@@ -119,3 +126,4 @@ def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[in
     report = layout.report_file.read_text()
     family = report.index("## Readouts: the declared confirmatory family")
     assert family < report.index("## Phase 2: top latents") and "beyond prompt length and complexity" in report
+    assert report.index("## SAE quality on the study's own residuals") < family, "the SAE quality table comes first"

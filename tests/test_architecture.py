@@ -166,6 +166,7 @@ MANY_PARAMETERS = {
     "pva_dagster.study.analysis.sae.train_topk_sae": "SAELens's training settings, each a keyword with a default",
     "pva_dagster.study.analysis.corpus.sample_position_residuals": "the general-text pass: keywords with defaults",
     "pva_dagster.study.generation.labelled_generation.generate_and_label": "one partition's inputs, each distinct",
+    "pva_dagster.study.evaluation.report.render_report": "one argument per upstream asset's tables, each distinct",
 }
 DAGSTER_DECORATORS = ("asset", "op", "graph_asset", "multi_asset", "asset_check", "graph")
 ISSUE_NUMBER = re.compile(r"\b[Ii]ssues?\s*#?\d+")  # ("#1565" names a latent: not matched)

@@ -1,4 +1,5 @@
-"""Phase 2: which SAE latents fire differently on correct and incorrect solutions, per layer and split.
+"""Phase 2: which SAE latents fire differently on correct and incorrect solutions, per layer and split, and
+how well each SAE represents the study's residuals at all (``sae_quality``, one of ``phase2``'s tables).
 
 ``phase2`` (the separation scores of every latent, per split) is the first asset of the Phase 2 / Phase 3
 graph, so that ``dagster asset materialize --select 'phase2*'`` re-runs it and everything downstream; the
@@ -30,12 +31,20 @@ from pva_dagster.study.analysis.general_text import (
 )
 from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, layer_cutoffs, mean_density
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
+from pva_dagster.study.analysis.sae_quality import (
+    quality_markdown,
+    quality_warnings,
+    sae_quality_table,
+    separation_tables,
+)
 from pva_dagster.study.analysis.separation import KEEP, TOP_N, best_latents, rank_latents
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.outputs import SAE_QUALITY_TABLE
 from pva_dagster.study.plots import histogram_by_group, markdown_table
 from pva_dagster.study.problems.splits import split_task_ids
 
 CODE_VERSION = "3"
+PHASE2_CODE_VERSION = "4"  # its value holds the SAE quality table too
 # The splits Phase 2 can score, and the default: the discovery split. "validation" adds an exploratory table
 # pooling Phase 1.2's samples, whose rows share a task's prompt residual (phase3_readouts scores the discovery
 # latents on validation one row per task instead).
@@ -113,21 +122,29 @@ def general_text_frequency(
     })
 
 
-@dg.asset(group_name=GROUP_SEPARATION, deps=[sae_weights], op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
+@dg.asset(
+    group_name=GROUP_SEPARATION, deps=[sae_weights], op_tags=GPU_STEP_TAGS, code_version=PHASE2_CODE_VERSION,
+)
 def phase2(
     context: dg.AssetExecutionContext, config: Phase2Config, phase1_0_solutions: PartitionFrames,
     phase1_2_solutions: PartitionFrames, problem_splits: pd.DataFrame, duckdb: DuckDBResource,
     sae_source: SAESource, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    """Separation scores of every latent per split (per layer and temperature, and pooled over temperatures)."""
+    """Separation scores of every latent per split (per layer and temperature, and pooled over temperatures),
+    and ``sae_quality``: how much of the residuals, and of what differs between tasks, each SAE loses, over every
+    Phase 1.0 task."""
     layers = study_design.sae_layers
     # input_dataset: score one Phase 1.0 file instead of the partitions (the partitions are then never read).
     greedy = (
         pd.read_parquet(config.input_dataset) if config.input_dataset else phase1_records(phase1_0_solutions.values())
     )
-    scores, metadata = {}, {"input_dataset": config.input_dataset or "the phase1_0_solutions partitions"}
+    scores: dict[str, pd.DataFrame] = {}
+    metadata: dict[str, Any] = {"input_dataset": config.input_dataset or "the phase1_0_solutions partitions"}
     with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
+        with duckdb.get_connection() as conn:
+            every_task = activation_index(conn, greedy, sorted(set(greedy.task_id)), layers)
+        quality = sae_quality_table(every_task, layers, saes.__getitem__, context.log.info)
         for split in config.splits:
             records = phase1_records([greedy, *(phase1_2_solutions.values() if split == VALIDATION_SPLIT else [])])
             task_ids = split_task_ids(problem_splits, split)
@@ -137,6 +154,10 @@ def phase2(
             scores[split] = score_split(index, layers, saes.__getitem__, context.log.info)
             scores[split].attrs.update(counts=counts_by_group(index), config=config.model_dump())
             metadata[f"{split} samples per group"] = scores[split].attrs["counts"]
+    scores[SAE_QUALITY_TABLE] = quality
+    metadata["SAE quality (every Phase 1.0 task)"] = dg.MetadataValue.md(
+        "\n\n".join([quality_markdown(quality), *quality_warnings(quality)])
+    )
     return dg.Output(scores, data_version=data_version(scores), metadata=metadata)
 
 
@@ -152,7 +173,7 @@ def top_latents(
         else layer_cutoffs(general, study_design.general_text_cutoff, study_design.general_text_density_multiple)
     )
     metadata: dict[str, Any] = {"general-text cut-off per layer": {str(k): round(c, 5) for k, c in cutoffs.items()}}
-    for split, scores in phase2.items():
+    for split, scores in separation_tables(phase2).items():
         pooled_scores = pooled(scores)
         ranked[split] = rank_latents(
             pooled_scores, general, top_n=config.top_n, max_general_freq=cutoffs, keep=config.keep

@@ -15,6 +15,7 @@ from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import activation_index, phase1_records
 from pva_dagster.study.analysis.latent_samples import latent_column, latent_samples
+from pva_dagster.study.analysis.sae_quality import quality_table_of
 from pva_dagster.study.domain import GREEDY_TEMPERATURE, HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
 from pva_dagster.study.evaluation.report import render_report
@@ -23,7 +24,7 @@ from pva_dagster.study.plots import markdown_table, roc_pr_curves
 from pva_dagster.study.problems.splits import split_task_ids
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "3"
+CODE_VERSION = "4"
 
 
 class ClassificationConfig(dg.Config):
@@ -85,12 +86,13 @@ def phase3_classification(
 def phase3_report(
     top_latents: dict[str, pd.DataFrame], phase3_classification: dict[str, pd.DataFrame],
     phase3_steering_coefficients: dict[str, pd.DataFrame], phase3_steering: dict[str, pd.DataFrame],
-    phase3_readouts: dict[str, pd.DataFrame], general_text_cutoffs: pd.DataFrame, study_design: StudyDesign,
+    phase3_readouts: dict[str, pd.DataFrame], general_text_cutoffs: pd.DataFrame, phase2: dict[str, pd.DataFrame],
+    study_design: StudyDesign,
 ) -> dg.Output[str]:
-    """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md), the declared
-    confirmatory family first."""
+    """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md): the SAE
+    quality table first, then the declared confirmatory family."""
     report = render_report(
         top_latents, phase3_classification, phase3_steering_coefficients, phase3_steering, phase3_readouts,
-        general_text_cutoffs, study_design.label,
+        general_text_cutoffs, study_design.label, quality_table_of(phase2),
     )
     return dg.Output(report, data_version=data_version(report), metadata={"report": dg.MetadataValue.md(report)})

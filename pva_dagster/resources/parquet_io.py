@@ -20,9 +20,17 @@ from pva_dagster.resources.data_store import DataStore
 from pva_dagster.study import outputs, storage
 from pva_dagster.study.layout import SPLIT_NAMES, DataLayout
 
+
+def _phase2_file(layout: DataLayout, name: str) -> Path:
+    """Phase 2's separation scores of a split, or its SAE quality table over every task."""
+    if name == outputs.SAE_QUALITY_TABLE:
+        return layout.sae_quality_file
+    return layout.phase2_table(name, outputs.SCORES_TABLE)
+
+
 # Assets whose value is a dict of named tables: the names it may hold and the file of each.
 NAMED_TABLES: dict[str, tuple[tuple[str, ...], Callable[[DataLayout, str], Path]]] = {
-    outputs.SEPARATION_SCORES: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.SCORES_TABLE)),
+    outputs.SEPARATION_SCORES: ((*SPLIT_NAMES, *outputs.PHASE2_SHARED_TABLES), _phase2_file),
     outputs.TOP_LATENTS: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.TOP_TABLE)),
     outputs.CLASSIFICATION: (outputs.CLASSIFICATION_TABLES, DataLayout.phase3_table),
     outputs.READOUTS: (outputs.READOUT_TABLES, DataLayout.phase3_table),

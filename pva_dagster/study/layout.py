@@ -111,6 +111,11 @@ class DataLayout:
         return self.phase2_dir(split) / f"{name}.parquet"
 
     @property
+    def sae_quality_file(self) -> Path:
+        """How well each SAE represents the Phase 1.0 residuals, one row per layer (a table of ``phase2``)."""
+        return self.root / "phase2" / "sae_quality.parquet"
+
+    @property
     def general_text_frequency_file(self) -> Path:
         return self.root / "phase2" / "general_text_frequency.parquet"
 

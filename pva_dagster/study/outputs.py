@@ -47,3 +47,6 @@ READOUT_TABLES = (
 )
 # Phase 2's tables per split, under phase2/<split>/
 SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"
+# Phase 2's table over every Phase 1.0 task (beside its per-split scores in its value), under phase2/
+SAE_QUALITY_TABLE = "sae_quality"
+PHASE2_SHARED_TABLES = (SAE_QUALITY_TABLE,)

@@ -182,11 +182,30 @@ def reconstruction_report(sae: SAE, activations: torch.Tensor, batch_size: int =
     }
 
 
-def encode(sae: SAE, activations: np.ndarray, batch_size: int) -> np.ndarray:
-    """SAE latents ``float32 [n, d_sae]`` of residuals ``[n, d_model]``, encoded in batches without gradients."""
+def _input_tensor(sae: SAE, activations: np.ndarray) -> torch.Tensor:
+    """Residuals ``[n, d_model]`` as a float32 tensor; raises when their width is not the SAE's ``d_in``."""
     if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
         raise ValueError(f"activations of shape {activations.shape} do not fit an SAE with d_in={sae.cfg.d_in}")
-    tensor = torch.from_numpy(np.ascontiguousarray(activations, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(activations, dtype=np.float32))
+
+
+def encode_and_reconstruct(sae: SAE, activations: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SAE latents ``float32 [n, d_sae]`` and reconstructions ``float32 [n, d_model]`` (``decode(encode(x))``,
+    SAELens's forward pass) of residuals ``[n, d_model]``, in batches without gradients."""
+    tensor = _input_tensor(sae, activations)
+    latents = np.empty((len(tensor), sae.cfg.d_sae), dtype=np.float32)
+    recons = np.empty((len(tensor), sae.cfg.d_in), dtype=np.float32)
+    start = 0
+    for _, batch_latents, batch_recons in _encode_batches(sae, tensor, batch_size):
+        latents[start : start + len(batch_latents)] = batch_latents.float().cpu().numpy()
+        recons[start : start + len(batch_recons)] = batch_recons.float().cpu().numpy()
+        start += len(batch_latents)
+    return latents, recons
+
+
+def encode(sae: SAE, activations: np.ndarray, batch_size: int) -> np.ndarray:
+    """SAE latents ``float32 [n, d_sae]`` of residuals ``[n, d_model]``, encoded in batches without gradients."""
+    tensor = _input_tensor(sae, activations)
     out = np.empty((len(tensor), sae.cfg.d_sae), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(tensor), batch_size):

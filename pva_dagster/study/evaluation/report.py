@@ -1,7 +1,8 @@
 """The study's findings as one markdown page, from the Phase 2 and Phase 3 tables.
 
-Confirmatory numbers (validation split, touched once) come first, each rate with its 95 % interval and each
-claim with its named test; exploratory tables (the hyperparams sweep, per-unit details) are labelled as such.
+The page opens with how well each SAE represents the study's own residuals (what every latent result rests on);
+then confirmatory numbers (validation split, touched once), each rate with its 95 % interval and each claim with
+its named test; exploratory tables (the hyperparams sweep, per-unit details) are labelled as such.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study import outputs
+from pva_dagster.study.analysis.sae_quality import BETWEEN_TASK_FVU_WARNING, quality_markdown, quality_warnings
 from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT
 from pva_dagster.study.evaluation.beyond_difficulty import STRATIFIED_AUROC, beyond_difficulty_sentences
 from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
@@ -40,6 +42,26 @@ from pva_dagster.study.steering.results import (
 from pva_dagster.study.steering.sweep import NON_INFERIORITY, SUPERIORITY, superiority_experiment
 
 LABEL_TOP_RANKS = 5  # latents per label and direction shown side by side
+
+
+def sae_quality_section(table: pd.DataFrame) -> list[str]:
+    """The report's first section: the SAE quality table over every Phase 1.0 task and a warning per layer whose
+    SAE loses much of what differs between tasks."""
+    warnings = quality_warnings(table)
+    verdict = warnings or [
+        f"No layer's SAE loses {BETWEEN_TASK_FVU_WARNING:.0%} or more of the variation between tasks."
+    ]
+    return [
+        "## SAE quality on the study's own residuals",
+        ("Every latent result below encodes the residual at the last prompt token of each task with these SAEs. "
+         "fvu: share of the residuals' energy the SAE loses (Σ‖x−x̂‖² / Σ‖x‖²). fvu_between_tasks: the same error "
+         "against the variation between tasks (Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean over tasks); at 1 or more the error "
+         "is as large as everything that differs between tasks, so the latents need not carry any of it. "
+         "between_task_share: Σ‖x−x̄‖² / Σ‖x‖². mean_l0: active latents per task; latents_fired: latents active "
+         "on at least one task; dead_on_study_prompts: the others. Over every Phase 1.0 task."),
+        quality_markdown(table),
+        *verdict,
+    ]
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -210,14 +232,15 @@ def render_report(
     readouts: Mapping[str, pd.DataFrame],
     cutoffs: pd.DataFrame,
     label_rule: str,
+    sae_quality: pd.DataFrame,
 ) -> str:
     """The page, from the tables of the Phase 2 top latents (per split), the classification, the coefficient
     sweep, the validation steering run and the readouts (each a dict of named tables, as the assets return
-    them), the general-text cut-off table and the label rule the study used. The confirmatory family is
-    declared here: the rank-1 latents' AUROC and their value beyond difficulty, and steering's correction and
-    corruption, Holm-adjusted together."""
+    them), the general-text cut-off table, the label rule the study used and the SAE quality table (the first
+    section). The confirmatory family is declared here: the rank-1 latents' AUROC and their value beyond
+    difficulty, and steering's correction and corruption, Holm-adjusted together."""
     table, beyond = readouts[outputs.READOUT_TABLE], readouts[outputs.BEYOND_DIFFICULTY]
-    sections = ["# Does the model know when its code is correct?"]
+    sections = ["# Does the model know when its code is correct?", *sae_quality_section(sae_quality)]
     if table.empty:
         family = confirmatory_family(steering_members(steering[outputs.STEERING_TESTS]))
         sections += [
