@@ -28,7 +28,7 @@ from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PE
 from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, readout_tables
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 ENCODE_BATCH = 256  # residual rows per SAE forward
 
 
