@@ -111,11 +111,15 @@ def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[in
     table = pd.read_parquet(layout.phase3_table("readouts"))
     counts = table.groupby("readout").size().to_dict()
     assert counts == {
-        "prompt_length": 2, "complexity": 2, "tfidf": 2, "dense_probe": 2 * n_layers,
+        "prompt_length": 2, "complexity": 2, "tfidf": 2, "length_and_complexity": 2, "length_complexity_tfidf": 2,
+        "dense_probe": 2 * n_layers,
         "sparse_probe": 2 * len(sae_layers), "best_latent": 2 * len(sae_layers),
     }
     assert table.auroc.between(0, 1).all() and (table.auroc_ci_low <= table.auroc).all()
     assert (table.auroc <= table.auroc_ci_high).all() and table.auroc_p_permutation.between(0, 1).all()
+    difference = table.auroc_minus_surface
+    assert difference.between(-1, 1).all() and (table.auroc_minus_surface_ci_low <= difference + 1e-12).all()
+    assert (table[table.readout == "length_and_complexity"].auroc_minus_surface == 0).all()
     assert ((table.f1 >= 0) & (table.majority_f1 >= 0)).all()
     confirmatory = table[table.family == "confirmatory"]
     assert sorted(confirmatory.direction) == ["correct", "incorrect"] and set(confirmatory.readout) == {"best_latent"}

@@ -26,13 +26,15 @@ from pva_dagster.study.evaluation.beyond_difficulty import (
 )
 from pva_dagster.study.evaluation.confirmatory import confirmatory_family, declared_p_values
 from pva_dagster.study.evaluation.readout_metrics import readout_table
-from pva_dagster.study.evaluation.readouts import BEST_LATENT, LATENT
+from pva_dagster.study.evaluation.readouts import BASELINE, BEST_LATENT, LATENT
+from pva_dagster.study.evaluation.surface_difference import DIFFERENCE_COLUMNS, SURFACE_REFERENCE
 from pva_dagster.study.evaluation.validation import choose_threshold
 from pva_dagster.study.statistics import (
     auroc_permutation_p,
     bootstrap_intervals,
     clopper_pearson,
     minimum_detectable_rate,
+    paired_auroc_difference,
     paired_difference_interval,
     paired_exact_test,
 )
@@ -117,6 +119,20 @@ def test_bootstrap_and_permutation_are_intervals_and_probabilities_or_nan(split,
 
 
 @EXAMPLES
+@given(labelled(), st.integers(0, 3))
+def test_the_paired_auroc_difference_is_a_difference_or_nan_with_a_reason(split, seed):
+    positive, length, _, score = split
+    result = paired_auroc_difference(score, length, positive, seed, resamples=50)
+    if np.isnan(result["difference"]):
+        assert result["note"] and np.isnan(result["ci_low"]) and np.isnan(result["p_delong"])
+    else:
+        assert -1 <= result["ci_low"] <= result["ci_high"] <= 1 and -1 <= result["difference"] <= 1
+        assert _is_probability(result["p_delong"]) or (np.isnan(result["p_delong"]) and result["note"])
+    estimable = len(positive) and np.isfinite(score).all() and 0 < positive.sum() < len(positive)
+    assert np.isfinite(result["difference"]) == bool(estimable)
+
+
+@EXAMPLES
 @given(labelled(min_size=1, score=POOL))
 def test_a_threshold_is_always_chosen_inside_the_observed_range(split):
     positive, _, _, score = split
@@ -172,12 +188,19 @@ def test_steering_tables_for_any_outcomes(outcomes):
     assert np.isnan(row.minimum_detectable_effect) or 0 <= row.minimum_detectable_effect <= 1
 
 
-def _scores_frame(rng: np.random.Generator, n: int, score: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+def _scores_frame(
+    rng: np.random.Generator, n: int, score: np.ndarray, correct: np.ndarray, surface: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The long scores of one latent, and of the combined surface baseline when ``surface`` is given."""
     split = np.array(["hyperparams"] * (n // 2) + ["validation"] * (n - n // 2))
-    return pd.DataFrame({
+    latent = pd.DataFrame({
         "readout": BEST_LATENT, "kind": LATENT, "layer": 6.0, "direction": "correct", "latent": 3, "C": np.nan,
         "hyperparams_auroc": np.nan, "task_id": np.arange(n), "split": split, "correct": correct, "score": score,
     })
+    if surface is None:
+        return latent
+    return pd.concat([latent, latent.assign(readout=SURFACE_REFERENCE, kind=BASELINE, layer=np.nan, latent=-1,
+                                            score=surface)], ignore_index=True)  # fmt: skip
 
 
 @EXAMPLES
@@ -185,9 +208,16 @@ def _scores_frame(rng: np.random.Generator, n: int, score: np.ndarray, correct: 
 def test_readout_and_beyond_difficulty_tables_flag_what_they_cannot_compute(split, seed):
     positive, length, complexity, score = split
     n = len(positive)
-    scores = _scores_frame(np.random.default_rng(seed), n, score, positive)
-    table = readout_table(scores, seed, resamples=50, permutations=49).iloc[0]
+    scores = _scores_frame(np.random.default_rng(seed), n, score, positive, surface=length + complexity)
+    both = readout_table(scores, seed, resamples=50, permutations=49)
+    assert list(both.readout) == [BEST_LATENT, SURFACE_REFERENCE]
+    for row in both.itertuples():
+        assert (-1 <= row.auroc_minus_surface <= 1) or (np.isnan(row.auroc_minus_surface)
+                                                        and row.auroc_minus_surface_note)  # fmt: skip
+    assert np.isnan(both.auroc_minus_surface.iloc[0]) or _is_probability(both.auroc.iloc[0])
+    table = both.iloc[0]
     assert _is_probability(table.auroc) or (np.isnan(table.auroc) and table.note)
+    scores = scores[scores.readout == BEST_LATENT]
     tasks = pd.DataFrame({"task_id": np.arange(n), "prompt_tokens": length, "complexity": complexity.astype(int)})
     beyond = beyond_difficulty_table(scores, tasks, seed, resamples=50)
     row = beyond.iloc[0]
@@ -205,3 +235,16 @@ def test_a_readout_with_non_finite_scores_is_flagged_with_the_count(fill):
     score[[3, 15]] = fill
     table = readout_table(_scores_frame(rng, 20, score, np.arange(20) % 2 == 0), 0, 50, 49).iloc[0]
     assert np.isnan(table.auroc) and "1 of 10 scores are not finite" in table.note
+    assert all(np.isnan(table[c]) for c in DIFFERENCE_COLUMNS[:-1])
+    assert "not scored" in table.auroc_minus_surface_note
+
+
+def test_a_surface_baseline_with_non_finite_scores_leaves_every_difference_nan_with_the_count():
+    rng = np.random.default_rng(1)
+    surface = rng.normal(size=20)
+    surface[12] = np.nan
+    correct = np.arange(20) % 2 == 0
+    table = readout_table(_scores_frame(rng, 20, rng.normal(size=20), correct, surface), 0, 50, 49)
+    latent = table[table.readout == BEST_LATENT].iloc[0]
+    assert _is_probability(latent.auroc) and np.isnan(latent.auroc_minus_surface)
+    assert "1 of 10 tasks have a non-finite score" in latent.auroc_minus_surface_note

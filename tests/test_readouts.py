@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, relative_density_cutoff
+from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, ranking_rule, relative_density_cutoff
 from pva_dagster.study.analysis.separation import separation_scores
 from pva_dagster.study.evaluation.beyond_difficulty import (
     beyond_difficulty_sentences,
@@ -93,7 +93,11 @@ def test_a_difficulty_only_latent_has_a_high_auroc_but_adds_nothing_beyond_diffi
     assert abs(row.stratified_auroc - 0.5) < 0.1
     sentences = beyond_difficulty_sentences(beyond[(beyond.readout == "best_latent")])
     assert len(sentences) == 2
-    assert "incorrect: the best_latent at layer 6 (latent 0) adds nothing detectable" in " ".join(sentences)
+    said = " ".join(sentences)
+    assert ("incorrect: the best_latent at layer 6 (latent 0): nothing detectable beyond prompt length and "
+            "complexity at this power") in said
+    assert f"odds ratio per SD {row.odds_ratio_per_sd:.2f}, 95 % interval [{row.odds_ratio_ci_low:.2f}, " in said
+    assert "adds nothing" not in said
 
 
 def test_a_planted_extra_signal_is_found_beyond_difficulty(extra_signal):
@@ -198,6 +202,23 @@ def test_general_text_cutoff_sensitivity():
     assert table.loc[(0.02, "correct"), "kept"] == 2
     assert table.loc[(0.05, "correct"), "entered"] == "L0/2"
     assert table.loc[(0.05, "correct"), "shared_with_reference"] == 2
+    assert cutoff_sensitivity(scores, freq).attrs["reference"] == "absolute 2.0%"
+
+
+def test_the_cutoff_table_compares_with_the_rule_the_ranking_used():
+    correct = np.array([True] * 5 + [False] * 5)
+    latents = np.zeros((10, 4))
+    latents[:5, :3] = 1.0
+    scores = separation_scores(latents, correct, layer=0)
+    freq = {0: np.array([0.001, 0.008, 0.03, 0.0])}  # mean density 0.00975
+    rule = ranking_rule(freq, None, 0.02, 4.0)
+    assert rule[0] == "design: 4x mean density" and rule[1] == {0: pytest.approx(0.039)}
+    assert ranking_rule(freq, 0.01, 0.02, 4.0) == ("run config: absolute 1.0%", {0: 0.01})
+    table = cutoff_sensitivity(scores, freq, design=rule)
+    assert table.attrs["reference"] == "design: 4x mean density"
+    indexed = table.set_index(["rule", "direction"])
+    assert indexed.loc[("absolute 2.0%", "correct"), "left"] == "L0/2"  # kept at 3.9 %, the ranking's rule
+    assert indexed.loc[("design: 4x mean density", "correct"), "shared_with_reference"] == 3
 
 
 def test_readout_sections_print_the_family_the_sentences_and_the_floors(extra_signal):
@@ -211,9 +232,12 @@ def test_readout_sections_print_the_family_the_sentences_and_the_floors(extra_si
     assert page.count("data:image/png;base64,") == 2
     row = _row(table, "dense_probe", "correct")
     assert f"{row.f1:.3f} ({row.majority_f1:.3f})" in page
+    assert "AUROC minus length_and_complexity [95% paired bootstrap]" in page
+    difference = (row.auroc_minus_surface, row.auroc_minus_surface_ci_low, row.auroc_minus_surface_ci_high)
+    assert "{:.3f} [{:.3f}, {:.3f}]".format(*difference) in page
 
 
-def test_a_latent_that_never_fires_adds_nothing_and_does_not_stop_the_table():
+def test_a_latent_that_never_fires_is_not_tested_and_does_not_stop_the_table():
     rng = np.random.default_rng(3)
     positive = rng.random(60) < 0.5
     length, complexity = rng.integers(20, 200, 60), rng.integers(1, 9, 60)

@@ -29,7 +29,7 @@ from pva_dagster.study.analysis.general_text import (
     frequency_table,
     general_text_residuals,
 )
-from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, layer_cutoffs, mean_density
+from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, mean_density, ranking_rule
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
 from pva_dagster.study.analysis.sae_quality import (
     quality_markdown,
@@ -168,11 +168,13 @@ def top_latents(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """The best latents per direction and split, after the general-text filter (also ``top_latents.json``)."""
     general, ranked = frequencies_by_layer(general_text_frequency), {}
-    cutoffs = (
-        {layer: config.max_general_freq for layer in general} if config.max_general_freq is not None
-        else layer_cutoffs(general, study_design.general_text_cutoff, study_design.general_text_density_multiple)
+    rule, cutoffs = ranking_rule(
+        general, config.max_general_freq, study_design.general_text_cutoff, study_design.general_text_density_multiple
     )
-    metadata: dict[str, Any] = {"general-text cut-off per layer": {str(k): round(c, 5) for k, c in cutoffs.items()}}
+    metadata: dict[str, Any] = {
+        "general-text cut-off rule": rule,
+        "general-text cut-off per layer": {str(k): round(c, 5) for k, c in cutoffs.items()},
+    }
     for split, scores in separation_tables(phase2).items():
         pooled_scores = pooled(scores)
         ranked[split] = rank_latents(
@@ -201,17 +203,15 @@ def general_text_cutoffs(
     config: TopLatentsConfig, phase2: dict[str, pd.DataFrame], general_text_frequency: pd.DataFrame,
     study_design: StudyDesign,
 ) -> dg.Output[pd.DataFrame]:
-    """How the discovery split's top latents change with the general-text cut-off (0.5, 1, 2, 5 % and the study
-    design's rule), against the study's 2 %; exploratory."""
+    """How the discovery split's top latents change with the general-text cut-off (0.5, 1, 2, 5 %), against the
+    rule the ranking uses (the study design's, or this run's ``max_general_freq``); exploratory."""
     general = frequencies_by_layer(general_text_frequency)
-    design = study_design.general_text_cutoff, study_design.general_text_density_multiple
-    rule = f"design: {design[1]}x mean density" if design[1] else f"design: absolute {design[0]:.1%}"
-    table = cutoff_sensitivity(
-        pooled(phase2[SAE_SPLIT]), general, top_n=config.top_n, keep=config.keep,
-        design=(rule, layer_cutoffs(general, *design)),
+    design = ranking_rule(
+        general, config.max_general_freq, study_design.general_text_cutoff, study_design.general_text_density_multiple
     )
+    table = cutoff_sensitivity(pooled(phase2[SAE_SPLIT]), general, top_n=config.top_n, keep=config.keep, design=design)
     densities = {str(layer): round(mean_density(freq), 5) for layer, freq in general.items()}
     return dg.Output(table, data_version=data_version(table), metadata={
-        "mean general-text density per layer": densities,
+        "mean general-text density per layer": densities, "reference (the ranking's rule)": design[0],
         "top latents by cut-off": dg.MetadataValue.md(markdown_table(table.drop(columns="top"))),
     })

@@ -1,6 +1,7 @@
 """Phase 3 readouts: is the latent's signal more than difficulty? Every reported latent beside surface baselines
-(prompt length, complexity, TF-IDF of the prompt), a dense probe on the residual and a sparse probe on all SAE
-latents, per stored layer, with the signal each adds beyond length and complexity.
+(prompt length, complexity, TF-IDF of the prompt, length and complexity together, the two with TF-IDF), a dense
+probe on the residual and a sparse probe on all SAE latents, per stored layer, each with its AUROC difference to
+length and complexity together and the signal it adds beyond them.
 
 Fitted on the sae split, hyperparameters and thresholds chosen on hyperparams, scored once on validation; one
 row per task (the greedy Phase 1.0 label), since a task's samples share its prompt residual.
@@ -27,7 +28,7 @@ from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PE
 from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, readout_tables
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 ENCODE_BATCH = 256  # residual rows per SAE forward
 
 
@@ -76,8 +77,9 @@ def phase3_readouts(
         **{f"AUROC by layer ({direction})": dg.MetadataValue.md(auroc_by_layer(table, direction))
            for direction in sorted(table.direction.unique())},
         "readouts (validation)": dg.MetadataValue.md(markdown_table(
-            table[["readout", "layer", "direction", "auroc", "auroc_ci_low", "auroc_ci_high", "average_precision",
-                   "prevalence", "f1", "majority_f1", "balanced_accuracy", "mcc", "family"]]
+            table[["readout", "layer", "direction", "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_minus_surface",
+                   "auroc_minus_surface_ci_low", "auroc_minus_surface_ci_high", "average_precision", "prevalence",
+                   "f1", "majority_f1", "balanced_accuracy", "mcc", "family"]]
         )),
         "tasks": len(tasks),
         "label": study_design.label,

@@ -2,7 +2,8 @@
 
 Phase 2 drops latents active on ``MAX_GENERAL_FREQ`` (2 %) or more of general-text positions. An absolute cut-off
 means different things for SAEs of different density, so :func:`relative_density_cutoff` states one as a multiple
-of the SAE's mean density, and :func:`cutoff_sensitivity` shows how the top latents move between cut-offs.
+of the SAE's mean density, and :func:`cutoff_sensitivity` shows how the top latents move between cut-offs, against
+the rule the ranking used (:func:`ranking_rule`), which it names in the table's ``attrs["reference"]``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def layer_cutoffs(
     }
 
 
+def ranking_rule(
+    general_freq: Mapping[int, np.ndarray], override: float | None, absolute: float, density_multiple: float | None
+) -> tuple[str, dict[int, float]]:
+    """The rule Phase 2's ranking filters with, by name, and its per-layer cut-offs: ``override`` (a run's
+    ``max_general_freq``) if set, else the design's (:func:`layer_cutoffs` of ``absolute`` and
+    ``density_multiple``)."""
+    if override is not None:
+        return f"run config: absolute {override:.1%}", {layer: override for layer in general_freq}
+    name = f"design: {density_multiple:g}x mean density" if density_multiple else f"design: absolute {absolute:.1%}"
+    return name, layer_cutoffs(general_freq, absolute, density_multiple)
+
+
 def _names(ranked: pd.DataFrame, direction: str) -> list[str]:
     rows = ranked[ranked.direction == direction].sort_values("rank")
     return [f"L{layer}/{latent}" for layer, latent in zip(rows.layer, rows.latent, strict=True)]
@@ -66,12 +79,16 @@ def cutoff_sensitivity(
     """SENSITIVITY_COLUMNS, one row per (cut-off, direction), from :func:`rank_latents` at each cut-off.
 
     ``scores``: :func:`separation_scores` rows of every layer; ``general_freq``: ``layer -> float[d_sae]``;
-    ``design``: a named per-layer cut-off (the study design's) ranked beside the absolute ones (its ``cutoff``
-    is the mean over layers). ``top`` lists the kept latents in rank order as ``L{layer}/{latent}``;
-    ``shared_with_reference`` counts those also kept at ``reference``; ``entered`` / ``left`` list those kept
-    here but not there, and the reverse.
+    ``design``: a named per-layer cut-off (the rule the ranking used, :func:`ranking_rule`) ranked beside the
+    absolute ones (its ``cutoff`` is the mean over layers) and then the reference; without it the reference is
+    the absolute ``reference``. ``top`` lists the kept latents in rank order as ``L{layer}/{latent}``;
+    ``shared_with_reference`` counts those also kept at the reference; ``entered`` / ``left`` list those kept
+    here but not there, and the reverse. ``attrs["reference"]`` names the reference's rule.
     """
-    baseline = rank_latents(scores, general_freq, top_n=top_n, max_general_freq=reference, keep=keep)
+    reference_rule: tuple[str, float | Mapping[int, float]] = (
+        design if design is not None else (f"absolute {reference:.1%}", reference)
+    )
+    baseline = rank_latents(scores, general_freq, top_n=top_n, max_general_freq=reference_rule[1], keep=keep)
     rules: list[tuple[str, float, float | Mapping[int, float]]] = [
         (f"absolute {cutoff:.1%}", float(cutoff), float(cutoff)) for cutoff in cutoffs
     ]
@@ -89,4 +106,6 @@ def cutoff_sensitivity(
                 "entered": ", ".join(n for n in here if n not in there),
                 "left": ", ".join(n for n in there if n not in here),
             })
-    return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
+    table.attrs["reference"] = reference_rule[0]
+    return table

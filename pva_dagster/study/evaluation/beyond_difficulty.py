@@ -134,8 +134,9 @@ def likelihood_ratio_test(
     Konis's linear program) it does not, and Firth's penalised likelihood takes its place: the penalised-likelihood
     ratio statistic is referred to the same chi-squared, and the odds ratio's interval is the profile penalised
     likelihood's. ``lrt_method`` names which; ``lrt_note`` says why. A score constant over the tasks (a latent
-    that never fires there) adds nothing: statistic 0, p = 1. Data on which no logistic model can be fitted (one
-    class, non-finite values, fewer tasks than coefficients) give NaN and the reason, never an exception."""
+    that never fires there) adds no dimension to the model, so there is nothing to test: statistic 0, p = 1.
+    Data on which no logistic model can be fitted (one class, non-finite values, fewer tasks than coefficients)
+    give NaN and the reason, never an exception."""
     positive = np.asarray(positive, dtype=np.float64)
     columns = [np.asarray(c, dtype=np.float64) for c in (prompt_tokens, complexity, score)]
     if len({len(c) for c in columns}) != 1:
@@ -147,7 +148,7 @@ def likelihood_ratio_test(
     if kept[-1:] != [2]:  # a score constant over the tasks, or a linear function of length and complexity
         return {"lr_stat": 0.0, "lr_df": 1, "p_lrt": 1.0, "odds_ratio_per_sd": np.nan, "odds_ratio_ci_low": np.nan,
                 "odds_ratio_ci_high": np.nan, "lrt_method": CONSTANT_SCORE,
-                "lrt_note": "the score adds no dimension to length and complexity: it adds nothing"}  # fmt: skip
+                "lrt_note": "the score is constant or a linear function of length and complexity"}  # fmt: skip
     base = full[:, :-1]
     try:
         separated = bool(detect_separation(full, positive).separation)
@@ -236,7 +237,10 @@ def beyond_difficulty_table(
 
 def beyond_difficulty_sentences(reported: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     """One sentence per direction for the ``reported`` rows of :func:`beyond_difficulty_table` (one a direction,
-    e.g. the rank-1 latents): does the readout add anything beyond length and complexity?"""
+    e.g. the rank-1 latents): does the readout add anything beyond length and complexity? A test that does not
+    reject says "nothing detectable at this power" beside the estimate and its interval (the odds ratio per SD
+    and the within-bucket AUROC), never that the readout adds nothing: the interval says what this split cannot
+    rule out."""
     if reported.direction.duplicated().any():
         raise ValueError(f"one reported row per direction, got directions {reported.direction.tolist()}")
     sentences = []
@@ -247,13 +251,19 @@ def beyond_difficulty_sentences(reported: pd.DataFrame, alpha: float = 0.05) -> 
         if row.lrt_method == NOT_ESTIMABLE:
             sentences.append(f"{row.direction}: the {where}: {LRT_TEST} not estimable ({row.lrt_note}).")
             continue
-        verdict = "adds signal" if row.p_lrt < alpha else "adds nothing detectable"
+        stratified = (f"{STRATIFIED_AUROC} {row.stratified_auroc:.3f} "
+                      f"[{row.stratified_auroc_ci_low:.3f}, {row.stratified_auroc_ci_high:.3f}]")
+        if row.lrt_method == CONSTANT_SCORE:
+            sentences.append(f"{row.direction}: the {where}: nothing to test beyond prompt length and complexity, "
+                             f"{row.lrt_note} ({stratified}).")
+            continue
+        claim = (f"the {where} adds signal beyond prompt length and complexity" if row.p_lrt < alpha else
+                 f"the {where}: nothing detectable beyond prompt length and complexity at this power")
         fitted = f", {row.lrt_method}: {row.lrt_note}" if row.lrt_note else f", {row.lrt_method}"
         sentences.append(
-            f"{row.direction}: the {where} {verdict} beyond prompt length and complexity "
+            f"{row.direction}: {claim} "
             f"({LRT_TEST}{fitted}: chi2 = {row.lr_stat:.2f}, p = {row.p_lrt:.3g}; odds ratio per SD "
-            f"{row.odds_ratio_per_sd:.2f} [{row.odds_ratio_ci_low:.2f}, {row.odds_ratio_ci_high:.2f}]; "
-            f"{STRATIFIED_AUROC} {row.stratified_auroc:.3f} "
-            f"[{row.stratified_auroc_ci_low:.3f}, {row.stratified_auroc_ci_high:.3f}])."
+            f"{row.odds_ratio_per_sd:.2f}, 95 % interval [{row.odds_ratio_ci_low:.2f}, {row.odds_ratio_ci_high:.2f}]; "
+            f"{stratified})."
         )
     return sentences

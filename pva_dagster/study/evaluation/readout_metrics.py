@@ -2,7 +2,8 @@
 
 Beside each number sits what it should be read against: AUROC with its 95 % percentile-bootstrap interval and
 label-permutation p (:mod:`statistics`), average precision beside the prevalence of the direction's class, and F1
-beside the F1 of always predicting the majority class, balanced accuracy and Matthews' correlation.
+beside the F1 of always predicting the majority class, balanced accuracy and Matthews' correlation, and the AUROC
+minus that of prompt length and complexity together on the same tasks (:mod:`surface_difference`).
 
 Thresholds lie on the observed range of the scores they were chosen on: the F1-optimal threshold of
 :func:`choose_threshold` is kept, except that "everything positive", which it spells as a value below the minimum
@@ -16,6 +17,12 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, matthews_corrcoef
 
 from pva_dagster.study.domain import HYPERPARAMS_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.surface_difference import (
+    DIFFERENCE_COLUMNS,
+    SURFACE_REFERENCE,
+    difference_to_surface,
+    not_compared,
+)
 from pva_dagster.study.evaluation.validation import Threshold, auroc, choose_threshold, positive_class
 from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, auroc_permutation_p, bootstrap_intervals
 
@@ -24,6 +31,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     *READOUT_KEY, "latent", "C", "threshold", "threshold_operator", "hyperparams_f1", "auroc", "auroc_ci_low",
     "auroc_ci_high", "auroc_p_permutation", "average_precision", "prevalence", "f1", "f1_ci_low", "f1_ci_high",
     "majority_f1", "balanced_accuracy", "mcc", "predicts_one_class", "n", "n_positive", "note",
+    *DIFFERENCE_COLUMNS,
 )
 METRIC_COLUMNS: tuple[str, ...] = TABLE_COLUMNS[TABLE_COLUMNS.index("auroc") : TABLE_COLUMNS.index("note")]
 
@@ -78,7 +86,13 @@ def readout_table(
     scores: pd.DataFrame, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, permutations: int = PERMUTATIONS
 ) -> pd.DataFrame:
     """One row per (readout, kind, layer, direction) of :func:`readout_scores`' long frame: TABLE_COLUMNS, the
-    threshold chosen on ``hyperparams`` and every metric on ``validation``."""
+    threshold chosen on ``hyperparams``, every metric on ``validation``, and the AUROC difference to
+    :data:`SURFACE_REFERENCE` on the same validation tasks (:func:`difference_to_surface`)."""
+    on_validation = scores[scores.split == VALIDATION_SPLIT]
+    surface = {
+        str(direction): rows for direction, rows in on_validation[on_validation.readout == SURFACE_REFERENCE]
+        .groupby("direction")
+    }
     rows = []
     for key, group in scores.groupby(list(READOUT_KEY), dropna=False, sort=False):
         direction = str(key[3])
@@ -88,7 +102,8 @@ def readout_table(
                     "C": group.C.iloc[0]}
         reason = why_not_scored(hyper.score, hyper.correct, validation.score, validation.correct)
         if reason:
-            rows.append({**identity, **dict.fromkeys(METRIC_COLUMNS, np.nan), "n": len(validation), "note": reason})
+            rows.append({**identity, **dict.fromkeys(METRIC_COLUMNS, np.nan), "n": len(validation), "note": reason,
+                         **not_compared(f"the readout is not scored: {reason}")})
             continue
         threshold = choose_threshold(hyper.score.to_numpy(), hyper.correct.to_numpy(bool), direction)
         rows.append({
@@ -99,5 +114,6 @@ def readout_table(
                 resamples, permutations,
             ),
             "note": "",
+            **difference_to_surface(validation, surface.get(direction), direction, seed, resamples),
         })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

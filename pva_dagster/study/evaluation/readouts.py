@@ -7,8 +7,10 @@ task; :mod:`readout_metrics` then chooses its threshold on ``hyperparams`` and s
 Readouts, per task ``t``:
 
 - surface baselines: ``prompt_length`` (tokens), ``complexity`` (the reference solution's cyclomatic complexity),
-  each a one-feature logistic regression (it only orients the feature: AUROC is unchanged by scale), and
-  ``tfidf``, a logistic regression on TF-IDF word uni- and bigrams of the prompt text;
+  each a one-feature logistic regression (it only orients the feature: AUROC is unchanged by scale),
+  ``tfidf``, a logistic regression on TF-IDF word uni- and bigrams of the prompt text, and the combinations
+  ``length_and_complexity`` (a logistic regression on both, standardised: the floor every readout is compared
+  with, :mod:`surface_difference`) and ``length_complexity_tfidf`` (the two beside the TF-IDF features);
 - per layer with stored residuals: ``dense_probe``, an L2 logistic regression on the standardised residual
   ``float[tasks, d_model]``; ``sparse_probe``, an L1 logistic regression on all standardised SAE latents
   ``float[tasks, d_sae]``; ``best_latent``, per direction the latent with the largest separation score
@@ -25,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -32,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pva_dagster.study.analysis.separation import separation_scores
 from pva_dagster.study.domain import DIRECTIONS, HYPERPARAMS_SPLIT, SAE_SPLIT, SPLIT_NAMES
+from pva_dagster.study.evaluation.surface_difference import SURFACE_REFERENCE
 from pva_dagster.study.evaluation.validation import auroc
 
 TASK_COLUMNS: tuple[str, ...] = ("task_id", "split", "correct", "prompt_tokens", "complexity", "prompt_text")
@@ -41,6 +45,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
 )
 BASELINE, PROBE, LATENT = "baseline", "probe", "latent"
 BEST_LATENT = "best_latent"
+LENGTH_COMPLEXITY_TFIDF = "length_complexity_tfidf"
 C_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 MAX_ITER = 5000
 
@@ -56,6 +61,16 @@ def _tfidf_model(c: float, seed: int) -> Pipeline:
         TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
         LogisticRegression(C=c, random_state=seed, max_iter=MAX_ITER),
     )
+
+
+def _surface_and_text_model(c: float, seed: int) -> Pipeline:
+    """On rows ``[prompt_tokens, complexity, prompt_text]``: the two numbers standardised beside the prompt's
+    TF-IDF features (as :func:`_tfidf_model` makes them), one L2 logistic regression on all of them."""
+    features = ColumnTransformer([
+        ("surface", StandardScaler(), [0, 1]),
+        ("text", TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True), 2),
+    ])
+    return make_pipeline(features, LogisticRegression(C=c, random_state=seed, max_iter=MAX_ITER))
 
 
 def _sparse_model(c: float, seed: int) -> Pipeline:
@@ -164,6 +179,8 @@ def readout_scores(
         ("prompt_length", tasks[["prompt_tokens"]].to_numpy(np.float64), _scalar_model),
         ("complexity", tasks[["complexity"]].to_numpy(np.float64), _scalar_model),
         ("tfidf", tasks.prompt_text.astype(str).tolist(), _tfidf_model),
+        (SURFACE_REFERENCE, tasks[["prompt_tokens", "complexity"]].to_numpy(np.float64), _scalar_model),
+        (LENGTH_COMPLEXITY_TFIDF, _surface_and_text_rows(tasks), _surface_and_text_model),
     ]
     for name, features, factory in surface:
         frames += _rows(tasks, name, BASELINE, np.nan, *fit_and_score(features, tasks, factory, seed, c_grid))
@@ -177,6 +194,16 @@ def readout_scores(
             matrix = _checked(latents[layer], len(tasks), f"latents layer {layer}")
             frames += best_latent_scores(matrix, tasks, layer, chosen_latents)
     return pd.concat(frames, ignore_index=True)[list(SCORE_COLUMNS)]
+
+
+def _surface_and_text_rows(tasks: pd.DataFrame) -> np.ndarray:
+    """``object[tasks, 3]``: prompt length and complexity as floats, then the prompt text, the rows
+    :func:`_surface_and_text_model` reads."""
+    rows = np.empty((len(tasks), 3), dtype=object)
+    rows[:, 0] = tasks.prompt_tokens.to_numpy(np.float64)
+    rows[:, 1] = tasks.complexity.to_numpy(np.float64)
+    rows[:, 2] = tasks.prompt_text.astype(str).to_numpy()
+    return rows
 
 
 def _checked(matrix: np.ndarray, n_tasks: int, what: str) -> np.ndarray:

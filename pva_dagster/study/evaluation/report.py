@@ -25,9 +25,11 @@ from pva_dagster.study.evaluation.confirmatory import (
     declared_p_values,
     family_labels,
 )
+from pva_dagster.study.evaluation.surface_difference import SURFACE_REFERENCE
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import (
     FISHER_TEST,
+    PAIRED_AUROC_DIFFERENCE,
     PAIRED_DIFFERENCE_INTERVAL,
     PAIRED_TEST,
     POWER_ASSUMPTION,
@@ -269,7 +271,8 @@ def render_report(
     )
     sections += _classification_section(classification[outputs.CLASSIFICATION_OVERALL])
     exploratory = [
-        ("Exploratory: the top latents at other general-text cut-offs (sae split; reference 2 %)", cutoffs),
+        ("Exploratory: the top latents at other general-text cut-offs (sae split; reference: the ranking's rule, "
+         f"{cutoffs.attrs.get('reference', 'not recorded')})", cutoffs),
         ("Exploratory: Phase 2's discovery latents scored again on validation, one row per task",
          readouts[outputs.DISCOVERY_ON_VALIDATION]),
         ("Exploratory: by temperature and difficulty", classification[outputs.CLASSIFICATION_BY_GROUP]),
@@ -281,6 +284,17 @@ def render_report(
         if not frame.empty:
             sections += [f"## {title}", markdown_table(frame)]
     return "\n\n".join(sections) + "\n"
+
+
+def _differences(readouts: pd.DataFrame) -> list[str]:
+    """Each readout's AUROC minus the combined surface baseline's, with its interval, or why there is none."""
+    return [
+        _interval(d, low, high) if np.isfinite(d) else f"none: {note}"
+        for d, low, high, note in zip(
+            readouts.auroc_minus_surface, readouts.auroc_minus_surface_ci_low, readouts.auroc_minus_surface_ci_high,
+            readouts.auroc_minus_surface_note, strict=True,
+        )
+    ]
 
 
 def readout_sections(
@@ -303,13 +317,18 @@ def readout_sections(
                                                                        strict=True)],
         "balanced accuracy": readouts.balanced_accuracy, "MCC": readouts.mcc,
         "threshold": [f"{o} {t:.4g}" for o, t in zip(readouts.threshold_operator, readouts.threshold, strict=True)],
+        f"AUROC minus {SURFACE_REFERENCE} [95% paired bootstrap]": _differences(readouts),
+        "difference p (DeLong)": readouts.auroc_minus_surface_p,
     })
     return [
         "## Readouts: the declared confirmatory family (validation, Holm-adjusted together)",
         markdown_table(family), *beyond_difficulty_sentences(reported),
         *[auroc_by_layer(readouts, direction) for direction in sorted(readouts.direction.unique())],
         ("## Readouts: baselines, probes and best latents (exploratory unless marked confirmatory)\n\nFitted on "
-         "the sae split; C and thresholds chosen on hyperparams; scored once on validation."),
+         "the sae split; C and thresholds chosen on hyperparams; scored once on validation. Each AUROC is set "
+         f"against {SURFACE_REFERENCE} (a logistic regression on prompt length and complexity together): "
+         f"{PAIRED_AUROC_DIFFERENCE}. An interval that covers 0 means nothing beyond length and complexity is "
+         "detectable at this power, not that there is nothing: its ends are what this split cannot rule out."),
         markdown_table(table),
         f"## Exploratory: beyond difficulty, every probe and latent ({STRATIFIED_AUROC}, pooled within-bucket pairs)",
         markdown_table(beyond.drop(columns="test")),
