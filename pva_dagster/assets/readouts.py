@@ -26,9 +26,10 @@ from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sen
 from pva_dagster.study.evaluation.readout_inputs import readout_tasks, residuals_by_layer, why_not_computable
 from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PERMUTATIONS
 from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, readout_tables
+from pva_dagster.study.evaluation.replicate_report import replicate_plot
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 ENCODE_BATCH = 256  # residual rows per SAE forward
 
 
@@ -81,6 +82,10 @@ def phase3_readouts(
                    "auroc_minus_surface_ci_low", "auroc_minus_surface_ci_high", "average_precision", "prevalence",
                    "f1", "majority_f1", "balanced_accuracy", "mcc", "family"]]
         )),
+        "replicates (rank-1 over re-drawn splits)": dg.MetadataValue.md(
+            markdown_table(tables[outputs.REPLICATE_SUMMARY]) + "\n\n"
+            + replicate_plot(tables[outputs.REPLICATES], tables[outputs.REPLICATE_SUMMARY])
+        ),
         "tasks": len(tasks),
         "label": study_design.label,
         "base-correct solutions the extended tests reject": dg.MetadataValue.md(markdown_table(flips)),

@@ -164,3 +164,26 @@ def auroc_by_layer(table: pd.DataFrame, direction: str) -> str:
         ax.legend(fontsize="small", loc="best")
     ax.set(title=title, xlabel="layer", ylabel="AUROC", ylim=(0, 1))
     return figure_markdown(fig, title)
+
+
+def strip_with_band(values_by_group: dict[str, np.ndarray], band_by_group: dict[str, float], title: str,
+                    ylabel: str) -> str:  # fmt: skip
+    """One column of points per group (jittered, seeded) with its median marked, and a shaded band from the axis
+    bottom up to ``band_by_group[group]`` (for example the null's 95th percentile)."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    jitter = np.random.default_rng(0)
+    for x, (name, values) in enumerate(values_by_group.items()):
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        band = band_by_group.get(name, np.nan)
+        if np.isfinite(band):
+            label = "null (95th percentile)" if x == 0 else None
+            ax.fill_between([x - 0.4, x + 0.4], 0.0, band, color="0.85", label=label)
+        ax.scatter(x + jitter.uniform(-0.15, 0.15, len(values)), values, s=12, alpha=0.7)
+        if len(values):
+            ax.hlines(np.median(values), x - 0.3, x + 0.3, colors="black")
+    ax.set_xticks(range(len(values_by_group)), list(values_by_group))
+    ax.set(title=title, ylabel=ylabel, ylim=(0.0, 1.0))
+    if any(np.isfinite(v) for v in band_by_group.values()):
+        ax.legend(fontsize="small")
+    return figure_markdown(fig, title)

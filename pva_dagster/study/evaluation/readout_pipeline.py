@@ -19,6 +19,14 @@ from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_aur
 from pva_dagster.study.evaluation.readout_inputs import discovery_latents_on, rank1_latents
 from pva_dagster.study.evaluation.readout_metrics import readout_table
 from pva_dagster.study.evaluation.readouts import readout_scores
+from pva_dagster.study.evaluation.replicates import (
+    Discovery,
+    ReplicateDesign,
+    null_medians,
+    replicate_summary,
+    replicate_table,
+    selection_frequency,
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,12 @@ def readout_tables(
     cutoffs = {int(k): float(v) for k, v in top.attrs["general_text_cutoffs"].items()}
     config = top.attrs["config"]
     by_label = top_latents_by_label(tasks, latents, general_freq, cutoffs, config["top_n"], config["keep"])
+    discovery = Discovery(latents, general_freq, cutoffs)
+    design = ReplicateDesign(settings.seed, top_n=config["top_n"], keep=config["keep"])
+    replicates = replicate_table(tasks, discovery, design)
     tables = {
+        outputs.REPLICATES: replicates, outputs.SELECTION_FREQUENCY: selection_frequency(replicates),
+        outputs.REPLICATE_SUMMARY: replicate_summary(replicates, null_medians(tasks, discovery, design), design),
         outputs.READOUT_TABLE: table, outputs.BEYOND_DIFFICULTY: beyond, outputs.READOUT_SCORES: scores,
         outputs.DISCOVERY_ON_VALIDATION: discovery_latents_on(top, dict(latents), tasks, VALIDATION_SPLIT),
         outputs.LABEL_FLIPS: label_flips(tasks), outputs.TOP_LATENTS_BY_LABEL: by_label,

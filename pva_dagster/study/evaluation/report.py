@@ -25,6 +25,7 @@ from pva_dagster.study.evaluation.confirmatory import (
     declared_p_values,
     family_labels,
 )
+from pva_dagster.study.evaluation.replicate_report import replicate_section
 from pva_dagster.study.evaluation.surface_difference import SURFACE_REFERENCE
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import (
@@ -257,6 +258,7 @@ def render_report(
             declared_p_values(table, beyond, rank1, extra=steering_members(steering[outputs.STEERING_TESTS]))
         )
         sections += readout_sections(table, beyond, family, rank1)
+        sections += replicate_section(readouts)
         sections += [
             f"No {direction} latent survived Phase 2's general-text filter: that direction has no confirmatory "
             "member." for direction in DIRECTIONS if direction not in rank1

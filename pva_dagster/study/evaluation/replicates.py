@@ -1,0 +1,191 @@
+"""Findings over re-drawn splits: is the rank-1 latent's validation AUROC a property of the model, or of one draw?
+
+One run is one draw of the 50/10/40 split, and on another machine bfloat16 rounding moves a label or two; the
+latents named then change. A *replicate* re-draws the split (stratified by difficulty exactly as
+``problem_splits`` does, seed ``seed + r``) and redoes the whole selection on the same Phase 1.0 residuals and
+SAE latents: discovery on the replicate's sae split (separation scores, the general-text cut-offs, rank 1 per
+direction), then the rank-1 latent's AUROC on the replicate's validation split, beside surface baselines fitted
+on the replicate's sae and hyperparams problems (prompt length, complexity, both).
+
+**Null built the same way** (selection-aware): the labels are permuted once per null draw and the same resplits
+and selection run on them; the statistic is the median rank-1 validation AUROC over the resplits. Its
+p-value, (1 + null draws at or above the observed median) / (1 + draws), accounts for the selection itself (a
+latent chosen as the best of thousands looks good on any draw), which a test of one chosen latent on one split
+cannot.
+
+**Stability**: how often each latent is rank 1 (selection frequency) and in the top k, and the mean pairwise
+Jaccard overlap of the replicates' top-k sets. Latent *indices* are compared; an SAE trained with another seed
+would need matching by decoder direction instead.
+
+Only the greedy Phase 1.0 records enter (one row per task), as in the readouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pva_dagster.study.analysis.separation import rank_latents, separation_scores
+from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.validation import positive_class
+from pva_dagster.study.problems.splits import split_problems
+
+RESPLITS = 20  # enough for a median and a 5-95 % range of the AUROC
+NULL_DRAWS = 49  # the smallest p-value is 1 / (1 + NULL_DRAWS) = 0.02; each draw redoes every resplit
+TOP_K = 10
+SURFACE = {"prompt_length": ["prompt_tokens"], "complexity": ["complexity"],
+           "length_and_complexity": ["prompt_tokens", "complexity"]}  # fmt: skip
+SELECTION_AWARE_TEST = (
+    "selection-aware permutation test: the median over resplits of the rank-1 latent's validation AUROC against "
+    "the same statistic with labels permuted before discovery (the whole selection redone per draw)"
+)
+
+
+@dataclass(frozen=True)
+class ReplicateDesign:
+    seed: int
+    resplits: int = RESPLITS
+    null_draws: int = NULL_DRAWS
+    top_n: int = 50  # Phase 2's candidates per direction before the general-text filter
+    keep: int = TOP_K  # kept after it: the top-k set whose overlap is measured
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What the selection needs besides labels and splits: each SAE layer's latents (tasks' order) and the
+    general-text filter Phase 2 applied."""
+
+    latents: Mapping[int, np.ndarray]  # layer -> float[tasks, d_sae]
+    general_freq: Mapping[int, np.ndarray]  # layer -> each latent's general-text frequency
+    cutoffs: Mapping[int, float]  # layer -> the cut-off the ranking used
+
+
+def resplit(tasks: pd.DataFrame, seed: int) -> np.ndarray:
+    """Each task's split in a fresh stratified draw (``problem_splits``' rule with another seed), in tasks' order."""
+    drawn = split_problems(tasks[["task_id"]].assign(cyclomatic_complexity=tasks.complexity), seed=seed)
+    return drawn.set_index("task_id").split.loc[tasks.task_id].to_numpy()
+
+
+def _top(discovery: Discovery, correct: np.ndarray, rows: np.ndarray, design: ReplicateDesign) -> pd.DataFrame:
+    scores = pd.concat(
+        [separation_scores(m[rows], correct[rows], layer) for layer, m in sorted(discovery.latents.items())],
+        ignore_index=True,
+    )
+    return rank_latents(scores, discovery.general_freq, design.top_n, dict(discovery.cutoffs), design.keep)
+
+
+def _auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    return float(roc_auc_score(positive, score)) if 0 < positive.sum() < len(positive) else np.nan
+
+
+def _surface(tasks: pd.DataFrame, correct: np.ndarray, fit: np.ndarray, scored: np.ndarray, seed: int) -> dict:
+    """Each surface baseline's validation AUROC, fitted on the non-validation problems (no hyperparameter)."""
+    if len(set(correct[fit])) < 2:
+        return dict.fromkeys(SURFACE, np.nan)
+    aurocs = {}
+    for name, columns in SURFACE.items():
+        model = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed))
+        model.fit(tasks.loc[fit, columns].to_numpy(float), correct[fit])
+        aurocs[name] = _auroc(model.decision_function(tasks.loc[scored, columns].to_numpy(float)), correct[scored])
+    return aurocs
+
+
+def one_replicate(
+    tasks: pd.DataFrame, correct: np.ndarray, splits: np.ndarray, discovery: Discovery, design: ReplicateDesign
+) -> pd.DataFrame:
+    """Per direction: the replicate's rank-1 latent, its validation AUROC, and its top-k latents."""
+    sae, validation = splits == SAE_SPLIT, splits == VALIDATION_SPLIT
+    if len(set(correct[sae])) < 2:
+        return pd.DataFrame()
+    top = _top(discovery, correct, sae, design)
+    rows = []
+    for direction in DIRECTIONS:
+        mine = top[top.direction == direction]
+        if mine.empty:
+            continue
+        best = mine.iloc[0]
+        values = discovery.latents[int(best.layer)][validation, int(best.latent)]
+        rows.append({
+            "direction": direction, "layer": int(best.layer), "latent": int(best.latent),
+            "auroc": _auroc(values, positive_class(correct[validation], direction)),
+            "top": [f"L{int(r.layer)}/{int(r.latent)}" for r in mine.itertuples()],
+        })
+    return pd.DataFrame(rows)
+
+
+def replicate_table(
+    tasks: pd.DataFrame, discovery: Discovery, design: ReplicateDesign
+) -> pd.DataFrame:
+    """One row per (replicate, direction): the selection and its validation AUROC beside the surface baselines'
+    (``tasks``: :func:`readout_inputs.readout_tasks`, with ``correct`` the study's label)."""
+    correct = tasks.correct.to_numpy(bool)
+    frames = []
+    for r in range(design.resplits):
+        splits = resplit(tasks, design.seed + r)
+        rows = one_replicate(tasks, correct, splits, discovery, design)
+        surface = _surface(tasks, correct, splits != VALIDATION_SPLIT, splits == VALIDATION_SPLIT, design.seed)
+        frames.append(rows.assign(replicate=r, validation_tasks=int((splits == VALIDATION_SPLIT).sum()), **surface))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def null_medians(tasks: pd.DataFrame, discovery: Discovery, design: ReplicateDesign) -> pd.DataFrame:
+    """Per null draw and direction: the median rank-1 validation AUROC over the resplits, labels permuted."""
+    rng = np.random.default_rng(design.seed)
+    splits = [resplit(tasks, design.seed + r) for r in range(design.resplits)]
+    rows = []
+    for draw in range(design.null_draws):
+        permuted = rng.permutation(tasks.correct.to_numpy(bool))
+        found = pd.concat([one_replicate(tasks, permuted, s, discovery, design) for s in splits], ignore_index=True)
+        for direction, group in found.groupby("direction") if len(found) else []:
+            rows.append({"draw": draw, "direction": direction, "median_auroc": float(group.auroc.median())})
+    return pd.DataFrame(rows, columns=["draw", "direction", "median_auroc"])
+
+
+def _mean_jaccard(tops: list[list[str]]) -> float:
+    pairs = [len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in combinations(tops, 2) if set(a) | set(b)]
+    return float(np.mean(pairs)) if pairs else np.nan
+
+
+def replicate_summary(replicates: pd.DataFrame, null: pd.DataFrame, design: ReplicateDesign) -> pd.DataFrame:
+    """Per direction: the rank-1 AUROC's distribution over replicates, the selection-aware test, how often the
+    latent beats each surface baseline, and the stability of the selection."""
+    rows = []
+    for direction, group in replicates.groupby("direction") if len(replicates) else []:
+        median = float(group.auroc.median())
+        mine = null[null.direction == direction].median_auroc.to_numpy()
+        frequent = group.groupby(["layer", "latent"]).size().sort_values(ascending=False)
+        (layer, latent), count = frequent.index[0], int(frequent.iloc[0])
+        rows.append({
+            "direction": direction, "replicates": len(group), "median_auroc": median,
+            "auroc_p05": float(group.auroc.quantile(0.05)), "auroc_p95": float(group.auroc.quantile(0.95)),
+            "null_median_p95": float(np.quantile(mine, 0.95)) if len(mine) else np.nan,
+            "null_draws": len(mine),
+            "p_selection_aware": (1 + int((mine >= median).sum())) / (1 + len(mine)) if len(mine) else np.nan,
+            **{f"beats_{name}": float((group.auroc > group[name]).mean()) for name in SURFACE},
+            "most_selected": f"L{layer}/{latent}", "most_selected_share": count / len(group),
+            "distinct_rank1": len(frequent), "top_k_jaccard": _mean_jaccard(list(group.top)),
+        })
+    return pd.DataFrame(rows)
+
+
+def selection_frequency(replicates: pd.DataFrame) -> pd.DataFrame:
+    """Per direction and latent: the share of replicates that rank it first and that hold it in their top k."""
+    if replicates.empty:
+        return pd.DataFrame(columns=["direction", "latent", "rank1_share", "top_k_share"])
+    rows = []
+    for direction, group in replicates.groupby("direction"):
+        rank1 = (group.layer.map("L{}".format) + "/" + group.latent.astype(str)).value_counts()
+        in_top = pd.Series([x for top in group.top for x in top]).value_counts()
+        for latent, count in in_top.items():
+            rows.append({"direction": direction, "latent": latent, "rank1_share": rank1.get(latent, 0) / len(group),
+                         "top_k_share": count / len(group)})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["direction", "rank1_share", "top_k_share"], ascending=[True, False, False],
+                                          ignore_index=True)  # fmt: skip
