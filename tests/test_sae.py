@@ -270,14 +270,16 @@ def test_sae_templates_must_name_the_layer():
 def test_embedded_saes_are_retrained_when_the_model_dtype_changes(tiny_gemma2_dir, tmp_path):
     """A trained SAE carries the fingerprint of the model (dtype included) and plan it was trained from: the
     same model finds it current, the same weights in another dtype retrain it."""
-    from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan, train_embedded_saes
+    from pva_dagster.study.analysis.embedded_saes import ReadoutPrompts, SAETrainingPlan, train_embedded_saes
 
     plan = SAETrainingPlan(d_sae=16, k=2, corpus_tokens=256, training_tokens=512, batch_size=64, corpus_files=2,
                            context_len=32)  # fmt: skip
+    readout = ReadoutPrompts(("Add two numbers.\n\nassert f(1, 2) == 3\n\n# Solution:",), max_prompt_tokens=2048)
 
     def train(dtype: str) -> list[int]:
         model, tokenizer = load_causal_lm(str(tiny_gemma2_dir), dtype=dtype)
-        return sorted(train_embedded_saes(model, tokenizer, [1], lambda layer: tmp_path / f"l{layer}", plan, log=str))
+        out_dir = lambda layer: tmp_path / f"l{layer}"  # noqa: E731
+        return sorted(train_embedded_saes(model, tokenizer, [1], out_dir, plan, readout, log=str))
 
     assert train("float32") == [1]
     assert train("float32") == []  # current: kept

@@ -10,12 +10,12 @@ from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
-from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
+from pva_dagster.study.analysis.embedded_saes import ReadoutPrompts, SAETrainingPlan, readout_training_prompts
 from pva_dagster.study.plots import markdown_table
 from pva_dagster.study.steering.sweep import vector_digest
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 class SAETrainingConfig(dg.Config):
@@ -31,6 +31,20 @@ class SAETrainingConfig(dg.Config):
     )
     corpus_files: int = Field(
         default=SAETrainingPlan.corpus_files, ge=1, description="Standard-library files the corpus draws from."
+    )
+    readout_share: float = Field(
+        default=SAETrainingPlan.readout_share, ge=0, lt=1,
+        description="Share of the training samples that are readout residuals (the last prompt token of the sae "
+        "and hyperparams splits' prompts, never validation's), each repeated to fill it; 0: the corpus alone.",
+    )
+    readout_positions: int = Field(
+        default=SAETrainingPlan.readout_positions, ge=1,
+        description="Last tokens of each such prompt whose residuals are readout rows (1: the readout token only).",
+    )
+    centre_on_readout: bool = Field(
+        default=SAETrainingPlan.centre_on_readout,
+        description="Hold the decoder bias b_dec at the readout rows' mean, so the latents encode what differs "
+        "between tasks; false: b_dec starts at the training rows' mean and is learnt.",
     )
 
     def plan(self, seed: int) -> SAETrainingPlan:
@@ -62,17 +76,23 @@ def language_model_weights(
 def sae_weights(
     context: dg.AssetExecutionContext,
     config: SAETrainingConfig,
+    mbpp_problems: pd.DataFrame,
+    problem_splits: pd.DataFrame,
     sae_source: SAESource,
     language_model: LanguageModel,
     study_design: StudyDesign,
     data_store: DataStore,
     device_pool: DevicePool,
 ) -> dg.MaterializeResult:
-    """One SAE per analysed layer, loadable through SAELens (trained here for the embedded profile)."""
+    """One SAE per analysed layer, loadable through SAELens (trained here for the embedded profile, also on the
+    readout residuals of the non-validation problems' prompts)."""
     layout = data_store.layout
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
+        prompts = readout_training_prompts(mbpp_problems, problem_splits, study_design.prompt_format(), tokenizer)
+        readout = ReadoutPrompts(prompts, study_design.max_prompt_tokens)
         reports = sae_source.prepare(
-            model, tokenizer, study_design.sae_layers, layout, config.plan(study_design.seed), context.log.info
+            model, tokenizer, study_design.sae_layers, layout, config.plan(study_design.seed), readout,
+            context.log.info,
         )
         rows, digests = [], {}
         for layer in study_design.sae_layers:

@@ -1,8 +1,8 @@
 """Where the SAEs come from, one class per variant: a SAELens release (GemmaScope), local SAELens folders, or
 SAEs trained here on the embedded model. Assets take the base type ``SAESource``; a profile binds a variant.
 
-How an embedded SAE is trained (latents, k, corpus) is science: it comes from the ``sae_weights`` asset's
-config as an ``SAETrainingPlan``, not from this resource.
+How an embedded SAE is trained (latents, k, corpus, the readout prompts it also reads) is science: it comes from
+the ``sae_weights`` asset's config as an ``SAETrainingPlan`` and from the study's problems, not from this resource.
 """
 
 from abc import ABC, abstractmethod
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import dagster as dg
 from pydantic import AfterValidator, Field
 
-from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan, train_embedded_saes
+from pva_dagster.study.analysis.embedded_saes import ReadoutPrompts, SAETrainingPlan, train_embedded_saes
 from pva_dagster.study.analysis.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
 from pva_dagster.study.layout import DataLayout
 
@@ -31,7 +31,7 @@ class SAESource(dg.ConfigurableResource, ABC):
 
     def prepare(
         self, model: Any, tokenizer: Any, layers: Sequence[int], layout: DataLayout, plan: SAETrainingPlan,
-        log: Callable[[str], None],
+        readout: ReadoutPrompts, log: Callable[[str], None],
     ) -> dict[int, dict[str, float]]:
         """Make the SAEs that must be made here (per layer, a training report); most sources have them."""
         return {}
@@ -81,10 +81,10 @@ class EmbeddedSAEs(SAESource):
 
     def prepare(
         self, model: Any, tokenizer: Any, layers: Sequence[int], layout: DataLayout, plan: SAETrainingPlan,
-        log: Callable[[str], None],
+        readout: ReadoutPrompts, log: Callable[[str], None],
     ) -> dict[int, dict[str, float]]:
-        """Train the SAEs of the layers that have none yet."""
-        return train_embedded_saes(model, tokenizer, layers, layout.sae_dir, plan, log)
+        """Train the SAEs of the layers that have none made from this model, plan and readout prompts."""
+        return train_embedded_saes(model, tokenizer, layers, layout.sae_dir, plan, readout, log)
 
     def _load(self, layer: int, layout: DataLayout, device: str) -> Any:
         return load_local_sae(layout.sae_dir(layer), device)

@@ -1,9 +1,9 @@
 """Offline text corpora and the residual-stream activations a model produces on them.
 
 Two uses: the embedded profile trains its SAEs on residuals over Python source (the standard library's own
-``.py`` files, present on every machine), and Phase 2 measures how often each latent fires on general English
-prose (one random token position per document, as the original study sampled pile-10k) to drop latents that
-fire on everything.
+``.py`` files, present on every machine) and at the readout token of study prompts, and Phase 2 measures how
+often each latent fires on general English prose (one random token position per document, as the original study
+sampled pile-10k) to drop latents that fire on everything.
 """
 
 from __future__ import annotations
@@ -148,17 +148,24 @@ def _bos_and_pad(tokenizer: Any) -> tuple[int, int]:
 def _forward_with_bos(
     model: Any, batch: Sequence[list[int]], layers: Sequence[int], bos: int, pad: int
 ) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor]:
-    """Run the base model (no vocabulary logits) on BOS + each row, right-padded; the block outputs and mask.
+    """Run the base model (no vocabulary logits) on BOS + each row, right-padded; the block outputs and mask."""
+    return _forward_right_padded(model, [[bos, *chunk] for chunk in batch], layers, pad)
+
+
+def _forward_right_padded(
+    model: Any, batch: Sequence[list[int]], layers: Sequence[int], pad: int
+) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor]:
+    """Run the base model (no vocabulary logits) on each row of ids, right-padded; the block outputs and mask.
 
     Right padding keeps every row's positions at 0..len-1, so a row's residuals do not depend on the others'.
     """
     device = next(model.parameters()).device
-    width = 1 + max(len(chunk) for chunk in batch)
+    width = max(len(row_ids) for row_ids in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, chunk in enumerate(batch):
-        ids[row, : 1 + len(chunk)] = torch.tensor([bos, *chunk])
-        mask[row, : 1 + len(chunk)] = 1
+    for row, row_ids in enumerate(batch):
+        ids[row, : len(row_ids)] = torch.tensor(row_ids)
+        mask[row, : len(row_ids)] = 1
     with record_block_outputs(model, layers) as recorded, _stop_after_block(model, max(layers)):
         try:
             model.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
@@ -275,3 +282,42 @@ def sample_position_residuals(
         for layer in layers:
             out[layer][indices] = recorded[layer][0].to("cpu", torch.float32)[rows, last]
     return out
+
+
+@torch.no_grad()
+def collect_readout_residuals(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    layers: Sequence[int],
+    positions: int,
+    max_prompt_tokens: int,
+    batch_size: int,
+) -> dict[int, torch.Tensor]:
+    """Block outputs ``{layer: float32 CPU tensor[rows, d_model]}`` at the last ``positions`` tokens of each prompt.
+
+    Each prompt is encoded as Phase 1 encodes it (the tokenizer's special tokens, the last ``max_prompt_tokens``
+    tokens kept), so its last row is the residual Phase 1 stores for the task; rows run prompt by prompt, the
+    last token first (a prompt shorter than ``positions`` gives all its tokens).
+    """
+    if not prompts or positions < 1 or max_prompt_tokens < 1 or batch_size < 1:
+        raise ValueError(
+            f"need prompts and positions, max_prompt_tokens, batch_size >= 1; got {len(prompts)} prompts, "
+            f"{positions}, {max_prompt_tokens}, {batch_size}"
+        )
+    layers = validate_layers(model, layers)
+    _, pad = _bos_and_pad(tokenizer)
+    encoded = [tokenizer(prompt)["input_ids"][-max_prompt_tokens:] for prompt in prompts]
+    if not all(encoded):
+        raise ValueError("a prompt produced no tokens")
+    pieces: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        recorded, mask = _forward_right_padded(model, batch, layers, pad)
+        lengths = mask.sum(dim=1)
+        for layer in layers:
+            hidden = recorded[layer][0].to("cpu", torch.float32)
+            for row, length in enumerate(lengths.tolist()):
+                last = torch.arange(length - 1, max(length - positions, 0) - 1, -1)
+                pieces[layer].append(hidden[row, last])
+    return {layer: torch.cat(rows) for layer, rows in pieces.items()}

@@ -67,13 +67,16 @@ def train_topk_sae(
     batch_size: int,
     lr: float,
     seed: int,
+    decoder_bias: torch.Tensor | None = None,  # [d_model], raw residual space; None: the rows' mean
+    train_decoder_bias: bool = True,
 ) -> tuple[SAE, dict[str, Any]]:
     """Train a TopK SAE on ``activations`` with SAELens's ``SAETrainer``; return the inference SAE and a summary.
 
     ``training_tokens`` rows are drawn in shuffled batches, cycling over the rows when there are fewer. SAELens
     normalises inputs to norm sqrt(d_model) during training and folds that scale into the weights at the end, so
     the returned SAE reads raw residuals. No W&B logging, no checkpoints; the seed fixes the initial weights and
-    the batch order.
+    the batch order. The decoder bias ``b_dec`` (the point the latents encode departures from) starts at
+    ``decoder_bias`` and is learnt unless ``train_decoder_bias`` is False, which holds it there.
     """
     n, d_model = activations.shape
     if batch_size > n:
@@ -114,8 +117,12 @@ def train_topk_sae(
     # short run from learning the offset.
     scale = d_model**0.5 / float(activations.norm(dim=1).mean())
     trainer.activation_scaler.scaling_factor = scale
+    centre = activations.mean(0) if decoder_bias is None else decoder_bias.to(torch.float32)
+    if centre.shape != (d_model,):
+        raise ValueError(f"decoder_bias of shape {tuple(centre.shape)} does not fit d_model={d_model}")
     with torch.no_grad():
-        sae.b_dec.copy_(activations.mean(0) * scale)
+        sae.b_dec.copy_(centre * scale)
+    sae.b_dec.requires_grad_(train_decoder_bias)  # Adam skips a parameter that never gets a gradient
     trained = trainer.fit()
     summary = {
         "steps": steps,
