@@ -19,6 +19,8 @@ from pva_dagster.study import outputs, storage
 from pva_dagster.study.analysis.sae import save_sae
 from pva_dagster.study.analysis.sae_quality import (
     BETWEEN_TASK_FVU_WARNING,
+    EVERY_TASK,
+    HELD_OUT,
     layer_quality,
     quality_table_of,
     quality_warnings,
@@ -153,7 +155,11 @@ def test_the_table_reads_each_layers_activation_files(tmp_path):
     table = sae_quality_table(index, [2, 4], saes.__getitem__, logged.append)
     assert table.layer.tolist() == [2, 4] and table.tasks.tolist() == [TASKS, TASKS]
     assert table.fvu_between_tasks.iloc[0] == pytest.approx(1.0, abs=1e-3) and table.fvu_between_tasks.iloc[1] < 1e-6
-    assert len(logged) == 2 and logged[0].startswith("SAE quality, layer 2: 40 tasks")
+    assert len(logged) == 2 and logged[0].startswith("SAE quality, layer 2, every task: 40 tasks")
+    # A held-out row per layer over the named tasks alone, which the warnings then read.
+    held = sae_quality_table(index, [2, 4], saes.__getitem__, logged.append, held_out=range(10))
+    assert held.prompts.tolist() == [EVERY_TASK, HELD_OUT] * 2 and held.tasks.tolist() == [TASKS, 10] * 2
+    assert len(quality_warnings(held)) == 1 and "10 study prompts" in quality_warnings(held)[0]
     with pytest.raises(ValueError, match="layer 2: several Phase 1.0 rows share a task"):
         sae_quality_table(pd.concat([index, index.head(1)]), [2], saes.__getitem__, logged.append)
     with pytest.raises(ValueError, match="layer 3: no Phase 1.0 activations"):
@@ -235,6 +241,6 @@ def test_phase2_materializes_the_quality_table_over_every_phase1_0_task(tmp_path
     assert quality.fvu_between_tasks.iloc[0] == pytest.approx(1.0, abs=1e-3)
     assert quality.fvu_between_tasks.iloc[1] < 1e-6
     [event] = result.asset_materializations_for_node(outputs.SEPARATION_SCORES)
-    shown = event.metadata["SAE quality (every Phase 1.0 task)"].value
+    shown = event.metadata["SAE quality (every Phase 1.0 task; validation held out)"].value
     assert "fvu_between_tasks" in shown and f"Layer {layers[0]}: the SAE's reconstruction error is" in shown
     assert f"Layer {layers[1]}:" not in shown

@@ -144,7 +144,9 @@ def phase2(
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
         with duckdb.get_connection() as conn:
             every_task = activation_index(conn, greedy, sorted(set(greedy.task_id)), layers)
-        quality = sae_quality_table(every_task, layers, saes.__getitem__, context.log.info)
+        quality = sae_quality_table(
+            every_task, layers, saes.__getitem__, context.log.info, split_task_ids(problem_splits, VALIDATION_SPLIT)
+        )
         for split in config.splits:
             records = phase1_records([greedy, *(phase1_2_solutions.values() if split == VALIDATION_SPLIT else [])])
             task_ids = split_task_ids(problem_splits, split)
@@ -155,7 +157,7 @@ def phase2(
             scores[split].attrs.update(counts=counts_by_group(index), config=config.model_dump())
             metadata[f"{split} samples per group"] = scores[split].attrs["counts"]
     scores[SAE_QUALITY_TABLE] = quality
-    metadata["SAE quality (every Phase 1.0 task)"] = dg.MetadataValue.md(
+    metadata["SAE quality (every Phase 1.0 task; validation held out)"] = dg.MetadataValue.md(
         "\n\n".join([quality_markdown(quality), *quality_warnings(quality)])
     )
     return dg.Output(scores, data_version=data_version(scores), metadata=metadata)

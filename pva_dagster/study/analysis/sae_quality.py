@@ -19,7 +19,7 @@ model per task and layer, which Phase 2 (SAEs and stored residuals only) does no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from pva_dagster.study.outputs import SAE_QUALITY_TABLE
 from pva_dagster.study.plots import markdown_table
 
 SAE_QUALITY_COLUMNS = (
-    "layer", "tasks", "d_sae", "fvu", "fvu_between_tasks", "between_task_share", "mean_l0", "latents_fired",
+    "layer", "prompts", "tasks", "d_sae", "fvu", "fvu_between_tasks", "between_task_share", "mean_l0", "latents_fired",
     "dead_on_study_prompts",
 )
 # A layer is flagged when its SAE's error reaches half the between-task variation. At 1 the error could hold all
@@ -76,12 +76,18 @@ def layer_quality(residuals: np.ndarray, sae: Any, layer: int, batch_size: int =
     }
 
 
+# Which prompts a row measures: every Phase 1.0 task, and the validation tasks alone. The embedded SAEs train on
+# the readout residuals of the sae and hyperparams problems, so only the validation row is held out for them.
+EVERY_TASK, HELD_OUT = "every task", "validation (held out)"
+
+
 def sae_quality_table(
     index: pd.DataFrame, layers: Sequence[int], sae_for_layer: Callable[[int], Any],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, held_out: Collection[int] = (),
 ) -> pd.DataFrame:
-    """One :func:`layer_quality` row per layer, from Phase 1.0's activation index (one row per task and layer,
-    as :func:`~pva_dagster.study.analysis.activation_index.activation_index` gives it)."""
+    """:func:`layer_quality` rows per layer from Phase 1.0's activation index (one row per task and layer, as
+    :func:`~pva_dagster.study.analysis.activation_index.activation_index` gives it): over every task and, where
+    ``held_out`` names tasks, over those alone (column ``prompts``)."""
     rows = []
     for layer in layers:
         at_layer = index[index.layer == layer]
@@ -89,10 +95,15 @@ def sae_quality_table(
             raise ValueError(f"layer {layer}: no Phase 1.0 activations to measure the SAE on")
         if at_layer.task_id.duplicated().any():
             raise ValueError(f"layer {layer}: several Phase 1.0 rows share a task; the table wants one per task")
-        rows.append(layer_quality(load_residuals(at_layer.file.tolist()), sae_for_layer(layer), layer))
-        row = rows[-1]
-        log(f"SAE quality, layer {layer}: {row['tasks']} tasks, fvu {row['fvu']:.3f}, between-task fvu "
-            f"{row['fvu_between_tasks']:.3f}, {row['latents_fired']} of {row['d_sae']} latents fired")
+        groups = [(EVERY_TASK, at_layer), (HELD_OUT, at_layer[at_layer.task_id.isin(list(held_out))])]
+        for prompts, rows_of in groups:
+            if prompts == HELD_OUT and rows_of.empty:
+                continue
+            row = {"prompts": prompts, **layer_quality(load_residuals(rows_of.file.tolist()), sae_for_layer(layer),
+                                                       layer)}  # fmt: skip
+            rows.append(row)
+            log(f"SAE quality, layer {layer}, {prompts}: {row['tasks']} tasks, fvu {row['fvu']:.3f}, between-task "
+                f"fvu {row['fvu_between_tasks']:.3f}, {row['latents_fired']} of {row['d_sae']} latents fired")
     return pd.DataFrame(rows, columns=list(SAE_QUALITY_COLUMNS))
 
 
@@ -100,7 +111,8 @@ def quality_warnings(table: pd.DataFrame, limit: float = BETWEEN_TASK_FVU_WARNIN
     """A plain-language sentence per layer whose SAE loses at least ``limit`` of the between-task variation, or
     where that ratio cannot be computed; none for a layer below it."""
     sentences = []
-    for row in table.itertuples():
+    held_out = table[table.prompts == HELD_OUT] if "prompts" in table.columns else table
+    for row in (held_out if len(held_out) else table).itertuples():
         fired = f"{row.latents_fired} of its {row.d_sae} latents fire on any of the {row.tasks} study prompts"
         if np.isnan(row.fvu_between_tasks):
             sentences.append(

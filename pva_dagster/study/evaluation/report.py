@@ -61,7 +61,9 @@ def sae_quality_section(table: pd.DataFrame) -> list[str]:
          "against the variation between tasks (Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the mean over tasks); at 1 or more the error "
          "is as large as everything that differs between tasks, so the latents need not carry any of it. "
          "between_task_share: Σ‖x−x̄‖² / Σ‖x‖². mean_l0: active latents per task; latents_fired: latents active "
-         "on at least one task; dead_on_study_prompts: the others. Over every Phase 1.0 task."),
+         "on at least one task; dead_on_study_prompts: the others. Two rows per layer: every Phase 1.0 task, and "
+         "the validation tasks alone, which no SAE saw in training (the embedded SAEs train on the other splits' "
+         "prompts, so only the held-out row measures them fairly; the warnings read it)."),
         quality_markdown(table),
         *verdict,
     ]
