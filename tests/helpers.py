@@ -4,10 +4,13 @@ on the gemma profile's stand-ins)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
 import pandas as pd
+import torch
 
 from pva_dagster.study.domain import DEFAULT_SEED
 from pva_dagster.study.layout import DataLayout
@@ -131,3 +134,14 @@ def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[in
     family = report.index("## Readouts: the declared confirmatory family")
     assert family < report.index("## Phase 2: top latents") and "beyond prompt length and complexity" in report
     assert report.index("## SAE quality on the study's own residuals") < family, "the SAE quality table comes first"
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: SAE training gives the same result however many cores the machine has."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -5,8 +5,6 @@ held-out readouts; validation prompts never reach the training rows; the readout
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -27,21 +25,12 @@ from pva_dagster.study.analysis.sae_quality import layer_quality
 from pva_dagster.study.generation.labelled_generation import PromptFormat
 from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
+from tests.helpers import one_thread
 
 D_MODEL, PLANTED = 32, 3
 # Small enough to train in a second or two: 64 latents, k 4, 400 steps of 128.
 PLAN = SAETrainingPlan(d_sae=64, k=4, training_tokens=128 * 400, batch_size=128, lr=3e-3, seed=0)
 CORPUS_ONLY = dataclasses.replace(PLAN, readout_share=0.0, centre_on_readout=False)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _planted(n_corpus: int, n_train: int, n_held_out: int, seed: int) -> tuple[torch.Tensor, ...]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ast
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,21 +35,12 @@ from pva_dagster.study.analysis.sae import (
 )
 from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.residual import decoder_blocks, hook_name, record_block_outputs
+from tests.helpers import one_thread
 
 LAYER = 3
 D_SAE, K = 256, 16
 TOKENS, HELD_OUT = 1024, 256
 EPOCHS = 24
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
