@@ -3,8 +3,9 @@
 probe on the residual and a sparse probe on all SAE latents, per stored layer, each with its AUROC difference to
 length and complexity together and the signal it adds beyond them.
 
-Fitted on the sae split, hyperparameters and thresholds chosen on hyperparams, scored once on validation; one
-row per task (the greedy Phase 1.0 label), since a task's samples share its prompt residual.
+Regularisation and thresholds chosen by cross-validation over the sae and hyperparams splits together, refitted on
+them, scored once on validation; one row per task (the greedy Phase 1.0 label), since a task's samples share its
+prompt residual.
 """
 
 import dagster as dg
@@ -28,7 +29,7 @@ from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PE
 from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, readout_tables
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 ENCODE_BATCH = 256  # residual rows per SAE forward
 
 
@@ -80,6 +81,10 @@ def phase3_readouts(
             table[["readout", "layer", "direction", "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_minus_surface",
                    "auroc_minus_surface_ci_low", "auroc_minus_surface_ci_high", "average_precision", "prevalence",
                    "f1", "majority_f1", "balanced_accuracy", "mcc", "family"]]
+        )),
+        "regularisation (cross-validated)": dg.MetadataValue.md(markdown_table(
+            table[table.direction == "correct"].dropna(subset=["C"])[
+                ["readout", "layer", "C", "cv_auroc", "C_fold_agreement", "C_fold_best", "cv_note"]]
         )),
         "tasks": len(tasks),
         "label": study_design.label,

@@ -41,9 +41,10 @@ STEERING_TABLES = (STEERING_TESTS, STEERING_CONTROLS, STEERING_EFFECTS, STEERING
 READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES = "readouts", "beyond_difficulty", "readout_scores"
 DISCOVERY_ON_VALIDATION = "discovery_latents_on_validation"
 LABEL_FLIPS, TOP_LATENTS_BY_LABEL, AUROC_BY_LABEL = "label_flips", "top_latents_by_label", "auroc_by_label"
+READOUT_REGULARISATION = "readout_regularisation"  # each fitted readout's cross-validated AUROC per C
 READOUT_TABLES = (
     READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES, DISCOVERY_ON_VALIDATION, LABEL_FLIPS, TOP_LATENTS_BY_LABEL,
-    AUROC_BY_LABEL,
+    AUROC_BY_LABEL, READOUT_REGULARISATION,
 )
 # Phase 2's tables per split, under phase2/<split>/
 SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"
