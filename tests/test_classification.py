@@ -1,4 +1,4 @@
-"""Phase 3 classification: thresholds come from the hyperparams split only."""
+"""Phase 3 classification: thresholds come from the non-validation problems only, across stratified folds."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import pandas as pd
 from pva_dagster.study.evaluation.classification import selected_latents, validate_latents
 
 
-def _samples(rng: np.random.Generator, task_ids: range, shift: float) -> pd.DataFrame:
+def _samples(rng: np.random.Generator, task_ids: range, shift: float, split: str = "hyperparams") -> pd.DataFrame:
     passed = rng.random(len(task_ids)) < 0.5
     return pd.DataFrame({
-        "task_id": list(task_ids), "sample": 0, "temperature": 0.0, "passed": passed,
+        "task_id": list(task_ids), "sample": 0, "temperature": 0.0, "passed": passed, "split": split,
         # latent 7 of layer 3 fires more on correct code; shift moves the whole split
         "L3_7": np.where(passed, 2.0, 0.5) + rng.normal(0, 0.4, len(task_ids)) + shift,
     })
 
 
-def test_threshold_comes_from_hyperparams_only_and_validation_changes_only_metrics():
+def test_threshold_comes_from_non_validation_only_and_validation_changes_only_metrics():
     rng = np.random.default_rng(0)
     hyper, validation = _samples(rng, range(1, 41), 0.0), _samples(rng, range(41, 121), 0.0)
     difficulty = pd.DataFrame({"task_id": range(1, 121), "cyclomatic_complexity": rng.integers(1, 6, 120)})
@@ -31,6 +31,9 @@ def test_threshold_comes_from_hyperparams_only_and_validation_changes_only_metri
     assert overall.auroc[0] > 0.8
     assert set(grouped.group_kind) == {"temperature", "difficulty"}
     assert set(grouped[grouped.group_kind == "difficulty"].group) <= {"easy", "medium", "hard"}
+    assert overall.threshold_folds[0] == 5  # 40 tasks: a label x difficulty stratum too small, said so
+    assert overall.threshold_note[0].startswith("stratified by label only: the smallest label x difficulty")
+    assert 0 <= overall.cv_f1[0] <= 1 and 0 <= overall.hyperparams_f1[0] <= 1
 
 
 def test_selected_latents_takes_the_best_of_each_direction():

@@ -25,6 +25,7 @@ from pva_dagster.study.evaluation.beyond_difficulty import (
     stratified_auroc,
 )
 from pva_dagster.study.evaluation.confirmatory import confirmatory_family, declared_p_values
+from pva_dagster.study.evaluation.cross_fitting import NO_FOLDS, NOT_IN_A_FOLD, choose_regularisation, cross_folds
 from pva_dagster.study.evaluation.readout_metrics import readout_table
 from pva_dagster.study.evaluation.readouts import BASELINE, BEST_LATENT, LATENT
 from pva_dagster.study.evaluation.surface_difference import DIFFERENCE_COLUMNS, SURFACE_REFERENCE
@@ -193,9 +194,12 @@ def _scores_frame(
 ) -> pd.DataFrame:
     """The long scores of one latent, and of the combined surface baseline when ``surface`` is given."""
     split = np.array(["hyperparams"] * (n // 2) + ["validation"] * (n - n // 2))
+    folds = cross_folds(correct, np.ones(n, int), split != "validation", seed=int(rng.integers(100)))
     latent = pd.DataFrame({
         "readout": BEST_LATENT, "kind": LATENT, "layer": 6.0, "direction": "correct", "latent": 3, "C": np.nan,
         "hyperparams_auroc": np.nan, "task_id": np.arange(n), "split": split, "correct": correct, "score": score,
+        "fold": folds.fold, "cv_auroc": np.nan, "C_fold_agreement": np.nan, "C_fold_best": "",
+        "cv_note": folds.note,
     })
     if surface is None:
         return latent
@@ -248,3 +252,24 @@ def test_a_surface_baseline_with_non_finite_scores_leaves_every_difference_nan_w
     latent = table[table.readout == BEST_LATENT].iloc[0]
     assert _is_probability(latent.auroc) and np.isnan(latent.auroc_minus_surface)
     assert "1 of 10 tasks have a non-finite score" in latent.auroc_minus_surface_note
+
+
+@EXAMPLES
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 8), st.booleans()), max_size=40), st.integers(0, 3))
+def test_cross_folds_fall_back_with_a_note_and_never_fold_a_held_out_task(rows, seed):
+    table = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
+    correct, complexity, fitting = table[:, 0].astype(bool), table[:, 1], table[:, 2].astype(bool)
+    folds = cross_folds(correct, complexity, fitting, seed)
+    assert (folds.fold[~fitting] == NOT_IN_A_FOLD).all()  # a held-out task is in no fold
+    if folds.strata == NO_FOLDS:
+        assert folds.note and folds.count == 0
+        return
+    assert (folds.fold[fitting] >= 0).all() and folds.count >= 2
+    assert bool(folds.note) == (folds.count < 5 or folds.strata != "label x difficulty")
+    for k in range(folds.count):  # every held-out fold holds both classes: its AUROC is defined
+        assert 0 < correct[folds.fold == k].sum() < (folds.fold == k).sum()
+    choice, out_of_fold = choose_regularisation(
+        lambda c, train, test: np.where(correct[test], 1.0, 0.0) * c, correct, folds, (0.1, 1.0)
+    )
+    assert choice.c == 0.1 and choice.fold_agreement == 1.0  # a tie goes to the smaller C
+    assert np.isfinite(out_of_fold[fitting]).all()

@@ -136,11 +136,13 @@ def test_thresholds_of_a_non_negative_activation_stay_on_its_observed_range():
     assert threshold.predict(activation).all() and threshold.f1 == pytest.approx(f1_score(correct, np.ones(20, bool)))
 
 
-def test_table_thresholds_lie_within_the_hyperparams_scores(extra_signal):
+def test_table_thresholds_lie_within_the_non_validation_scores(extra_signal):
     _, _, _, scores, table, _ = extra_signal
-    hyper = scores[scores.split == "hyperparams"].groupby(["readout", "direction"], dropna=False).score
+    fitting = scores[scores.split != "validation"].groupby(["readout", "direction"], dropna=False).score
     for row in table.itertuples():
-        assert hyper.min()[(row.readout, row.direction)] <= row.threshold <= hyper.max()[(row.readout, row.direction)]
+        key = (row.readout, row.direction)
+        assert fitting.min()[key] <= row.threshold <= fitting.max()[key]
+        assert row.threshold_folds == 5
 
 
 def test_majority_f1_is_what_predicting_the_majority_class_scores(extra_signal):

@@ -3,8 +3,9 @@
 probe on the residual and a sparse probe on all SAE latents, per stored layer, each with its AUROC difference to
 length and complexity together and the signal it adds beyond them.
 
-Fitted on the sae split, hyperparameters and thresholds chosen on hyperparams, scored once on validation; one
-row per task (the greedy Phase 1.0 label), since a task's samples share its prompt residual.
+Regularisation and thresholds chosen by cross-validation over the sae and hyperparams splits together, refitted on
+them, scored once on validation; one row per task (the greedy Phase 1.0 label), since a task's samples share its
+prompt residual.
 """
 
 import dagster as dg
@@ -29,7 +30,7 @@ from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, reado
 from pva_dagster.study.evaluation.replicate_report import replicate_plot
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 
-CODE_VERSION = "3"
+CODE_VERSION = "4"
 ENCODE_BATCH = 256  # residual rows per SAE forward
 
 
@@ -86,6 +87,10 @@ def phase3_readouts(
             markdown_table(tables[outputs.REPLICATE_SUMMARY]) + "\n\n"
             + replicate_plot(tables[outputs.REPLICATES], tables[outputs.REPLICATE_SUMMARY])
         ),
+        "regularisation (cross-validated)": dg.MetadataValue.md(markdown_table(
+            table[table.direction == "correct"].dropna(subset=["C"])[
+                ["readout", "layer", "C", "cv_auroc", "C_fold_agreement", "C_fold_best", "cv_note"]]
+        )),
         "tasks": len(tasks),
         "label": study_design.label,
         "base-correct solutions the extended tests reject": dg.MetadataValue.md(markdown_table(flips)),

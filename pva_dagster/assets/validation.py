@@ -24,7 +24,8 @@ from pva_dagster.study.plots import markdown_table, roc_pr_curves
 from pva_dagster.study.problems.splits import split_task_ids
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "4"
+CODE_VERSION = "5"
+FITTING = "fitting"  # the sae and hyperparams splits' greedy samples, where thresholds are chosen
 
 
 class ClassificationConfig(dg.Config):
@@ -53,20 +54,25 @@ def phase3_classification(
     problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame, duckdb: DuckDBResource, sae_source: SAESource,
     study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds from the hyperparams split."""
+    """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds cross-fitted on the sae and
+    hyperparams splits."""
     selected = selected_latents(top_latents[SAE_SPLIT], config.per_direction)
     pairs, samples = list(zip(selected.layer, selected.latent, strict=True)), {}
+    fitting_ids = {split: split_task_ids(problem_splits, split) for split in (SAE_SPLIT, HYPERPARAMS_SPLIT)}
     with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in sorted(set(selected.layer))}
-        for split in (HYPERPARAMS_SPLIT, VALIDATION_SPLIT):
-            sampled = phase1_2_solutions.values() if split == VALIDATION_SPLIT else []
+        for split, task_ids, sampled in (
+            (FITTING, [t for ids in fitting_ids.values() for t in ids], []),
+            (VALIDATION_SPLIT, split_task_ids(problem_splits, VALIDATION_SPLIT), phase1_2_solutions.values()),
+        ):
             records = phase1_records([*phase1_0_solutions.values(), *sampled])
             with duckdb.get_connection() as conn:
-                task_ids = split_task_ids(problem_splits, split)
                 index = activation_index(conn, records, task_ids, sorted(saes))
             samples[split] = latent_samples(index, pairs, saes.__getitem__)
+    split_of = {t: split for split, ids in fitting_ids.items() for t in ids}
+    fitting = samples[FITTING].assign(split=samples[FITTING].task_id.map(split_of))
     overall, grouped = validate_latents(
-        selected, samples[HYPERPARAMS_SPLIT], samples[VALIDATION_SPLIT], difficulty_mapping, study_design.seed
+        selected, fitting, samples[VALIDATION_SPLIT], difficulty_mapping, study_design.seed
     )
     validation = samples[VALIDATION_SPLIT]
     greedy, best = validation[validation.temperature == GREEDY_TEMPERATURE], overall.groupby("direction").head(1)
@@ -79,6 +85,9 @@ def phase3_classification(
         ),
         **_curves_metadata(best, greedy),
         "validation samples (temperature 0)": len(greedy),
+        "thresholds that predict one class (non-validation)": f"{int(overall.threshold_one_class.sum())} of "
+                                                              f"{len(overall)}",
+        "threshold folds": overall.threshold_note.iloc[0] or f"{overall.threshold_folds.iloc[0]}, label x difficulty",
     })
 
 

@@ -43,9 +43,10 @@ DISCOVERY_ON_VALIDATION = "discovery_latents_on_validation"
 LABEL_FLIPS, TOP_LATENTS_BY_LABEL, AUROC_BY_LABEL = "label_flips", "top_latents_by_label", "auroc_by_label"
 # The selection redone over re-drawn splits (evaluation/replicates.py)
 REPLICATES, REPLICATE_SUMMARY, SELECTION_FREQUENCY = "replicates", "replicate_summary", "selection_frequency"
+READOUT_REGULARISATION = "readout_regularisation"  # each fitted readout's cross-validated AUROC per C
 READOUT_TABLES = (
     READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES, DISCOVERY_ON_VALIDATION, LABEL_FLIPS, TOP_LATENTS_BY_LABEL,
-    AUROC_BY_LABEL, REPLICATES, REPLICATE_SUMMARY, SELECTION_FREQUENCY,
+    AUROC_BY_LABEL, READOUT_REGULARISATION, REPLICATES, REPLICATE_SUMMARY, SELECTION_FREQUENCY,
 )
 # Phase 2's tables per split, under phase2/<split>/
 SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"

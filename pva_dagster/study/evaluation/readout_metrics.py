@@ -1,13 +1,16 @@
-"""The readout table: every readout's threshold from ``hyperparams``, and its metrics on ``validation`` (touched once).
+"""The readout table: every readout's threshold from the non-validation problems, and its metrics on ``validation``
+(touched once).
 
 Beside each number sits what it should be read against: AUROC with its 95 % percentile-bootstrap interval and
 label-permutation p (:mod:`statistics`), average precision beside the prevalence of the direction's class, and F1
 beside the F1 of always predicting the majority class, balanced accuracy and Matthews' correlation, and the AUROC
 minus that of prompt length and complexity together on the same tasks (:mod:`surface_difference`).
 
-Thresholds lie on the observed range of the scores they were chosen on: the F1-optimal threshold of
-:func:`choose_threshold` is kept, except that "everything positive", which it spells as a value below the minimum
-(below zero for an SAE activation, which is never negative), becomes ``score >= minimum``.
+A threshold is chosen on the non-validation tasks' scores (out-of-fold scores for a fitted readout, the activation
+for a latent) as the one with the best mean F1 over the cross-fitting folds (:func:`choose_threshold` with the
+folds of :func:`readout_scores`). It lies on the observed range of those scores: the F1-optimal threshold is
+kept, except that "everything positive", which it spells as a value below the minimum (below zero for an SAE
+activation, which is never negative), becomes ``score >= minimum``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from pva_dagster.study.evaluation.surface_difference import (
 from pva_dagster.study.evaluation.validation import Threshold, auroc, choose_threshold, positive_class
 from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, auroc_permutation_p, bootstrap_intervals
 
+FITTING = "non-validation"  # the sae and hyperparams splits together, where C and thresholds are chosen
 READOUT_KEY: tuple[str, ...] = ("readout", "kind", "layer", "direction")
 TABLE_COLUMNS: tuple[str, ...] = (
-    *READOUT_KEY, "latent", "C", "threshold", "threshold_operator", "hyperparams_f1", "auroc", "auroc_ci_low",
+    *READOUT_KEY, "latent", "C", "C_fold_agreement", "C_fold_best", "cv_auroc", "cv_note", "threshold",
+    "threshold_operator", "hyperparams_f1", "cv_f1", "threshold_folds", "threshold_one_class", "auroc", "auroc_ci_low",
     "auroc_ci_high", "auroc_p_permutation", "average_precision", "prevalence", "f1", "f1_ci_low", "f1_ci_high",
     "majority_f1", "balanced_accuracy", "mcc", "predicts_one_class", "n", "n_positive", "note",
     *DIFFERENCE_COLUMNS,
@@ -43,11 +48,11 @@ def majority_f1(positive: np.ndarray) -> float:
     return float(f1_score(positive, np.full(len(positive), positive.mean() >= 0.5), zero_division=0))
 
 
-def why_not_scored(hyper_scores: np.ndarray, hyper_correct: np.ndarray, scores: np.ndarray,
+def why_not_scored(fitting_scores: np.ndarray, fitting_correct: np.ndarray, scores: np.ndarray,
                    correct: np.ndarray) -> str | None:
     """Why a readout has no threshold or no metrics (non-finite scores, a split without both classes), or None."""
     for split, split_scores, split_correct in (
-        (HYPERPARAMS_SPLIT, hyper_scores, hyper_correct), (VALIDATION_SPLIT, scores, correct)
+        (FITTING, fitting_scores, fitting_correct), (VALIDATION_SPLIT, scores, correct)
     ):
         values, labels = np.asarray(split_scores, dtype=np.float64), np.asarray(split_correct, dtype=bool)
         if not np.isfinite(values).all():
@@ -85,9 +90,10 @@ def readout_metrics(
 def readout_table(
     scores: pd.DataFrame, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, permutations: int = PERMUTATIONS
 ) -> pd.DataFrame:
-    """One row per (readout, kind, layer, direction) of :func:`readout_scores`' long frame: TABLE_COLUMNS, the
-    threshold chosen on ``hyperparams``, every metric on ``validation``, and the AUROC difference to
-    :data:`SURFACE_REFERENCE` on the same validation tasks (:func:`difference_to_surface`)."""
+    """One row per (readout, kind, layer, direction) of :func:`readout_scores`' long frame: TABLE_COLUMNS, C's
+    cross-validation columns, the threshold chosen across the folds on the non-validation tasks, every metric on
+    ``validation``, and the AUROC difference to :data:`SURFACE_REFERENCE` on the same validation tasks
+    (:func:`difference_to_surface`)."""
     on_validation = scores[scores.split == VALIDATION_SPLIT]
     surface = {
         str(direction): rows for direction, rows in on_validation[on_validation.readout == SURFACE_REFERENCE]
@@ -96,19 +102,22 @@ def readout_table(
     rows = []
     for key, group in scores.groupby(list(READOUT_KEY), dropna=False, sort=False):
         direction = str(key[3])
-        hyper = group[group.split == HYPERPARAMS_SPLIT]
+        fitting = group[group.split != VALIDATION_SPLIT]
         validation = group[group.split == VALIDATION_SPLIT]
-        identity = {**dict(zip(READOUT_KEY, key, strict=True)), "latent": int(group.latent.iloc[0]),
-                    "C": group.C.iloc[0]}
-        reason = why_not_scored(hyper.score, hyper.correct, validation.score, validation.correct)
+        first = group.iloc[0]
+        identity = {**dict(zip(READOUT_KEY, key, strict=True)), "latent": int(first.latent), "C": first.C,
+                    **{c: first[c] for c in ("C_fold_agreement", "C_fold_best", "cv_auroc", "cv_note")}}
+        reason = why_not_scored(fitting.score, fitting.correct, validation.score, validation.correct)
         if reason:
             rows.append({**identity, **dict.fromkeys(METRIC_COLUMNS, np.nan), "n": len(validation), "note": reason,
                          **not_compared(f"the readout is not scored: {reason}")})
             continue
-        threshold = choose_threshold(hyper.score.to_numpy(), hyper.correct.to_numpy(bool), direction)
+        threshold = choose_threshold(fitting.score.to_numpy(), fitting.correct.to_numpy(bool), direction,
+                                     fitting.fold.to_numpy())
         rows.append({
             **identity, "threshold": threshold.value, "threshold_operator": threshold.operator,
-            "hyperparams_f1": threshold.f1,
+            "hyperparams_f1": _f1_on(fitting[fitting.split == HYPERPARAMS_SPLIT], direction, threshold),
+            "cv_f1": threshold.f1, "threshold_folds": threshold.folds, "threshold_one_class": threshold.one_class,
             **readout_metrics(
                 validation.score.to_numpy(), validation.correct.to_numpy(bool), direction, threshold, seed,
                 resamples, permutations,
@@ -117,3 +126,11 @@ def readout_table(
             **difference_to_surface(validation, surface.get(direction), direction, seed, resamples),
         })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _f1_on(rows: pd.DataFrame, direction: str, threshold: Threshold) -> float:
+    """F1 of ``threshold`` on ``rows`` (the hyperparams tasks), NaN where there are none."""
+    if rows.empty:
+        return float("nan")
+    positive = positive_class(rows.correct.to_numpy(bool), direction)
+    return float(f1_score(positive, threshold.predict(rows.score.to_numpy()), zero_division=0))

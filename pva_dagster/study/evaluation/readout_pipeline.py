@@ -18,7 +18,7 @@ from pva_dagster.study.evaluation.confirmatory import family_labels
 from pva_dagster.study.evaluation.label_comparison import label_flips, rank1_auroc_by_label, top_latents_by_label
 from pva_dagster.study.evaluation.readout_inputs import discovery_latents_on, rank1_latents
 from pva_dagster.study.evaluation.readout_metrics import readout_table
-from pva_dagster.study.evaluation.readouts import readout_scores
+from pva_dagster.study.evaluation.readouts import readout_scores_and_curves
 from pva_dagster.study.evaluation.replicates import (
     Discovery,
     ReplicateDesign,
@@ -47,7 +47,7 @@ def readout_tables(
     order; ``top``: Phase 2's top latents on the discovery split (its ``attrs`` hold the cut-offs and sizes it
     ranked with); ``general_freq[layer]``: each latent's general-text frequency."""
     per_layer, rank1 = rank1_latents(top)
-    scores = readout_scores(tasks, residuals, latents, settings.seed, chosen_latents=per_layer)
+    scores, curves = readout_scores_and_curves(tasks, residuals, latents, settings.seed, chosen_latents=per_layer)
     table = readout_table(scores, settings.seed, settings.resamples, settings.permutations)
     beyond = beyond_difficulty_table(scores, tasks, settings.seed, settings.resamples)
     table, beyond = (frame.assign(family=family_labels(frame, rank1)) for frame in (table, beyond))
@@ -65,5 +65,6 @@ def readout_tables(
         outputs.DISCOVERY_ON_VALIDATION: discovery_latents_on(top, dict(latents), tasks, VALIDATION_SPLIT),
         outputs.LABEL_FLIPS: label_flips(tasks), outputs.TOP_LATENTS_BY_LABEL: by_label,
         outputs.AUROC_BY_LABEL: rank1_auroc_by_label(tasks, latents, by_label, settings.seed, settings.resamples),
+        outputs.READOUT_REGULARISATION: curves,
     }
     return tables, rank1

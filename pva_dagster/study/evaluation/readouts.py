@@ -1,8 +1,10 @@
 """Readouts of correctness: surface baselines, a dense and a sparse probe, and the best latent.
 
-Every readout is fitted on the ``sae`` split (the discovery split), has its hyperparameter (the inverse
-regularisation ``C`` of a logistic regression) chosen on ``hyperparams`` by AUROC, and gives a score for every
-task; :mod:`readout_metrics` then chooses its threshold on ``hyperparams`` and scores ``validation`` once.
+Every fitted readout has its hyperparameter (the inverse regularisation ``C`` of a logistic regression) chosen by
+cross-validated AUROC over every non-validation problem (``sae`` and ``hyperparams``, :mod:`cross_fitting`), is
+refitted at that C on all of them and scored on ``validation``; a non-validation task's score is its out-of-fold
+score (from the fold's model that did not see it), so nothing downstream reads a score of a model fitted on that
+task. :mod:`readout_metrics` then chooses its threshold on those out-of-fold scores and scores ``validation`` once.
 
 Readouts, per task ``t``:
 
@@ -34,15 +36,17 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pva_dagster.study.analysis.separation import separation_scores
-from pva_dagster.study.domain import DIRECTIONS, HYPERPARAMS_SPLIT, SAE_SPLIT, SPLIT_NAMES
+from pva_dagster.study.domain import DIRECTIONS, HYPERPARAMS_SPLIT, SAE_SPLIT, SPLIT_NAMES, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.cross_fitting import Folds, Regularisation, choose_regularisation, cross_folds
 from pva_dagster.study.evaluation.surface_difference import SURFACE_REFERENCE
 from pva_dagster.study.evaluation.validation import auroc
 
 TASK_COLUMNS: tuple[str, ...] = ("task_id", "split", "correct", "prompt_tokens", "complexity", "prompt_text")
 SCORE_COLUMNS: tuple[str, ...] = (
     "readout", "kind", "layer", "direction", "latent", "C", "hyperparams_auroc", "task_id", "split", "correct",
-    "score",
+    "score", "fold", "cv_auroc", "C_fold_agreement", "C_fold_best", "cv_note",
 )
+CURVE_COLUMNS: tuple[str, ...] = ("readout", "kind", "layer", "C", "mean_auroc", "sd_auroc", "folds", "chosen")
 BASELINE, PROBE, LATENT = "baseline", "probe", "latent"
 BEST_LATENT = "best_latent"
 LENGTH_COMPLEXITY_TFIDF = "length_complexity_tfidf"
@@ -94,67 +98,99 @@ def validate_tasks(tasks: pd.DataFrame) -> None:
             raise ValueError(f"split {split!r} has {correct.sum()} correct of {len(correct)}: need both classes")
 
 
+def fitting_folds(tasks: pd.DataFrame, seed: int) -> Folds:
+    """The cross-fitting folds of ``tasks``' non-validation rows, by label and difficulty (:func:`cross_folds`)."""
+    return cross_folds(
+        tasks.correct.to_numpy(bool), tasks.complexity.to_numpy(), (tasks.split != VALIDATION_SPLIT).to_numpy(), seed
+    )
+
+
 def fit_and_score(
-    features: np.ndarray | Sequence[str], tasks: pd.DataFrame, factory: ModelFactory, seed: int,
+    features: np.ndarray | Sequence[str], tasks: pd.DataFrame, factory: ModelFactory, seed: int, folds: Folds,
     c_grid: Sequence[float] = C_GRID,
-) -> tuple[np.ndarray, float, float]:
-    """``(score[tasks], C, hyperparams AUROC)``: fitted on ``sae`` at each C, the C with the best hyperparams
-    AUROC kept (ties to the smallest C, the most regularised); score = decision function for "correct"."""
-    split, correct = tasks.split.to_numpy(), tasks.correct.to_numpy(bool)
-    sae, hyper = split == SAE_SPLIT, split == HYPERPARAMS_SPLIT
+) -> tuple[np.ndarray, Regularisation]:
+    """``(score[tasks], the choice of C)``: C by cross-validated AUROC over ``folds`` (ties to the smallest C, the
+    most regularised), the model refitted at it on every task in a fold and scored on the rest (``validation``);
+    a task in a fold gets its out-of-fold score. Score = decision function for "correct"."""
+    correct = tasks.correct.to_numpy(bool)
     rows = np.asarray(features, dtype=object) if not isinstance(features, np.ndarray) else features
-    best: tuple[float, float, np.ndarray] | None = None
-    for c in sorted(c_grid):
-        model = factory(c, seed).fit(rows[sae], correct[sae])
-        score = np.asarray(model.decision_function(rows), dtype=np.float64)
-        quality = auroc(score[hyper], correct[hyper], "correct")
-        if best is None or quality > best[1]:
-            best = (c, quality, score)
-    if best is None:
-        raise ValueError("c_grid is empty")
-    c, quality, score = best
-    return score, c, quality
+
+    def fit_score(c: float, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        model = factory(c, seed).fit(rows[train], correct[train])
+        return np.asarray(model.decision_function(rows[test]), dtype=np.float64)
+
+    choice, out_of_fold = choose_regularisation(fit_score, correct, folds, c_grid)
+    fitting = folds.fold >= 0
+    score = np.where(fitting, out_of_fold, np.nan)
+    score[~fitting] = fit_score(choice.c, fitting, ~fitting)
+    return score, choice
 
 
-def _frame(tasks: pd.DataFrame, score: np.ndarray, **readout: object) -> pd.DataFrame:
+def _frame(tasks: pd.DataFrame, score: np.ndarray, folds: Folds, **readout: object) -> pd.DataFrame:
     """One readout's rows for one direction: ``readout`` (readout, kind, layer, direction, latent, C,
-    hyperparams_auroc) repeated beside each task's id, split, label and ``score``."""
+    hyperparams_auroc and the cross-validation columns) repeated beside each task's id, split, label, ``score``
+    and fold."""
     return pd.DataFrame({
         **readout, "task_id": tasks.task_id.to_numpy(), "split": tasks.split.to_numpy(),
-        "correct": tasks.correct.to_numpy(bool), "score": score,
+        "correct": tasks.correct.to_numpy(bool), "score": score, "fold": folds.fold,
     })
 
 
+def _hyperparams_auroc(tasks: pd.DataFrame, score: np.ndarray, direction: str) -> float:
+    """AUROC on the ``hyperparams`` tasks (out-of-fold for a fitted readout), comparable with earlier runs."""
+    hyper = (tasks.split == HYPERPARAMS_SPLIT).to_numpy()
+    return auroc(score[hyper], tasks.correct.to_numpy(bool)[hyper], direction)
+
+
 def _rows(
-    tasks: pd.DataFrame, readout: str, kind: str, layer: float, score: np.ndarray, c: float, quality: float
+    tasks: pd.DataFrame, readout: str, kind: str, layer: float, score: np.ndarray, choice: Regularisation,
+    folds: Folds,
 ) -> list[pd.DataFrame]:
     """The long score rows of one fitted readout, for each direction: the "incorrect" score is negated, so its
     AUROC for the incorrect class equals the "correct" score's for the correct class."""
     return [
-        _frame(tasks, score if direction == "correct" else -score, readout=readout, kind=kind, layer=layer,
-               direction=direction, latent=-1, C=c, hyperparams_auroc=quality)
+        _frame(tasks, score if direction == "correct" else -score, folds, readout=readout, kind=kind, layer=layer,
+               direction=direction, latent=-1, C=choice.c, hyperparams_auroc=_hyperparams_auroc(tasks, score,
+                                                                                                 "correct"),
+               cv_auroc=choice.cv_auroc, C_fold_agreement=choice.fold_agreement,
+               C_fold_best=" ".join(f"{c:g}" for c in choice.fold_best), cv_note=choice.note)
         for direction in DIRECTIONS
     ]
 
 
+def _curve(readout: str, kind: str, layer: float, choice: Regularisation) -> pd.DataFrame:
+    """The cross-validation curve of one fitted readout: mean and spread of the held-out AUROC per C."""
+    return pd.DataFrame(
+        [(readout, kind, layer, c, mean, sd, len(choice.fold_best), c == choice.c) for c, mean, sd in choice.curve],
+        columns=list(CURVE_COLUMNS),
+    )
+
+
 def best_latent_scores(
-    latents: np.ndarray, tasks: pd.DataFrame, layer: int, chosen: Mapping[tuple[int, str], int] | None = None
+    latents: np.ndarray, tasks: pd.DataFrame, layer: int, chosen: Mapping[tuple[int, str], int] | None = None,
+    folds: Folds | None = None,
 ) -> list[pd.DataFrame]:
     """Per direction, the rows of one latent of ``latents[tasks, d_sae]``, its activation as the score: the one
     ``chosen[(layer, direction)]`` names (e.g. Phase 2's rank-1), else the one with the largest separation score
-    on ``sae`` (ties to the lowest index)."""
+    on ``sae`` (ties to the lowest index). Nothing is fitted: ``cv_auroc`` is the activation's mean AUROC over
+    ``folds`` (default: :func:`fitting_folds` with seed 0)."""
+    folds = folds if folds is not None else fitting_folds(tasks, 0)
     sae = (tasks.split == SAE_SPLIT).to_numpy()
-    separation = separation_scores(latents[sae], tasks.correct.to_numpy(bool)[sae], layer)
-    hyper = (tasks.split == HYPERPARAMS_SPLIT).to_numpy()
+    correct = tasks.correct.to_numpy(bool)
+    separation = separation_scores(latents[sae], correct[sae], layer)
     frames = []
     for direction in DIRECTIONS:
         latent = (chosen or {}).get((layer, direction), int(np.argmax(separation[f"s_{direction}"].to_numpy())))
         if not 0 <= latent < latents.shape[1]:
             raise ValueError(f"layer {layer} {direction}: latent {latent} outside 0..{latents.shape[1] - 1}")
         activation = np.asarray(latents[:, latent], dtype=np.float64)
-        quality = auroc(activation[hyper], tasks.correct.to_numpy(bool)[hyper], direction)
-        frames.append(_frame(tasks, activation, readout=BEST_LATENT, kind=LATENT, layer=float(layer),
-                             direction=direction, latent=latent, C=np.nan, hyperparams_auroc=quality))
+        per_fold = [auroc(activation[folds.fold == k], correct[folds.fold == k], direction) for k in range(folds.count)]
+        frames.append(_frame(
+            tasks, activation, folds, readout=BEST_LATENT, kind=LATENT, layer=float(layer), direction=direction,
+            latent=latent, C=np.nan, hyperparams_auroc=_hyperparams_auroc(tasks, activation, direction),
+            cv_auroc=float(np.mean(per_fold)) if per_fold else np.nan, C_fold_agreement=np.nan, C_fold_best="",
+            cv_note=folds.note,
+        ))
     return frames
 
 
@@ -166,15 +202,32 @@ def readout_scores(
     c_grid: Sequence[float] = C_GRID,
     chosen_latents: Mapping[tuple[int, str], int] | None = None,
 ) -> pd.DataFrame:
-    """Every readout's score for every task and direction, in long form: the columns of SCORE_COLUMNS.
+    """Every readout's score for every task and direction, in long form: the columns of SCORE_COLUMNS (the
+    first of :func:`readout_scores_and_curves`)."""
+    return readout_scores_and_curves(tasks, residuals, latents, seed, c_grid, chosen_latents)[0]
+
+
+def readout_scores_and_curves(
+    tasks: pd.DataFrame,
+    residuals: Mapping[int, np.ndarray],
+    latents: Mapping[int, np.ndarray],
+    seed: int,
+    c_grid: Sequence[float] = C_GRID,
+    chosen_latents: Mapping[tuple[int, str], int] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every readout's score for every task and direction, in long form (SCORE_COLUMNS), and each fitted
+    readout's cross-validation curve (CURVE_COLUMNS).
 
     ``tasks``: one row a task, TASK_COLUMNS; ``residuals[layer]``: ``float[tasks, d_model]`` and
     ``latents[layer]``: ``float[tasks, d_sae]``, rows in ``tasks``' order; ``chosen_latents``:
     ``(layer, direction) -> latent`` for ``best_latent`` (default: :func:`best_latent_scores`' own pick).
     ``layer`` is NaN for the surface baselines, ``latent`` -1 except for ``best_latent``, ``C`` NaN for it.
+    One set of folds (:func:`fitting_folds`) serves every readout, so their choices are comparable.
     """
     validate_tasks(tasks)
+    folds = fitting_folds(tasks, seed)
     frames: list[pd.DataFrame] = []
+    curves: list[pd.DataFrame] = []
     surface: list[tuple[str, np.ndarray | Sequence[str], ModelFactory]] = [
         ("prompt_length", tasks[["prompt_tokens"]].to_numpy(np.float64), _scalar_model),
         ("complexity", tasks[["complexity"]].to_numpy(np.float64), _scalar_model),
@@ -182,18 +235,23 @@ def readout_scores(
         (SURFACE_REFERENCE, tasks[["prompt_tokens", "complexity"]].to_numpy(np.float64), _scalar_model),
         (LENGTH_COMPLEXITY_TFIDF, _surface_and_text_rows(tasks), _surface_and_text_model),
     ]
+
+    def fit(name: str, kind: str, layer: float, features: np.ndarray | Sequence[str], factory: ModelFactory) -> None:
+        score, choice = fit_and_score(features, tasks, factory, seed, folds, c_grid)
+        frames.extend(_rows(tasks, name, kind, layer, score, choice, folds))
+        curves.append(_curve(name, kind, layer, choice))
+
     for name, features, factory in surface:
-        frames += _rows(tasks, name, BASELINE, np.nan, *fit_and_score(features, tasks, factory, seed, c_grid))
+        fit(name, BASELINE, np.nan, features, factory)
     for layer in sorted(set(residuals) | set(latents)):
         for name, matrices, factory in (("dense_probe", residuals, _scalar_model),
                                         ("sparse_probe", latents, _sparse_model)):
             if layer in matrices:
-                matrix = _checked(matrices[layer], len(tasks), f"{name} layer {layer}")
-                frames += _rows(tasks, name, PROBE, float(layer), *fit_and_score(matrix, tasks, factory, seed, c_grid))
+                fit(name, PROBE, float(layer), _checked(matrices[layer], len(tasks), f"{name} layer {layer}"), factory)
         if layer in latents:
             matrix = _checked(latents[layer], len(tasks), f"latents layer {layer}")
-            frames += best_latent_scores(matrix, tasks, layer, chosen_latents)
-    return pd.concat(frames, ignore_index=True)[list(SCORE_COLUMNS)]
+            frames += best_latent_scores(matrix, tasks, layer, chosen_latents, folds)
+    return pd.concat(frames, ignore_index=True)[list(SCORE_COLUMNS)], pd.concat(curves, ignore_index=True)
 
 
 def _surface_and_text_rows(tasks: pd.DataFrame) -> np.ndarray:

@@ -88,7 +88,7 @@ def _classification_section(overall: pd.DataFrame) -> list[str]:
     })
     notes = []
     if overall.threshold_few_samples.any():
-        notes.append(f"Thresholds rest on fewer than {MIN_THRESHOLD_SAMPLES} hyperparams samples: F1 is fragile.")
+        notes.append(f"Thresholds rest on fewer than {MIN_THRESHOLD_SAMPLES} non-validation samples: F1 is fragile.")
     one_class = int(overall.predicts_one_class.sum())
     if one_class:
         notes.append(
@@ -97,8 +97,9 @@ def _classification_section(overall: pd.DataFrame) -> list[str]:
         )
     return [
         "## Exploratory: Phase 2's top latents classified on the validation split, temperature samples included",
-        ("Best latent per direction, temperature 0; thresholds chosen on the hyperparams split (F1-optimal, ties "
-        "to the highest). Intervals: percentile bootstrap over problems; p: label-permutation test of AUROC > 0.5."),
+        ("Best latent per direction, temperature 0; thresholds chosen on the sae and hyperparams splits (the best "
+        "mean F1 over stratified folds, ties to the highest). Intervals: percentile bootstrap over problems; p: "
+        "label-permutation test of AUROC > 0.5."),
         markdown_table(table), *notes,
     ]
 
@@ -329,7 +330,9 @@ def readout_sections(
         markdown_table(family), *beyond_difficulty_sentences(reported),
         *[auroc_by_layer(readouts, direction) for direction in sorted(readouts.direction.unique())],
         ("## Readouts: baselines, probes and best latents (exploratory unless marked confirmatory)\n\nFitted on "
-         "the sae split; C and thresholds chosen on hyperparams; scored once on validation. Each AUROC is set "
+         "the sae and hyperparams splits, C and thresholds chosen by cross-validation over them (C: mean fold "
+         "AUROC, ties to the smaller; C_fold_agreement: the share of folds whose own best C it is); scored once on "
+         "validation. Each AUROC is set "
          f"against {SURFACE_REFERENCE} (a logistic regression on prompt length and complexity together): "
          f"{PAIRED_AUROC_DIFFERENCE}. An interval that covers 0 means nothing beyond length and complexity is "
          "detectable at this power, not that there is nothing: its ends are what this split cannot rule out."),

@@ -33,11 +33,12 @@ AT_LEAST = ">="  # at the smallest activation seen: everything positive
 
 @dataclass(frozen=True)
 class Threshold:
-    value: float  # chosen on the hyperparams split, applied unchanged elsewhere
+    value: float  # chosen on the non-validation problems, applied unchanged elsewhere
     operator: str  # OPERATOR, or AT_LEAST at the observed minimum (see module docstring)
-    f1: float  # F1 it reached on the split it was chosen on
-    one_class: bool = False  # it predicts one class only on the split it was chosen on
+    f1: float  # F1 it reached where it was chosen (the mean over folds when chosen across folds)
+    one_class: bool = False  # it predicts one class only on the samples it was chosen on
     n: int = 0  # samples it was chosen on
+    folds: int = 0  # folds whose mean F1 chose it; 0: F1 on all its samples at once
 
     @property
     def cut(self) -> float:
@@ -103,22 +104,35 @@ def threshold_candidates(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([[values[0] - step], (values[:-1] + values[1:]) / 2, [values[-1]]])
 
 
-def choose_threshold(activation: np.ndarray, correct: np.ndarray, direction: str) -> Threshold:
+def choose_threshold(
+    activation: np.ndarray, correct: np.ndarray, direction: str, fold: np.ndarray | None = None
+) -> Threshold:
     """The threshold (``activation > value``) maximising F1 of the positive class; ties go to the *highest*.
 
-    SAE activations are >= 0 and mostly 0, so "everything positive" is often among the F1-optimal thresholds
-    on a small split; breaking ties upward picks the optimal threshold that separates the most, and
-    :attr:`Threshold.one_class` says when even that one predicts a single class.
+    With ``fold[n]`` (int, the fold each sample belongs to; negative: none) F1 is the mean of the folds' F1s
+    (cross-validated F1), else F1 on all samples at once. SAE activations are >= 0 and mostly 0, so "everything
+    positive" is often among the F1-optimal thresholds on a small split; breaking ties upward picks the optimal
+    threshold that separates the most, and :attr:`Threshold.one_class` says when even that one predicts a single
+    class.
     """
     scores, positive = _scores_and_labels(activation, correct, direction)
     candidates = threshold_candidates(scores)
-    f1 = np.array([f1_score(positive, scores > value, zero_division=0) for value in candidates])
+    fold = np.full(len(scores), -1) if fold is None else np.asarray(fold)
+    if fold.shape != scores.shape:
+        raise ValueError(f"fold must have the activation's shape {scores.shape}, got {fold.shape}")
+    folds = [fold == k for k in np.unique(fold[fold >= 0])]
+    groups = folds or [np.ones(len(scores), bool)]
+    f1 = np.array([
+        np.mean([f1_score(positive[g], scores[g] > value, zero_division=0) for g in groups]) for value in candidates
+    ])
+    f1 = np.round(f1, 12)  # equal up to summation order: a tie, on every CPU
     best = int(np.flatnonzero(f1 == f1.max())[-1])  # the last maximum = the highest threshold
     predicted = scores > candidates[best]
     below = candidates[best] < scores.min()  # everything positive: the same classification at the minimum
     return Threshold(
         value=float(scores.min() if below else candidates[best]), operator=AT_LEAST if below else OPERATOR,
         f1=float(f1[best]), one_class=bool(predicted.all() or not predicted.any()), n=len(scores),
+        folds=len(folds),
     )
 
 
