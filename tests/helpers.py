@@ -56,10 +56,13 @@ def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) 
             WHERE task_id IN ({",".join(map(str, sae_tasks))}) GROUP BY passed"""
     ).df().set_index("passed").n
     assert best["n_correct"] == recount[True] and best["n_incorrect"] == recount[False]
-    # The SAE quality table: one row per SAE layer over every Phase 1.0 task, its counts adding up.
+    # The SAE quality table: per SAE layer, a row over every Phase 1.0 task and one over the validation tasks
+    # alone (held out from the embedded SAEs' training), its counts adding up.
     quality = pd.read_parquet(layout.sae_quality_file)
-    assert quality.layer.is_unique and quality.tasks.nunique() == 1
-    assert (quality.tasks >= len(pd.read_parquet(layout.phase1_0_dataset(task_range)))).all()
+    every, held_out = quality[quality.prompts == "every task"], quality[quality.prompts != "every task"]
+    assert every.layer.is_unique and every.tasks.nunique() == 1 and held_out.layer.tolist() == every.layer.tolist()
+    assert (every.tasks >= len(pd.read_parquet(layout.phase1_0_dataset(task_range)))).all()
+    assert (held_out.tasks == len(pd.read_parquet(layout.split_file("validation")))).all()
     assert (quality.latents_fired + quality.dead_on_study_prompts == quality.d_sae).all()
     assert (quality.fvu >= 0).all() and quality.between_task_share.between(0, 1).all()
 
