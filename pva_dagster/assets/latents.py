@@ -34,8 +34,10 @@ from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, sc
 from pva_dagster.study.analysis.sae_quality import (
     quality_markdown,
     quality_warnings,
+    read_spliced_loss,
     sae_quality_table,
     separation_tables,
+    with_spliced_loss,
 )
 from pva_dagster.study.analysis.separation import KEEP, TOP_N, best_latents, rank_latents
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
@@ -44,7 +46,7 @@ from pva_dagster.study.plots import histogram_by_group, markdown_table
 from pva_dagster.study.problems.splits import split_task_ids
 
 CODE_VERSION = "3"
-PHASE2_CODE_VERSION = "4"  # its value holds the SAE quality table too
+PHASE2_CODE_VERSION = "5"  # its value holds the SAE quality table too, with sae_weights' spliced loss
 # The splits Phase 2 can score, and the default: the discovery split. "validation" adds an exploratory table
 # pooling Phase 1.2's samples, whose rows share a task's prompt residual (phase3_readouts scores the discovery
 # latents on validation one row per task instead).
@@ -144,8 +146,12 @@ def phase2(
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
         with duckdb.get_connection() as conn:
             every_task = activation_index(conn, greedy, sorted(set(greedy.task_id)), layers)
-        quality = sae_quality_table(
-            every_task, layers, saes.__getitem__, context.log.info, split_task_ids(problem_splits, VALIDATION_SPLIT)
+        quality = with_spliced_loss(
+            sae_quality_table(
+                every_task, layers, saes.__getitem__, context.log.info,
+                split_task_ids(problem_splits, VALIDATION_SPLIT),
+            ),
+            read_spliced_loss(data_store.layout.sae_spliced_loss_file),
         )
         for split in config.splits:
             records = phase1_records([greedy, *(phase1_2_solutions.values() if split == VALIDATION_SPLIT else [])])

@@ -10,12 +10,19 @@ from pva_dagster.assets.loading import model_on_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_MODELS
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
+from pva_dagster.study import storage
 from pva_dagster.study.analysis.embedded_saes import ReadoutPrompts, SAETrainingPlan, readout_training_prompts
+from pva_dagster.study.analysis.spliced_loss import spliced_loss_table
+from pva_dagster.study.domain import VALIDATION_SPLIT
 from pva_dagster.study.plots import markdown_table
+from pva_dagster.study.problems.splits import split_task_ids
 from pva_dagster.study.steering.sweep import vector_digest
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "2"
+CODE_VERSION = "3"
+# Validation prompts (the first by task id) the spliced next-token loss is measured on: held out from the SAEs'
+# training data, and enough tokens (~5k) for the loss's mean to settle at a few seconds per layer on a CPU.
+SPLICED_LOSS_PROMPTS = 32
 
 
 class SAETrainingConfig(dg.Config):
@@ -85,7 +92,8 @@ def sae_weights(
     device_pool: DevicePool,
 ) -> dg.MaterializeResult:
     """One SAE per analysed layer, loadable through SAELens (trained here for the embedded profile, also on the
-    readout residuals of the non-validation problems' prompts)."""
+    readout residuals of the non-validation problems' prompts), with its effect on the model's next-token loss
+    when spliced in, on held-out validation prompts (``saes/spliced_loss.parquet``)."""
     layout = data_store.layout
     with model_on_device(context, device_pool, language_model, data_store) as (device, model, tokenizer):
         prompts = readout_training_prompts(mbpp_problems, problem_splits, study_design.prompt_format(), tokenizer)
@@ -94,12 +102,22 @@ def sae_weights(
             model, tokenizer, study_design.sae_layers, layout, config.plan(study_design.seed), readout,
             context.log.info,
         )
-        rows, digests = [], {}
-        for layer in study_design.sae_layers:
-            sae = sae_source.load(layer, layout, device)
-            rows.append({"layer": layer, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, **reports.get(layer, {})})
-            digests[layer] = vector_digest(sae.W_dec)  # the decoder: what Phase 3 steers along
-    table = pd.DataFrame(rows)
+        saes = {layer: sae_source.load(layer, layout, device) for layer in study_design.sae_layers}
+        held_out = mbpp_problems[mbpp_problems.task_id.isin(split_task_ids(problem_splits, VALIDATION_SPLIT))]
+        loss_prompts = study_design.prompt_format().prompts(held_out.sort_values("task_id").head(SPLICED_LOSS_PROMPTS),
+                                                            tokenizer)  # fmt: skip
+        context.log.info(f"next-token loss with each SAE spliced in, on {len(loss_prompts)} validation prompts")
+        loss = pd.DataFrame(spliced_loss_table(
+            model, tokenizer, saes, list(loss_prompts.values()), study_design.max_prompt_tokens
+        ))
+    storage.write_parquet(layout.sae_spliced_loss_file, loss)
+    rows = [
+        {"layer": layer, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, **reports.get(layer, {})}
+        for layer, sae in saes.items()
+    ]
+    # The decoder: what Phase 3 steers along; the loss measured with it.
+    digests = {layer: vector_digest(sae.W_dec) for layer, sae in saes.items()}
+    table = pd.DataFrame(rows).merge(loss, on="layer")
     return dg.MaterializeResult(
         data_version=data_version(digests),
         metadata={

@@ -67,6 +67,11 @@ class DataLayout:
     def sae_dir(self, layer: int) -> Path:
         return self.root / "saes" / f"layer_{layer}"
 
+    @property
+    def sae_spliced_loss_file(self) -> Path:
+        """Each SAE's effect on next-token loss when spliced into the model, one row per layer (``sae_weights``)."""
+        return self.root / "saes" / "spliced_loss.parquet"
+
     # Phase 1.0: temperature 0, every problem
     @property
     def phase1_0_dir(self) -> Path:

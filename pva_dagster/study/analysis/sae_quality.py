@@ -12,14 +12,18 @@ cannot separate correct from incorrect code whatever the model knows. This table
 * ``mean_l0``: active latents per task; ``latents_fired``: latents active on at least one task;
   ``dead_on_study_prompts`` = ``d_sae`` − ``latents_fired``.
 
-A ratio whose denominator is zero (one task, or identical residuals) is NaN and the warnings say why. The effect
-of splicing the reconstruction into the model on next-token loss is not measured: it needs a forward pass of the
-model per task and layer, which Phase 2 (SAEs and stored residuals only) does not load.
+* ``loss_clean``, ``loss_spliced``, ``loss_zero_ablated``, ``loss_recovered``: the model's next-token loss with the
+  SAE's reconstruction spliced in at its layer, on validation prompts at every position
+  (:mod:`~pva_dagster.study.analysis.spliced_loss`; measured by ``sae_weights``, where the model is loaded, and
+  joined here by layer: the same values on both rows of a layer).
+
+A ratio whose denominator is zero (one task, or identical residuals) is NaN and the warnings say why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +38,7 @@ SAE_QUALITY_COLUMNS = (
     "layer", "prompts", "tasks", "d_sae", "fvu", "fvu_between_tasks", "between_task_share", "mean_l0", "latents_fired",
     "dead_on_study_prompts",
 )
+LOSS_COLUMNS = ("loss_clean", "loss_spliced", "loss_zero_ablated", "loss_recovered")
 # A layer is flagged when its SAE's error reaches half the between-task variation. At 1 the error could hold all
 # of it; at 0.5 a latent difference between tasks is still no larger than the error beside it, so a latent that
 # does not separate correct from incorrect code says little about the model. Below 0.5 the SAE keeps most of what
@@ -105,6 +110,21 @@ def sae_quality_table(
             log(f"SAE quality, layer {layer}, {prompts}: {row['tasks']} tasks, fvu {row['fvu']:.3f}, between-task "
                 f"fvu {row['fvu_between_tasks']:.3f}, {row['latents_fired']} of {row['d_sae']} latents fired")
     return pd.DataFrame(rows, columns=list(SAE_QUALITY_COLUMNS))
+
+
+def read_spliced_loss(path: Path) -> pd.DataFrame:
+    """``sae_weights``' spliced-loss table; raises saying what to re-run when it is absent."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (sae_weights made by an older version): re-materialize sae_weights")
+    return pd.read_parquet(path)
+
+
+def with_spliced_loss(table: pd.DataFrame, loss: pd.DataFrame) -> pd.DataFrame:
+    """The quality table with :data:`LOSS_COLUMNS` joined by layer; raises naming a layer the loss lacks."""
+    missing = sorted(set(table.layer) - set(loss.layer)) if "layer" in loss.columns else sorted(set(table.layer))
+    if missing:
+        raise ValueError(f"no spliced next-token loss for layers {missing}: re-materialize sae_weights")
+    return table.merge(loss[["layer", *LOSS_COLUMNS]], on="layer", how="left", validate="many_to_one")
 
 
 def quality_warnings(table: pd.DataFrame, limit: float = BETWEEN_TASK_FVU_WARNING) -> list[str]:

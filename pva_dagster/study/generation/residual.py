@@ -78,7 +78,7 @@ def validate_layers(model: nn.Module, layers: Sequence[int]) -> list[int]:
     return sorted({int(layer) for layer in layers})
 
 
-def _hidden(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+def block_hidden(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     # Decoder blocks return a tensor in transformers 5 and a tuple (hidden, ...) in older releases.
     return output[0] if isinstance(output, tuple) else output
 
@@ -97,7 +97,7 @@ def record_block_outputs(
 
     def make_hook(layer: int):
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
-            recorded[layer].append(_hidden(output).detach())
+            recorded[layer].append(block_hidden(output).detach())
 
         return hook
 
@@ -148,7 +148,7 @@ def add_per_row(
 
     def output_hook(layer: int):
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]):
-            added = steering.add(layer, _hidden(output))
+            added = steering.add(layer, block_hidden(output))
             return (added, *output[1:]) if isinstance(output, tuple) else added
 
         return hook
@@ -201,7 +201,7 @@ def record_first_call_last_position(
 
     def make_hook(layer: int):
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
-            recorded[layer] = _hidden(output)[:, -1, :].detach().clone()  # clone: free the [batch, seq, d]
+            recorded[layer] = block_hidden(output)[:, -1, :].detach().clone()  # clone: free the [batch, seq, d]
             handles.pop(layer).remove()
 
         return hook
