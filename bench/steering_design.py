@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-directions", type=int, help="steering_random_directions")
     parser.add_argument("--controls", type=int, help="steering_controls")
     parser.add_argument("--coefficients", type=float, nargs="+", help="steering_coefficients")
-    parser.add_argument("--max-tasks", type=int, help="steering_max_tasks")
+    parser.add_argument("--max-tasks", type=int, help="steering_max_tasks and steering_sweep_max_tasks")
     args = parser.parse_args(argv)
     if not (args.data / "phase3" / f"{outputs.STEERING_TESTS}.parquet").exists():
         parser.error(f"{args.data} holds no finished steering run ({outputs.STEERING_TESTS}.parquet missing)")
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         name: value for name, value in {
             "steering_random_directions": args.random_directions, "steering_controls": args.controls,
             "steering_coefficients": args.coefficients, "steering_max_tasks": args.max_tasks,
+            "steering_sweep_max_tasks": args.max_tasks,
         }.items() if value is not None
     }
     profile = embedded_profile().with_resources(data_store=DataStore(root=str(args.data.resolve())))

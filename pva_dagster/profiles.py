@@ -95,6 +95,8 @@ def _shared(data_store: DataStore) -> dict[str, Any]:
 # experiments (about 1,500 more generations than the rest of steering together): more than the README run's time
 # budget allows on a 2-core CPU. Off here, on in the gemma profile (docs/runs.md has one embedded run with it).
 EMBEDDED_RANDOM_DIRECTIONS = 0
+# Problems per label in the embedded coefficient sweep (see the design below).
+EMBEDDED_SWEEP_TASKS_PER_LABEL = 16
 
 
 def embedded_profile() -> Profile:
@@ -124,11 +126,14 @@ def embedded_profile() -> Profile:
                 # about what 84 problems x 2 samples were; the gemma profile samples 5.
                 samples_per_temperature=1,
                 # Small multiples of the residual norm (half the norm breaks every correct solution here) on every
-                # hyperparams and validation problem, against three matched controls (a claim must hold against
-                # each; each control adds about 250 generations, see docs/runs.md).
+                # validation problem, against three matched controls (a claim must hold against each; each control
+                # adds about 250 generations, see docs/runs.md). The coefficient sweep runs on 16 problems per label
+                # drawn from the 120 non-validation ones (about 1.6x the 20 of the hyperparams split alone; all 120
+                # would take six times that); the gemma profile sweeps all of them.
                 steering_coefficients=list(EMBEDDED_STEERING_COEFFICIENTS),
                 steering_controls=3,
                 steering_max_tasks=None,
+                steering_sweep_max_tasks=EMBEDDED_SWEEP_TASKS_PER_LABEL,
                 steering_random_directions=EMBEDDED_RANDOM_DIRECTIONS,
                 # A TopK SAE (k = 32 of 2,048) has a mean density of 1.56 %: the study's absolute 2 % would drop
                 # latents firing 1.3x as often as the average one. Dropped here: 4x the SAE's mean density.

@@ -65,6 +65,9 @@ def check_phase2_scores_and_duckdb_recount(layout: DataLayout, task_range: str) 
     assert (held_out.tasks == len(pd.read_parquet(layout.split_file("validation")))).all()
     assert (quality.latents_fired + quality.dead_on_study_prompts == quality.d_sae).all()
     assert (quality.fvu >= 0).all() and quality.between_task_share.between(0, 1).all()
+    # The model's next-token loss with each SAE spliced in: worse than clean, better than no residual at all.
+    assert (quality.loss_clean < quality.loss_spliced).all()
+    assert (quality.loss_spliced < quality.loss_zero_ablated).all() and quality.loss_recovered.between(0, 1).all()
 
 
 def check_phase3_classification(layout: DataLayout) -> None:
@@ -81,8 +84,17 @@ def check_phase3_classification(layout: DataLayout) -> None:
 def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
     chosen = pd.read_parquet(layout.phase3_table("phase3_steering_coefficients")).set_index("direction")
     sweep = pd.read_parquet(layout.phase3_table("steering_sweep_tests"))
-    assert set(sweep.split) == {"hyperparams"} and set(sweep.coefficient) <= coefficients
+    assert set(sweep.split) == {"non-validation"} and set(sweep.coefficient) <= coefficients
     assert set(chosen.coefficient) <= coefficients and (chosen.coefficient > 0).all()
+    # The sweep ran on sae and hyperparams problems only, each in a fold that chose again without it.
+    split_of = {int(t): name for name in ("sae", "hyperparams", "validation")
+                for t in pd.read_parquet(layout.split_file(name)).task_id}  # fmt: skip
+    swept = {int(t) for path in layout.steering_units_dir.glob("non-validation_*.parquet")
+             for t in pd.read_parquet(path).task_id}  # fmt: skip
+    assert swept and {split_of[t] for t in swept} <= {"sae", "hyperparams"}
+    folds = pd.read_parquet(layout.phase3_table("steering_sweep_folds"))
+    assert folds.fold.nunique() >= 2 and set(folds.direction) == set(chosen.index)
+    assert chosen.fold_agreement.between(0, 1).all()
     tests = pd.read_parquet(layout.phase3_table("steering_tests"))
     assert set(tests.split) == {"validation"}
     for row in tests.itertuples():  # only the chosen coefficient of each latent's direction ran on validation

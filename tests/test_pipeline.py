@@ -96,7 +96,7 @@ def test_phase3_readouts_put_baselines_probes_and_latents_side_by_side(pipeline)
     check_phase3_readouts(pipeline[0], n_layers=30, sae_layers=small_design().sae_layers)
 
 
-def test_phase3_steering_chooses_on_hyperparams_and_reports_validation_once(pipeline):
+def test_phase3_steering_chooses_over_non_validation_problems_and_reports_validation_once(pipeline):
     check_phase3_steering(pipeline[0], set(SHORT_STEERING_COEFFICIENTS))
 
 

@@ -40,9 +40,9 @@ def _jobs(generator: Generator) -> list[tuple[SteeringUnit, list[Task], torch.Te
     d_model = generator.model.config.hidden_size
     rows = torch.randn(2, d_model, generator=torch.Generator().manual_seed(0))
     return [
-        (baseline_unit("hyperparams", "correct"), tasks, None),
-        (SteeringUnit("hyperparams", 1.0, 30.0, "correct", TARGET, 10, 5, "correct"), tasks, rows[0]),
-        (SteeringUnit("hyperparams", 1.0, 30.0, "correct", CONTROL, 20, 6, "correct"), tasks, rows[1]),
+        (baseline_unit("non-validation", "correct"), tasks, None),
+        (SteeringUnit("non-validation", 1.0, 30.0, "correct", TARGET, 10, 5, "correct"), tasks, rows[0]),
+        (SteeringUnit("non-validation", 1.0, 30.0, "correct", CONTROL, 20, 6, "correct"), tasks, rows[1]),
     ]
 
 

@@ -6,14 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pva_dagster.study.domain import NON_VALIDATION, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.report import steering_members
+from pva_dagster.study.problems.splits import split_problems
+from pva_dagster.study.steering.coefficient_folds import fold_choices, with_fold_agreement
 from pva_dagster.study.steering.results import (
     COEFFICIENT_RULE,
+    PRESERVATION_MARGIN,
     choose_coefficients,
     control_tests,
     experiment_tests,
     unit_summary,
 )
+from pva_dagster.study.steering.split_plan import steered_task_ids, sweep_folds
 from pva_dagster.study.steering.sweep import (
     EXPERIMENTS,
     SteeringUnit,
@@ -140,19 +145,19 @@ def test_a_problem_whose_unsteered_rerun_changed_label_is_not_counted():
 
 
 def test_each_split_and_coefficient_is_tested_on_its_own():
-    sweep = pd.concat([_outcomes("hyperparams", c, corrected=k) for c, k in [(0.5, 3), (1.0, 8)]])
+    sweep = pd.concat([_outcomes("non-validation", c, corrected=k) for c, k in [(0.5, 3), (1.0, 8)]])
     tests = _tests(pd.concat([sweep, _outcomes()], ignore_index=True))
-    assert len(tests[tests.split == "hyperparams"]) == 6 and len(tests[tests.split == "validation"]) == 3
+    assert len(tests[tests.split == "non-validation"]) == 6 and len(tests[tests.split == "validation"]) == 3
     alone = _tests(_outcomes()).drop(columns="split")
     validation = tests[tests.split == "validation"].drop(columns="split").reset_index(drop=True)
     pd.testing.assert_frame_equal(validation, alone)
 
 
 def _sweep(by_coefficient: dict[float, tuple[int, ...]], n: int = 40) -> pd.DataFrame:
-    """A hyperparams sweep: per coefficient (target corrected, control corrected, control broken[, control
+    """A coefficient sweep: per coefficient (target corrected, control corrected, control broken[, control
     corrupted]) of n each, one control."""
     return _tests(pd.concat([
-        _outcomes("hyperparams", c, corrected=v[0], control_corrected=(v[1],), control_broken=(v[2],), n=n,
+        _outcomes("non-validation", c, corrected=v[0], control_corrected=(v[1],), control_broken=(v[2],), n=n,
                   control_corrupted=(v[3],) if len(v) > 3 else None)
         for c, v in by_coefficient.items()
     ], ignore_index=True))
@@ -184,7 +189,7 @@ def test_each_direction_reads_its_own_controls_damage_and_the_ceiling_is_inclusi
 
 def test_the_ceiling_holds_for_every_control_not_their_mean():
     outcomes = pd.concat([
-        _outcomes("hyperparams", c, corrected=k, control_corrected=(0, 0), control_broken=broken)
+        _outcomes("non-validation", c, corrected=k, control_corrected=(0, 0), control_broken=broken)
         for c, k, broken in [(0.1, 1, (0, 0)), (0.5, 9, (14, 2))]  # at 0.5: 35 % and 5 %, a mean of 20 %
     ], ignore_index=True)
     chosen = choose_coefficients(_tests(outcomes), ["correct"], [0.1, 0.5])
@@ -242,10 +247,10 @@ def test_units_combine_in_any_order_against_their_groups_baseline():
         return pd.DataFrame({"task_id": range(1, len(passed) + 1), "passed": passed, "completion": "c",
                              "generated_code": "x = 1"})
 
-    on_wrong = baseline_unit("hyperparams", "incorrect"), records([False, False])
-    on_right = baseline_unit("hyperparams", "correct"), records([True])
-    target = SteeringUnit("hyperparams", 0.5, 2.0, "correct", "target", 3, 7, "incorrect"), records([True, False])
-    control = SteeringUnit("hyperparams", 0.5, 2.0, "correct", "control", 3, 9, "incorrect"), records([False, False])
+    on_wrong = baseline_unit("non-validation", "incorrect"), records([False, False])
+    on_right = baseline_unit("non-validation", "correct"), records([True])
+    target = SteeringUnit("non-validation", 0.5, 2.0, "correct", "target", 3, 7, "incorrect"), records([True, False])
+    control = SteeringUnit("non-validation", 0.5, 2.0, "correct", "control", 3, 9, "incorrect"), records([False, False])
     in_order, in_order_baselines = combine_units([on_wrong, on_right, target, control])
     shuffled, shuffled_baselines = combine_units([control, on_right, target, on_wrong])
     key = ["kind", "latent", "task_id"]
@@ -258,3 +263,61 @@ def test_units_combine_in_any_order_against_their_groups_baseline():
         combine_units([on_right, target])
     with pytest.raises(ValueError, match="no steering unit"):
         combine_units([on_wrong, on_right])
+
+
+def _folds(n: int = 40, k: int = 5) -> pd.DataFrame:
+    return pd.DataFrame({"task_id": range(n), "fold": [t % k for t in range(n)]})
+
+
+def _fold_sweep(by_coefficient: dict[float, int]) -> pd.DataFrame:
+    """Per coefficient, the target corrects its first k of 40 incorrect problems; one control corrects none."""
+    return pd.concat([_outcomes(NON_VALIDATION, c, corrected=k) for c, k in by_coefficient.items()], ignore_index=True)
+
+
+def test_a_clear_choice_is_made_again_without_every_fold():
+    outcomes = _fold_sweep({0.1: 2, 0.2: 20})
+    per_fold = fold_choices(outcomes, _folds(), ["correct"], [0.1, 0.2], PRESERVATION_MARGIN)
+    assert list(per_fold.fold) == [0, 1, 2, 3, 4] and set(per_fold.coefficient) == {0.2}
+    chosen = with_fold_agreement(choose_coefficients(_tests(outcomes), ["correct"], [0.1, 0.2]), per_fold)
+    assert chosen.coefficient.item() == 0.2 and chosen.fold_agreement.item() == 1.0
+
+
+def test_a_choice_one_problem_decides_shows_in_the_folds():
+    # 0.1 corrects problems 0-3, 0.2 problems 0-2: over all problems 0.1 wins by one; without the fold holding
+    # problem 3 the two tie, and ties go to the larger coefficient.
+    outcomes = _fold_sweep({0.1: 4, 0.2: 3})
+    per_fold = fold_choices(outcomes, _folds(), ["correct"], [0.1, 0.2], PRESERVATION_MARGIN)
+    chosen = with_fold_agreement(choose_coefficients(_tests(outcomes), ["correct"], [0.1, 0.2]), per_fold)
+    assert chosen.coefficient.item() == 0.1
+    assert per_fold.set_index("fold").coefficient[3] == 0.2 and chosen.fold_agreement.item() == pytest.approx(0.8)
+    assert chosen.fold_choices.item() == "0.1, 0.1, 0.1, 0.2, 0.1"
+
+
+def test_without_folds_there_is_no_agreement_to_report():
+    outcomes = _fold_sweep({0.1: 4})
+    per_fold = fold_choices(outcomes, pd.DataFrame(), ["correct"], [0.1], PRESERVATION_MARGIN)
+    chosen = with_fold_agreement(choose_coefficients(_tests(outcomes), ["correct"], [0.1]), per_fold)
+    assert per_fold.empty and np.isnan(chosen.fold_agreement.item())
+
+
+def test_a_sweep_problem_without_a_fold_is_refused():
+    with pytest.raises(ValueError, match="without a fold"):
+        fold_choices(_fold_sweep({0.1: 4}), _folds(n=20), ["correct"], [0.1], PRESERVATION_MARGIN)
+
+
+def test_the_sweep_runs_on_every_non_validation_problem_in_stratified_folds():
+    rng = np.random.default_rng(0)
+    splits = split_problems(pd.DataFrame({"task_id": range(1, 201), "cyclomatic_complexity": rng.integers(1, 9, 200)}))
+    swept = steered_task_ids(splits, NON_VALIDATION)
+    assert set(swept) == set(splits.task_id[splits.split != VALIDATION_SPLIT])
+    assert set(steered_task_ids(splits, VALIDATION_SPLIT)) == set(splits.task_id[splits.split == VALIDATION_SPLIT])
+    with pytest.raises(ValueError, match="not 'hyperparams'"):
+        steered_task_ids(splits, "hyperparams")
+    labels = {"correct": pd.DataFrame({"task_id": swept[::3]}), "incorrect": pd.DataFrame({"task_id": [
+        t for t in swept if t not in set(swept[::3])
+    ]})}
+    folds, note = sweep_folds(labels, splits, seed=1)
+    assert sorted(folds.task_id) == sorted(swept) and (folds.fold >= 0).all()
+    correct = folds.task_id.isin(labels["correct"].task_id)
+    per_fold = pd.crosstab(folds.fold, correct)
+    assert len(per_fold) >= 3 and (per_fold > 0).all().all(), (note, per_fold)

@@ -1,5 +1,6 @@
-"""Phase 3 steering: sweep the coefficients on the hyperparams split, choose one per direction there, then run
-only the chosen ones on the validation split (the reported result), each against random-latent controls.
+"""Phase 3 steering: sweep the coefficients over the non-validation problems, choose one per direction there (with
+the choice's stability over cross-fitting folds), then run only the chosen ones on the validation split (the
+reported result), each against matched control latents.
 
 Each of the two assets is a graph of steps: a plan (which units, on which problems, along which decoder row),
 one step per problem group (mapped from the plan's dynamic output, each on a device of its own: its units' rows
@@ -23,8 +24,9 @@ from pva_dagster.resources import DataStore, DeviceSource, LanguageModel, SAESou
 from pva_dagster.resources.parquet_io import PartitionFrames
 from pva_dagster.study import outputs
 from pva_dagster.study.analysis.activation_index import phase1_records
-from pva_dagster.study.domain import HYPERPARAMS_SPLIT, SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.domain import NON_VALIDATION, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.plots import markdown_table
+from pva_dagster.study.steering.coefficient_folds import fold_choices, with_fold_agreement
 from pva_dagster.study.steering.results import COEFFICIENT_RULE, choose_coefficients, dose_response_plot
 from pva_dagster.study.steering.split_plan import (
     GroupJob,
@@ -37,7 +39,7 @@ from pva_dagster.study.steering.sweep import SteeringUnit, run_units
 from pva_dagster.study.steering.vectors import CoefficientMode, check_steering_coefficients
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "5"
+CODE_VERSION = "6"
 # Values passed between the steps of a graph are pickled beside the data (every worker sees that folder).
 STEP_IO = "step_io_manager"
 
@@ -47,7 +49,7 @@ class SteeringConfig(dg.Config):
         default="relative", description="'relative' (x mean residual norm) or 'absolute'; checked at launch."
     )
     coefficients: list[float] | None = Field(
-        default=None, description="Override the profile's hyperparams sweep (nonzero values; 0 is the baseline)."
+        default=None, description="Override the profile's coefficient sweep (nonzero values; 0 is the baseline)."
     )
 
     @field_validator("coefficients")
@@ -68,8 +70,9 @@ def _inputs(
 
 
 def step_key(split: str, problems: str) -> str:
-    """A problem group's step as a Dagster mapping key, e.g. ``hyperparams_on_incorrect``."""
-    return f"{split}_on_{problems}"
+    """A problem group's step as a Dagster mapping key (letters, digits and underscores), e.g.
+    ``non_validation_on_incorrect``."""
+    return f"{split}_on_{problems}".replace("-", "_")
 
 
 def _cpu_saes(sae_source: SAESource, data_store: DataStore) -> Callable[[int], Any]:
@@ -101,11 +104,12 @@ def plan_sweep(
     problem_splits: pd.DataFrame, extended_tests: pd.DataFrame, sae_source: SAESource, study_design: StudyDesign,
     data_store: DataStore,
 ) -> Iterator[dg.DynamicOutput | dg.Output]:
-    """The hyperparams sweep's units: every configured coefficient for every direction's best latent."""
+    """The sweep's units: every configured coefficient for every direction's best latent, on the non-validation
+    problems."""
     sweep = config.coefficients or study_design.steering_coefficients
     inputs = _inputs(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     yield from _planned(
-        context, HYPERPARAMS_SPLIT, list(sweep), config.coefficient_mode, inputs, _cpu_saes(sae_source, data_store),
+        context, NON_VALIDATION, list(sweep), config.coefficient_mode, inputs, _cpu_saes(sae_source, data_store),
         study_design,
     )
 
@@ -159,21 +163,23 @@ def _combined(
 def choose_from_sweep(
     plan: SplitPlan, results: list[list[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    """The sweep's tests (exploratory) and the coefficient chosen per direction on the hyperparams split."""
+    """The sweep's tests (exploratory) and the coefficient chosen per direction over the non-validation problems,
+    with each cross-fitting fold's own choice."""
     made, facts = _combined(plan, results)
-    chosen = choose_coefficients(made["tests"], facts["directions"], plan.coefficients).assign(
-        coefficient_mode=plan.coefficient_mode
-    )
+    per_fold = fold_choices(made["outcomes"], plan.folds, facts["directions"], plan.coefficients, plan.margin)
+    chosen = with_fold_agreement(
+        choose_coefficients(made["tests"], facts["directions"], plan.coefficients), per_fold
+    ).assign(coefficient_mode=plan.coefficient_mode)
     tables = {
         outputs.CHOSEN_COEFFICIENTS: chosen,
         outputs.SWEEP_TESTS: made["tests"], outputs.SWEEP_CONTROLS: made["controls"],
-        outputs.SWEEP_UNITS: made["units"], outputs.SWEEP_NOISE: made["noise"],
+        outputs.SWEEP_UNITS: made["units"], outputs.SWEEP_NOISE: made["noise"], outputs.SWEEP_FOLDS: per_fold,
     }
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **facts,
         "rule": COEFFICIENT_RULE,
         "chosen": dg.MetadataValue.md(markdown_table(chosen.drop(columns="rule"))),
-        "sweep (exploratory, hyperparams split)": dg.MetadataValue.md(markdown_table(made["tests"])),
+        "sweep (exploratory, non-validation problems)": dg.MetadataValue.md(markdown_table(made["tests"])),
         "dose-response": dg.MetadataValue.md(dose_response_plot(made["tests"], plan.coefficient_mode)),
         "noise floor (unsteered rerun vs Phase 1.0)": dg.MetadataValue.md(markdown_table(made["noise"])),
     })
@@ -209,7 +215,8 @@ def _steering_config(config: dict[str, Any]) -> dict[str, Any]:
 def phase3_steering_coefficients(
     top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests
 ):
-    """The coefficient sweep on the hyperparams split (exploratory) and the coefficient chosen per direction."""
+    """The coefficient sweep over the non-validation problems (exploratory) and the coefficient chosen per
+    direction, with its stability over cross-fitting folds."""
     units, plan = plan_sweep(top_latents, phase2, phase1_0_solutions, mbpp_problems, problem_splits, extended_tests)
     return choose_from_sweep(plan, units.map(steer_units).collect())
 

@@ -24,7 +24,7 @@ SHORT_STEERING_COEFFICIENTS: tuple[float, ...] = (0.1, 0.5)
 # What every small run (a test's, the rehearsal's) shares: two samples a temperature, a short steering design.
 SMALL_RUN: dict[str, Any] = {
     "samples_per_temperature": 2, "steering_coefficients": list(SHORT_STEERING_COEFFICIENTS), "steering_controls": 1,
-    "steering_max_tasks": 3, "steering_random_directions": 2,
+    "steering_max_tasks": 3, "steering_sweep_max_tasks": 3, "steering_random_directions": 2,
 }
 # The task ranges of a small run: the embedded profile's (its Definitions' partitions come from its design), on
 # its own problems whatever PVA_PROBLEMS says.

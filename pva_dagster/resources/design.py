@@ -84,7 +84,7 @@ class StudyDesign(dg.ConfigurableResource):
 
     steering_coefficients: list[float] = Field(
         default=list(STEERING_COEFFICIENTS),
-        description="Phase 3 steering sweep on the hyperparams split (relative mode: multiples of the mean "
+        description="Phase 3 steering sweep over the non-validation problems (relative mode: multiples of the mean "
         "residual norm at the layer); nonzero, as every problem group also gets an unsteered baseline.",
     )
     steering_controls: int = Field(
@@ -93,7 +93,13 @@ class StudyDesign(dg.ConfigurableResource):
         "frequency, cosine with the mean residual and decoder norm).",
     )
     steering_max_tasks: int | None = Field(
-        default=None, description="Problems steered per label and split at most (seeded sample; None = all)."
+        default=None, ge=1,
+        description="Problems steered per label on the validation split at most (seeded sample; None = all).",
+    )
+    steering_sweep_max_tasks: int | None = Field(
+        default=None, ge=1,
+        description="Problems per label in the coefficient sweep at most, a seeded sample of the sae and "
+        "hyperparams splits together (None = all of them); its generation is Phase 3's largest cost.",
     )
     steering_random_directions: int = Field(
         default=19, ge=0,

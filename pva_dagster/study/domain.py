@@ -3,12 +3,15 @@ spelled, and the default seed. Everything else imports these rather than repeati
 
 from __future__ import annotations
 
-# Phase 0.1 splits: latents are discovered on ``sae``, thresholds and steering coefficients are chosen on
-# ``hyperparams``, and ``validation`` is touched once for the reported numbers.
+# Phase 0.1 splits: latents are discovered on ``sae``; regularisation, thresholds and steering coefficients are
+# chosen by cross-validation over ``sae`` and ``hyperparams`` together (NON_VALIDATION); ``validation`` is
+# touched once for the reported numbers.
 SAE_SPLIT = "sae"
 HYPERPARAMS_SPLIT = "hyperparams"
 VALIDATION_SPLIT = "validation"
 SPLIT_NAMES: tuple[str, ...] = (SAE_SPLIT, HYPERPARAMS_SPLIT, VALIDATION_SPLIT)
+NON_VALIDATION = "non-validation"
+NON_VALIDATION_SPLITS: tuple[str, ...] = (SAE_SPLIT, HYPERPARAMS_SPLIT)
 
 # A solution's label (pass@1 in the sandbox) and, with the same two words, a latent's direction: the label of
 # the solutions it fires more on.

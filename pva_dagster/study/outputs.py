@@ -29,11 +29,13 @@ REPORT = "phase3_report"
 # The tables of each table-set asset (its value is a dict of these names to DataFrames).
 CLASSIFICATION_OVERALL, CLASSIFICATION_BY_GROUP = "classification", "classification_by_group"
 CLASSIFICATION_TABLES = (CLASSIFICATION_OVERALL, CLASSIFICATION_BY_GROUP)
-CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_CONTROLS, SWEEP_UNITS, SWEEP_NOISE = (
+CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_CONTROLS, SWEEP_UNITS, SWEEP_NOISE, SWEEP_FOLDS = (
     "phase3_steering_coefficients", "steering_sweep_tests", "steering_sweep_controls", "steering_sweep_units",
-    "steering_sweep_noise",
+    "steering_sweep_noise", "steering_sweep_folds",
 )
-STEERING_COEFFICIENT_TABLES = (CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_CONTROLS, SWEEP_UNITS, SWEEP_NOISE)
+STEERING_COEFFICIENT_TABLES = (
+    CHOSEN_COEFFICIENTS, SWEEP_TESTS, SWEEP_CONTROLS, SWEEP_UNITS, SWEEP_NOISE, SWEEP_FOLDS
+)
 STEERING_TESTS, STEERING_CONTROLS, STEERING_EFFECTS, STEERING_NOISE = (
     "steering_tests", "steering_controls", "steering_effects", "steering_noise",
 )

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, matthews_corrcoef
 
-from pva_dagster.study.domain import HYPERPARAMS_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.domain import HYPERPARAMS_SPLIT, NON_VALIDATION, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.surface_difference import (
     DIFFERENCE_COLUMNS,
     SURFACE_REFERENCE,
@@ -29,7 +29,7 @@ from pva_dagster.study.evaluation.surface_difference import (
 from pva_dagster.study.evaluation.validation import Threshold, auroc, choose_threshold, positive_class
 from pva_dagster.study.statistics import BOOTSTRAP_RESAMPLES, PERMUTATIONS, auroc_permutation_p, bootstrap_intervals
 
-FITTING = "non-validation"  # the sae and hyperparams splits together, where C and thresholds are chosen
+FITTING = NON_VALIDATION  # the sae and hyperparams splits together, where C and thresholds are chosen
 READOUT_KEY: tuple[str, ...] = ("readout", "kind", "layer", "direction")
 TABLE_COLUMNS: tuple[str, ...] = (
     *READOUT_KEY, "latent", "C", "C_fold_agreement", "C_fold_best", "cv_auroc", "cv_note", "threshold",

@@ -2,7 +2,7 @@
 
 The page opens with how well each SAE represents the study's own residuals (what every latent result rests on);
 then confirmatory numbers (validation split, touched once), each rate with its 95 % interval and each claim with
-its named test; exploratory tables (the hyperparams sweep, per-unit details) are labelled as such.
+its named test; exploratory tables (the coefficient sweep, per-unit details) are labelled as such.
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ def sae_quality_section(table: pd.DataFrame) -> list[str]:
          "between_task_share: Σ‖x−x̄‖² / Σ‖x‖². mean_l0: active latents per task; latents_fired: latents active "
          "on at least one task; dead_on_study_prompts: the others. Two rows per layer: every Phase 1.0 task, and "
          "the validation tasks alone, which no SAE saw in training (the embedded SAEs train on the other splits' "
-         "prompts, so only the held-out row measures them fairly; the warnings read it)."),
+         "prompts, so only the held-out row measures them fairly; the warnings read it). loss_*: the model's mean "
+         "next-token cross-entropy on validation prompts clean, with the layer's output replaced by the SAE's "
+         "reconstruction (spliced) and by zeros (zero_ablated); loss_recovered = (zero_ablated − spliced) / "
+         "(zero_ablated − clean), SAELens's ce_loss_score: 1 when the reconstruction loses nothing the later "
+         "layers use."),
         quality_markdown(table),
         *verdict,
     ]
@@ -170,11 +174,12 @@ def _steering_section(
 ) -> list[str]:
     chosen_table = chosen[[
         "direction", "experiment", "coefficient", "contrast", "rate", "control_rate", "control_breakage",
-        "met_control_ceiling", "has_data",
+        "met_control_ceiling", "has_data", "fold_choices", "fold_agreement",
     ]]
     return [
         "## Phase 3: steering on the validation split",
-        f"Coefficient rule: {COEFFICIENT_RULE}. Chosen on the hyperparams split:", markdown_table(chosen_table),
+        f"Coefficient rule: {COEFFICIENT_RULE}. Chosen over the non-validation problems, each "
+        "fold's own choice beside it:", markdown_table(chosen_table),
         (f"Tests: {PAIRED_TEST}, against each control on the same problems; a claim must hold against every "
          "control (largest p). Correction and corruption at the chosen coefficient are members of the confirmatory "
          f"family above (Holm-adjusted there). Preservation: {NON_INFERIORITY_TEST}. Minimum detectable effect: "
@@ -183,7 +188,7 @@ def _steering_section(
         *_missing_members(tests, chosen),
         f"Per control ({PAIRED_DIFFERENCE_INTERVAL} of target minus control; {FISHER_TEST}, descriptive):",
         markdown_table(per_control),
-        "Dose-response on the hyperparams split (exploratory: the sweep the coefficient was chosen from):",
+        "Dose-response over the non-validation problems (exploratory: the sweep the coefficient was chosen from):",
         dose_response_plot(sweep, str(chosen.coefficient_mode.iloc[0])),
         ("Noise floor: problems whose unsteered rerun (same batches as the steered runs) changed label against "
          "Phase 1.0:"),
@@ -281,7 +286,7 @@ def render_report(
         ("Exploratory: Phase 2's discovery latents scored again on validation, one row per task",
          readouts[outputs.DISCOVERY_ON_VALIDATION]),
         ("Exploratory: by temperature and difficulty", classification[outputs.CLASSIFICATION_BY_GROUP]),
-        ("Exploratory: coefficient sweep on the hyperparams split (selection, not a result)",
+        ("Exploratory: coefficient sweep over the non-validation problems (selection, not a result)",
          coefficients[outputs.SWEEP_TESTS].drop(columns="test", errors="ignore")),
         ("Exploratory: steering per unit (validation)", steering[outputs.STEERING_EFFECTS]),
     ]

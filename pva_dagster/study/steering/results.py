@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pva_dagster.study.domain import NON_VALIDATION
 from pva_dagster.study.plots import line_sweep
 from pva_dagster.study.statistics import (
     PAIRED_DIFFERENCE_INTERVAL,
@@ -35,18 +36,21 @@ from pva_dagster.study.steering.sweep import (
     superiority_experiment,
 )
 
-# The coefficient rule, applied to the hyperparams split's sweep only (the validation split then runs the
-# chosen coefficient once). Written out here because the report prints it.
+# The coefficient rule, applied to the sweep over the non-validation problems only (the validation split then runs
+# the chosen coefficient once). Written out here because the report prints it.
 CONTROL_DAMAGE_CEILING = 0.2
 COEFFICIENT_RULE = (
-    "hyperparams split, positive coefficients only (negative ones are exploratory): per direction, the coefficient "
-    "with the largest paired contrast to the controls in its superiority experiment (correction for the "
-    "correct-preferring latent, corruption for the incorrect-preferring one; contrast = problems where the target "
+    "the sweep over the non-validation problems (sae and hyperparams splits together), positive coefficients only "
+    "(negative ones are exploratory): per direction, the coefficient with the largest paired contrast to the "
+    "controls in its superiority experiment (correction for the correct-preferring latent, corruption for the "
+    "incorrect-preferring one; contrast = problems where the target "
     "succeeded and a control did not minus the reverse, averaged over the controls), among the coefficients at which "
     f"every control breaks at most {CONTROL_DAMAGE_CEILING:.0%} of correct problems; ties (and a direction without "
     "eligible problems, flagged has_data False) go to the larger coefficient (the strongest push the controls "
     "tolerate); if none keeps the controls under the ceiling (or there were no correct problems to measure it on), "
-    "the smallest, flagged"
+    "the smallest, flagged. The rule fits nothing, so its cross-validated criterion (the contrast summed over "
+    "held-out folds) is the contrast over every problem of the sweep; the folds (stratified by label and "
+    "difficulty) show the choice's stability: the problems outside each fold choose again (fold_agreement)"
 )
 # Preservation's declared non-inferiority margin: the target may break at most this much more of the correct
 # problems than a control does (upper 95 % bound of the paired difference).
@@ -147,7 +151,7 @@ def _experiment_row(
         "control_breakage": max(1 - r if success == "correct" else r for r in control_rates)
         if (group.problems == "correct").all() else np.nan,
         # The ceiling the coefficient was chosen under, checked again on these problems (on validation a control
-        # that stayed under it on the hyperparams split can break more).
+        # that stayed under it in the sweep can break more).
         "control_within_ceiling": _within_ceiling(control_rates, success) if (group.problems == "correct").all()
         else None,
         "mean_similarity": float(group[group.kind == TARGET].similarity.mean()) if n else np.nan,
@@ -221,19 +225,19 @@ def _choose(rows: pd.DataFrame, damage: pd.Series) -> tuple[pd.Series, bool]:
 
 
 def choose_coefficients(sweep: pd.DataFrame, directions: Sequence[str], coefficients: Sequence[float]) -> pd.DataFrame:
-    """One positive coefficient per latent direction from the hyperparams sweep's tests, by :data:`COEFFICIENT_RULE`.
+    """One positive coefficient per latent direction from the sweep's tests, by :data:`COEFFICIENT_RULE`.
 
     ``directions``: those with a latent to steer; ``coefficients``: the values swept (negative ones are never
-    chosen). A direction whose superiority experiment had no eligible problem on the hyperparams split has no
+    chosen). A direction whose superiority experiment had no eligible problem in the sweep has no
     contrast to rank by: ``has_data`` False, and the ceiling alone decides.
     """
     positive = sorted(c for c in coefficients if c > 0)
     if not positive:
         raise ValueError(
-            f"no positive coefficient was swept on the hyperparams split ({list(coefficients)}): confirmatory "
+            f"no positive coefficient was swept ({list(coefficients)}): confirmatory "
             "steering adds the latent's direction, so it needs one"
         )
-    sweep = sweep[sweep.split == "hyperparams"] if len(sweep) else sweep
+    sweep = sweep[sweep.split == NON_VALIDATION] if len(sweep) else sweep
     chosen = []
     for direction in directions:
         experiment = superiority_experiment(direction)
@@ -281,7 +285,7 @@ def dose_response(tests: pd.DataFrame) -> dict[str, list[float]]:
 def dose_response_plot(tests: pd.DataFrame, coefficient_mode: str) -> str:
     """The sweep's :func:`dose_response` as a markdown plot (asset metadata and the report show the same one)."""
     if tests.empty:
-        return "No experiment had eligible problems on the hyperparams split: no dose-response."
+        return "No experiment had eligible problems in the sweep: no dose-response."
     return line_sweep(
         sorted(tests.coefficient.unique()), dose_response(tests), title="Dose-response: rate by steering coefficient",
         xlabel=f"coefficient ({coefficient_mode})", ylabel="rate",

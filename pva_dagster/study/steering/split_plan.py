@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from pva_dagster.study.analysis.latent_scores import pooled
-from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.domain import NON_VALIDATION, NON_VALIDATION_SPLITS, SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.cross_fitting import cross_folds
 from pva_dagster.study.generation.solutions import Task
 from pva_dagster.study.problems.splits import split_task_ids
 from pva_dagster.study.steering.controls import MATCHING, random_directions
@@ -40,6 +42,8 @@ class SteeringDesign(Protocol):
     def steering_controls(self) -> int: ...
     @property
     def steering_max_tasks(self) -> int | None: ...
+    @property
+    def steering_sweep_max_tasks(self) -> int | None: ...
     @property
     def steering_random_directions(self) -> int: ...
     @property
@@ -82,10 +86,32 @@ class SplitPlan:
     """What the combining step needs besides the units' records."""
 
     coefficient_mode: str
-    coefficients: list[float]  # the sweep (hyperparams) or every chosen coefficient (validation)
+    coefficients: list[float]  # the sweep (non-validation) or every chosen coefficient (validation)
     phase1_labels: pd.DataFrame  # task_id, passed of Phase 1.0: the noise floor's reference
     margin: float  # preservation's non-inferiority margin
     facts: dict[str, Any]  # for metadata
+    folds: pd.DataFrame  # task_id, fold of the sweep's problems (cross_fitting's folds); empty for validation
+
+
+def steered_task_ids(splits: pd.DataFrame, split: str) -> list[int]:
+    """The problems a split's steering may run on: the coefficient sweep (:data:`NON_VALIDATION`) covers the sae
+    and hyperparams splits together, the reported run the validation split."""
+    if split == NON_VALIDATION:
+        return sorted(t for name in NON_VALIDATION_SPLITS for t in split_task_ids(splits, name))
+    if split != VALIDATION_SPLIT:
+        raise ValueError(f"steering runs on {NON_VALIDATION!r} (the sweep) or {VALIDATION_SPLIT!r}, not {split!r}")
+    return split_task_ids(splits, split)
+
+
+def sweep_folds(problems: Mapping[str, pd.DataFrame], splits: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, str]:
+    """The sweep's problems (per label, :func:`steering_problems`) cut into cross-fitting's folds, stratified by
+    label and difficulty bucket: ``(task_id, fold)`` and the folds' note."""
+    steered = pd.concat([frame[["task_id"]].assign(correct=label == "correct") for label, frame in problems.items()])
+    steered = steered.merge(splits[["task_id", "cyclomatic_complexity"]], on="task_id", validate="one_to_one")
+    folds = cross_folds(
+        steered.correct.to_numpy(), steered.cyclomatic_complexity.to_numpy(), np.ones(len(steered), bool), seed
+    )
+    return pd.DataFrame({"task_id": steered.task_id.to_numpy(), "fold": folds.fold}), folds.note
 
 
 def plan_split(
@@ -98,7 +124,11 @@ def plan_split(
     ``coefficients``: per direction, or one list for every direction; ``load_sae(layer)``: the SAE on the CPU. A
     unit without problems is left out with a log line (a small split may have no incorrect problems)."""
     records, splits = inputs.records, inputs.splits
-    problems = steering_problems(records, split_task_ids(splits, split), design.steering_max_tasks, design.seed)
+    cap = design.steering_sweep_max_tasks if split == NON_VALIDATION else design.steering_max_tasks
+    problems = steering_problems(records, steered_task_ids(splits, split), cap, design.seed)
+    folds, fold_note = (
+        sweep_folds(problems, splits, design.seed) if split == NON_VALIDATION else (pd.DataFrame(), "")
+    )
     discovery = records[records.task_id.isin(split_task_ids(splits, SAE_SPLIT))]
     # The decoder rows are copied off the SAEs once here (on the CPU), so that a unit step needs no SAE.
     saes = {layer: load_sae(layer) for layer in sorted({layer for layer, _ in rank1_targets(inputs.top).values()})}
@@ -150,10 +180,13 @@ def plan_split(
         "steering hook (TransformerLens)": f"blocks.L.hook_{design.steering_hook}",
         "directions": sorted(targets.best),
         "problems per label": {label: len(frame) for label, frame in problems.items()},
+        **({"coefficient folds": f"{int(folds.fold.max()) + 1} ({fold_note or 'label x difficulty'})"}
+           if len(folds) else {}),
     }
     coefficients_run = sorted({c for values in per_direction.values() for c in values})
     plan = SplitPlan(
-        mode, coefficients_run, records[["task_id", "passed"]].copy(), design.steering_preservation_margin, facts
+        mode, coefficients_run, records[["task_id", "passed"]].copy(), design.steering_preservation_margin, facts,
+        folds,
     )
     return groups, plan
 
@@ -161,11 +194,11 @@ def plan_split(
 def combined_tables(
     plan: SplitPlan, results: Sequence[Sequence[tuple[SteeringUnit, pd.DataFrame]]]
 ) -> dict[str, pd.DataFrame]:
-    """The tables of every unit of a split, by their role: experiment tests, per-control tests, per-unit summary,
-    noise floor."""
+    """The tables of every unit of a split, by their role: per-problem outcomes, experiment tests, per-control
+    tests, per-unit summary, noise floor."""
     outcomes, baselines = combine_units([unit for group in results for unit in group])
     per_control = control_tests(outcomes)
     return {
-        "tests": experiment_tests(outcomes, per_control, plan.margin), "controls": per_control,
+        "outcomes": outcomes, "tests": experiment_tests(outcomes, per_control, plan.margin), "controls": per_control,
         "units": unit_summary(outcomes), "noise": noise_floor(plan.phase1_labels, baselines),
     }

@@ -67,7 +67,7 @@ def problem_groups(direction: str) -> list[str]:
 
 @dataclass(frozen=True)
 class SteeringUnit:
-    split: str  # the problems' split: "hyperparams" (the sweep) or "validation" (the reported run)
+    split: str  # the problems': NON_VALIDATION (the sweep) or "validation" (the reported run)
     coefficient: float  # as configured (relative: a multiple of the mean residual norm)
     scale: float  # the vector's norm actually added (0 for the baseline)
     direction: str  # the latent's preference, "correct" / "incorrect" ("none" for the baseline)
