@@ -67,6 +67,10 @@ class DataLayout:
     def sae_dir(self, layer: int) -> Path:
         return self.root / "saes" / f"layer_{layer}"
 
+    def sae_variant_dir(self, layer: int, seed: int) -> Path:
+        """A seed variant of layer ``layer``'s SAE: outside the primary's folder, which a retraining replaces."""
+        return self.root / "saes" / "variants" / f"layer_{layer}" / f"seed_{seed}"
+
     # Phase 1.0: temperature 0, every problem
     @property
     def phase1_0_dir(self) -> Path:
