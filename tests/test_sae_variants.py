@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pva_dagster.resources import EmbeddedSAEs
 from pva_dagster.study.analysis.embedded_saes import (
@@ -22,6 +24,7 @@ from pva_dagster.study.analysis.embedded_saes import (
 from pva_dagster.study.analysis.sae import MADE_BY_FILE, encode
 from pva_dagster.study.analysis.sae_variants import (
     MATCH_COSINE,
+    best_match,
     decoders,
     match_selection,
     variant_quality,
@@ -130,3 +133,24 @@ def test_a_missing_variant_is_named(tmp_path):
 def test_variants_need_a_folder():
     with pytest.raises(ValueError, match="1 seed variants but no folder"):
         train_embedded_saes(None, None, [1], lambda layer: None, TINY, READOUT)  # type: ignore[arg-type]
+
+
+# Small decoders from a pool of entries, so zero rows, parallel rows and ties come up often.
+ENTRY = st.sampled_from([0.0, 0.0, 1.0, -1.0, 2.5, 1e-8, -3.0])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 6), st.integers(1, 4), st.data())
+def test_best_match_is_finite_and_finds_a_copied_row(d_sae, d_model, data):
+    """Any decoder, zero rows included: a |cosine| in [0, 1]; a primary row scaled by any non-zero factor (the sign
+    included) is matched at cosine 1 by a row parallel to it (itself or another: parallel rows tie up to rounding)."""
+    primary = np.array(data.draw(st.lists(st.lists(ENTRY, min_size=d_model, max_size=d_model), min_size=d_sae,
+                                          max_size=d_sae)))  # fmt: skip
+    query = np.array(data.draw(st.lists(ENTRY, min_size=d_model, max_size=d_model)))
+    latent, cosine = best_match(primary, query)
+    assert 0 <= latent < d_sae and 0 <= cosine <= 1 + 1e-9
+    source = data.draw(st.integers(0, d_sae - 1))
+    if np.linalg.norm(primary[source]) > 1e-6:
+        latent, cosine = best_match(primary, data.draw(st.sampled_from([-2.0, 0.5, 3.0])) * primary[source])
+        assert cosine == pytest.approx(1.0)
+        assert best_match(primary[[latent]], primary[source])[1] == pytest.approx(1.0)
