@@ -160,7 +160,7 @@ def _reads_prompts(plan: SAETrainingPlan) -> bool:
 
 
 def _trained_settings(plan: SAETrainingPlan) -> dict[str, Any]:
-    """What one SAE is trained from: the plan less the number of variants, which trains other SAEs, not this one
+    """What the SAEs are trained from: the plan less the number of variants, which adds SAEs and changes none
     (a primary made before variants existed stays current)."""
     settings = asdict(plan)
     del settings["seed_variants"]
@@ -186,12 +186,13 @@ def train_embedded_saes(
             raise ValueError(f"the plan asks for {plan.seed_variants} seed variants but no folder is given for them")
         folders |= {(layer, seed): variant_dir(layer, seed) for seed in plan.variant_seeds for layer in layers}
     prompts = corpus_fingerprint(readout.prompts) if _reads_prompts(plan) else None
+    # Every SAE of a layer reads the corpus drawn under plan.seed; a variant adds its own seed to what made it.
     made_by = {
-        key: fingerprint(
-            model_fingerprint(model), _trained_settings(plan.for_seed(key[1])), key[0], prompts,
-            readout.max_prompt_tokens,
+        (layer, seed): fingerprint(
+            model_fingerprint(model), _trained_settings(plan), layer, prompts, readout.max_prompt_tokens,
+            *(() if seed == plan.seed else ({"variant_seed": seed},)),
         )
-        for key in folders
+        for layer, seed in folders
     }
 
     def current(key: tuple[int, int]) -> bool:
