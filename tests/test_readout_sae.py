@@ -109,7 +109,7 @@ def test_validation_prompts_never_enter_the_training_rows(tiny_model, tmp_path, 
     prompts = readout_training_prompts(PROBLEMS, SPLITS, FORMAT, tokenizer)
     validation = tuple(FORMAT.prompts(PROBLEMS[PROBLEMS.task_id.isin([1, 4])], tokenizer).values())
     plan = SAETrainingPlan(d_sae=16, k=2, corpus_tokens=256, training_tokens=512, batch_size=64, corpus_files=2,
-                           context_len=32, readout_positions=2)  # fmt: skip
+                           context_len=32, readout_positions=2, seed_variants=0)  # fmt: skip
 
     def train(readout: tuple[str, ...]) -> list[int]:
         reports = train_embedded_saes(

@@ -262,7 +262,7 @@ def test_embedded_saes_are_retrained_when_the_model_dtype_changes(tiny_gemma2_di
     from pva_dagster.study.analysis.embedded_saes import ReadoutPrompts, SAETrainingPlan, train_embedded_saes
 
     plan = SAETrainingPlan(d_sae=16, k=2, corpus_tokens=256, training_tokens=512, batch_size=64, corpus_files=2,
-                           context_len=32)  # fmt: skip
+                           context_len=32, seed_variants=0)  # fmt: skip
     readout = ReadoutPrompts(("Add two numbers.\n\nassert f(1, 2) == 3\n\n# Solution:",), max_prompt_tokens=2048)
 
     def train(dtype: str) -> list[int]:

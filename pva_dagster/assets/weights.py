@@ -53,6 +53,11 @@ class SAETrainingConfig(dg.Config):
         description="Hold the decoder bias b_dec at the readout rows' mean, so the latents encode what differs "
         "between tasks; false: b_dec starts at the training rows' mean and is learnt.",
     )
+    seed_variants: int = Field(
+        default=SAETrainingPlan.seed_variants, ge=0,
+        description="SAEs per layer besides the primary, trained alike from the same residuals under seeds seed + 1, "
+        "seed + 2, ... (saes/variants/), so a finding can be checked as a decoder direction across seeds.",
+    )
 
     def plan(self, seed: int) -> SAETrainingPlan:
         return SAETrainingPlan(**self.model_dump(), seed=seed)

@@ -13,7 +13,12 @@ from typing import Annotated, Any
 import dagster as dg
 from pydantic import AfterValidator, Field
 
-from pva_dagster.study.analysis.embedded_saes import ReadoutPrompts, SAETrainingPlan, train_embedded_saes
+from pva_dagster.study.analysis.embedded_saes import (
+    ReadoutPrompts,
+    SAETrainingPlan,
+    load_variant,
+    train_embedded_saes,
+)
 from pva_dagster.study.analysis.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
 from pva_dagster.study.layout import DataLayout
 
@@ -83,11 +88,17 @@ class EmbeddedSAEs(SAESource):
         self, model: Any, tokenizer: Any, layers: Sequence[int], layout: DataLayout, plan: SAETrainingPlan,
         readout: ReadoutPrompts, log: Callable[[str], None],
     ) -> dict[int, dict[str, float]]:
-        """Train the SAEs of the layers that have none made from this model, plan and readout prompts."""
-        return train_embedded_saes(model, tokenizer, layers, layout.sae_dir, plan, readout, log)
+        """Train the SAEs (and their seed variants) that none made from this model, plan and readout prompts."""
+        return train_embedded_saes(
+            model, tokenizer, layers, layout.sae_dir, plan, readout, log, variant_dir=layout.sae_variant_dir
+        )
 
     def _load(self, layer: int, layout: DataLayout, device: str) -> Any:
         return load_local_sae(layout.sae_dir(layer), device)
+
+    def load_variant(self, layer: int, seed: int, layout: DataLayout, device: str) -> Any:
+        """The seed variant ``seed`` of the layer's SAE; raises naming the layer and seed when there is none."""
+        return load_variant(layout, layer, seed, device)
 
     def describe(self) -> str:
         return "embedded (trained here)"

@@ -72,6 +72,10 @@ class DataLayout:
         """Each SAE's effect on next-token loss when spliced into the model, one row per layer (``sae_weights``)."""
         return self.root / "saes" / "spliced_loss.parquet"
 
+    def sae_variant_dir(self, layer: int, seed: int) -> Path:
+        """A seed variant of layer ``layer``'s SAE: outside the primary's folder, which a retraining replaces."""
+        return self.root / "saes" / "variants" / f"layer_{layer}" / f"seed_{seed}"
+
     # Phase 1.0: temperature 0, every problem
     @property
     def phase1_0_dir(self) -> Path:

@@ -17,13 +17,18 @@ The SAE is unsupervised and no label is read, but the validation split's prompts
 data: the readouts are judged on validation, and an SAE fitted to those very prompts represents them better than
 a new task (training prompts measured 0.12 where held-out ones measured 0.3), which a held-out result must not
 see. Everything is seeded: the corpus files, the prompts (task order), the repetition (in order) and the SAE.
+
+Two SAEs trained alike but from other seeds share only part of their latents, so a latent index found in one
+means nothing in the other. Each layer therefore also gets ``seed_variants`` SAEs that differ from the primary in
+their seed alone (``seed + 1``, ``seed + 2``, ...), trained on the same collected rows, each in its own folder
+with its own fingerprint: a finding that holds across them is one about a direction, not one SAE's latent.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +42,18 @@ from pva_dagster.study.analysis.corpus import (
     corpus_fingerprint,
     stdlib_code_corpus,
 )
-from pva_dagster.study.analysis.sae import MADE_BY_FILE, reconstruction_report, save_sae, train_topk_sae
+from pva_dagster.study.analysis.sae import (
+    MADE_BY_FILE,
+    load_local_sae,
+    reconstruction_report,
+    sae_hook_layer,
+    save_sae,
+    train_topk_sae,
+)
 from pva_dagster.study.domain import DEFAULT_SEED, HYPERPARAMS_SPLIT, SAE_SPLIT
 from pva_dagster.study.generation.labelled_generation import PromptFormat
 from pva_dagster.study.generation.model_loading import model_fingerprint
+from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.records import fingerprint
 
 # The only splits whose prompts an SAE trains on (an allow-list: a problem in no split, or in validation, is
@@ -68,12 +81,26 @@ class SAETrainingPlan:
     readout_positions: int = 1
     centre_on_readout: bool = True  # hold b_dec at the readout rows' mean (else: learnt from the rows' mean)
     seed: int = DEFAULT_SEED
+    # SAEs per layer besides the primary, alike but for their seeds (seed + 1, ...): two are the fewest that show
+    # whether a direction the primary finds recurs beyond one other draw. They cost training time only.
+    seed_variants: int = 2
 
     def __post_init__(self) -> None:
         if not 0 <= self.readout_share < 1:
             raise ValueError(f"readout_share must be in [0, 1), got {self.readout_share}")
         if self.readout_positions < 1:
             raise ValueError(f"readout_positions must be at least 1, got {self.readout_positions}")
+        if self.seed_variants < 0:
+            raise ValueError(f"seed_variants must be at least 0, got {self.seed_variants}")
+
+    @property
+    def variant_seeds(self) -> tuple[int, ...]:
+        """The seeds of the variants, after the primary's own."""
+        return tuple(self.seed + offset for offset in range(1, self.seed_variants + 1))
+
+    def for_seed(self, seed: int) -> SAETrainingPlan:
+        """The plan of one SAE of this family: this plan's settings under ``seed``, with no variants of its own."""
+        return replace(self, seed=seed, seed_variants=0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +159,14 @@ def _reads_prompts(plan: SAETrainingPlan) -> bool:
     return plan.readout_share > 0 or plan.centre_on_readout
 
 
+def _trained_settings(plan: SAETrainingPlan) -> dict[str, Any]:
+    """What the SAEs are trained from: the plan less the number of variants, which adds SAEs and changes none
+    (a primary made before variants existed stays current)."""
+    settings = asdict(plan)
+    del settings["seed_variants"]
+    return settings
+
+
 def train_embedded_saes(
     model: Any,
     tokenizer: Any,
@@ -140,47 +175,77 @@ def train_embedded_saes(
     plan: SAETrainingPlan,
     readout: ReadoutPrompts,
     log: Callable[[str], None] = print,
+    variant_dir: Callable[[int, int], Path] | None = None,  # (layer, seed) -> a seed variant's folder
 ) -> dict[int, dict[str, float]]:
-    """Train one SAE per layer that has none made from this model (its dtype included), plan and readout prompts;
-    return each trained layer's reconstruction report. An SAE made otherwise is retrained."""
+    """Train one SAE per layer, and ``plan.seed_variants`` more under ``plan.variant_seeds``, wherever none is
+    made from this model (its dtype included), settings, seed and readout prompts; return each trained primary's
+    reconstruction report. An SAE made otherwise is retrained; the residuals are collected once for all of them."""
+    folders = {(layer, plan.seed): out_dir(layer) for layer in layers}
+    if plan.seed_variants:
+        if variant_dir is None:
+            raise ValueError(f"the plan asks for {plan.seed_variants} seed variants but no folder is given for them")
+        folders |= {(layer, seed): variant_dir(layer, seed) for seed in plan.variant_seeds for layer in layers}
+    prompts = corpus_fingerprint(readout.prompts) if _reads_prompts(plan) else None
+    # Every SAE of a layer reads the corpus drawn under plan.seed; a variant adds its own seed to what made it.
     made_by = {
-        layer: fingerprint(
-            model_fingerprint(model), asdict(plan), layer,
-            corpus_fingerprint(readout.prompts) if _reads_prompts(plan) else None, readout.max_prompt_tokens,
+        (layer, seed): fingerprint(
+            model_fingerprint(model), _trained_settings(plan), layer, prompts, readout.max_prompt_tokens,
+            *(() if seed == plan.seed else ({"variant_seed": seed},)),
         )
-        for layer in layers
+        for layer, seed in folders
     }
 
-    def current(layer: int) -> bool:
-        marker = out_dir(layer) / MADE_BY_FILE
-        return marker.is_file() and marker.read_text() == made_by[layer]
+    def current(key: tuple[int, int]) -> bool:
+        marker = folders[key] / MADE_BY_FILE
+        return marker.is_file() and marker.read_text() == made_by[key]
 
-    todo = [layer for layer in layers if not current(layer)]
+    todo = [key for key in folders if not current(key)]
     if not todo:
         return {}
+    todo_layers = sorted({layer for layer, _ in todo})
     started = time.perf_counter()
     texts = stdlib_code_corpus(max_files=plan.corpus_files, seed=plan.seed)
     residuals = collect_residuals(
-        model, tokenizer, texts, todo, context_len=plan.context_len, max_tokens=plan.corpus_tokens,
+        model, tokenizer, texts, todo_layers, context_len=plan.context_len, max_tokens=plan.corpus_tokens,
         batch_size=16,
     )
     readouts = (
         collect_readout_residuals(
-            model, tokenizer, readout.prompts, todo, plan.readout_positions, readout.max_prompt_tokens, READOUT_BATCH
+            model, tokenizer, readout.prompts, todo_layers, plan.readout_positions, readout.max_prompt_tokens,
+            READOUT_BATCH,
         )
         if _reads_prompts(plan)
-        else {layer: torch.empty(0, residuals[layer].shape[1]) for layer in todo}
+        else {layer: torch.empty(0, residuals[layer].shape[1]) for layer in todo_layers}
     )
-    log(f"collected {len(residuals[todo[0]])} corpus and {len(readouts[todo[0]])} readout residual tokens "
-        f"({len(readout.prompts)} prompts) for layers {todo} in {time.perf_counter() - started:.0f} s")
+    first = todo_layers[0]
+    log(f"collected {len(residuals[first])} corpus and {len(readouts[first])} readout residual tokens "
+        f"({len(readout.prompts)} prompts) for layers {todo_layers} in {time.perf_counter() - started:.0f} s")
     reports = {}
-    for layer in todo:
+    for layer, seed in todo:
         started = time.perf_counter()
-        sae, training = train_layer_sae(residuals[layer], readouts[layer], layer, plan)
-        save_sae(sae, out_dir(layer), made_by[layer])
-        reports[layer] = {**training, **reconstruction_report(sae, residuals[layer])}
+        sae, training = train_layer_sae(residuals[layer], readouts[layer], layer, plan.for_seed(seed))
+        save_sae(sae, folders[layer, seed], made_by[layer, seed])
+        report = {**training, **reconstruction_report(sae, residuals[layer])}
         if len(readouts[layer]) > 1:  # the centred FVU of the training prompts' readouts (not held out)
-            reports[layer]["readout_fvu_between_tasks"] = reconstruction_report(sae, readouts[layer])["fvu"]
-        reports[layer]["seconds"] = time.perf_counter() - started
-        log(f"layer {layer}: SAE trained, corpus FVU {reports[layer]['fvu']:.3f}, L0 {reports[layer]['l0']:.1f}")
+            report["readout_fvu_between_tasks"] = reconstruction_report(sae, readouts[layer])["fvu"]
+        report["seconds"] = time.perf_counter() - started
+        which = "SAE" if seed == plan.seed else f"seed variant {seed}"
+        log(f"layer {layer}: {which} trained in {report['seconds']:.0f} s, corpus FVU {report['fvu']:.3f}, "
+            f"L0 {report['l0']:.1f}")
+        if seed == plan.seed:
+            reports[layer] = report
     return reports
+
+
+def load_variant(layout: DataLayout, layer: int, seed: int, device: str = "cpu") -> Any:
+    """The seed variant ``seed`` of layer ``layer``'s embedded SAE; raises naming both when it was never trained."""
+    folder = layout.sae_variant_dir(layer, seed)
+    if not (folder / MADE_BY_FILE).is_file():
+        raise FileNotFoundError(
+            f"no SAE seed variant for layer {layer}, seed {seed} at {folder}: materialize sae_weights with a "
+            "seed_variants that covers this seed"
+        )
+    sae = load_local_sae(folder, device)
+    if sae_hook_layer(sae) != layer:
+        raise ValueError(f"the SAE seed variant at {folder} reads layer {sae_hook_layer(sae)}, not {layer}")
+    return sae
