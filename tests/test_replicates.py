@@ -1,7 +1,7 @@
 """Replicates: a latent that carries the label is selected across re-drawn splits and beats the selection-aware
 null; on pure noise the null test rejects at about its nominal rate; the replicates' dense probe finds the layer
 that carries the label and loses a signal that is only prompt length once length is regressed out; twice the
-median of dependent p-values is a valid test."""
+median of dependent p-values is a valid test; the confirmatory family is declared over the replicates."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ from scipy.stats import norm
 
 from pva_dagster.study import outputs
 from pva_dagster.study.domain import SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.confirmatory import (
+    confirmatory_family,
+    declared_p_values,
+    replicate_auroc_member,
+    replicate_beyond_member,
+)
 from pva_dagster.study.evaluation.replicate_probes import regress_out, replicate_probes
 from pva_dagster.study.evaluation.replicate_report import replicate_section
 from pva_dagster.study.evaluation.replicates import (
@@ -175,3 +181,20 @@ def test_twice_the_median_of_dependent_null_p_values_rejects_at_most_its_level()
     with pytest.raises(ValueError, match="p-values in"):
         median_merged_p([0.1, float("nan")])
 
+
+def test_the_family_declares_the_replicate_members_and_steering_joins_them():
+    tasks, residuals, discovery = _study(1, 0.7)
+    design = ReplicateDesign(seed=0, resplits=6, null_draws=9, top_n=20, keep=5)
+    replicates = replicate_table(tasks, residuals, discovery, design)
+    summary = replicate_summary(replicates, null_medians(tasks, discovery, design), design)
+    named = declared_p_values(summary, ["correct", "incorrect"], extra={"steering correction": 0.3})
+    assert list(named) == [replicate_auroc_member("correct"), replicate_beyond_member("correct"),
+                           replicate_auroc_member("incorrect"), replicate_beyond_member("incorrect"),
+                           "steering correction"]  # fmt: skip
+    row = summary.set_index("direction").loc["correct"]
+    assert named[replicate_auroc_member("correct")] == row.p_selection_aware
+    assert named[replicate_beyond_member("correct")] == row.p_beyond_merged
+    family = confirmatory_family(named)
+    assert len(family) == 5 and (family.p_holm >= family.p).all()
+    with pytest.raises(ValueError, match="repeat"):
+        declared_p_values(summary, ["correct"], extra={replicate_auroc_member("correct"): 0.1})
