@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from pva_dagster.study.domain import DEFAULT_SEED
+from pva_dagster.study.evaluation.confirmatory import PRIMARY_REPLICATE, replicate_auroc_member
 from pva_dagster.study.layout import DataLayout
 from pva_dagster.study.sandbox.execution import probe
 
@@ -124,8 +125,9 @@ def check_phase3_steering(layout: DataLayout, coefficients: set[float]) -> None:
 
 def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[int]) -> None:
     """Baselines, a dense probe per stored layer, a sparse probe and best latent per SAE layer, each direction;
-    the rank-1 latents confirmatory; the report opens with the SAE quality table, then the declared family,
-    Holm-adjusted together."""
+    the rank-1 latents marked as the primary replicate; per replicate the probes and the test beyond difficulty;
+    the report opens with the SAE quality table, then the declared family over re-drawn splits, Holm-adjusted
+    together."""
     table = pd.read_parquet(layout.phase3_table("readouts"))
     counts = table.groupby("readout").size().to_dict()
     assert counts == {
@@ -139,14 +141,17 @@ def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[in
     assert difference.between(-1, 1).all() and (table.auroc_minus_surface_ci_low <= difference + 1e-12).all()
     assert (table[table.readout == "length_and_complexity"].auroc_minus_surface == 0).all()
     assert ((table.f1 >= 0) & (table.majority_f1 >= 0)).all()
-    confirmatory = table[table.family == "confirmatory"]
-    assert sorted(confirmatory.direction) == ["correct", "incorrect"] and set(confirmatory.readout) == {"best_latent"}
+    primary = table[table.family == PRIMARY_REPLICATE]
+    assert sorted(primary.direction) == ["correct", "incorrect"] and set(primary.readout) == {"best_latent"}
     beyond = pd.read_parquet(layout.phase3_table("beyond_difficulty"))
     assert beyond.p_lrt.between(0, 1).all() and set(beyond.test) == {"likelihood-ratio test, chi2 1 df"}
     scores = pd.read_parquet(layout.phase3_table("readout_scores"))
     assert not scores.duplicated(["readout", "layer", "direction", "task_id"]).any(), "one row a task"
+    replicates = pd.read_parquet(layout.phase3_table("replicates"))
+    assert {"dense_probe_auroc", "dense_probe_layer", "length_regressed_probe_auroc", "beyond_p"} <= set(replicates)
     report = layout.report_file.read_text()
     family = report.index("## Readouts: the declared confirmatory family")
+    assert replicate_auroc_member("correct") in report[family:]
     assert family < report.index("## Phase 2: top latents") and "beyond prompt length and complexity" in report
     assert report.index("## SAE quality on the study's own residuals") < family, "the SAE quality table comes first"
 

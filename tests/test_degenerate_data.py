@@ -24,7 +24,11 @@ from pva_dagster.study.evaluation.beyond_difficulty import (
     likelihood_ratio_test,
     stratified_auroc,
 )
-from pva_dagster.study.evaluation.confirmatory import confirmatory_family, declared_p_values
+from pva_dagster.study.evaluation.confirmatory import (
+    confirmatory_family,
+    declared_p_values,
+    primary_replicate_p_values,
+)
 from pva_dagster.study.evaluation.cross_fitting import NO_FOLDS, NOT_IN_A_FOLD, choose_regularisation, cross_folds
 from pva_dagster.study.evaluation.readout_metrics import readout_table
 from pva_dagster.study.evaluation.readouts import BASELINE, BEST_LATENT, LATENT
@@ -227,8 +231,11 @@ def test_readout_and_beyond_difficulty_tables_flag_what_they_cannot_compute(spli
     row = beyond.iloc[0]
     assert _is_probability(row.p_lrt) or row.lrt_method == NOT_ESTIMABLE
     assert beyond_difficulty_sentences(beyond)  # one sentence, whatever the fit
-    named = declared_p_values(table.to_frame().T.assign(auroc_p_permutation=0.5), beyond, {"correct": 6})
-    family = confirmatory_family(named)  # a test the data cannot estimate enters as p = 1, never as an error
+    primary = primary_replicate_p_values(table.to_frame().T.assign(auroc_p_permutation=0.5), beyond, {"correct": 6})
+    assert all(_is_probability(p) or np.isnan(p) for p in primary.values())
+    summary = pd.DataFrame({"direction": ["correct"], "p_selection_aware": [np.nan], "p_beyond_merged": [np.nan]})
+    family = confirmatory_family(declared_p_values(summary, ["correct", "incorrect"]))
+    assert family.p.tolist() == [1.0] * 4  # a test the data cannot estimate enters as p = 1, never as an error
     assert family.p.between(0, 1).all()
 
 

@@ -18,11 +18,15 @@ from pva_dagster.study.evaluation.beyond_difficulty import (
     likelihood_ratio_test,
 )
 from pva_dagster.study.evaluation.confirmatory import (
-    auroc_member,
-    beyond_member,
+    PRIMARY_REPLICATE,
     confirmatory_family,
     declared_p_values,
     family_labels,
+    primary_auroc_member,
+    primary_beyond_member,
+    primary_replicate_p_values,
+    replicate_auroc_member,
+    replicate_beyond_member,
 )
 from pva_dagster.study.evaluation.readout_metrics import majority_f1, readout_table
 from pva_dagster.study.evaluation.readouts import readout_scores
@@ -176,13 +180,13 @@ def test_holm_adjusts_exactly_the_declared_family(extra_signal):
     with pytest.raises(ValueError, match="steering"):
         confirmatory_family({"a": 0.01, "steering": float("nan")})
     *_, table, beyond = extra_signal
-    named = declared_p_values(table, beyond, {"correct": LAYER, "incorrect": LAYER}, extra={"corruption": 0.2})
-    assert list(named) == [auroc_member("correct"), beyond_member("correct"), auroc_member("incorrect"),
-                           beyond_member("incorrect"), "corruption"]
-    assert named[beyond_member("correct")] == _row(beyond, "best_latent", "correct").p_lrt
+    primary = primary_replicate_p_values(table, beyond, {"correct": LAYER, "incorrect": LAYER})
+    assert list(primary) == [primary_auroc_member("correct"), primary_beyond_member("correct"),
+                             primary_auroc_member("incorrect"), primary_beyond_member("incorrect")]
+    assert primary[primary_beyond_member("correct")] == _row(beyond, "best_latent", "correct").p_lrt
     labels = family_labels(table, {"correct": LAYER})
-    assert (labels == "confirmatory").sum() == 1
-    assert table[labels == "confirmatory"].readout.item() == "best_latent"
+    assert (labels == PRIMARY_REPLICATE).sum() == 1
+    assert table[labels == PRIMARY_REPLICATE].readout.item() == "best_latent"
 
 
 def test_auroc_by_layer_draws_a_png(extra_signal):
@@ -228,9 +232,12 @@ def test_readout_sections_print_the_family_the_sentences_and_the_floors(extra_si
 
     *_, table, beyond = extra_signal
     layers = {"correct": LAYER, "incorrect": LAYER}
-    family = confirmatory_family(declared_p_values(table, beyond, layers))
+    summary = pd.DataFrame({"direction": ["correct", "incorrect"], "p_selection_aware": [0.02, 0.5],
+                            "p_beyond_merged": [0.01, 1.0]})  # fmt: skip
+    family = confirmatory_family(declared_p_values(summary, list(layers)))
     page = "\n".join(readout_sections(table, beyond, family, layers))
-    assert beyond_member("correct") in page and "adds signal" in page
+    assert replicate_auroc_member("correct") in page and replicate_beyond_member("incorrect") in page
+    assert primary_beyond_member("correct") in page and "adds signal" in page
     assert page.count("data:image/png;base64,") == 2
     row = _row(table, "dense_probe", "correct")
     assert f"{row.f1:.3f} ({row.majority_f1:.3f})" in page

@@ -24,6 +24,7 @@ from pva_dagster.study.analysis.general_text import frequencies_by_layer
 from pva_dagster.study.analysis.sae import encode
 from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT
 from pva_dagster.study.evaluation.beyond_difficulty import beyond_difficulty_sentences
+from pva_dagster.study.evaluation.confirmatory import PRIMARY_REPLICATE
 from pva_dagster.study.evaluation.readout_inputs import readout_tasks, residuals_by_layer, why_not_computable
 from pva_dagster.study.evaluation.readout_metrics import BOOTSTRAP_RESAMPLES, PERMUTATIONS
 from pva_dagster.study.evaluation.readout_pipeline import ReadoutSettings, readout_tables
@@ -72,9 +73,9 @@ def phase3_readouts(
         context.log.warning(f"no {direction} latent survived Phase 2's general-text filter: none is confirmatory")
     table, beyond, flips = (tables[name] for name in (outputs.READOUT_TABLE, outputs.BEYOND_DIFFICULTY,
                                                        outputs.LABEL_FLIPS))  # fmt: skip
-    reported = beyond[beyond.family == "confirmatory"]
+    reported = beyond[beyond.family == PRIMARY_REPLICATE]
     return dg.Output(tables, data_version=data_version(tables), metadata={
-        "rank-1 latents (confirmatory)": {direction: f"L{layer}" for direction, layer in rank1.items()},
+        "rank-1 latents (primary replicate)": {direction: f"L{layer}" for direction, layer in rank1.items()},
         "beyond difficulty": dg.MetadataValue.md("\n\n".join(beyond_difficulty_sentences(reported))),
         **{f"AUROC by layer ({direction})": dg.MetadataValue.md(auroc_by_layer(table, direction))
            for direction in sorted(table.direction.unique())},

@@ -57,7 +57,7 @@ def readout_tables(
     by_label = top_latents_by_label(tasks, latents, general_freq, cutoffs, config["top_n"], config["keep"])
     discovery = Discovery(latents, general_freq, cutoffs)
     design = ReplicateDesign(settings.seed, top_n=config["top_n"], keep=config["keep"])
-    replicates = replicate_table(tasks, discovery, design)
+    replicates = replicate_table(tasks, residuals, discovery, design)
     tables = {
         outputs.REPLICATES: replicates, outputs.SELECTION_FREQUENCY: selection_frequency(replicates),
         outputs.REPLICATE_SUMMARY: replicate_summary(replicates, null_medians(tasks, discovery, design), design),

@@ -1,5 +1,6 @@
-"""The report's section on replicates: the rank-1 AUROC as a distribution over re-drawn splits, the
-selection-aware test and how stable the selection is (tables of ``replicates.py``)."""
+"""The report's section on replicates: the rank-1 AUROC as a distribution over re-drawn splits beside the
+replicates' probes, the selection-aware test, the merged test beyond difficulty and how stable the selection is
+(tables of ``replicates.py``)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,15 @@ def replicate_section(readouts: Mapping[str, pd.DataFrame]) -> list[str]:
          "redoing discovery on its sae split and scoring its rank-1 latent on its validation split, on the same "
          f"residuals and SAEs. Test: {SELECTION_AWARE_TEST} ({int(summary.null_draws.max())} draws; smallest "
          "possible p = 1 / (draws + 1)). `beats_*`: the share of replicates whose rank-1 latent has a higher "
-         f"validation AUROC than that surface baseline ({', '.join(SURFACE)}), fitted on the replicate's other "
-         "problems. A latent is named with how often it is selected: a name without its share is one draw."),
+         f"validation AUROC than that surface baseline ({', '.join(SURFACE)}) or the dense probe, fitted on the "
+         "replicate's other problems. `dense_probe_*`: per replicate, an L2 logistic regression on the standardised "
+         "residual whose layer and C cross-validation inside the replicate's other problems chooses, scored on its "
+         "validation split; `length_regressed_probe_*`: the same with prompt length regressed out of every "
+         "residual dimension (the same on both directions' rows). `beyond_p_median`: the median over replicates "
+         "of the rank-1 latent's likelihood-ratio test beyond length and complexity on the replicate's validation "
+         "split; `p_beyond_merged`, twice it (at most 1), is a p-value however the overlapping splits make the "
+         "tests depend on each other. A latent is named with how often it is selected: a name without its share "
+         "is one draw."),
         markdown_table(summary),
         replicate_plot(replicates, summary),
         "Selection frequency (share of replicates ranking the latent first / holding it in the top k):",

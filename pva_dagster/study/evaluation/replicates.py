@@ -11,7 +11,9 @@ on the replicate's sae and hyperparams problems (prompt length, complexity, both
 and selection run on them; the statistic is the median rank-1 validation AUROC over the resplits. Its
 p-value, (1 + null draws at or above the observed median) / (1 + draws), accounts for the selection itself (a
 latent chosen as the best of thousands looks good on any draw), which a test of one chosen latent on one split
-cannot.
+cannot. The probes and the likelihood-ratio tests are not redone per null draw: they are not part of that
+statistic. The replicates' ``beyond_p`` are merged into one p-value, twice their median
+(:func:`median_merged_p`), valid however the overlapping splits make them depend on each other.
 
 **Stability**: how often each latent is rank 1 (selection frequency) and in the top k, and the mean pairwise
 Jaccard overlap of the replicates' top-k sets. Latent *indices* are compared; an SAE trained with another seed
@@ -35,8 +37,11 @@ from sklearn.preprocessing import StandardScaler
 
 from pva_dagster.study.analysis.separation import rank_latents, separation_scores
 from pva_dagster.study.domain import DIRECTIONS, SAE_SPLIT, VALIDATION_SPLIT
+from pva_dagster.study.evaluation.beyond_difficulty import likelihood_ratio_test
+from pva_dagster.study.evaluation.replicate_probes import replicate_probes
 from pva_dagster.study.evaluation.validation import positive_class
 from pva_dagster.study.problems.splits import split_problems
+from pva_dagster.study.statistics import median_merged_p
 
 RESPLITS = 20  # enough for a median and a 5-95 % range of the AUROC
 NULL_DRAWS = 49  # the smallest p-value is 1 / (1 + NULL_DRAWS) = 0.02; each draw redoes every resplit
@@ -121,18 +126,39 @@ def one_replicate(
     return pd.DataFrame(rows)
 
 
+def _beyond(tasks: pd.DataFrame, rows: pd.DataFrame, scored: np.ndarray, discovery: Discovery) -> pd.DataFrame:
+    """``rows`` with each rank-1 latent's likelihood-ratio test beyond length and complexity on the ``scored``
+    tasks: ``beyond_p`` (NaN where not estimable) and ``beyond_method`` (the fit, or why none)."""
+    tests = [
+        likelihood_ratio_test(
+            positive_class(tasks.correct.to_numpy(bool)[scored], row.direction), tasks.prompt_tokens.to_numpy()[scored],
+            tasks.complexity.to_numpy()[scored], discovery.latents[int(row.layer)][scored, int(row.latent)],
+        )
+        for row in rows.itertuples()
+    ]
+    return rows.assign(beyond_p=[t["p_lrt"] for t in tests], beyond_method=[t["lrt_method"] for t in tests])
+
+
 def replicate_table(
-    tasks: pd.DataFrame, discovery: Discovery, design: ReplicateDesign
+    tasks: pd.DataFrame, residuals: Mapping[int, np.ndarray], discovery: Discovery, design: ReplicateDesign
 ) -> pd.DataFrame:
     """One row per (replicate, direction): the selection and its validation AUROC beside the surface baselines'
-    (``tasks``: :func:`readout_inputs.readout_tasks`, with ``correct`` the study's label)."""
+    and the replicate's probes' (the same on both directions' rows: a probe has none), and the rank-1 latent's
+    test beyond difficulty. ``tasks``: :func:`readout_inputs.readout_tasks`, with ``correct`` the study's label;
+    ``residuals[layer]``: ``float[tasks, d_model]`` in ``tasks``' order, the dense probes' input."""
     correct = tasks.correct.to_numpy(bool)
     frames = []
     for r in range(design.resplits):
         splits = resplit(tasks, design.seed + r)
+        scored = splits == VALIDATION_SPLIT
         rows = one_replicate(tasks, correct, splits, discovery, design)
-        surface = _surface(tasks, correct, splits != VALIDATION_SPLIT, splits == VALIDATION_SPLIT, design.seed)
-        frames.append(rows.assign(replicate=r, validation_tasks=int((splits == VALIDATION_SPLIT).sum()), **surface))
+        if rows.empty:
+            continue
+        surface = _surface(tasks, correct, ~scored, scored, design.seed)
+        probes = replicate_probes(residuals, tasks, scored, design.seed + r)
+        frames.append(_beyond(tasks, rows, scored, discovery).assign(
+            replicate=r, validation_tasks=int(scored.sum()), **surface, **probes
+        ))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -154,9 +180,24 @@ def _mean_jaccard(tops: list[list[str]]) -> float:
     return float(np.mean(pairs)) if pairs else np.nan
 
 
+def _probe_summary(group: pd.DataFrame) -> dict[str, float]:
+    """The probes' validation AUROC over the replicates (median, 5-95 %) and how often the rank-1 latent beats
+    the dense probe."""
+    spread = {
+        f"{probe}_{name}": float(statistic(group[f"{probe}_auroc"]))
+        for probe in ("dense_probe", "length_regressed_probe")
+        for name, statistic in (("median_auroc", pd.Series.median), ("auroc_p05", lambda s: s.quantile(0.05)),
+                                ("auroc_p95", lambda s: s.quantile(0.95)))
+    }  # fmt: skip
+    both = group.auroc.notna() & group.dense_probe_auroc.notna()  # a replicate without a probe compares nothing
+    beats = (group.auroc > group.dense_probe_auroc)[both]
+    return {**spread, "beats_dense_probe": float(beats.mean()) if len(beats) else np.nan}
+
+
 def replicate_summary(replicates: pd.DataFrame, null: pd.DataFrame, design: ReplicateDesign) -> pd.DataFrame:
     """Per direction: the rank-1 AUROC's distribution over replicates, the selection-aware test, how often the
-    latent beats each surface baseline, and the stability of the selection."""
+    latent beats each surface baseline and the dense probe, the probes' AUROC over replicates, the merged test
+    beyond difficulty, and the stability of the selection."""
     rows = []
     for direction, group in replicates.groupby("direction") if len(replicates) else []:
         median = float(group.auroc.median())
@@ -170,6 +211,10 @@ def replicate_summary(replicates: pd.DataFrame, null: pd.DataFrame, design: Repl
             "null_draws": len(mine),
             "p_selection_aware": (1 + int((mine >= median).sum())) / (1 + len(mine)) if len(mine) else np.nan,
             **{f"beats_{name}": float((group.auroc > group[name]).mean()) for name in SURFACE},
+            **_probe_summary(group),
+            "beyond_p_median": float(group.beyond_p.median()), "beyond_not_estimable": int(group.beyond_p.isna().sum()),
+            # a test the data could not estimate counts as p = 1: no evidence, and the merge stays valid
+            "p_beyond_merged": median_merged_p(group.beyond_p.fillna(1.0).to_numpy()),
             "most_selected": f"L{layer}/{latent}", "most_selected_share": count / len(group),
             "distinct_rank1": len(frequent), "top_k_jaccard": _mean_jaccard(list(group.top)),
         })

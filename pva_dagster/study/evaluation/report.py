@@ -21,9 +21,11 @@ from pva_dagster.study.evaluation.classification import MIN_THRESHOLD_SAMPLES
 from pva_dagster.study.evaluation.confirmatory import (
     CONFIRMATORY,
     EXPLORATORY,
+    PRIMARY_REPLICATE,
     confirmatory_family,
     declared_p_values,
     family_labels,
+    primary_replicate_p_values,
 )
 from pva_dagster.study.evaluation.replicate_report import replicate_section
 from pva_dagster.study.evaluation.surface_difference import SURFACE_REFERENCE
@@ -248,8 +250,9 @@ def render_report(
     """The page, from the tables of the Phase 2 top latents (per split), the classification, the coefficient
     sweep, the validation steering run and the readouts (each a dict of named tables, as the assets return
     them), the general-text cut-off table, the label rule the study used and the SAE quality table (the first
-    section). The confirmatory family is declared here: the rank-1 latents' AUROC and their value beyond
-    difficulty, and steering's correction and corruption, Holm-adjusted together."""
+    section). The confirmatory family is declared here: the rank-1 latents' AUROC over re-drawn splits against
+    the selection-aware null and their merged value beyond difficulty, and steering's correction and corruption,
+    Holm-adjusted together."""
     table, beyond = readouts[outputs.READOUT_TABLE], readouts[outputs.BEYOND_DIFFICULTY]
     sections = ["# Does the model know when its code is correct?", *sae_quality_section(sae_quality)]
     if table.empty:
@@ -260,11 +263,11 @@ def render_report(
         ]
     else:
         rank1 = {
-            str(row.direction): int(row.layer) for row in table[table.family == CONFIRMATORY].itertuples()
+            str(row.direction): int(row.layer) for row in table[table.family == PRIMARY_REPLICATE].itertuples()
         }
-        family = confirmatory_family(
-            declared_p_values(table, beyond, rank1, extra=steering_members(steering[outputs.STEERING_TESTS]))
-        )
+        family = confirmatory_family(declared_p_values(
+            readouts[outputs.REPLICATE_SUMMARY], list(rank1), extra=steering_members(steering[outputs.STEERING_TESTS])
+        ))
         sections += readout_sections(table, beyond, family, rank1)
         sections += replicate_section(readouts)
         sections += [
@@ -310,10 +313,12 @@ def _differences(readouts: pd.DataFrame) -> list[str]:
 def readout_sections(
     readouts: pd.DataFrame, beyond: pd.DataFrame, family: pd.DataFrame, rank1_layers: Mapping[str, int]
 ) -> list[str]:
-    """The readout sections: the confirmatory family (Holm), one sentence per direction on the rank-1 latent
-    beyond difficulty, the AUROC-by-layer plots, then every readout and beyond-difficulty row as exploratory
-    (:func:`readout_table`, :func:`beyond_difficulty_table`, :func:`confirmatory_family`)."""
-    reported = beyond[family_labels(beyond, rank1_layers) == "confirmatory"]
+    """The readout sections: the confirmatory family (Holm), the primary replicate's tests of its rank-1 latents
+    (exploratory) with one sentence per direction beyond difficulty, the AUROC-by-layer plots, then every readout
+    and beyond-difficulty row as exploratory (:func:`readout_table`, :func:`beyond_difficulty_table`,
+    :func:`confirmatory_family`)."""
+    reported = beyond[family_labels(beyond, rank1_layers) == PRIMARY_REPLICATE]
+    primary = primary_replicate_p_values(readouts, beyond, rank1_layers)
     table = pd.DataFrame({
         "readout": readouts.readout, "layer": readouts.layer, "direction": readouts.direction,
         "family": family_labels(readouts, rank1_layers),
@@ -331,10 +336,20 @@ def readout_sections(
         "difference p (DeLong)": readouts.auroc_minus_surface_p,
     })
     return [
-        "## Readouts: the declared confirmatory family (validation, Holm-adjusted together)",
-        markdown_table(family), *beyond_difficulty_sentences(reported),
+        "## Readouts: the declared confirmatory family (over re-drawn splits, Holm-adjusted together)",
+        ("Per direction, its rank-1 latent re-selected and scored on each re-drawn split (the replicates section "
+         "below): the median validation AUROC against the selection-aware permutation null, and the "
+         "likelihood-ratio tests beyond length and complexity merged as twice their median p (valid however the "
+         "overlapping splits make them depend on each other); steering's members join them."),
+        markdown_table(family),
+        ("Exploratory, the primary replicate (the study's own split, one draw; its tests do not account for the "
+         "selection of the latent):"),
+        markdown_table(pd.DataFrame({"member": list(primary), "p": list(primary.values()),
+                                     "family": PRIMARY_REPLICATE})),  # fmt: skip
+        *beyond_difficulty_sentences(reported),
         *[auroc_by_layer(readouts, direction) for direction in sorted(readouts.direction.unique())],
-        ("## Readouts: baselines, probes and best latents (exploratory unless marked confirmatory)\n\nFitted on "
+        ("## Readouts: baselines, probes and best latents (exploratory; the primary replicate's rank-1 latents "
+         "marked)\n\nFitted on "
          "the sae and hyperparams splits, C and thresholds chosen by cross-validation over them (C: mean fold "
          "AUROC, ties to the smaller; C_fold_agreement: the share of folds whose own best C it is); scored once on "
          "validation. Each AUROC is set "
