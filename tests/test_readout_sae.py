@@ -25,6 +25,7 @@ from pva_dagster.study.analysis.sae_quality import layer_quality
 from pva_dagster.study.generation.labelled_generation import PromptFormat
 from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.prompts import DEFAULT_TEMPLATE
+from pva_dagster.study.layout import DataLayout
 from tests.helpers import one_thread
 
 D_MODEL, PLANTED = 32, 3
@@ -113,7 +114,7 @@ def test_validation_prompts_never_enter_the_training_rows(tiny_model, tmp_path, 
 
     def train(readout: tuple[str, ...]) -> list[int]:
         reports = train_embedded_saes(
-            model, tokenizer, [1], lambda layer: tmp_path / f"l{layer}", plan, ReadoutPrompts(readout, 2048), str
+            model, tokenizer, [1], DataLayout(tmp_path), plan, ReadoutPrompts(readout, 2048), str
         )
         return sorted(reports)
 

@@ -35,6 +35,7 @@ from pva_dagster.study.analysis.sae import (
 )
 from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.generation.residual import decoder_blocks, hook_name, record_block_outputs
+from pva_dagster.study.layout import DataLayout
 from tests.helpers import one_thread
 
 LAYER = 3
@@ -267,8 +268,7 @@ def test_embedded_saes_are_retrained_when_the_model_dtype_changes(tiny_gemma2_di
 
     def train(dtype: str) -> list[int]:
         model, tokenizer = load_causal_lm(str(tiny_gemma2_dir), dtype=dtype)
-        out_dir = lambda layer: tmp_path / f"l{layer}"  # noqa: E731
-        return sorted(train_embedded_saes(model, tokenizer, [1], out_dir, plan, readout, log=str))
+        return sorted(train_embedded_saes(model, tokenizer, [1], DataLayout(tmp_path), plan, readout, log=str))
 
     assert train("float32") == [1]
     assert train("float32") == []  # current: kept

@@ -24,8 +24,10 @@ from pva_dagster.study.analysis.sae_quality import (
     layer_quality,
     quality_table_of,
     quality_warnings,
+    read_spliced_loss,
     sae_quality_table,
     separation_tables,
+    with_spliced_loss,
 )
 from pva_dagster.study.evaluation.report import sae_quality_section
 from pva_dagster.study.layout import DataLayout
@@ -227,6 +229,10 @@ def test_phase2_materializes_the_quality_table_over_every_phase1_0_task(tmp_path
     storage.write_parquet(layout.phase1_0_dataset(FIRST_RANGE), records)
     splits = pd.DataFrame({"task_id": task_ids, "split": "sae"})
     storage.write_parquet(layout.table_file(outputs.PROBLEM_SPLITS), splits)
+    # sae_weights' spliced next-token loss (it needs the model, which this test does not load): joined by layer.
+    loss = pd.DataFrame({"layer": layers, "loss_clean": 1.0, "loss_spliced": [1.5, 1.2], "loss_zero_ablated": 6.0,
+                         "loss_recovered": [0.9, 0.96]})  # fmt: skip
+    storage.write_parquet(layout.sae_spliced_loss_file, loss)
     instance = dg.DagsterInstance.ephemeral()
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key=outputs.PHASE1_0_SOLUTIONS, partition=FIRST_RANGE)
@@ -240,7 +246,20 @@ def test_phase2_materializes_the_quality_table_over_every_phase1_0_task(tmp_path
     assert quality.layer.tolist() == layers and (quality.tasks == len(task_ids)).all()
     assert quality.fvu_between_tasks.iloc[0] == pytest.approx(1.0, abs=1e-3)
     assert quality.fvu_between_tasks.iloc[1] < 1e-6
+    assert quality.loss_recovered.tolist() == [0.9, 0.96]
     [event] = result.asset_materializations_for_node(outputs.SEPARATION_SCORES)
     shown = event.metadata["SAE quality (every Phase 1.0 task; validation held out)"].value
     assert "fvu_between_tasks" in shown and f"Layer {layers[0]}: the SAE's reconstruction error is" in shown
     assert f"Layer {layers[1]}:" not in shown
+
+
+def test_the_spliced_loss_joins_by_layer_and_its_absence_says_what_to_rerun(tmp_path):
+    quality = pd.DataFrame({"layer": [6, 6, 12], "prompts": [EVERY_TASK, HELD_OUT, EVERY_TASK]})
+    loss = pd.DataFrame({"layer": [6, 12], "loss_clean": 1.0, "loss_spliced": [1.2, 1.4], "loss_zero_ablated": 5.0,
+                         "loss_recovered": [0.95, 0.9]})  # fmt: skip
+    joined = with_spliced_loss(quality, loss)
+    assert joined.loss_recovered.tolist() == [0.95, 0.95, 0.9] and len(joined) == 3
+    with pytest.raises(ValueError, match=r"layers \[12\]: re-materialize sae_weights"):
+        with_spliced_loss(quality, loss[loss.layer == 6])
+    with pytest.raises(FileNotFoundError, match="re-materialize sae_weights"):
+        read_spliced_loss(tmp_path / "spliced_loss.parquet")

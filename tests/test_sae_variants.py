@@ -107,8 +107,7 @@ def test_variants_resume_by_fingerprint_and_retrain_when_the_plan_changes(tiny_g
 
     def train(plan: SAETrainingPlan) -> list[str]:
         lines: list[str] = []
-        train_embedded_saes(model, tokenizer, [1], layout.sae_dir, plan, READOUT, lines.append,
-                            variant_dir=layout.sae_variant_dir)  # fmt: skip
+        train_embedded_saes(model, tokenizer, [1], layout, plan, READOUT, lines.append)
         return [line.split(": ", 1)[1].split(" trained")[0] for line in lines if " trained" in line]
 
     with one_thread():
@@ -128,11 +127,6 @@ def test_variants_resume_by_fingerprint_and_retrain_when_the_plan_changes(tiny_g
 def test_a_missing_variant_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="layer 3, seed 99"):
         load_variant(DataLayout(tmp_path), layer=3, seed=99)
-
-
-def test_variants_need_a_folder():
-    with pytest.raises(ValueError, match="1 seed variants but no folder"):
-        train_embedded_saes(None, None, [1], lambda layer: None, TINY, READOUT)  # type: ignore[arg-type]
 
 
 # Small decoders from a pool of entries, so zero rows, parallel rows and ties come up often.

@@ -89,9 +89,7 @@ class EmbeddedSAEs(SAESource):
         readout: ReadoutPrompts, log: Callable[[str], None],
     ) -> dict[int, dict[str, float]]:
         """Train the SAEs (and their seed variants) that none made from this model, plan and readout prompts."""
-        return train_embedded_saes(
-            model, tokenizer, layers, layout.sae_dir, plan, readout, log, variant_dir=layout.sae_variant_dir
-        )
+        return train_embedded_saes(model, tokenizer, layers, layout, plan, readout, log)
 
     def _load(self, layer: int, layout: DataLayout, device: str) -> Any:
         return load_local_sae(layout.sae_dir(layer), device)

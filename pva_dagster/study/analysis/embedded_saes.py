@@ -29,7 +29,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -171,20 +170,16 @@ def train_embedded_saes(
     model: Any,
     tokenizer: Any,
     layers: Sequence[int],
-    out_dir: Callable[[int], Path],
+    layout: DataLayout,
     plan: SAETrainingPlan,
     readout: ReadoutPrompts,
     log: Callable[[str], None] = print,
-    variant_dir: Callable[[int, int], Path] | None = None,  # (layer, seed) -> a seed variant's folder
 ) -> dict[int, dict[str, float]]:
     """Train one SAE per layer, and ``plan.seed_variants`` more under ``plan.variant_seeds``, wherever none is
     made from this model (its dtype included), settings, seed and readout prompts; return each trained primary's
     reconstruction report. An SAE made otherwise is retrained; the residuals are collected once for all of them."""
-    folders = {(layer, plan.seed): out_dir(layer) for layer in layers}
-    if plan.seed_variants:
-        if variant_dir is None:
-            raise ValueError(f"the plan asks for {plan.seed_variants} seed variants but no folder is given for them")
-        folders |= {(layer, seed): variant_dir(layer, seed) for seed in plan.variant_seeds for layer in layers}
+    folders = {(layer, plan.seed): layout.sae_dir(layer) for layer in layers}
+    folders |= {(layer, seed): layout.sae_variant_dir(layer, seed) for seed in plan.variant_seeds for layer in layers}
     prompts = corpus_fingerprint(readout.prompts) if _reads_prompts(plan) else None
     # Every SAE of a layer reads the corpus drawn under plan.seed; a variant adds its own seed to what made it.
     made_by = {
