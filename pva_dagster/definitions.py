@@ -20,7 +20,17 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from pva_dagster.assets import latents, problems, readouts, solutions, splits, steering, validation, weights
+from pva_dagster.assets import (
+    latents,
+    problems,
+    readouts,
+    seed_replicates,
+    solutions,
+    splits,
+    steering,
+    validation,
+    weights,
+)
 from pva_dagster.cluster import for_cluster
 from pva_dagster.jobs import JOBS
 from pva_dagster.profiles import Profile, load_profile
@@ -36,7 +46,9 @@ def build_definitions(profile: Profile, environ: Mapping[str, str] = os.environ)
     executor = executor or profile.executor
     return dg.Definitions(
         assets=[
-            *dg.load_assets_from_modules([problems, splits, weights, latents, validation, readouts, steering]),
+            *dg.load_assets_from_modules(
+                [problems, splits, weights, latents, validation, readouts, seed_replicates, steering]
+            ),
             *solutions.phase1_assets(profile.design),
         ],
         asset_checks=dg.load_asset_checks_from_modules([splits]),

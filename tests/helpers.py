@@ -156,6 +156,29 @@ def check_phase3_readouts(layout: DataLayout, n_layers: int, sae_layers: list[in
     assert report.index("## SAE quality on the study's own residuals") < family, "the SAE quality table comes first"
 
 
+def check_sae_seed_replicates(
+    layout: DataLayout, sae_layers: list[int], variants: int, seed: int = DEFAULT_SEED
+) -> None:
+    """The general-text filter read by every seed's SAEs; each seed variant's selection on the study's split and
+    the re-drawn ones, matched to the primary's; a summary per direction and each variant's quality per layer; the
+    report's section after the replicates."""
+    variant_seeds = [seed + offset for offset in range(1, variants + 1)]
+    general = pd.read_parquet(layout.general_text_frequency_file)
+    assert sorted(set(general.seed)) == [seed, *variant_seeds] and general.attrs["primary_seed"] == seed
+    selections = pd.read_parquet(layout.phase3_table("sae_seed_selections"))
+    summary = pd.read_parquet(layout.phase3_table("sae_seed_summary"))
+    quality = pd.read_parquet(layout.phase3_table("sae_seed_quality"))
+    assert sorted(zip(quality.seed, quality.layer, strict=True)) == [(s, x) for s in variant_seeds for x in sae_layers]
+    assert set(selections.seed) <= set(variant_seeds) and "study" in set(selections.split)
+    assert not selections.duplicated(["seed", "split", "direction"]).any()
+    assert selections.best_cosine.between(0, 1 + 1e-9).all() and set(selections.layer) <= set(sae_layers)
+    assert selections.auroc.dropna().between(0, 1).all()
+    assert (selections.recovers_primary == (selections.cosine_to_primary_rank1 >= 0.7)).all()
+    assert len(summary) and (summary.variants == variants).all() and summary.recovered_share.between(0, 1).all()
+    report = layout.report_file.read_text()
+    assert report.index("## Replicates") < report.index("## Across SAE seeds")
+
+
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Torch on one thread: SAE training gives the same result however many cores the machine has."""
@@ -165,3 +188,12 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def planted_rows(n: int, generator: torch.Generator, atoms: torch.Tensor, planted: torch.Tensor) -> torch.Tensor:
+    """``n`` rows of sparse sums of dictionary ``atoms`` (float[atoms, d_model]; each active on a tenth of the rows,
+    strength 1-2) and a little noise; atom 0 is active exactly where ``planted`` is 1."""
+    active = (torch.rand(n, len(atoms), generator=generator) < 0.1).float()
+    active[:, 0] = planted
+    strength = 1 + torch.rand(n, len(atoms), generator=generator)
+    return (active * strength) @ atoms + 0.05 * torch.randn(n, atoms.shape[1], generator=generator)

@@ -85,5 +85,5 @@ def test_every_step_that_claims_a_device_asks_dask_for_one_gpu():
             if "device_pool" in op.required_resource_keys:
                 claiming[op.name] = json.loads(op.tags.get("dagster-dask/resource_requirements", "{}"))
     assert {"phase1_0_solutions", "phase1_2_solutions", "sae_weights", "phase2", "phase3_classification",
-            "steer_units"} <= set(claiming)
+            "sae_seed_replicates", "steer_units"} <= set(claiming)
     assert all(requirement == {"GPU": 1} for requirement in claiming.values()), claiming

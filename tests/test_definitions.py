@@ -31,7 +31,7 @@ PHASE_ASSETS = {
     "mbpp_problems", "difficulty_mapping", "extended_tests", "problem_splits", "phase1_0_solutions",
     "phase1_2_solutions",
     "general_text_frequency", "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients",
-    "phase3_steering", "phase3_report", "phase3_readouts", "general_text_cutoffs",
+    "phase3_steering", "phase3_report", "phase3_readouts", "general_text_cutoffs", "sae_seed_replicates",
 }
 
 
@@ -65,7 +65,7 @@ def test_phase2_star_selects_only_unpartitioned_assets(defs):
     selected = dg.AssetSelection.from_string("phase2*").resolve(graph)
     assert {k.to_user_string() for k in selected} == {
         "phase2", "top_latents", "phase3_classification", "phase3_steering_coefficients", "phase3_steering",
-        "phase3_report", "phase3_readouts", "general_text_cutoffs",
+        "phase3_report", "phase3_readouts", "general_text_cutoffs", "sae_seed_replicates",
     }
     assert all(graph.get(key).partitions_def is None for key in selected)
 

@@ -29,6 +29,7 @@ from pva_dagster.rehearsal.small_runs import (
 )
 from pva_dagster.resources import EmbeddedModel
 from pva_dagster.study import storage
+from pva_dagster.study.analysis.embedded_saes import SAETrainingPlan
 from pva_dagster.study.generation.model_loading import AUTO_DTYPE, choose_dtype
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
@@ -38,6 +39,7 @@ from tests.helpers import (
     check_phase3_classification,
     check_phase3_readouts,
     check_phase3_steering,
+    check_sae_seed_replicates,
 )
 
 # Embedded problems the model mostly gets right (one-liners) and mostly wrong (loops, branches), renumbered
@@ -94,6 +96,10 @@ def test_phase3_classification_has_intervals_and_flags(pipeline):
 
 def test_phase3_readouts_put_baselines_probes_and_latents_side_by_side(pipeline):
     check_phase3_readouts(pipeline[0], n_layers=30, sae_layers=small_design().sae_layers)
+
+
+def test_sae_seed_variants_redo_the_selection_and_are_matched_by_decoder_direction(pipeline):
+    check_sae_seed_replicates(pipeline[0], small_design().sae_layers, variants=SAETrainingPlan.seed_variants)
 
 
 def test_phase3_steering_chooses_over_non_validation_problems_and_reports_validation_once(pipeline):

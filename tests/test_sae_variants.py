@@ -34,7 +34,7 @@ from pva_dagster.study.domain import CORRECT, SAE_SPLIT, VALIDATION_SPLIT
 from pva_dagster.study.evaluation.replicates import Discovery, ReplicateDesign, one_replicate
 from pva_dagster.study.generation.model_loading import load_causal_lm
 from pva_dagster.study.layout import DataLayout
-from tests.helpers import one_thread
+from tests.helpers import one_thread, planted_rows
 
 D_MODEL = 32
 # About a second of training on plain rows (no readout mixing, b_dec learnt): enough to recover every atom.
@@ -45,22 +45,13 @@ PLAN = SAETrainingPlan(d_sae=32, k=4, training_tokens=128 * 600, batch_size=128,
 ATOMS = 24  # the data's sparse dictionary; atom 0 is the planted direction
 
 
-def _rows(n: int, generator: torch.Generator, atoms: torch.Tensor, planted: torch.Tensor) -> torch.Tensor:
-    """Sparse sums of dictionary atoms (each active on a tenth of the rows, strength 1-2) and a little noise;
-    atom 0 is active exactly where ``planted`` is 1."""
-    active = (torch.rand(n, ATOMS, generator=generator) < 0.1).float()
-    active[:, 0] = planted
-    strength = 1 + torch.rand(n, ATOMS, generator=generator)
-    return (active * strength) @ atoms + 0.05 * torch.randn(n, D_MODEL, generator=generator)
-
-
 def test_two_seeds_learn_a_planted_direction_and_the_matching_pairs_their_selections():
     generator = torch.Generator().manual_seed(3)
     atoms = torch.nn.functional.normalize(torch.randn(ATOMS, D_MODEL, generator=generator), dim=1)
     direction = atoms[0]
-    corpus = _rows(4096, generator, atoms, (torch.rand(4096, generator=generator) < 0.2).float())
+    corpus = planted_rows(4096, generator, atoms, (torch.rand(4096, generator=generator) < 0.2).float())
     correct = np.arange(160) % 2 == 0  # the planted direction is present exactly in the correct tasks' residuals
-    tasks = _rows(160, generator, atoms, torch.from_numpy(correct).float()).numpy()
+    tasks = planted_rows(160, generator, atoms, torch.from_numpy(correct).float()).numpy()
     splits = np.where(np.arange(160) < 80, SAE_SPLIT, VALIDATION_SPLIT)
     design = ReplicateDesign(seed=0)
     saes, selected = {}, {}

@@ -16,6 +16,7 @@ EXPECTED = {
     "mbpp_problems", "difficulty_mapping", "problem_splits", "language_model_weights", "sae_weights",
     "phase1_0_solutions", "phase1_2_solutions", "general_text_frequency", "phase2", "top_latents",
     "phase3_classification", "phase3_steering_coefficients", "phase3_steering", "phase3_report",
+    "sae_seed_replicates",
 }
 QUERY = "{ assetNodes { assetKey { path } groupName isPartitioned } }"
 

@@ -26,8 +26,8 @@ from pva_dagster.study.analysis.corpus import CORPORA, corpus_texts
 from pva_dagster.study.analysis.general_text import (
     corpus_facts,
     frequencies_by_layer,
-    frequency_table,
     general_text_residuals,
+    seed_frequency_table,
 )
 from pva_dagster.study.analysis.general_text_cutoff import cutoff_sensitivity, mean_density, ranking_rule
 from pva_dagster.study.analysis.latent_scores import counts_by_group, pooled, score_split
@@ -45,7 +45,7 @@ from pva_dagster.study.outputs import SAE_QUALITY_TABLE
 from pva_dagster.study.plots import histogram_by_group, markdown_table
 from pva_dagster.study.problems.splits import split_task_ids
 
-CODE_VERSION = "3"
+CODE_VERSION = "4"  # general_text_frequency encodes with the SAEs' seed variants too
 PHASE2_CODE_VERSION = "5"  # its value holds the SAE quality table too, with sae_weights' spliced loss
 # The splits Phase 2 can score, and the default: the discovery split. "validation" adds an exploratory table
 # pooling Phase 1.2's samples, whose rows share a task's prompt residual (phase3_readouts scores the discovery
@@ -102,8 +102,10 @@ def general_text_frequency(
     context: dg.AssetExecutionContext, config: GeneralTextConfig, sae_source: SAESource,
     language_model: LanguageModel, study_design: StudyDesign, data_store: DataStore, device_pool: DevicePool,
 ) -> dg.Output[pd.DataFrame]:
-    """How often each latent of each SAE fires on general text (the filter of Phase 2's top latents)."""
+    """How often each latent of each SAE fires on general text (the filter of Phase 2's top latents), for the
+    primary SAEs and each seed variant (``seed`` column; the primary's seed is the study's)."""
     layout, seed = data_store.layout, study_design.seed
+    variant_seeds = sae_source.variant_seeds(layout)
     texts = corpus_texts(config.general_corpus)
     layers = study_design.sae_layers
     with claimed_device(context, device_pool, keep_model=True) as device:  # taken by with_model_released
@@ -114,13 +116,17 @@ def general_text_frequency(
                 model, tokenizer, texts, layers, config.general_documents, seed
             ),
         )
-        saes = {layer: sae_source.load(layer, layout, device) for layer in layers}
-        frame = frequency_table(saes, residuals)
+        saes = {seed: {layer: sae_source.load(layer, layout, device) for layer in layers}} | {
+            variant: {layer: sae_source.load_variant(layer, variant, layout, device) for layer in layers}
+            for variant in variant_seeds
+        }
+        frame = seed_frequency_table(saes, residuals, primary_seed=seed)
     facts = corpus_facts(config.general_corpus, texts, config.general_documents, seed)
     frame.attrs.update(corpus=facts, config=config.model_dump())
-    by_layer = frame.groupby("layer").general_freq.agg(["mean", "max"]).reset_index()
+    by_layer = frame.groupby(["seed", "layer"]).general_freq.agg(["mean", "max"]).reset_index()
     return dg.Output(frame, data_version=data_version(frame), metadata={
-        "general-text corpus": facts, "frequency by layer": dg.MetadataValue.md(markdown_table(by_layer)),
+        "general-text corpus": facts, "frequency by seed and layer": dg.MetadataValue.md(markdown_table(by_layer)),
+        "SAE seed variants": list(variant_seeds) or sae_source.no_variants(),
     })
 
 

@@ -9,6 +9,7 @@ prompt residual.
 """
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -40,6 +41,25 @@ class ReadoutConfig(dg.Config):
     permutations: int = Field(default=PERMUTATIONS, ge=99, description="Label permutations per AUROC p-value.")
 
 
+def readout_inputs(
+    phase1_0_solutions: PartitionFrames, problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """The greedy Phase 1.0 records, the readouts' tasks (one row per task) and why the readouts cannot be
+    computed on them (None when they can)."""
+    records = phase1_records(phase1_0_solutions.values())
+    tasks = readout_tasks(records, problem_splits, difficulty_mapping)
+    return records, tasks, why_not_computable(tasks)
+
+
+def task_residuals(
+    duckdb: DuckDBResource, records: pd.DataFrame, tasks: pd.DataFrame, layers: list[int]
+) -> dict[int, np.ndarray]:
+    """``layer -> float32[tasks, d_model]`` in ``tasks``' order."""
+    with duckdb.get_connection() as conn:
+        index = activation_index(conn, records, tasks.task_id.tolist(), layers)
+    return residuals_by_layer(index, tasks.task_id)
+
+
 @dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_readouts(
     context: dg.AssetExecutionContext, config: ReadoutConfig, top_latents: dict[str, pd.DataFrame],
@@ -49,18 +69,14 @@ def phase3_readouts(
     device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """Baselines, probes and the best latents per layer, side by side on validation, and beyond difficulty."""
-    records = phase1_records(phase1_0_solutions.values())
-    tasks = readout_tasks(records, problem_splits, difficulty_mapping)
-    reason = why_not_computable(tasks)
+    records, tasks, reason = readout_inputs(phase1_0_solutions, problem_splits, difficulty_mapping)
     if reason:  # a small run: said in the log, the metadata and the report, never papered over
         context.log.warning(f"readouts not computed: {reason}")
         empty = {name: pd.DataFrame() for name in outputs.READOUT_TABLES}
         empty[outputs.READOUT_TABLE].attrs["not_computed"] = reason
         return dg.Output(empty, data_version=data_version(empty), metadata={"not computed": reason})
     layers = sorted({int(layer) for layer_list in records.layers for layer in layer_list})
-    with duckdb.get_connection() as conn:
-        index = activation_index(conn, records, tasks.task_id.tolist(), layers)
-    residuals = residuals_by_layer(index, tasks.task_id)
+    residuals = task_residuals(duckdb, records, tasks, layers)
     context.log.info(f"{len(tasks)} tasks, residuals of {len(residuals)} layers; SAE layers {study_design.sae_layers}")
     with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in study_design.sae_layers}

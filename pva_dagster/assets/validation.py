@@ -24,7 +24,7 @@ from pva_dagster.study.plots import markdown_table, roc_pr_curves
 from pva_dagster.study.problems.splits import split_task_ids
 
 # Bump when a change of this module's logic changes what the assets produce (the web UI then marks them stale).
-CODE_VERSION = "5"
+CODE_VERSION = "6"
 FITTING = "fitting"  # the sae and hyperparams splits' greedy samples, where thresholds are chosen
 
 
@@ -96,12 +96,12 @@ def phase3_report(
     top_latents: dict[str, pd.DataFrame], phase3_classification: dict[str, pd.DataFrame],
     phase3_steering_coefficients: dict[str, pd.DataFrame], phase3_steering: dict[str, pd.DataFrame],
     phase3_readouts: dict[str, pd.DataFrame], general_text_cutoffs: pd.DataFrame, phase2: dict[str, pd.DataFrame],
-    study_design: StudyDesign,
+    sae_seed_replicates: dict[str, pd.DataFrame], study_design: StudyDesign,
 ) -> dg.Output[str]:
     """Every table of Phases 2 and 3 in one markdown page (also written to data/phase3/report.md): the SAE
     quality table first, then the declared confirmatory family."""
     report = render_report(
         top_latents, phase3_classification, phase3_steering_coefficients, phase3_steering, phase3_readouts,
-        general_text_cutoffs, study_design.label, quality_table_of(phase2),
+        general_text_cutoffs, study_design.label, quality_table_of(phase2), sae_seed_replicates,
     )
     return dg.Output(report, data_version=data_version(report), metadata={"report": dg.MetadataValue.md(report)})

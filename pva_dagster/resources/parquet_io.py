@@ -34,6 +34,7 @@ NAMED_TABLES: dict[str, tuple[tuple[str, ...], Callable[[DataLayout, str], Path]
     outputs.TOP_LATENTS: (SPLIT_NAMES, lambda layout, split: layout.phase2_table(split, outputs.TOP_TABLE)),
     outputs.CLASSIFICATION: (outputs.CLASSIFICATION_TABLES, DataLayout.phase3_table),
     outputs.READOUTS: (outputs.READOUT_TABLES, DataLayout.phase3_table),
+    outputs.SAE_SEED_REPLICATES: (outputs.SAE_SEED_TABLES, DataLayout.phase3_table),
     outputs.STEERING_COEFFICIENTS: (outputs.STEERING_COEFFICIENT_TABLES, DataLayout.phase3_table),
     outputs.STEERING: (outputs.STEERING_TABLES, DataLayout.phase3_table),
 }

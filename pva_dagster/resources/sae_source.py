@@ -17,6 +17,8 @@ from pva_dagster.study.analysis.embedded_saes import (
     ReadoutPrompts,
     SAETrainingPlan,
     load_variant,
+    record_variant_seeds,
+    recorded_variant_seeds,
     train_embedded_saes,
 )
 from pva_dagster.study.analysis.sae import load_local_sae, load_pretrained_sae, sae_hook_layer
@@ -55,6 +57,18 @@ class SAESource(dg.ConfigurableResource, ABC):
             raise ValueError(f"the SAE loaded for layer {layer} reads layer {sae_hook_layer(sae)}")
         return sae
 
+    def variant_seeds(self, layout: DataLayout) -> tuple[int, ...]:
+        """The seeds of the SAEs that differ from each layer's primary in their seed alone (none by default)."""
+        return ()
+
+    def load_variant(self, layer: int, seed: int, layout: DataLayout, device: str) -> Any:
+        """The seed variant ``seed`` of the layer's SAE."""
+        raise ValueError(f"{self.describe()} has no seed variants: {self.no_variants()}")
+
+    def no_variants(self) -> str:
+        """Why this source has no seed variants, said where a table of them would be."""
+        return "this SAE source comes without seed variants"
+
 
 class PretrainedSAEs(SAESource):
     """``SAE.from_pretrained(release, sae_id)`` through SAELens (the hub or its cache)."""
@@ -68,6 +82,13 @@ class PretrainedSAEs(SAESource):
     def describe(self) -> str:
         return f"pretrained {self.release} {self.sae_id}"
 
+    def no_variants(self) -> str:
+        return (
+            f"a pretrained release ({self.release}; GemmaScope among them) publishes one SAE per width and L0, "
+            "trained from one seed: it has no seed variants. Its other widths and L0 levels are this source's "
+            "variants, which are not built here"
+        )
+
 
 class LocalSAEs(SAESource):
     """SAELens folders (``save_model``) on disk, one per layer."""
@@ -80,6 +101,9 @@ class LocalSAEs(SAESource):
     def describe(self) -> str:
         return f"local {self.folder}"
 
+    def no_variants(self) -> str:
+        return f"local SAE folders ({self.folder}) hold one SAE per layer: no seed variants"
+
 
 class EmbeddedSAEs(SAESource):
     """TopK SAEs trained here with SAELens on the embedded model, saved under the data folder's saes/."""
@@ -89,14 +113,23 @@ class EmbeddedSAEs(SAESource):
         readout: ReadoutPrompts, log: Callable[[str], None],
     ) -> dict[int, dict[str, float]]:
         """Train the SAEs (and their seed variants) that none made from this model, plan and readout prompts."""
-        return train_embedded_saes(model, tokenizer, layers, layout, plan, readout, log)
+        reports = train_embedded_saes(model, tokenizer, layers, layout, plan, readout, log)
+        record_variant_seeds(layout, plan)
+        return reports
 
     def _load(self, layer: int, layout: DataLayout, device: str) -> Any:
         return load_local_sae(layout.sae_dir(layer), device)
 
+    def variant_seeds(self, layout: DataLayout) -> tuple[int, ...]:
+        """The seeds of the variants the last ``sae_weights`` trained or found current (its ``seed_variants``)."""
+        return recorded_variant_seeds(layout)
+
     def load_variant(self, layer: int, seed: int, layout: DataLayout, device: str) -> Any:
         """The seed variant ``seed`` of the layer's SAE; raises naming the layer and seed when there is none."""
         return load_variant(layout, layer, seed, device)
+
+    def no_variants(self) -> str:
+        return "sae_weights ran with seed_variants = 0: no seed variant was trained"
 
     def describe(self) -> str:
         return "embedded (trained here)"

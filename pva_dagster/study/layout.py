@@ -76,6 +76,11 @@ class DataLayout:
         """A seed variant of layer ``layer``'s SAE: outside the primary's folder, which a retraining replaces."""
         return self.root / "saes" / "variants" / f"layer_{layer}" / f"seed_{seed}"
 
+    @property
+    def sae_variant_seeds_file(self) -> Path:
+        """The seeds of the seed variants the last ``sae_weights`` made current (its downstream reads them)."""
+        return self.root / "saes" / "variants" / "seeds.json"
+
     # Phase 1.0: temperature 0, every problem
     @property
     def phase1_0_dir(self) -> Path:

@@ -22,6 +22,7 @@ GENERAL_TEXT_CUTOFFS = "general_text_cutoffs"
 # Phase 3
 CLASSIFICATION = "phase3_classification"
 READOUTS = "phase3_readouts"
+SAE_SEED_REPLICATES = "sae_seed_replicates"  # the selection redone on the SAEs' seed variants
 STEERING_COEFFICIENTS = "phase3_steering_coefficients"
 STEERING = "phase3_steering"
 REPORT = "phase3_report"
@@ -50,6 +51,8 @@ READOUT_TABLES = (
     READOUT_TABLE, BEYOND_DIFFICULTY, READOUT_SCORES, DISCOVERY_ON_VALIDATION, LABEL_FLIPS, TOP_LATENTS_BY_LABEL,
     AUROC_BY_LABEL, READOUT_REGULARISATION, REPLICATES, REPLICATE_SUMMARY, SELECTION_FREQUENCY,
 )
+SAE_SEED_SELECTIONS, SAE_SEED_SUMMARY, SAE_SEED_QUALITY = "sae_seed_selections", "sae_seed_summary", "sae_seed_quality"
+SAE_SEED_TABLES = (SAE_SEED_SELECTIONS, SAE_SEED_SUMMARY, SAE_SEED_QUALITY)
 # Phase 2's tables per split, under phase2/<split>/
 SCORES_TABLE, TOP_TABLE = "separation_scores", "top_latents"
 # Phase 2's table over every Phase 1.0 task (beside its per-split scores in its value), under phase2/

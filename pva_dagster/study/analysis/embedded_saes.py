@@ -26,6 +26,7 @@ with its own fingerprint: a finding that holds across them is one about a direct
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -34,6 +35,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from pva_dagster.study import storage
 from pva_dagster.study.analysis.corpus import (
     DEFAULT_CODE_FILES,
     collect_readout_residuals,
@@ -244,3 +246,17 @@ def load_variant(layout: DataLayout, layer: int, seed: int, device: str = "cpu")
     if sae_hook_layer(sae) != layer:
         raise ValueError(f"the SAE seed variant at {folder} reads layer {sae_hook_layer(sae)}, not {layer}")
     return sae
+
+
+def record_variant_seeds(layout: DataLayout, plan: SAETrainingPlan) -> None:
+    """Write the seeds of the variants ``plan`` makes, so that what reads the SAEs reads these and no others (a
+    variant folder left by a run with more variants is not one of them)."""
+    storage.write_json(layout.sae_variant_seeds_file, {"seed": plan.seed, "variant_seeds": list(plan.variant_seeds)})
+
+
+def recorded_variant_seeds(layout: DataLayout) -> tuple[int, ...]:
+    """The seeds :func:`record_variant_seeds` wrote; raises when ``sae_weights`` never wrote them."""
+    path = layout.sae_variant_seeds_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: materialize sae_weights, which records its seed variants")
+    return tuple(int(seed) for seed in json.loads(path.read_text())["variant_seeds"])

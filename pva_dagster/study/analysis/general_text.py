@@ -2,7 +2,8 @@
 
 A latent active on much ordinary English text says little about code correctness; Phase 2 drops candidates at
 or above a frequency (``rank_latents(max_general_freq=...)``). The frequency is a property of the SAEs and the
-corpus, not of Phase 1, so it is computed once per model, SAE set and corpus.
+corpus, not of Phase 1, so it is computed once per model, SAE set and corpus. The SAEs' seed variants read the
+same general-text residuals (one model pass), so their filter is the same measurement on another SAE.
 """
 
 from __future__ import annotations
@@ -46,8 +47,31 @@ def frequency_table(saes: Mapping[int, Any], residuals: Mapping[int, np.ndarray]
     return pd.concat(frames, ignore_index=True)
 
 
-def frequencies_by_layer(frame: pd.DataFrame) -> dict[int, np.ndarray]:
-    """``layer -> float64[d_sae]`` indexed by latent, as ``rank_latents`` reads them."""
+def seed_frequency_table(
+    saes: Mapping[int, Mapping[int, Any]], residuals: Mapping[int, np.ndarray], primary_seed: int
+) -> pd.DataFrame:
+    """:func:`frequency_table` of each seed's SAEs (seed -> layer -> SAE) on the same residuals, with a ``seed``
+    column; ``attrs["primary_seed"]`` names the primary's, whose rows :func:`frequencies_by_layer` reads."""
+    if primary_seed not in saes:
+        raise ValueError(f"no SAEs of the primary's seed {primary_seed} among seeds {sorted(saes)}")
+    frame = pd.concat(
+        [frequency_table(by_layer, residuals).assign(seed=seed) for seed, by_layer in sorted(saes.items())],
+        ignore_index=True,
+    )
+    frame.attrs["primary_seed"] = primary_seed
+    return frame
+
+
+def frequencies_by_layer(frame: pd.DataFrame, seed: int | None = None) -> dict[int, np.ndarray]:
+    """``layer -> float64[d_sae]`` indexed by latent, as ``rank_latents`` reads them: of the SAEs of ``seed``,
+    by default the primary's (a table without a ``seed`` column holds the primary's alone)."""
+    if "seed" in frame.columns:
+        chosen = frame.attrs["primary_seed"] if seed is None else seed
+        frame = frame[frame.seed == chosen]
+        if frame.empty:
+            raise ValueError(f"no general-text frequencies of the SAEs of seed {chosen}")
+    elif seed is not None:
+        raise ValueError(f"the general-text frequencies hold the primary SAEs' alone, not seed {seed}'s")
     return {
         int(layer): rows.sort_values("latent").general_freq.to_numpy()
         for layer, rows in frame.groupby("layer", sort=True)

@@ -28,6 +28,7 @@ from pva_dagster.study.evaluation.confirmatory import (
     primary_replicate_p_values,
 )
 from pva_dagster.study.evaluation.replicate_report import replicate_section
+from pva_dagster.study.evaluation.sae_seed_replicates import seed_section
 from pva_dagster.study.evaluation.surface_difference import SURFACE_REFERENCE
 from pva_dagster.study.plots import auroc_by_layer, markdown_table
 from pva_dagster.study.statistics import (
@@ -246,13 +247,14 @@ def render_report(
     cutoffs: pd.DataFrame,
     label_rule: str,
     sae_quality: pd.DataFrame,
+    seed_replicates: Mapping[str, pd.DataFrame],
 ) -> str:
     """The page, from the tables of the Phase 2 top latents (per split), the classification, the coefficient
     sweep, the validation steering run and the readouts (each a dict of named tables, as the assets return
-    them), the general-text cut-off table, the label rule the study used and the SAE quality table (the first
-    section). The confirmatory family is declared here: the rank-1 latents' AUROC over re-drawn splits against
-    the selection-aware null and their merged value beyond difficulty, and steering's correction and corruption,
-    Holm-adjusted together."""
+    them), the general-text cut-off table, the label rule the study used, the SAE quality table (the first
+    section) and the selection across SAE seeds (after the replicates). The confirmatory family is declared
+    here: the rank-1 latents' AUROC over re-drawn splits against the selection-aware null and their merged value
+    beyond difficulty, and steering's correction and corruption, Holm-adjusted together."""
     table, beyond = readouts[outputs.READOUT_TABLE], readouts[outputs.BEYOND_DIFFICULTY]
     sections = ["# Does the model know when its code is correct?", *sae_quality_section(sae_quality)]
     if table.empty:
@@ -260,6 +262,7 @@ def render_report(
         sections += [
             "## Readouts not computed", f"{table.attrs.get('not_computed', 'no readout table')}.",
             "## The declared confirmatory family (steering only)", markdown_table(family),
+            *seed_section(seed_replicates),
         ]
     else:
         rank1 = {
@@ -270,6 +273,7 @@ def render_report(
         ))
         sections += readout_sections(table, beyond, family, rank1)
         sections += replicate_section(readouts)
+        sections += seed_section(seed_replicates)
         sections += [
             f"No {direction} latent survived Phase 2's general-text filter: that direction has no confirmatory "
             "member." for direction in DIRECTIONS if direction not in rank1
