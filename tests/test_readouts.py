@@ -29,7 +29,7 @@ from pva_dagster.study.evaluation.confirmatory import (
     replicate_beyond_member,
 )
 from pva_dagster.study.evaluation.readout_metrics import majority_f1, readout_table
-from pva_dagster.study.evaluation.readouts import readout_scores
+from pva_dagster.study.evaluation.readouts import readout_scores_and_curves
 from pva_dagster.study.evaluation.validation import choose_threshold
 from pva_dagster.study.plots import auroc_by_layer
 
@@ -68,14 +68,14 @@ def _planted(seed: int, extra_signal: float) -> tuple[pd.DataFrame, dict, dict, 
 def difficulty_only():
     tasks, residuals, latents, _ = _planted(seed=1, extra_signal=0.0)
     chosen = {(LAYER, "incorrect"): 0, (LAYER, "correct"): 1}
-    scores = readout_scores(tasks, residuals, latents, seed=0, chosen_latents=chosen)
+    scores = readout_scores_and_curves(tasks, residuals, latents, seed=0, chosen_latents=chosen)[0]
     return tasks, scores, readout_table(scores, seed=0, **FAST), beyond_difficulty_table(scores, tasks, 0, 200)
 
 
 @pytest.fixture(scope="module")
 def extra_signal():
     tasks, residuals, latents, w = _planted(seed=2, extra_signal=2.0)
-    scores = readout_scores(tasks, residuals, latents, seed=0)
+    scores = readout_scores_and_curves(tasks, residuals, latents, seed=0)[0]
     table = readout_table(scores, seed=0, **FAST)
     return tasks, residuals, w, scores, table, beyond_difficulty_table(scores, tasks, 0, 200)
 
@@ -163,10 +163,10 @@ def test_majority_f1_is_what_predicting_the_majority_class_scores(extra_signal):
 
 def test_same_seed_same_table_and_the_seed_matters():
     tasks, residuals, latents, _ = _planted(seed=3, extra_signal=1.0)
-    first = readout_table(readout_scores(tasks, residuals, latents, seed=5), seed=5, **FAST)
-    second = readout_table(readout_scores(tasks, residuals, latents, seed=5), seed=5, **FAST)
+    first = readout_table(readout_scores_and_curves(tasks, residuals, latents, seed=5)[0], seed=5, **FAST)
+    second = readout_table(readout_scores_and_curves(tasks, residuals, latents, seed=5)[0], seed=5, **FAST)
     pd.testing.assert_frame_equal(first, second)
-    other = readout_table(readout_scores(tasks, residuals, latents, seed=5), seed=6, **FAST)
+    other = readout_table(readout_scores_and_curves(tasks, residuals, latents, seed=5)[0], seed=6, **FAST)
     assert not np.allclose(first.auroc_ci_low, other.auroc_ci_low)
     pd.testing.assert_series_equal(first.auroc, other.auroc)
 

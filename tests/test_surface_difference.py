@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import norm
 
 from pva_dagster.study.evaluation.readout_metrics import TABLE_COLUMNS, readout_table
-from pva_dagster.study.evaluation.readouts import readout_scores
+from pva_dagster.study.evaluation.readouts import readout_scores_and_curves
 from pva_dagster.study.evaluation.surface_difference import (
     DIFFERENCE_COLUMNS,
     SURFACE_REFERENCE,
@@ -53,7 +53,7 @@ def _row(table: pd.DataFrame, readout: str, direction: str = "correct") -> pd.Se
 @pytest.fixture(scope="module")
 def difficulty_only() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     tasks, residuals = _planted(seed=11, extra_signal=0.0)
-    scores = readout_scores(tasks, residuals, {}, seed=0)
+    scores = readout_scores_and_curves(tasks, residuals, {}, seed=0)[0]
     return tasks, scores, readout_table(scores, seed=0, **FAST)
 
 
@@ -106,7 +106,7 @@ def test_a_readout_that_is_the_combined_score_differs_by_about_nothing(difficult
 
 def test_a_readout_with_signal_beyond_length_and_complexity_clears_them():
     tasks, residuals = _planted(seed=12, extra_signal=2.0)
-    table = readout_table(readout_scores(tasks, residuals, {}, seed=0), seed=0, **FAST)
+    table = readout_table(readout_scores_and_curves(tasks, residuals, {}, seed=0)[0], seed=0, **FAST)
     for direction in ("correct", "incorrect"):
         dense = _row(table, "dense_probe", direction)
         assert dense.auroc_minus_surface > 0.05

@@ -216,7 +216,7 @@ def stratified_auroc(
 def beyond_difficulty_table(
     scores: pd.DataFrame, tasks: pd.DataFrame, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> pd.DataFrame:
-    """BEYOND_COLUMNS for every probe and latent of :func:`readout_scores`' frame, on ``validation``; ``tasks``
+    """BEYOND_COLUMNS for every probe and latent of ``readout_scores_and_curves``' frame, on ``validation``; ``tasks``
     supplies ``prompt_tokens`` and ``complexity`` by ``task_id``."""
     covariates = tasks.set_index("task_id")[["prompt_tokens", "complexity"]]
     readouts = scores[(scores.kind != BASELINE) & (scores.split == VALIDATION_SPLIT)]

@@ -8,7 +8,7 @@ minus that of prompt length and complexity together on the same tasks (:mod:`sur
 
 A threshold is chosen on the non-validation tasks' scores (out-of-fold scores for a fitted readout, the activation
 for a latent) as the one with the best mean F1 over the cross-fitting folds (:func:`choose_threshold` with the
-folds of :func:`readout_scores`). It lies on the observed range of those scores: the F1-optimal threshold is
+folds of ``readout_scores_and_curves``). It lies on the observed range of those scores: the F1-optimal threshold is
 kept, except that "everything positive", which it spells as a value below the minimum (below zero for an SAE
 activation, which is never negative), becomes ``score >= minimum``.
 """
@@ -90,7 +90,7 @@ def readout_metrics(
 def readout_table(
     scores: pd.DataFrame, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, permutations: int = PERMUTATIONS
 ) -> pd.DataFrame:
-    """One row per (readout, kind, layer, direction) of :func:`readout_scores`' long frame: TABLE_COLUMNS, C's
+    """One row per (readout, kind, layer, direction) of ``readout_scores_and_curves``' long frame: TABLE_COLUMNS, C's
     cross-validation columns, the threshold chosen across the folds on the non-validation tasks, every metric on
     ``validation``, and the AUROC difference to :data:`SURFACE_REFERENCE` on the same validation tasks
     (:func:`difference_to_surface`)."""

@@ -194,19 +194,6 @@ def best_latent_scores(
     return frames
 
 
-def readout_scores(
-    tasks: pd.DataFrame,
-    residuals: Mapping[int, np.ndarray],
-    latents: Mapping[int, np.ndarray],
-    seed: int,
-    c_grid: Sequence[float] = C_GRID,
-    chosen_latents: Mapping[tuple[int, str], int] | None = None,
-) -> pd.DataFrame:
-    """Every readout's score for every task and direction, in long form: the columns of SCORE_COLUMNS (the
-    first of :func:`readout_scores_and_curves`)."""
-    return readout_scores_and_curves(tasks, residuals, latents, seed, c_grid, chosen_latents)[0]
-
-
 def readout_scores_and_curves(
     tasks: pd.DataFrame,
     residuals: Mapping[int, np.ndarray],

@@ -33,7 +33,7 @@ def difference_to_surface(
 ) -> dict[str, float | str]:
     """DIFFERENCE_COLUMNS of one readout: ``readout`` and ``surface`` are the validation rows (``task_id``,
     ``correct``, ``score``) of the readout and of :data:`SURFACE_REFERENCE` for ``direction``, each score
-    oriented for that direction's class (as :func:`readout_scores` gives them). Where either AUROC is not
+    oriented for that direction's class (as ``readout_scores_and_curves`` gives them). Where either AUROC is not
     defined, NaN and the reason in ``auroc_minus_surface_note``; never an exception for data."""
     if surface is None or surface.empty:
         return not_compared(f"no {SURFACE_REFERENCE} readout for the {direction} direction")
