@@ -20,6 +20,7 @@ import pandas as pd
 
 from pva_dagster.study import outputs
 from pva_dagster.study.analysis.sae import encode
+from pva_dagster.study.analysis.sae_quality import ENCODE_BATCH
 from pva_dagster.study.analysis.sae_variants import (
     MATCH_COLUMNS,
     MATCH_COSINE,
@@ -31,7 +32,6 @@ from pva_dagster.study.analysis.sae_variants import (
 from pva_dagster.study.evaluation.replicates import Discovery, ReplicateDesign, one_replicate, resplit
 from pva_dagster.study.plots import markdown_table
 
-ENCODE_BATCH = 256  # residual rows per SAE forward
 STUDY_SPLIT = "study"  # the split of problem_splits; re-drawn splits are named "resplit <r>"
 SELECTIONS, SUMMARY, QUALITY = outputs.SAE_SEED_TABLES
 SELECTION_COLUMNS = (
