@@ -22,6 +22,8 @@ __all__ = [
     "task_range_partitions",
     "task_ranges",
     "temperature_by_task_range",
+    "dimension_keys",
+    "typed_partition_key",
 ]
 
 
@@ -43,3 +45,18 @@ def temperature_by_task_range(
         }
     )
 
+
+
+def typed_partition_key(partitions_def: dg.PartitionsDefinition, key: str) -> str | dg.MultiPartitionKey:
+    """A multi-dimensional key as MultiPartitionKey (its dimensions by name); any other key as it is."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(key, dg.MultiPartitionKey):
+        return partitions_def.get_partition_key_from_str(key)
+    return key
+
+
+def dimension_keys(partitions_def: dg.PartitionsDefinition | None, key: str) -> dict[str, str]:
+    """The keys by dimension of a multi-dimensional partition key; raises naming the key when it is not one."""
+    typed = typed_partition_key(partitions_def, key) if partitions_def else key
+    if not isinstance(typed, dg.MultiPartitionKey):
+        raise ValueError(f"partition {key!r} is not a multi-dimensional key ({TEMPERATURE_DIM}|{TASK_RANGE_DIM})")
+    return dict(typed.keys_by_dimension)

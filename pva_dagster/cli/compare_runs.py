@@ -2,6 +2,7 @@
 
     pva-compare-runs data data_previous                 # Phase 2 and 3 (exit 0 when all match, 1 with a list)
     pva-compare-runs data golden --phases phase0 phase0_1 phase1_0   # the golden check of a refactor
+    pva-compare-runs data other_machine --robust        # two runs in other numerics: the replicate summary
 
 Same seed, same outputs: this is the check that two runs of the study agree, and that a refactor kept
 behaviour. Every Parquet table is compared value for value (NaN equals NaN), NPZ arrays bit for bit, every
@@ -9,6 +10,11 @@ JSON and the report as text. Left out, because they describe the machine or the 
 the wall-clock columns (``generation_seconds``, ``sandbox_seconds``), the Phase 1 partitions' run sidecars
 (``dataset_*_metadata.json``: timings, device, resource settings), and each folder's own root in stored paths
 (Phase 1 records point at their activation files by absolute path).
+
+``--robust`` asks the question two runs on other CPUs or in other numerics can answer: do their replicate
+summaries agree within their stated intervals (study/evaluation/replicate_agreement.py)? It prints each
+readout's median [5 %, 95 %] of both runs and the latents each names, and exits 1 when a median falls outside
+the other run's band.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.domain import TIMING_COLUMNS
+from pva_dagster.study.evaluation.replicate_agreement import named_latents, summary_agreement
+from pva_dagster.study.layout import DataLayout
+from pva_dagster.study.outputs import REPLICATE_SUMMARY
+from pva_dagster.study.plots import markdown_table
 
 DEFAULT_PHASES = ("phase2", "phase3")
 COMPARED_SUFFIXES = {".parquet", ".json", ".md", ".npz"}
@@ -82,6 +92,14 @@ def differences(a: Path, b: Path, phases: tuple[str, ...] = DEFAULT_PHASES) -> l
     return lines
 
 
+def robust_agreement(a: Path, b: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two folders' replicate summaries side by side: the banded readouts' agreement, and the named latents."""
+    first, second = (
+        pd.read_parquet(DataLayout(root).phase3_table(REPLICATE_SUMMARY)) for root in (a, b)
+    )
+    return summary_agreement(first, second), named_latents(first, second)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("first", type=Path)
@@ -90,7 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         "--phases", nargs="+", default=list(DEFAULT_PHASES),
         help="data folders to compare (default: phase2 phase3; the golden check: phase0 phase0_1 phase1_0)",
     )
+    parser.add_argument(
+        "--robust", action="store_true",
+        help="compare the replicate summaries within their 5-95 %% bands instead of the files value for value",
+    )
     args = parser.parse_args(argv)
+    if args.robust:
+        agreement, latents = robust_agreement(args.first, args.second)
+        print(markdown_table(agreement), markdown_table(latents), sep="\n\n")
+        agreeing = int(agreement.agree.sum())
+        print(f"{agreeing} of {len(agreement)} readouts agree within each other's 5-95 % band")
+        return 0 if agreeing == len(agreement) else 1
     phases = tuple(args.phases)
     found = differences(args.first, args.second, phases)
     for line in found:

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pva_dagster.jobs import JOB_ORDER
 from pva_dagster.study.layout import PROJECT_ROOT
@@ -24,6 +24,25 @@ def jobs_in_order(defs: dg.Definitions) -> list[dg.JobDefinition]:
     """The jobs of ``JOB_ORDER``, resolved against the Definitions' assets (``define_asset_job`` makes unresolved
     jobs; ``Definitions.get_job_def`` would resolve them too, with a UserWarning for each)."""
     return [defs.resolve_job_def(name) for name in JOB_ORDER]
+
+
+def runs_of(
+    defs: dg.Definitions, job: dg.JobDefinition, asset_key: dg.AssetKey | None, todo: list[str | None]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The runs that materialize ``todo``, as (what, ``execute_in_process`` arguments): one for an unpartitioned
+    job; one run over the whole range when every partition is to do and the asset's backfill policy is a single
+    run (as a backfill from the web UI would); else one run per partition (a resumed run redoes none done)."""
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    if asset_key is None:
+        return [("", {})]
+    single = defs.resolve_assets_def(asset_key).backfill_policy == dg.BackfillPolicy.single_run()
+    all_keys = job.partitions_def.get_partition_keys() if job.partitions_def else []
+    if single and len(todo) > 1 and todo == all_keys:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: all_keys[0], ASSET_PARTITION_RANGE_END_TAG: all_keys[-1]}
+        return [(f" partitions {all_keys[0]} .. {all_keys[-1]} in one run", {"tags": tags})]
+    return [(f" partition {key}", {"partition_key": key}) for key in todo]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             done = (
                 instance.get_materialized_partitions(asset_key) if asset_key and not args.force else set()
             )
-            for key in keys:
-                if key is not None and key in done:
-                    print(f"[pva-study] {job_name} {key}: already materialized, skipped", flush=True)
-                    continue
-                print(f"[pva-study] {job_name}" + (f" partition {key}" if key else "") + " ...", flush=True)
-                result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+            for key in sorted(done & set(keys)):
+                print(f"[pva-study] {job_name} {key}: already materialized, skipped", flush=True)
+            for what, run_kwargs in runs_of(defs, job, asset_key, [key for key in keys if key not in done]):
+                print(f"[pva-study] {job_name}{what} ...", flush=True)
+                result = job.execute_in_process(instance=instance, raise_on_error=False, **run_kwargs)
                 if not result.success:
-                    print(f"[pva-study] {job_name} {key or ''} failed; see `dagster dev` for the logs", file=sys.stderr)
+                    print(f"[pva-study] {job_name}{what} failed; see `dagster dev` for the logs", file=sys.stderr)
                     return 1
             if job_name == args.until:
                 break

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM
+from pva_dagster.partitions import TASK_RANGE_DIM, TEMPERATURE_DIM, dimension_keys, typed_partition_key
 from pva_dagster.resources.data_store import DataStore
 from pva_dagster.study import outputs, storage
 from pva_dagster.study.layout import SPLIT_NAMES, DataLayout
@@ -50,18 +50,9 @@ def partition_file(layout: DataLayout, asset: str, key: str | dg.MultiPartitionK
     if asset == outputs.PHASE1_0_SOLUTIONS:
         return layout.phase1_0_dataset(str(key))
     if asset == outputs.PHASE1_2_SOLUTIONS:
-        dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else None
-        if dims is None:
-            raise ValueError(f"{asset} partition {key!r} is not a task_range|temperature key")
+        dims = dimension_keys(None, key)
         return layout.phase1_2_dataset(float(dims[TEMPERATURE_DIM]), dims[TASK_RANGE_DIM])
     raise ValueError(f"no partitioned file is laid out for asset {asset!r}")
-
-
-def _typed_key(partitions_def: dg.PartitionsDefinition, key: str) -> str | dg.MultiPartitionKey:
-    """A multi-dimensional key as MultiPartitionKey (its dimensions by name); any other key as it is."""
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(key, dg.MultiPartitionKey):
-        return partitions_def.get_partition_key_from_str(key)
-    return key
 
 
 class PartitionFrames(Mapping[str, pd.DataFrame]):
@@ -98,8 +89,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         asset, layout = context.asset_key.path[-1], self.store.layout
         if context.has_asset_partitions:
-            key = _typed_key(context.asset_partitions_def, context.partition_key)
-            written = {"": self._write_frame(partition_file(layout, asset, key), obj, asset)}
+            written = self._write_partitions(layout, asset, context, obj)
         elif asset in NAMED_TABLES:
             written = self._write_named(layout, asset, obj)
         elif isinstance(obj, str):
@@ -114,9 +104,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         asset, layout = context.asset_key.path[-1], self.store.layout
         if context.has_asset_partitions:
             done = context.instance.get_materialized_partitions(context.asset_key)
-            keys = [
-                _typed_key(context.asset_partitions_def, key) for key in context.asset_partition_keys if key in done
-            ]
+            partitions_def = context.asset_partitions_def
+            keys = [typed_partition_key(partitions_def, key) for key in context.asset_partition_keys if key in done]
             context.log.info(f"{asset}: {len(keys)} of {len(context.asset_partition_keys)} partitions materialized")
             return PartitionFrames(asset, {str(key): partition_file(layout, asset, key) for key in keys})
         if asset in NAMED_TABLES:
@@ -139,6 +128,24 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"{asset} returned {type(obj).__name__}, not a DataFrame")
         return storage.write_parquet(path, obj)
+
+    def _write_partitions(
+        self, layout: DataLayout, asset: str, context: dg.OutputContext, frames: object
+    ) -> dict[str, Path]:
+        """One file per partition of the run (one, or a single-run backfill's range): ``frames`` maps each key to
+        its frame, and must hold exactly the run's keys."""
+        keys = {str(key): key for key in context.asset_partition_keys}
+        if not isinstance(frames, Mapping) or set(frames) != set(keys):
+            raise TypeError(
+                f"{asset} must return a dict partition key -> DataFrame for the partitions {sorted(keys)}, "
+                f"got {frames!r:.200}"
+            )
+        return {
+            key: self._write_frame(
+                partition_file(layout, asset, typed_partition_key(context.asset_partitions_def, key)), frame, asset
+            )
+            for key, frame in frames.items()
+        }
 
     def _write_named(self, layout: DataLayout, asset: str, tables: object) -> dict[str, Path]:
         names, file_of = NAMED_TABLES[asset]
