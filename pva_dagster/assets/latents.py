@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from pva_dagster.assets.loading import claimed_device, with_model_released
 from pva_dagster.assets.provenance import data_version
+from pva_dagster.assets.reuse import INPUTS_FINGERPRINT, inputs_fingerprint, stored_if_unchanged
 from pva_dagster.assets.weights import language_model_weights, sae_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_SEPARATION
 from pva_dagster.resources import DataStore, DevicePool, LanguageModel, SAESource, StudyDesign
@@ -141,13 +142,20 @@ def phase2(
     """Separation scores of every latent per split (per layer and temperature, and pooled over temperatures),
     and ``sae_quality``: how much of the residuals, and of what differs between tasks, each SAE loses, over every
     Phase 1.0 task."""
+    made_from = inputs_fingerprint(context, config, study_design, sae_source)
+    # A file given as input_dataset is no asset whose version Dagster records: always scored again.
+    unchanged = None if config.input_dataset else stored_if_unchanged(context, made_from, data_store.layout)
+    if unchanged is not None:
+        return unchanged
     layers = study_design.sae_layers
     # input_dataset: score one Phase 1.0 file instead of the partitions (the partitions are then never read).
     greedy = (
         pd.read_parquet(config.input_dataset) if config.input_dataset else phase1_records(phase1_0_solutions.values())
     )
     scores: dict[str, pd.DataFrame] = {}
-    metadata: dict[str, Any] = {"input_dataset": config.input_dataset or "the phase1_0_solutions partitions"}
+    metadata: dict[str, Any] = {
+        "input_dataset": config.input_dataset or "the phase1_0_solutions partitions", INPUTS_FINGERPRINT: made_from,
+    }
     with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in layers}
         with duckdb.get_connection() as conn:

@@ -16,6 +16,8 @@ from pydantic import Field
 
 from pva_dagster.assets.loading import claimed_device
 from pva_dagster.assets.provenance import data_version
+from pva_dagster.assets.reuse import INPUTS_FINGERPRINT, inputs_fingerprint, stored_if_unchanged
+from pva_dagster.assets.weights import sae_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.parquet_io import PartitionFrames
@@ -60,7 +62,7 @@ def task_residuals(
     return residuals_by_layer(index, tasks.task_id)
 
 
-@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
+@dg.asset(group_name=GROUP_VALIDATION, deps=[sae_weights], op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_readouts(
     context: dg.AssetExecutionContext, config: ReadoutConfig, top_latents: dict[str, pd.DataFrame],
     phase1_0_solutions: PartitionFrames, problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame,
@@ -69,6 +71,9 @@ def phase3_readouts(
     device_pool: DevicePool,
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """Baselines, probes and the best latents per layer, side by side on validation, and beyond difficulty."""
+    made_from = inputs_fingerprint(context, config, study_design, sae_source)
+    if (unchanged := stored_if_unchanged(context, made_from, data_store.layout)) is not None:
+        return unchanged
     records, tasks, reason = readout_inputs(phase1_0_solutions, problem_splits, difficulty_mapping)
     if reason:  # a small run: said in the log, the metadata and the report, never papered over
         context.log.warning(f"readouts not computed: {reason}")
@@ -91,6 +96,7 @@ def phase3_readouts(
                                                        outputs.LABEL_FLIPS))  # fmt: skip
     reported = beyond[beyond.family == PRIMARY_REPLICATE]
     return dg.Output(tables, data_version=data_version(tables), metadata={
+        INPUTS_FINGERPRINT: made_from,
         "rank-1 latents (primary replicate)": {direction: f"L{layer}" for direction, layer in rank1.items()},
         "beyond difficulty": dg.MetadataValue.md("\n\n".join(beyond_difficulty_sentences(reported))),
         **{f"AUROC by layer ({direction})": dg.MetadataValue.md(auroc_by_layer(table, direction))

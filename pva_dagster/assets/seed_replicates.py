@@ -11,6 +11,8 @@ from dagster_duckdb import DuckDBResource
 from pva_dagster.assets.loading import claimed_device
 from pva_dagster.assets.provenance import data_version
 from pva_dagster.assets.readouts import readout_inputs, task_residuals
+from pva_dagster.assets.reuse import INPUTS_FINGERPRINT, inputs_fingerprint, stored_if_unchanged
+from pva_dagster.assets.weights import sae_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DataStore, DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.parquet_io import PartitionFrames
@@ -33,7 +35,7 @@ from pva_dagster.study.plots import markdown_table
 CODE_VERSION = "1"
 
 
-@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
+@dg.asset(group_name=GROUP_VALIDATION, deps=[sae_weights], op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def sae_seed_replicates(
     context: dg.AssetExecutionContext, top_latents: dict[str, pd.DataFrame], phase1_0_solutions: PartitionFrames,
     problem_splits: pd.DataFrame, difficulty_mapping: pd.DataFrame, general_text_frequency: pd.DataFrame,
@@ -43,8 +45,14 @@ def sae_seed_replicates(
     """The rank-1 latents of each SAE seed variant on the study's split and the replicates' re-drawn splits, with
     their validation AUROC and their decoder match to the primary's; a summary per direction; each variant's
     quality on the study's residuals."""
+    made_from = inputs_fingerprint(context, study_design, sae_source)
+    if (unchanged := stored_if_unchanged(context, made_from, data_store.layout)) is not None:
+        return unchanged
     layout, seeds = data_store.layout, sae_source.variant_seeds(data_store.layout)
-    found = {"seed variants": list(seeds) or sae_source.no_variants(), "SAE source": sae_source.describe()}
+    found = {
+        "seed variants": list(seeds) or sae_source.no_variants(), "SAE source": sae_source.describe(),
+        INPUTS_FINGERPRINT: made_from,
+    }
     records, tasks, reason = readout_inputs(phase1_0_solutions, problem_splits, difficulty_mapping)
     if reason or not seeds:  # said in the log, the metadata and the report, never papered over
         empty = empty_tables(f"readouts not computed: {reason}") if reason else without_variants(

@@ -8,6 +8,8 @@ from pydantic import Field
 
 from pva_dagster.assets.loading import claimed_device
 from pva_dagster.assets.provenance import data_version
+from pva_dagster.assets.reuse import INPUTS_FINGERPRINT, inputs_fingerprint, stored_if_unchanged
+from pva_dagster.assets.weights import sae_weights
 from pva_dagster.constants import GPU_STEP_TAGS, GROUP_VALIDATION
 from pva_dagster.resources import DevicePool, SAESource, StudyDesign
 from pva_dagster.resources.data_store import DataStore
@@ -47,7 +49,7 @@ def _curves_metadata(best: pd.DataFrame, greedy: pd.DataFrame) -> dict[str, dg.M
     }
 
 
-@dg.asset(group_name=GROUP_VALIDATION, op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
+@dg.asset(group_name=GROUP_VALIDATION, deps=[sae_weights], op_tags=GPU_STEP_TAGS, code_version=CODE_VERSION)
 def phase3_classification(
     context: dg.AssetExecutionContext, config: ClassificationConfig, top_latents: dict[str, pd.DataFrame],
     phase1_0_solutions: PartitionFrames, phase1_2_solutions: PartitionFrames,
@@ -56,6 +58,9 @@ def phase3_classification(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     """AUROC / F1 of the top Phase 2 latents on the validation split; thresholds cross-fitted on the sae and
     hyperparams splits."""
+    made_from = inputs_fingerprint(context, config, study_design, sae_source)
+    if (unchanged := stored_if_unchanged(context, made_from, data_store.layout)) is not None:
+        return unchanged
     selected = selected_latents(top_latents[SAE_SPLIT], config.per_direction)
     pairs, samples = list(zip(selected.layer, selected.latent, strict=True)), {}
     fitting_ids = {split: split_task_ids(problem_splits, split) for split in (SAE_SPLIT, HYPERPARAMS_SPLIT)}
@@ -78,6 +83,7 @@ def phase3_classification(
     greedy, best = validation[validation.temperature == GREEDY_TEMPERATURE], overall.groupby("direction").head(1)
     tables = {outputs.CLASSIFICATION_OVERALL: overall, outputs.CLASSIFICATION_BY_GROUP: grouped}
     return dg.Output(tables, data_version=data_version(tables), metadata={
+        INPUTS_FINGERPRINT: made_from,
         "best latents": dg.MetadataValue.md(markdown_table(best)),
         "all validated latents": dg.MetadataValue.md(markdown_table(overall)),
         "by temperature and difficulty": dg.MetadataValue.md(

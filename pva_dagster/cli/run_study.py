@@ -47,7 +47,10 @@ def runs_of(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pva-study", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="re-run partitions already materialized")
+    parser.add_argument(
+        "--force", action="store_true",
+        help="re-run partitions already materialized, and recompute assets whose inputs did not change",
+    )
     parser.add_argument(
         "--until", choices=JOB_ORDER, default=JOB_ORDER[-1],
         help="stop after this job",
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
+    from pva_dagster.assets.reuse import RECOMPUTE_TAG
     from pva_dagster.definitions import build_definitions
     from pva_dagster.profiles import load_profile
 
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[pva-study] {job_name} {key}: already materialized, skipped", flush=True)
             for what, run_kwargs in runs_of(defs, job, asset_key, [key for key in keys if key not in done]):
                 print(f"[pva-study] {job_name}{what} ...", flush=True)
+                if args.force:  # nothing handed on from an earlier run either (assets/reuse.py)
+                    run_kwargs["tags"] = {**run_kwargs.get("tags", {}), RECOMPUTE_TAG: "true"}
                 result = job.execute_in_process(instance=instance, raise_on_error=False, **run_kwargs)
                 if not result.success:
                     print(f"[pva-study] {job_name}{what} failed; see `dagster dev` for the logs", file=sys.stderr)

@@ -83,6 +83,25 @@ def _read_table(path: Path, asset: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def _single_file(layout: DataLayout, asset: str) -> Path:
+    return SINGLE_FILES[asset](layout) if asset in SINGLE_FILES else layout.table_file(asset)
+
+
+def stored_value(layout: DataLayout, asset: str) -> object:
+    """The value an unpartitioned asset stored, as its downstream assets get it (and as a step that finds nothing
+    changed hands it on, assets/reuse.py)."""
+    if asset in NAMED_TABLES:
+        names, file_of = NAMED_TABLES[asset]
+        found = {name: path for name in names if (path := file_of(layout, name)).exists()}
+        if not found:
+            raise FileNotFoundError(f"no table of {asset} under {layout.root}: materialize {asset} first")
+        return {name: pd.read_parquet(path) for name, path in found.items()}
+    path = _single_file(layout, asset)
+    if path.suffix == ".md":
+        return path.read_text(encoding="utf-8")
+    return _read_table(path, asset)
+
+
 class ParquetIOManager(dg.ConfigurableIOManager):
     store: DataStore
 
@@ -95,7 +114,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         elif isinstance(obj, str):
             written = {"": storage.write_text(SINGLE_FILES[asset](layout), obj)}
         else:
-            written = {"": self._write_frame(self._single_file(layout, asset), obj, asset)}
+            written = {"": self._write_frame(_single_file(layout, asset), obj, asset)}
         context.add_output_metadata(
             {f"path {key}".strip(): dg.MetadataValue.path(str(path)) for key, path in written.items()}
         )
@@ -108,20 +127,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             keys = [typed_partition_key(partitions_def, key) for key in context.asset_partition_keys if key in done]
             context.log.info(f"{asset}: {len(keys)} of {len(context.asset_partition_keys)} partitions materialized")
             return PartitionFrames(asset, {str(key): partition_file(layout, asset, key) for key in keys})
-        if asset in NAMED_TABLES:
-            names, file_of = NAMED_TABLES[asset]
-            found = {name: path for name in names if (path := file_of(layout, name)).exists()}
-            if not found:
-                raise FileNotFoundError(f"no table of {asset} under {layout.root}: materialize {asset} first")
-            return {name: pd.read_parquet(path) for name, path in found.items()}
-        path = self._single_file(layout, asset)
-        if path.suffix == ".md":
-            return path.read_text(encoding="utf-8")
-        return _read_table(path, asset)
-
-    @staticmethod
-    def _single_file(layout: DataLayout, asset: str) -> Path:
-        return SINGLE_FILES[asset](layout) if asset in SINGLE_FILES else layout.table_file(asset)
+        return stored_value(layout, asset)
 
     @staticmethod
     def _write_frame(path: Path, obj: object, asset: str) -> Path:

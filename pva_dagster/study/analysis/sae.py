@@ -69,6 +69,7 @@ def train_topk_sae(
     seed: int,
     decoder_bias: torch.Tensor | None = None,  # [d_model], raw residual space; None: the rows' mean
     train_decoder_bias: bool = True,
+    autocast: bool = False,
 ) -> tuple[SAE, dict[str, Any]]:
     """Train a TopK SAE on ``activations`` with SAELens's ``SAETrainer``; return the inference SAE and a summary.
 
@@ -107,6 +108,7 @@ def train_topk_sae(
         dead_feature_window=max(10, steps // 10),
         feature_sampling_window=max(10, steps // 10),
         logger=LoggingConfig(log_to_wandb=False),
+        autocast=autocast,
     )
     activations = activations.to(torch.float32)
     sae = TopKTrainingSAE(cfg)
