@@ -77,6 +77,18 @@ def test_a_planted_latent_is_selected_in_nine_of_ten_resplits_and_beats_the_null
     assert top.latent == "L7/5" and top.rank1_share >= 0.9
 
 
+def test_replicates_and_null_draws_over_two_processes_are_those_of_one():
+    tasks, residuals, discovery = _study(3, 0.5)
+    design = ReplicateDesign(seed=5, resplits=3, null_draws=3, top_n=20, keep=5)
+    pd.testing.assert_frame_equal(
+        replicate_table(tasks, residuals, discovery, design, workers=2),
+        replicate_table(tasks, residuals, discovery, design, workers=1),
+    )
+    pd.testing.assert_frame_equal(
+        null_medians(tasks, discovery, design, workers=2), null_medians(tasks, discovery, design, workers=1)
+    )
+
+
 def test_on_pure_noise_the_selection_aware_test_rejects_at_about_its_nominal_rate():
     # 20 simulated studies without signal, 19 null draws each: a valid test at level 0.05 rejects about 1 of
     # them; more than 4 happens with probability below 0.02 under validity.

@@ -8,6 +8,8 @@ them, scored once on validation; one row per task (the greedy Phase 1.0 label), 
 prompt residual.
 """
 
+import os
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -86,7 +88,10 @@ def phase3_readouts(
     with claimed_device(context, device_pool) as device:
         saes = {layer: sae_source.load(layer, data_store.layout, device) for layer in study_design.sae_layers}
         latents = {layer: encode(sae, residuals[layer], ENCODE_BATCH) for layer, sae in saes.items()}
-    settings = ReadoutSettings(study_design.seed, config.resamples, config.permutations)
+    # One process per core this step may use: the replicates are thousands of small single-threaded fits.
+    settings = ReadoutSettings(
+        study_design.seed, config.resamples, config.permutations, workers=len(os.sched_getaffinity(0))
+    )
     tables, rank1 = readout_tables(
         tasks, residuals, latents, top_latents[SAE_SPLIT], frequencies_by_layer(general_text_frequency), settings
     )

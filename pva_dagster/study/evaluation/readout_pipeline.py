@@ -35,6 +35,7 @@ class ReadoutSettings:
     seed: int  # every seeded step: fits, bootstrap, permutations
     resamples: int  # bootstrap resamples per interval
     permutations: int  # label permutations per AUROC p-value
+    workers: int = 1  # processes for the replicates and their null draws (the tables are the same for any number)
 
 
 def readout_tables(
@@ -58,10 +59,11 @@ def readout_tables(
     by_label = top_latents_by_label(tasks, latents, general_freq, cutoffs, config["top_n"], config["keep"])
     discovery = Discovery(latents, general_freq, cutoffs)
     design = ReplicateDesign(settings.seed, top_n=config["top_n"], keep=config["keep"])
-    # Thousands of small fits: BLAS threads cost more in start-up than they save (measured 6x slower on 2 cores).
+    # Thousands of small fits: BLAS threads cost more in start-up than they save (measured 6x slower on 2 cores);
+    # the replicates and null draws go to one process per core instead.
     with threadpool_limits(limits=1):
-        replicates = replicate_table(tasks, residuals, discovery, design)
-        null = null_medians(tasks, discovery, design)
+        replicates = replicate_table(tasks, residuals, discovery, design, settings.workers)
+        null = null_medians(tasks, discovery, design, settings.workers)
     tables = {
         outputs.REPLICATES: replicates, outputs.SELECTION_FREQUENCY: selection_frequency(replicates),
         outputs.REPLICATE_SUMMARY: replicate_summary(replicates, null, design),

@@ -24,12 +24,14 @@ Only the greedy Phase 1.0 records enter (one row per task), as in the readouts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -46,6 +48,8 @@ from pva_dagster.study.statistics import median_merged_p
 RESPLITS = 20  # enough for a median and a 5-95 % range of the AUROC
 NULL_DRAWS = 49  # the smallest p-value is 1 / (1 + NULL_DRAWS) = 0.02; each draw redoes every resplit
 TOP_K = 10
+NULL_COLUMNS = ["draw", "direction", "median_auroc"]
+T = TypeVar("T")
 SURFACE = {"prompt_length": ["prompt_tokens"], "complexity": ["complexity"],
            "length_and_complexity": ["prompt_tokens", "complexity"]}  # fmt: skip
 SELECTION_AWARE_TEST = (
@@ -139,40 +143,69 @@ def _beyond(tasks: pd.DataFrame, rows: pd.DataFrame, scored: np.ndarray, discove
     return rows.assign(beyond_p=[t["p_lrt"] for t in tests], beyond_method=[t["lrt_method"] for t in tests])
 
 
+def _replicate_rows(
+    tasks: pd.DataFrame, residuals: Mapping[int, np.ndarray], discovery: Discovery, design: ReplicateDesign, r: int
+) -> pd.DataFrame:
+    """Replicate ``r``'s rows of :func:`replicate_table` (empty when its split selects nothing)."""
+    correct = tasks.correct.to_numpy(bool)
+    splits = resplit(tasks, design.seed + r)
+    scored = splits == VALIDATION_SPLIT
+    rows = one_replicate(tasks, correct, splits, discovery, design)
+    if rows.empty:
+        return rows
+    surface = _surface(tasks, correct, ~scored, scored, design.seed)
+    probes = replicate_probes(residuals, tasks, scored, design.seed + r)
+    return _beyond(tasks, rows, scored, discovery).assign(
+        replicate=r, validation_tasks=int(scored.sum()), **surface, **probes
+    )
+
+
+def _in_parallel(work: Callable[..., T], calls: Sequence[tuple], workers: int) -> list[T]:
+    """``work(*call)`` for each call, in order, over ``workers`` processes (1: in this one). Each call depends on
+    its arguments alone, so the result is the same for any number of workers; the arrays go to the workers as
+    memory maps, and each worker's BLAS keeps to its share of the cores."""
+    if workers <= 1 or len(calls) <= 1:
+        return [work(*call) for call in calls]
+    return list(Parallel(n_jobs=min(workers, len(calls)))(delayed(work)(*call) for call in calls))
+
+
 def replicate_table(
-    tasks: pd.DataFrame, residuals: Mapping[int, np.ndarray], discovery: Discovery, design: ReplicateDesign
+    tasks: pd.DataFrame, residuals: Mapping[int, np.ndarray], discovery: Discovery, design: ReplicateDesign,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """One row per (replicate, direction): the selection and its validation AUROC beside the surface baselines'
     and the replicate's probes' (the same on both directions' rows: a probe has none), and the rank-1 latent's
     test beyond difficulty. ``tasks``: :func:`readout_inputs.readout_tasks`, with ``correct`` the study's label;
-    ``residuals[layer]``: ``float[tasks, d_model]`` in ``tasks``' order, the dense probes' input."""
-    correct = tasks.correct.to_numpy(bool)
-    frames = []
-    for r in range(design.resplits):
-        splits = resplit(tasks, design.seed + r)
-        scored = splits == VALIDATION_SPLIT
-        rows = one_replicate(tasks, correct, splits, discovery, design)
-        if rows.empty:
-            continue
-        surface = _surface(tasks, correct, ~scored, scored, design.seed)
-        probes = replicate_probes(residuals, tasks, scored, design.seed + r)
-        frames.append(_beyond(tasks, rows, scored, discovery).assign(
-            replicate=r, validation_tasks=int(scored.sum()), **surface, **probes
-        ))
+    ``residuals[layer]``: ``float[tasks, d_model]`` in ``tasks``' order, the dense probes' input. The replicates
+    run over ``workers`` processes (the table is the same for any number)."""
+    calls = [(tasks, residuals, discovery, design, r) for r in range(design.resplits)]
+    frames = [frame for frame in _in_parallel(_replicate_rows, calls, workers) if not frame.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def null_medians(tasks: pd.DataFrame, discovery: Discovery, design: ReplicateDesign) -> pd.DataFrame:
-    """Per null draw and direction: the median rank-1 validation AUROC over the resplits, labels permuted."""
+def _null_draw(
+    tasks: pd.DataFrame, permuted: np.ndarray, splits: list[np.ndarray], discovery: Discovery, design: ReplicateDesign,
+    draw: int,
+) -> list[dict[str, object]]:
+    """One null draw's median rank-1 validation AUROC per direction over the resplits, under ``permuted`` labels."""
+    found = pd.concat([one_replicate(tasks, permuted, s, discovery, design) for s in splits], ignore_index=True)
+    return [
+        {"draw": draw, "direction": direction, "median_auroc": float(group.auroc.median())}
+        for direction, group in (found.groupby("direction") if len(found) else [])
+    ]
+
+
+def null_medians(tasks: pd.DataFrame, discovery: Discovery, design: ReplicateDesign, workers: int = 1) -> pd.DataFrame:
+    """Per null draw and direction: the median rank-1 validation AUROC over the resplits, labels permuted. The
+    permutations are drawn here, in order; the draws run over ``workers`` processes."""
     rng = np.random.default_rng(design.seed)
     splits = [resplit(tasks, design.seed + r) for r in range(design.resplits)]
-    rows = []
-    for draw in range(design.null_draws):
-        permuted = rng.permutation(tasks.correct.to_numpy(bool))
-        found = pd.concat([one_replicate(tasks, permuted, s, discovery, design) for s in splits], ignore_index=True)
-        for direction, group in found.groupby("direction") if len(found) else []:
-            rows.append({"draw": draw, "direction": direction, "median_auroc": float(group.auroc.median())})
-    return pd.DataFrame(rows, columns=["draw", "direction", "median_auroc"])
+    calls = [
+        (tasks, rng.permutation(tasks.correct.to_numpy(bool)), splits, discovery, design, draw)
+        for draw in range(design.null_draws)
+    ]
+    rows = [row for draw in _in_parallel(_null_draw, calls, workers) for row in draw]
+    return pd.DataFrame(rows, columns=NULL_COLUMNS)
 
 
 def _mean_jaccard(tops: list[list[str]]) -> float:
