@@ -7,10 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pva_dagster.cli.compare_runs import main as compare_runs
 from pva_dagster.study import storage
-from pva_dagster.study.evaluation.replicate_agreement import BANDED_READOUTS, named_latents, summary_agreement
+from pva_dagster.study.evaluation.replicate_agreement import (
+    BANDED_READOUTS,
+    POOLED_READOUT,
+    named_latents,
+    run_bands,
+    summary_agreement,
+)
 from pva_dagster.study.evaluation.replicates import (
     Discovery,
     ReplicateDesign,
@@ -48,13 +55,13 @@ def _summary(planted: float, rounding_seed: int | None) -> pd.DataFrame:
 
 
 def test_runs_that_differ_in_rounding_agree_on_every_banded_readout():
-    agreement = summary_agreement(_summary(0.7, None), _summary(0.7, rounding_seed=1))
+    agreement = summary_agreement(run_bands(_summary(0.7, None)), run_bands(_summary(0.7, rounding_seed=1)))
     assert len(agreement) == 2 * len(BANDED_READOUTS) and agreement.agree.all()
 
 
 def test_a_run_without_the_signal_disagrees_on_the_rank1_latent_and_names_another_latent():
     planted, noise = _summary(0.9, None), _summary(0.0, None)
-    agreement = summary_agreement(planted, noise).set_index(["direction", "readout"])
+    agreement = summary_agreement(run_bands(planted), run_bands(noise)).set_index(["direction", "readout"])
     assert not agreement.loc[("correct", "rank-1 latent"), "agree"]
     names = named_latents(planted, noise).set_index("direction")
     assert names.loc["correct", "first"].startswith("L7/5 ") and not names.loc["correct", "second"].startswith("L7/5 ")
@@ -62,7 +69,7 @@ def test_a_run_without_the_signal_disagrees_on_the_rank1_latent_and_names_anothe
 
 def test_a_direction_one_run_lacks_does_not_agree():
     summary = _summary(0.7, None)
-    agreement = summary_agreement(summary, summary[summary.direction == "correct"])
+    agreement = summary_agreement(run_bands(summary), run_bands(summary[summary.direction == "correct"]))
     assert not agreement[agreement.direction == "incorrect"].agree.any()
     assert agreement[agreement.direction == "correct"].agree.all()
 
@@ -76,3 +83,26 @@ def test_the_cli_compares_two_data_folders_robust_summaries(tmp_path: Path, caps
     assert compare_runs([str(folders["bf16"]), str(folders["f32"]), "--robust"]) == 0
     assert "6 of 6 readouts agree" in capsys.readouterr().out
     assert compare_runs([str(folders["bf16"]), str(folders["noise"]), "--robust"]) == 1
+
+
+def test_the_pooled_band_holds_the_seed_variants_draws_beside_the_resplits():
+    replicates = pd.DataFrame({"direction": ["correct"] * 4, "auroc": [0.70, 0.72, 0.68, 0.71]})
+    seeds = pd.DataFrame({
+        "split": ["study", "resplit", "resplit", "resplit", "resplit"], "direction": ["correct"] * 5,
+        "auroc": [0.99, 0.55, 0.57, 0.56, 0.58],
+    })
+    summary = pd.DataFrame({"direction": ["correct"], "replicates": [4], "median_auroc": [0.705],
+                            "auroc_p05": [0.68], "auroc_p95": [0.72]})  # fmt: skip
+    bands = run_bands(summary, replicates, seeds).set_index("readout")
+    pooled = bands.loc[POOLED_READOUT]
+    assert pooled.draws == 8 and pooled.low < 0.58 and pooled.high >= 0.70  # the study's row (0.99) left out
+    assert pooled["median"] == pytest.approx(pd.Series([0.70, 0.72, 0.68, 0.71, 0.55, 0.57, 0.56, 0.58]).median())
+    # Another CPU's run, whose SAEs drew the other way round (its primary low, its variants high): outside the
+    # split band, inside the pooled one.
+    other = run_bands(
+        summary.assign(median_auroc=0.57, auroc_p05=0.55, auroc_p95=0.6),
+        replicates.assign(auroc=[0.57, 0.56, 0.58, 0.55]),
+        seeds.assign(auroc=[0.99, 0.70, 0.72, 0.68, 0.71]),
+    )
+    agreement = summary_agreement(run_bands(summary, replicates, seeds), other).set_index("readout").agree
+    assert not agreement["rank-1 latent"] and agreement[POOLED_READOUT]

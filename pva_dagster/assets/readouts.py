@@ -93,7 +93,8 @@ def phase3_readouts(
         study_design.seed, config.resamples, config.permutations, workers=len(os.sched_getaffinity(0))
     )
     tables, rank1 = readout_tables(
-        tasks, residuals, latents, top_latents[SAE_SPLIT], frequencies_by_layer(general_text_frequency), settings
+        tasks, residuals, latents, top_latents[SAE_SPLIT], frequencies_by_layer(general_text_frequency), settings,
+        context.log.info,
     )
     for direction in sorted(set(DIRECTIONS) - set(rank1)):
         context.log.warning(f"no {direction} latent survived Phase 2's general-text filter: none is confirmatory")

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from pva_dagster.study.domain import TIMING_COLUMNS
-from pva_dagster.study.evaluation.replicate_agreement import named_latents, summary_agreement
+from pva_dagster.study.evaluation.replicate_agreement import named_latents, run_bands, summary_agreement
 from pva_dagster.study.layout import DataLayout
-from pva_dagster.study.outputs import REPLICATE_SUMMARY
+from pva_dagster.study.outputs import REPLICATE_SUMMARY, REPLICATES, SAE_SEED_SELECTIONS
 from pva_dagster.study.plots import markdown_table
 
 DEFAULT_PHASES = ("phase2", "phase3")
@@ -94,10 +94,16 @@ def differences(a: Path, b: Path, phases: tuple[str, ...] = DEFAULT_PHASES) -> l
 
 def robust_agreement(a: Path, b: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two folders' replicate summaries side by side: the banded readouts' agreement, and the named latents."""
-    first, second = (
-        pd.read_parquet(DataLayout(root).phase3_table(REPLICATE_SUMMARY)) for root in (a, b)
-    )
-    return summary_agreement(first, second), named_latents(first, second)
+    def bands(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        layout = DataLayout(root)
+        summary = pd.read_parquet(layout.phase3_table(REPLICATE_SUMMARY))
+        replicates, seeds = (layout.phase3_table(name) for name in (REPLICATES, SAE_SEED_SELECTIONS))
+        if not (replicates.is_file() and seeds.is_file()):  # a run made before SAE seed variants: no pooled band
+            return summary, run_bands(summary)
+        return summary, run_bands(summary, pd.read_parquet(replicates), pd.read_parquet(seeds))
+
+    (first, first_bands), (second, second_bands) = bands(a), bands(b)
+    return summary_agreement(first_bands, second_bands), named_latents(first, second)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ beside the baselines and probes, beyond difficulty, the confirmatory labels, and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ class ReadoutSettings:
 
 def readout_tables(
     tasks: pd.DataFrame, residuals: Mapping[int, np.ndarray], latents: Mapping[int, np.ndarray], top: pd.DataFrame,
-    general_freq: Mapping[int, np.ndarray], settings: ReadoutSettings,
+    general_freq: Mapping[int, np.ndarray], settings: ReadoutSettings, log: Callable[[str], None] = print,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """Every table of :data:`outputs.READOUT_TABLES` and, per direction, the layer of its rank-1 latent (the
     confirmatory one).
@@ -62,8 +63,12 @@ def readout_tables(
     # Thousands of small fits: BLAS threads cost more in start-up than they save (measured 6x slower on 2 cores);
     # the replicates and null draws go to one process per core instead.
     with threadpool_limits(limits=1):
+        started = time.perf_counter()
+        log(f"{design.resplits} re-drawn splits over {settings.workers} process(es): selection, baselines, probes")
         replicates = replicate_table(tasks, residuals, discovery, design, settings.workers)
+        log(f"replicates done in {time.perf_counter() - started:.0f} s; {design.null_draws} null draws next")
         null = null_medians(tasks, discovery, design, settings.workers)
+        log(f"null draws done; the replicate analysis took {time.perf_counter() - started:.0f} s")
     tables = {
         outputs.REPLICATES: replicates, outputs.SELECTION_FREQUENCY: selection_frequency(replicates),
         outputs.REPLICATE_SUMMARY: replicate_summary(replicates, null, design),
