@@ -195,6 +195,17 @@ def test_auroc_by_layer_draws_a_png(extra_signal):
     assert base64.b64decode(encoded).startswith(b"\x89PNG")
 
 
+def test_auroc_by_layer_draws_an_interval_bound_equal_to_the_auroc_up_to_rounding():
+    # auroc - ci_low is -5.6e-17 here: a bootstrap without spread below, as a bfloat16 run on one CPU gave.
+    table = pd.DataFrame({
+        "readout": ["dense_probe", "dense_probe"], "layer": [6.0, 12.0], "direction": ["correct", "correct"],
+        "auroc": [0.3, 0.7], "auroc_ci_low": [0.1 + 0.2, 0.6], "auroc_ci_high": [0.5, 0.8],
+    })
+    assert (table.auroc - table.auroc_ci_low).min() < 0
+    encoded = auroc_by_layer(table, "correct").split("base64,")[1].rstrip(")")
+    assert base64.b64decode(encoded).startswith(b"\x89PNG")
+
+
 def test_general_text_cutoff_sensitivity():
     assert relative_density_cutoff(0.004, 5) == pytest.approx(0.02)
     correct = np.array([True] * 5 + [False] * 5)

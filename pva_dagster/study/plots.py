@@ -155,7 +155,9 @@ def auroc_by_layer(table: pd.DataFrame, direction: str) -> str:
     for i, name in enumerate(LAYERED_READOUTS):
         line = layered[layered.readout == name]
         if len(line):
-            error = np.vstack([line.auroc - line.auroc_ci_low, line.auroc_ci_high - line.auroc])
+            # An interval whose bound is the AUROC itself (a bootstrap with no spread on that side) can differ from
+            # it by rounding alone; a negative bar length is that rounding, not a bar.
+            error = np.clip(np.vstack([line.auroc - line.auroc_ci_low, line.auroc_ci_high - line.auroc]), 0, None)
             ax.errorbar(line.layer, line.auroc, yerr=error, marker="o", capsize=3, color=colours[i], label=name)
     if rows.empty:
         _no_data(ax, f"no readouts for the {direction} direction")
