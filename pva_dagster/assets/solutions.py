@@ -49,16 +49,16 @@ def _run(
     run's partitions (one, or a backfill's range), report. The value maps partition key -> records."""
     study_design, sandbox, language_model = resources.study_design, resources.sandbox, resources.language_model
     prompt_format = study_design.prompt_format()
+    generation = {**language_model.model_dump(), **study_design.generation_fields()}
     frames, summaries = {}, []
     with generator_on_device(context, resources) as (device, generator):
+        extra = {"device": device, "sandbox_isolation": sandbox.isolation_level}
         for number, (key, partition) in enumerate(partitions.items(), start=1):
             context.log.info(f"partition {key} ({number} of {len(partitions)}): generating on {device}")
             frames[key], metadata = generate_and_label(
                 problems, partition, extended, generator, prompt_format, study_design.layers, study_design.seed,
                 context.log.info,
             )
-            extra = {"device": device, "sandbox_isolation": sandbox.isolation_level}
-            generation = {**language_model.model_dump(), **study_design.generation_fields()}
             write_metadata(partition.dataset_path, {**metadata, **extra, "generation": generation})
             summaries.append({"partition": key, **{k: metadata[k] for k in PARTITION_SUMMARY}})
     table = pd.DataFrame(summaries)
@@ -85,14 +85,13 @@ def phase1_assets(design: StudyDesign) -> list[dg.AssetsDefinition]:
         activations = PerRecordActivations(
             lambda label, task_id, _sample, layer: layout.phase1_0_activation(label, task_id, layer)
         )
-        partitions = {
-            key: Partition(
+        partitions = {}
+        for key in context.partition_keys:
+            task_range = TaskRange.parse(key)
+            partitions[key] = Partition(
                 task_range, temperature=GREEDY_TEMPERATURE, samples=1,
                 dataset_path=layout.phase1_0_dataset(task_range.key), activations=activations,
             )
-            for key in context.partition_keys
-            if (task_range := TaskRange.parse(key))
-        }
         return _run(
             context, mbpp_problems, extended_tests, partitions,
             GenerationResources(language_model, study_design, data_store, sandbox, device_pool),
