@@ -27,12 +27,18 @@ from pva_dagster.resources import (
     HubModel,
     HubProblems,
     PretrainedSAEs,
+    PretrainedVariant,
     Sandbox,
     StudyDesign,
 )
 from pva_dagster.resources.parquet_io import ParquetIOManager
 from pva_dagster.resources.problem_source import problem_source_named
+from pva_dagster.study.analysis.release_variants import L0_CHOICES
 from pva_dagster.study.problems.embedded import EMBEDDED_MAX_TASK_ID
+
+# GemmaScope's residual SAEs of every L0 level (the canonical release holds one per width): {l0} is filled per
+# layer from SAELens's table, since the levels differ between layers.
+GEMMASCOPE_L0_LEVELS = "layer_{layer}/width_16k/average_l0_{l0}"
 
 # The embedded profile's steering grid: the middle of the small grid. On the embedded model 0.02 changed no label
 # and at 0.5 the controls break every correct solution (docs/runs.md).
@@ -160,6 +166,12 @@ def gemma_profile() -> Profile:
             "sae_source": PretrainedSAEs(
                 release="gemma-scope-2b-pt-res-canonical",
                 sae_id="layer_{layer}/width_16k/canonical",
+                # GemmaScope trains each width and L0 from one seed: its replicates of the primary are the same
+                # width at the sparsest and densest L0 it publishes for each layer.
+                variants=[
+                    PretrainedVariant(release="gemma-scope-2b-pt-res", sae_id=GEMMASCOPE_L0_LEVELS, l0=level)
+                    for level in L0_CHOICES
+                ],
             ),
             # Gemma-2-2B has 26 blocks and GemmaScope an SAE for each.
             "study_design": StudyDesign(max_task_id=974, task_range_size=50, sae_layers=list(range(26))),

@@ -8,7 +8,7 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 
 from pva_dagster.definitions import build_definitions
 from pva_dagster.profiles import load_profile
-from pva_dagster.resources import DevicePool, Sandbox, StudyDesign
+from pva_dagster.resources import DevicePool, PretrainedSAEs, Sandbox, StudyDesign
 
 
 @dg.asset
@@ -52,6 +52,27 @@ def test_one_field_from_the_run_config_keeps_the_gemma_profiles_other_values():
     assert received == expected
     assert received["study_design"]["sae_layers"] == list(range(26))
     assert received["sandbox"]["isolation"] == "required"
+
+
+@dg.asset
+def sae_source_values(sae_source: PretrainedSAEs) -> dict:
+    """The SAE source a step receives, with each variant as the type the resource declares."""
+    return {**sae_source.model_dump(), "variant_types": [type(v).__name__ for v in sae_source.variants]}
+
+
+def test_one_field_of_the_gemma_sae_source_keeps_its_variants():
+    profile = load_profile("gemma")
+    defs = build_definitions(profile, environ={})
+    changed = {"resources": {"sae_source": {"config": {"sae_id": "layer_{layer}/width_65k/canonical"}}}}
+    runs = (({}, profile.resources["sae_source"].sae_id), (changed, "layer_{layer}/width_65k/canonical"))
+    for run_config, sae_id in runs:
+        resources = {**defs.resources, "io_manager": dg.mem_io_manager}
+        result = dg.materialize([sae_source_values], resources=resources, run_config=run_config)
+        received = result.output_for_node("sae_source_values")
+        assert received == {
+            **profile.resources["sae_source"].model_dump(), "sae_id": sae_id,
+            "variant_types": ["PretrainedVariant", "PretrainedVariant"],
+        }
 
 
 def test_a_jobs_launch_config_resolves_to_the_profile_with_one_field_changed():

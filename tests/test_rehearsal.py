@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from pva_dagster.cli.rehearse import SAE_LAYERS, TASK_IDS, rehearsal_environment
+from pva_dagster.profiles import load_profile
 from pva_dagster.rehearsal.small_runs import SHORT_STEERING_COEFFICIENTS
+from pva_dagster.study import outputs
 from pva_dagster.study.layout import DataLayout
 from tests.helpers import (
     check_phase0,
@@ -45,6 +47,9 @@ for layer in layers:
     out["saes"][layer] = {"class": type(sae).__name__, "hook": sae.cfg.metadata.hook_name,
                           "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae}
     np.save(f"{sys.argv[3]}/W_enc_{layer}.npy", sae.W_enc.detach().numpy())
+    for key in resources["sae_source"].variant_seeds(layout):
+        variant = resources["sae_source"].load_variant(layer, key, layout, "cpu")
+        np.save(f"{sys.argv[3]}/W_enc_{layer}_variant{key}.npy", variant.W_enc.detach().numpy())
 model, tokenizer = resources["language_model"].load(layout, "cpu")
 out["model"] = {"class": type(model).__name__, "dtype": str(model.dtype), "blocks": len(model.model.layers)}
 record = pd.read_parquet(sys.argv[4]).iloc[0]
@@ -118,6 +123,23 @@ def test_saes_come_from_the_gemmascope_path_through_saelens(rehearsal):
         }
         with np.load(path) as npz:
             assert np.array_equal(np.load(workdir / f"W_enc_{layer}.npy"), npz["W_enc"])
+
+
+def test_the_selection_is_redone_on_gemmascopes_other_l0_levels(rehearsal):
+    layout, summary, _, workdir = rehearsal
+    source = load_profile("gemma").resources["sae_source"]
+    labels = source.variant_labels(layout)
+    for key, variant in zip(source.variant_seeds(layout), source.variants, strict=True):
+        for layer in SAE_LAYERS:  # the variant loaded is the file the stand-ins put at the id SAELens resolves
+            path = summary["variant_files"][variant.resolved().sae_id_at(layer)]
+            with np.load(path) as npz:
+                assert np.array_equal(np.load(workdir / f"W_enc_{layer}_variant{key}.npy"), npz["W_enc"])
+    quality = pd.read_parquet(layout.phase3_table(outputs.SAE_SEED_QUALITY))
+    expected = sorted((key, layer) for key in labels for layer in SAE_LAYERS)
+    assert sorted(zip(quality.seed, quality.layer, strict=True)) == expected
+    assert dict(zip(quality.seed, quality.variant, strict=True)) == labels
+    frequency = pd.read_parquet(layout.general_text_frequency_file)  # each variant's own general-text filter
+    assert set(frequency.seed) == {load_profile("gemma").resources["study_design"].seed, *labels}
 
 
 def test_activations_are_the_output_of_block_L(rehearsal):

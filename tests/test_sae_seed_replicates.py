@@ -91,6 +91,9 @@ def test_variants_select_the_primarys_direction_and_a_random_decoder_does_not(fa
     assert summary.resplit_recovered_share >= 2 / 3 and summary.median_best_cosine >= MATCH_COSINE
     assert summary.median_auroc > 0.9 and summary.median_variant_fvu == pytest.approx(quality.fvu.median())
     assert sorted(tables[QUALITY].seed) == list(PLAN.variant_seeds)
+    assert set(tables[QUALITY].variant) == {f"seed {seed}" for seed in PLAN.variant_seeds}  # the default name
+    named = seed_replicate_tables(tasks, primary, variants, DESIGN, quality, "unused", {1: "width 65k", 2: "L0 9"})
+    assert dict(zip(named[QUALITY].seed, named[QUALITY].variant, strict=True)) == {1: "width 65k", 2: "L0 9"}
     assert "## Across SAE seeds" in seed_section(tables) and "recovered_share" in seed_section(tables)[-1]
 
     # The same selections, but decoder rows of random directions: nothing is recovered, on any split.
@@ -120,11 +123,12 @@ def test_sources_name_their_variants_or_say_why_there_are_none(tmp_path):
         EmbeddedSAEs().variant_seeds(layout)
     record_variant_seeds(layout, PLAN)
     assert EmbeddedSAEs().variant_seeds(layout) == recorded_variant_seeds(layout) == (1, 2)
+    assert EmbeddedSAEs().variant_labels(layout) == {1: "seed 1", 2: "seed 2"}
     record_variant_seeds(layout, dataclasses.replace(PLAN, seed_variants=0))
     assert EmbeddedSAEs().variant_seeds(layout) == ()
     gemma = PretrainedSAEs(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_{layer}/width_16k/canonical")
     assert gemma.variant_seeds(layout) == () and "GemmaScope" in gemma.no_variants()
-    assert "not built here" in gemma.no_variants()
+    assert "PretrainedSAEs.variants" in gemma.no_variants()
     local = LocalSAEs(folder=str(tmp_path / "layer_{layer}"))
     with pytest.raises(ValueError, match="no seed variants"):
         local.load_variant(0, 1, layout, "cpu")

@@ -127,7 +127,7 @@ def general_text_frequency(
     by_layer = frame.groupby(["seed", "layer"]).general_freq.agg(["mean", "max"]).reset_index()
     return dg.Output(frame, data_version=data_version(frame), metadata={
         "general-text corpus": facts, "frequency by seed and layer": dg.MetadataValue.md(markdown_table(by_layer)),
-        "SAE seed variants": list(variant_seeds) or sae_source.no_variants(),
+        "SAE variants": sae_source.variant_labels(layout) or sae_source.no_variants(),
     })
 
 

@@ -50,7 +50,8 @@ def sae_seed_replicates(
         return unchanged
     layout, seeds = data_store.layout, sae_source.variant_seeds(data_store.layout)
     found = {
-        "seed variants": list(seeds) or sae_source.no_variants(), "SAE source": sae_source.describe(),
+        "SAE variants": sae_source.variant_labels(layout) or sae_source.no_variants(),
+        "SAE source": sae_source.describe(),
         INPUTS_FINGERPRINT: made_from,
     }
     records, tasks, reason = readout_inputs(phase1_0_solutions, problem_splits, difficulty_mapping)
@@ -76,7 +77,9 @@ def sae_seed_replicates(
         variants = [seed_sae(s, saes[s], residuals, frequencies_by_layer(general_text_frequency, s), cutoffs)
                     for s in seeds]  # fmt: skip
         quality = variant_quality(residuals, saes)
-    tables = seed_replicate_tables(tasks, primary, variants, design, quality, sae_source.no_variants())
+    tables = seed_replicate_tables(
+        tasks, primary, variants, design, quality, sae_source.no_variants(), sae_source.variant_labels(layout)
+    )
     context.log.info(f"{len(seeds)} seed variants, {len(tables[SELECTIONS])} selections")
     return dg.Output(tables, data_version=data_version(tables), metadata={
         **found,

@@ -91,10 +91,12 @@ def run_rehearsal(
     from pva_dagster.rehearsal.standins import build_study_standins
 
     started = time.perf_counter()
-    standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS)
+    profile = small_run_profile(load_profile("gemma"), workdir, problems)
+    variants = [variant.resolved() for variant in profile.resources["sae_source"].variants]
+    standins = build_study_standins(workdir / "hf_home", mbpp, TASK_IDS, SAE_LAYERS, sae_variants=variants)
     log(f"[rehearse] stand-ins built in {time.perf_counter() - started:.0f} s under {standins.hf_home}; "
         f"the model's program holds the solutions of tasks {standins.planted_task_ids}")
-    defs = build_definitions(small_run_profile(load_profile("gemma"), workdir, problems), environ={})
+    defs = build_definitions(profile, environ={})
     steps: list[tuple[str, Any, Any, Any]] = [
         # Phase 2's general-text filter reads 100 documents instead of 2,000 (what a user shortens too).
         ("prepare", PREPARE, None, {"ops": {"general_text_frequency": {"config": {"general_documents": 100}}}}),
@@ -108,6 +110,7 @@ def run_rehearsal(
         "workdir": str(workdir), "hf_home": str(standins.hf_home), "task_ids": standins.task_ids,
         "planted_task_ids": standins.planted_task_ids,
         "sae_files": {str(k): str(v) for k, v in standins.sae_files.items()},
+        "variant_files": {sae_id: str(path) for sae_id, path in standins.variant_files.items()},
         "sae_layers": SAE_LAYERS, "problems": problems, "steps": {},
     }
     instance = dg.DagsterInstance.ephemeral()  # one run history: Phase 2 reads the Phase 1 partitions it records

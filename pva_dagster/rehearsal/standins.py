@@ -39,6 +39,7 @@ from transformers import GenerationConfig
 from pva_dagster.rehearsal.dataset_standins import build_mbpp_plus_standin, build_mbpp_standin
 from pva_dagster.rehearsal.hub_cache import write_snapshot, write_snapshot_folder
 from pva_dagster.rehearsal.random_models import random_gemma2, train_gemma_tokenizer
+from pva_dagster.study.analysis.release_variants import ReleaseVariant, release_location
 
 GEMMA2_2B_ID = "google/gemma-2-2b"
 GEMMASCOPE_RELEASE = "gemma-scope-2b-pt-res-canonical"
@@ -49,7 +50,6 @@ GEMMA2_2B_INTERFACE = {
     "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 8192, "sliding_window": 4096,
     "query_pre_attn_scalar": 256, "tie_word_embeddings": False,
 }
-GEMMASCOPE_D_SAE = 16384
 # Scale (1 + weight) of each block's two post-norms: every attention / MLP update has RMS 0.1 per coordinate
 # against the embedding's 1, so 26 blocks move the residual stream by ~0.7 of its size, never off its token.
 BLOCK_UPDATE_SCALE = 0.1
@@ -65,6 +65,7 @@ class StudyStandins:
     hf_home: Path
     model_snapshot: Path
     sae_files: dict[int, Path]  # layer -> params.npz in the hub cache
+    variant_files: dict[str, Path]  # a variant's SAE id at a layer -> params.npz in the hub cache
     planted_task_ids: list[int]  # problems whose reference solution the model's program holds
     task_ids: list[int]  # every problem in the MBPP stand-in
 
@@ -170,13 +171,7 @@ def build_gemma2_2b_standin(hf_home: Path, planted_code: Sequence[str], seed: in
 
 def gemmascope_location(layer: int) -> tuple[str, str]:
     """(hub repo, folder) that SAELens's own release table gives the canonical 16k residual SAE of ``layer``."""
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-    release = get_pretrained_saes_directory()[GEMMASCOPE_RELEASE]
-    sae_id = GEMMASCOPE_SAE_ID.format(layer=layer)
-    if sae_id not in release.saes_map:
-        raise ValueError(f"SAELens release {GEMMASCOPE_RELEASE} has no SAE {sae_id!r}")
-    return release.repo_id, release.saes_map[sae_id]
+    return release_location(GEMMASCOPE_RELEASE, GEMMASCOPE_SAE_ID.format(layer=layer))
 
 
 def gemmascope_params(d_in: int, d_sae: int, seed: int) -> dict[str, np.ndarray]:
@@ -194,22 +189,46 @@ def gemmascope_params(d_in: int, d_sae: int, seed: int) -> dict[str, np.ndarray]
     }
 
 
-def build_gemmascope_standins(hf_home: Path, layers: Sequence[int], seed: int = 0) -> dict[int, Path]:
-    """``params.npz`` for each layer where SAELens downloads GemmaScope's; returns layer -> cached file."""
-    locations = {layer: gemmascope_location(layer) for layer in layers}
-    repos = {repo for repo, _ in locations.values()}
+def build_gemmascope_standins(
+    hf_home: Path, layers: Sequence[int], seed: int = 0, variants: Sequence[ReleaseVariant] = ()
+) -> tuple[dict[int, Path], dict[str, Path]]:
+    """``params.npz`` for each layer where SAELens downloads GemmaScope's, and for each of ``variants`` at each
+    layer (other widths / L0 levels, resolved through SAELens's table as the run resolves them); returns layer ->
+    cached file and variant SAE id -> cached file. Every file goes into one snapshot, as the hub serves one."""
+    primaries = {layer: gemmascope_location(layer) for layer in layers}
+    others = {
+        sae_id: release_location(variant.release, sae_id)
+        for variant in variants for sae_id in (variant.sae_id_at(layer) for layer in layers)
+    }
+    repos = {repo for repo, _ in [*primaries.values(), *others.values()]}
     if len(repos) != 1:
-        raise ValueError(f"the layers' SAEs live in several repos {sorted(repos)}; expected one")
+        raise ValueError(f"the SAEs live in several repos {sorted(repos)}; expected one")
     d_in = GEMMA2_2B_INTERFACE["hidden_size"]
+    # The primaries draw from seed + layer; each variant file from its own seed past any layer's.
+    folders = {folder: seed + layer for layer, (_, folder) in primaries.items()} | {
+        folder: seed + 1000 + number for number, (_, folder) in enumerate(others.values())
+    }
     with tempfile.TemporaryDirectory() as staging:
         files = {}
-        for layer, (_, folder) in locations.items():
-            path = Path(staging) / f"layer_{layer}.npz"
+        for folder, draw in folders.items():
+            path = Path(staging) / f"{draw}.npz"
+            d_sae = width_of(folder)
             # numpy's stub lets the ** arrays fill savez's allow_pickle: bool (hence the ignore)
-            np.savez(path, **gemmascope_params(d_in, GEMMASCOPE_D_SAE, seed + layer))  # type: ignore[arg-type]
+            np.savez(path, **gemmascope_params(d_in, d_sae, draw))  # type: ignore[arg-type]
             files[f"{folder}/params.npz"] = path
         snapshot = write_snapshot(hf_home, "model", repos.pop(), files)
-    return {layer: snapshot / folder / "params.npz" for layer, (_, folder) in locations.items()}
+    return (
+        {layer: snapshot / folder / "params.npz" for layer, (_, folder) in primaries.items()},
+        {sae_id: snapshot / folder / "params.npz" for sae_id, (_, folder) in others.items()},
+    )
+
+
+def width_of(folder: str) -> int:
+    """The latents of a GemmaScope SAE, from the ``width_16k`` / ``width_1m`` part of its folder."""
+    match = re.search(r"width_(\d+)([km])", folder)
+    if match is None:
+        raise ValueError(f"no width_<n>k / width_<n>m in the GemmaScope folder {folder!r}")
+    return int(match.group(1)) * {"k": 1024, "m": 1024 * 1024}[match.group(2)]
 
 
 def read_mbpp_slice(path: Path, task_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -224,17 +243,19 @@ def read_mbpp_slice(path: Path, task_ids: Sequence[int]) -> list[dict[str, Any]]
 
 
 def build_study_standins(
-    hf_home: Path, mbpp_path: Path, task_ids: Sequence[int], sae_layers: Sequence[int], seed: int = 0
+    hf_home: Path, mbpp_path: Path, task_ids: Sequence[int], sae_layers: Sequence[int], seed: int = 0,
+    sae_variants: Sequence[ReleaseVariant] = (),
 ) -> StudyStandins:
-    """Every hub file the gemma profile reads, for the problems ``task_ids`` of the MBPP at ``mbpp_path``."""
+    """Every hub file the gemma profile reads, for the problems ``task_ids`` of the MBPP at ``mbpp_path`` and the
+    SAE variants ``sae_variants``."""
     hf_home = Path(hf_home)
     records = read_mbpp_slice(mbpp_path, task_ids)
     planted = choose_planted(records, seed)
     snapshot = build_gemma2_2b_standin(hf_home, [r["code"] for r in planted], seed)
-    sae_files = build_gemmascope_standins(hf_home, sae_layers, seed)
+    sae_files, variant_files = build_gemmascope_standins(hf_home, sae_layers, seed, sae_variants)
     build_mbpp_standin(hf_home, records)
     build_mbpp_plus_standin(hf_home, records)
     return StudyStandins(
-        hf_home=hf_home, model_snapshot=snapshot, sae_files=sae_files,
+        hf_home=hf_home, model_snapshot=snapshot, sae_files=sae_files, variant_files=variant_files,
         planted_task_ids=[r["task_id"] for r in planted], task_ids=[r["task_id"] for r in records],
     )

@@ -12,7 +12,7 @@ from pva_dagster.resources.problem_source import (
     LocalProblems,
     ProblemSource,
 )
-from pva_dagster.resources.sae_source import EmbeddedSAEs, LocalSAEs, PretrainedSAEs, SAESource
+from pva_dagster.resources.sae_source import EmbeddedSAEs, LocalSAEs, PretrainedSAEs, PretrainedVariant, SAESource
 from pva_dagster.resources.sandbox_resource import Sandbox
 
 # Assets take the base classes (LanguageModel, ProblemSource, SAESource); profiles bind one variant of each.
@@ -32,6 +32,7 @@ __all__ = [
     "LocalProblems",
     "LocalSAEs",
     "PretrainedSAEs",
+    "PretrainedVariant",
     "ProblemSource",
     "SAESource",
     "Sandbox",

@@ -24,11 +24,25 @@ def _with_defaults(cls: type[pydantic.BaseModel], defaults: Mapping[str, Any]) -
     """``cls`` (same name and module, so the UI and logs name it as before) whose fields in ``defaults`` default
     to those values (pydantic copies a mutable default for each instance)."""
     fields: dict[str, Any] = {
-        name: (cls.model_fields[name].annotation,
-               FieldInfo.merge_field_infos(cls.model_fields[name], default=value, default_factory=None))
+        name: (cls.model_fields[name].annotation, FieldInfo.merge_field_infos(
+            # A nested config (a list of dg.Config, say) is a plain value in Dagster's schema; validating the
+            # default turns it back into the field's type where the resource is made without config.
+            cls.model_fields[name], default=_plain(value), default_factory=None, validate_default=True,
+        ))
         for name, value in defaults.items()
     }
     return pydantic.create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every pydantic model in it (nested dg.Config) as its dict, as Dagster's schema holds it."""
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump()
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def keep_values_at_launch(resource: Any) -> Any:

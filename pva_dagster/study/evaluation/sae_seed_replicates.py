@@ -130,18 +130,20 @@ def _summary(selections: pd.DataFrame, variants: int, quality: pd.DataFrame | No
 
 def seed_replicate_tables(
     tasks: pd.DataFrame, primary: SeedSAE, variants: Sequence[SeedSAE], design: ReplicateDesign,
-    quality: pd.DataFrame, no_variants: str,
+    quality: pd.DataFrame, no_variants: str, labels: Mapping[int, str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """``outputs.SAE_SEED_TABLES``: per (variant, split, direction) the variant's rank-1 latent with its validation
     AUROC and its match to the primary's (``SELECTION_COLUMNS``); per direction the summary (``SUMMARY_COLUMNS``);
     and ``quality`` (``sae_variants.variant_quality`` of the variants, per seed and layer).
 
     ``tasks``: ``readout_tasks`` (its ``split``: the study's own); ``no_variants``: why there are none, the note of
-    the empty tables when ``variants`` is empty (never a silent empty table)."""
+    the empty tables when ``variants`` is empty (never a silent empty table); ``labels``: each variant's name (seed
+    -> label; default "seed <seed>"), the quality table's ``variant`` column."""
     if not variants:
         return without_variants(no_variants)
     selections = _selections(tasks, primary, variants, design)
-    return {SELECTIONS: selections, SUMMARY: _summary(selections, len(variants), quality), QUALITY: quality}
+    named = quality.assign(variant=[(labels or {}).get(seed, f"seed {seed}") for seed in quality.seed])
+    return {SELECTIONS: selections, SUMMARY: _summary(selections, len(variants), quality), QUALITY: named}
 
 
 def seed_section(tables: Mapping[str, pd.DataFrame]) -> list[str]:
@@ -152,8 +154,9 @@ def seed_section(tables: Mapping[str, pd.DataFrame]) -> list[str]:
         return [title, f"Not computed: {summary.attrs.get('note', 'no seed variant selected a latent')}."]
     return [
         title,
-        (f"Each of {int(summary.variants.max())} SAEs per layer trained alike but from another seed redoes the "
-         "selection on the same residuals (its own general-text filter) on the study's split and on the replicates' "
+        (f"Each of {int(summary.variants.max())} other SAEs per layer (trained alike but from another seed, or a "
+         "release's other widths and L0 levels: the quality table's `variant`) redoes the selection on the same "
+         "residuals (its own general-text filter) on the study's split and on the replicates' "
          "re-drawn splits. `recovered_share`: the share of variants whose rank-1 latent's decoder row is within "
          f"|cosine| {MATCH_COSINE} of the primary's rank-1 latent on the study's split "
          "(`resplit_recovered_share`: over variants x re-drawn splits); `median_auroc`: the variants' rank-1 "
