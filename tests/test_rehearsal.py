@@ -134,12 +134,19 @@ def test_the_selection_is_redone_on_gemmascopes_other_l0_levels(rehearsal):
             path = summary["variant_files"][variant.resolved().sae_id_at(layer)]
             with np.load(path) as npz:
                 assert np.array_equal(np.load(workdir / f"W_enc_{layer}_variant{key}.npy"), npz["W_enc"])
-    quality = pd.read_parquet(layout.phase3_table(outputs.SAE_SEED_QUALITY))
-    expected = sorted((key, layer) for key in labels for layer in SAE_LAYERS)
-    assert sorted(zip(quality.seed, quality.layer, strict=True)) == expected
-    assert dict(zip(quality.seed, quality.variant, strict=True)) == labels
     frequency = pd.read_parquet(layout.general_text_frequency_file)  # each variant's own general-text filter
     assert set(frequency.seed) == {load_profile("gemma").resources["study_design"].seed, *labels}
+    assert sorted(frequency.groupby("seed").layer.unique().map(sorted).map(tuple).unique()) == [tuple(SAE_LAYERS)]
+    # The rehearsal's 24 problems leave a split without both labels, so no selection is made, on any SAE; the
+    # tables say so (the selection on named variants: test_sae_seed_replicates.py).
+    quality = pd.read_parquet(layout.phase3_table(outputs.SAE_SEED_QUALITY))
+    readouts = pd.read_parquet(layout.phase3_table(outputs.REPLICATE_SUMMARY))
+    if quality.empty:
+        assert quality.attrs["note"].startswith("readouts not computed:") and readouts.empty
+    else:
+        expected = sorted((key, layer) for key in labels for layer in SAE_LAYERS)
+        assert sorted(zip(quality.seed, quality.layer, strict=True)) == expected
+        assert dict(zip(quality.seed, quality.variant, strict=True)) == labels
 
 
 def test_activations_are_the_output_of_block_L(rehearsal):
