@@ -132,6 +132,43 @@ def test_phase2_star_again_with_nothing_new_hands_on_every_heavy_value_and_chang
         assert _stale(instance, profile, key) == StaleStatus.FRESH, key
 
 
+def _variants_run(variants: int) -> dict:
+    """The prepare job's run config with ``variants`` seed variants per layer."""
+    training = SMALL_SAE_TRAINING["ops"]["sae_weights"]["config"]
+    return {"ops": {"sae_weights": {"config": {**training, "seed_variants": variants}},
+                    "general_text_frequency": {"config": {"general_documents": 300}}}}  # fmt: skip
+
+
+def _sae_weights_version(instance: dg.DagsterInstance) -> str | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey("sae_weights"))
+    return event.asset_materialization.tags.get("dagster/data_version") if event else None
+
+
+def test_another_set_of_seed_variants_is_a_new_input_of_the_seed_replicates(pipeline):
+    """One more seed variant per layer: the primaries stay (not retrained), sae_weights gets another data version,
+    and the seed replicates are computed again with the new variant, never handed on; back to the default after."""
+    layout, profile, _, instance = pipeline
+    primaries = {
+        path: path.stat().st_mtime_ns for layer in profile.design.sae_layers for path in layout.sae_dir(layer).iterdir()
+    }
+    assert primaries
+    before = _sae_weights_version(instance)
+    more = SAETrainingPlan.seed_variants + 1
+    assert materialize(profile, ["sae_weights", "general_text_frequency"], run_config=_variants_run(more),
+                       instance=instance).success  # fmt: skip
+    assert _sae_weights_version(instance) != before
+    assert {path: path.stat().st_mtime_ns for path in primaries} == primaries
+    result = materialize(profile, "sae_seed_replicates", instance=instance)
+    assert result.success and not _handed_on(result, "sae_seed_replicates")
+    quality = pd.read_parquet(layout.phase3_table("sae_seed_quality"))
+    assert quality.seed.nunique() == more
+    restored = _variants_run(SAETrainingPlan.seed_variants)
+    assert materialize(profile, ["sae_weights", "general_text_frequency"], run_config=restored,
+                       instance=instance).success  # fmt: skip
+    assert _sae_weights_version(instance) == before
+    assert materialize(profile, "phase2*", instance=instance).success
+
+
 def test_a_changed_phase1_record_makes_downstream_stale_and_reruns_only_the_steering_units_it_feeds(pipeline):
     """Runs last (it changes the pipeline's data): edit one Phase 1.0 record, re-materialize its partition (which
     resumes every record, the edit included), then Phase 3 steering: only the units holding that task run it."""

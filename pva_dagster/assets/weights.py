@@ -120,11 +120,12 @@ def sae_weights(
         {"layer": layer, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, **reports.get(layer, {})}
         for layer, sae in saes.items()
     ]
-    # The decoder: what Phase 3 steers along; the loss measured with it.
+    # The decoder: what Phase 3 steers along; the loss measured with it. The variants too: another set of them
+    # (seed_variants, a release's L0 levels) is another input of the seed replicates.
     digests = {layer: vector_digest(sae.W_dec) for layer, sae in saes.items()}
     table = pd.DataFrame(rows).merge(loss, on="layer")
     return dg.MaterializeResult(
-        data_version=data_version(digests),
+        data_version=data_version({"decoders": digests, "variants": sae_source.variant_labels(layout)}),
         metadata={
             "source": sae_source.describe(),
             "layers": study_design.sae_layers,
