@@ -116,22 +116,27 @@ class PretrainedSAEs(SAESource):
     ) -> dict[int, dict[str, float]]:
         """Resolve every variant at every layer through SAELens's table now, so that a variant the release lacks
         fails here, naming it, and not after the primaries' analysis."""
-        for variant in self.variants:
-            ids = [variant.resolved().sae_id_at(layer) for layer in layers]
-            log(f"SAE variant {variant.resolved().label}: {', '.join(ids)}")
+        for variant in self._by_key().values():
+            ids = [variant.sae_id_at(layer) for layer in layers]
+            log(f"SAE variant {variant.label}: {', '.join(ids)}")
         return {}
 
+    def _by_key(self) -> dict[int, ReleaseVariant]:
+        """Each variant, checked, by its key: -1, -2, ... in ``variants``' order."""
+        return {-number: variant.resolved() for number, variant in enumerate(self.variants, start=1)}
+
     def variant_seeds(self, layout: DataLayout) -> tuple[int, ...]:
-        return tuple(-number for number in range(1, len(self.variants) + 1))
+        return tuple(self._by_key())
 
     def variant_labels(self, layout: DataLayout) -> dict[int, str]:
-        return {-number: v.resolved().label for number, v in enumerate(self.variants, start=1)}
+        return {key: variant.label for key, variant in self._by_key().items()}
 
     def load_variant(self, layer: int, seed: int, layout: DataLayout, device: str) -> Any:
-        """The variant numbered ``-seed`` (1-based, in ``variants``' order) at ``layer``."""
-        if not 1 <= -seed <= len(self.variants):
-            raise ValueError(f"{self.describe()} has no variant {seed}; its variants are {self.variant_seeds(layout)}")
-        variant = self.variants[-seed - 1].resolved()
+        """The variant keyed ``seed`` (-1, -2, ... in ``variants``' order) at ``layer``."""
+        variants = self._by_key()
+        if seed not in variants:
+            raise ValueError(f"{self.describe()} has no variant {seed}; its variants are {tuple(variants)}")
+        variant = variants[seed]
         sae = load_pretrained_sae(variant.release, variant.sae_id_at(layer), device)
         return _reading_layer(sae, layer, f"the variant {variant.label}")
 
