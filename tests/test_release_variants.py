@@ -94,6 +94,7 @@ def test_a_variant_the_release_lacks_fails_when_the_saes_are_prepared():
 
 def test_width_of_reads_the_folder():
     assert width_of("layer_3/width_16k/average_l0_19") == 16384 and width_of("layer_3/width_1m/x") == 1 << 20
+    assert width_of("layer_3/width_65k/canonical") == 65536 and width_of("layer_3/width_131k/x") == 131072
     with pytest.raises(ValueError, match="no width"):
         width_of("layer_3/average_l0_19")
 

@@ -24,6 +24,7 @@ the stand-in's folder, so the study runs through exactly its own code:
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -224,11 +225,12 @@ def build_gemmascope_standins(
 
 
 def width_of(folder: str) -> int:
-    """The latents of a GemmaScope SAE, from the ``width_16k`` / ``width_1m`` part of its folder."""
+    """The latents of a GemmaScope SAE, from the ``width_16k`` / ``width_1m`` part of its folder: GemmaScope's
+    widths are powers of two named in rounded thousands (65k is 65,536, 1m is 1,048,576), as SAELens reads them."""
     match = re.search(r"width_(\d+)([km])", folder)
     if match is None:
         raise ValueError(f"no width_<n>k / width_<n>m in the GemmaScope folder {folder!r}")
-    return int(match.group(1)) * {"k": 1024, "m": 1024 * 1024}[match.group(2)]
+    return 2 ** round(math.log2(int(match.group(1)) * {"k": 1e3, "m": 1e6}[match.group(2)]))
 
 
 def read_mbpp_slice(path: Path, task_ids: Sequence[int]) -> list[dict[str, Any]]:
